@@ -1,0 +1,17 @@
+"""workbench: interpretability and weight analysis for transformer language models."""
+
+from ._version import __version__
+from .errors import CacheCorruptError, InputError, ModelLoadError, UnsupportedModelError, WorkbenchError
+from .models import HookedModel, ModelInfo, available_models, hook_names, load_model
+from ._progress import set_progress
+from .analyses import get_analysis, list_analyses, model_overview, register_analysis, run_analysis
+from .cache import ResultCache, clear_cache, get_cache
+from .report import build_report, report
+from .results import Result
+
+__all__ = [
+    "CacheCorruptError", "HookedModel", "InputError", "ModelInfo", "ModelLoadError", "Result", "ResultCache",
+    "UnsupportedModelError", "WorkbenchError", "__version__", "available_models", "build_report", "clear_cache",
+    "get_analysis", "get_cache", "hook_names", "list_analyses", "load_model", "model_overview", "register_analysis",
+    "report", "run_analysis", "set_progress",
+]

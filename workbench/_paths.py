@@ -1,0 +1,19 @@
+"""Where the workbench keeps files that are not part of the repository."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CACHE_ENV = "WORKBENCH_CACHE"
+
+
+def cache_root(override: str | os.PathLike | None = None) -> Path:
+    """The cache folder: ``override``, else ``$WORKBENCH_CACHE``, else ``~/.cache/workbench``."""
+    if override is not None:
+        root = Path(override)
+    elif os.environ.get(CACHE_ENV):
+        root = Path(os.environ[CACHE_ENV])
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "workbench"
+    return root.expanduser()

@@ -1,0 +1,161 @@
+"""Model overview: architecture card, parameter counts, per-layer weight statistics and spectra."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .._progress import progress
+from ..results import Result
+from .registry import Analysis
+
+
+@dataclass(frozen=True)
+class OverviewConfig:
+    sample_text: str = "The quick brown fox jumps over the lazy dog."  # shown split into tokens
+
+
+@dataclass(frozen=True)
+class OverviewResult(Result):
+    """Tables: ``matrices`` (one row per layer x weight matrix), ``parameters``, ``tokens``.
+
+    Tensors: ``sv/<matrix>`` singular values [layer, rank], descending;
+    ``embedding_norms`` [d_vocab] L2 norm of each token's embedding.
+    ``meta['architecture']``: the model's :class:`~workbench.models.ModelInfo` as a dict.
+    """
+
+    analysis = "overview"
+    title = "Model overview"
+
+    @property
+    def matrices(self) -> list[str]:
+        return list(dict.fromkeys(self.tables["matrices"]["matrix"]))
+
+    def spectrum(self, matrix: str, layer: int) -> Tensor:
+        return self.tensors[f"sv/{matrix}"][layer]
+
+    def summary(self) -> list[tuple[str, str]]:
+        arch = self.meta["architecture"]
+        return [
+            ("model", self.model_id),
+            ("architecture", f"{arch['architecture']}: {arch['n_layers']} layers, d_model {arch['d_model']}, "
+                             f"{arch['n_heads']} heads ({arch['n_kv_heads']} key/value), d_mlp {arch['d_mlp']}"),
+            ("parameters", f"{arch['n_params']:,}"),
+            ("fingerprint", self.fingerprint),
+        ]
+
+    def figures(self) -> dict:
+        from ..render import overview as render
+
+        return render.overview_figures(self)
+
+    def report_html(self) -> str:
+        from ..render.overview import tokens_html
+
+        return tokens_html(self)
+
+    def widget(self):
+        from ..widgets.overview import OverviewWidget
+
+        return OverviewWidget(self)
+
+
+def _matrices(model, layer: int) -> dict[str, Tensor]:
+    """Each weight matrix of ``layer`` as 2-D [in, out], heads concatenated."""
+    attn = model.attention_weights(layer)
+    mlp = model.mlp_weights(layer)
+    out = {
+        "W_Q": attn.W_Q.permute(1, 0, 2).flatten(1),  # [d_model, head * d_head]
+        "W_K": attn.W_K.permute(1, 0, 2).flatten(1),
+        "W_V": attn.W_V.permute(1, 0, 2).flatten(1),
+        "W_O": attn.W_O.flatten(0, 1),  # [head * d_head, d_model]
+        "W_in": mlp.W_in,
+    }
+    if mlp.W_gate is not None:
+        out["W_gate"] = mlp.W_gate
+    out["W_out"] = mlp.W_out
+    return out
+
+
+def matrix_stats(sv: Float[Tensor, "layer rank"], weights: Float[Tensor, "layer n m"]) -> dict[str, Tensor]:
+    """Per-layer scalar summaries of a stack of matrices and their singular values."""
+    flat = weights.flatten(1).double()
+    sv = sv.double()
+    p = sv / sv.sum(-1, keepdim=True)
+    entropy = -(p * p.clamp_min(1e-30).log()).sum(-1)
+    rms = flat.square().mean(-1).sqrt()
+    return {
+        "frobenius": flat.norm(dim=-1),
+        "max_abs": flat.abs().amax(-1),
+        "outlier_ratio": flat.abs().amax(-1) / rms,  # max |w| in units of the matrix' RMS
+        "sigma_max": sv[:, 0],
+        "stable_rank": sv.square().sum(-1) / sv[:, 0].square(),  # ||W||_F^2 / sigma_max^2
+        "effective_rank": entropy.exp(),  # exp of the spectral entropy (Roy & Vetterli)
+    }
+
+
+def _parameter_table(hf_model) -> pd.DataFrame:
+    groups: dict[str, int] = {}
+    for name, param in hf_model.named_parameters():
+        low = name.lower()
+        if "lm_head" in low:
+            group = "unembedding"
+        elif any(k in low for k in ("embed", "wte", "wpe")):
+            group = "embeddings"
+        elif any(k in low for k in ("norm", ".ln", "ln_")):
+            group = "norms"
+        elif any(k in low for k in ("attn", "attention")):
+            group = "attention"
+        elif any(k in low for k in ("mlp", "ffn", "feed_forward")):
+            group = "mlp"
+        else:
+            group = "other"
+        groups[group] = groups.get(group, 0) + param.numel()
+    total = sum(groups.values())
+    rows = [{"component": g, "parameters": n, "share": n / total} for g, n in groups.items()]
+    return pd.DataFrame(rows).sort_values("parameters", ascending=False, ignore_index=True)
+
+
+@torch.no_grad()
+def compute_overview(model, config: OverviewConfig) -> OverviewResult:
+    info = model.info
+    per_layer: dict[str, list[Tensor]] = {}
+    for layer in progress(range(info.n_layers), desc="reading weights"):
+        for name, matrix in _matrices(model, layer).items():
+            per_layer.setdefault(name, []).append(matrix.float())
+
+    rows, tensors = [], {}
+    for name, mats in per_layer.items():
+        stack = torch.stack([m.to(mats[0].device) for m in mats])  # [layer, in, out]
+        sv = torch.linalg.svdvals(stack)  # batched over layers, on the model's device
+        tensors[f"sv/{name}"] = sv.cpu()
+        stats = {k: v.cpu() for k, v in matrix_stats(sv, stack).items()}
+        for layer in range(info.n_layers):
+            rows.append({"layer": layer, "matrix": name, "rows": stack.shape[1], "cols": stack.shape[2],
+                         **{k: float(v[layer]) for k, v in stats.items()}})
+    tensors["embedding_norms"] = model.W_E.float().norm(dim=-1).cpu()
+
+    ids = model.to_tokens(config.sample_text, prepend_bos=False)[0].tolist()
+    tokens = pd.DataFrame({"position": range(len(ids)), "id": ids, "token": model.to_str_tokens(ids)})
+    return OverviewResult(
+        config=config,
+        model_id=model.name,
+        fingerprint=model.fingerprint(),
+        tensors=tensors,
+        tables={"matrices": pd.DataFrame(rows), "parameters": _parameter_table(model.hf_model), "tokens": tokens},
+        meta={"architecture": info.to_dict(), "sample_text": config.sample_text},
+    )
+
+
+ANALYSIS = Analysis(
+    name="overview",
+    title="Model overview",
+    description="architecture card, parameter counts, per-layer weight norms and singular-value summaries",
+    config_cls=OverviewConfig,
+    result_cls=OverviewResult,
+    compute=compute_overview,
+)

@@ -1,0 +1,47 @@
+"""The explicit analysis registry: name -> how to configure, run and reload an analysis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import InputError
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One registered analysis.
+
+    ``compute(model, config)`` does the work and returns a ``result_cls``; it is only
+    ever called through the cache (see :func:`workbench.analyses.run_analysis`).
+    """
+
+    name: str
+    title: str
+    description: str
+    config_cls: type
+    result_cls: type
+    compute: Callable
+
+
+_REGISTRY: dict[str, Analysis] = {}
+
+
+def register_analysis(analysis: Analysis) -> Analysis:
+    """Add an analysis; registering a name twice is an error, not a silent override."""
+    if analysis.name in _REGISTRY:
+        raise ValueError(f"analysis {analysis.name!r} is already registered")
+    if analysis.result_cls.analysis != analysis.name:
+        raise ValueError(f"{analysis.result_cls.__name__}.analysis must be {analysis.name!r}")
+    _REGISTRY[analysis.name] = analysis
+    return analysis
+
+
+def get_analysis(name: str) -> Analysis:
+    if name not in _REGISTRY:
+        raise InputError(f"unknown analysis {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def list_analyses() -> list[Analysis]:
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]

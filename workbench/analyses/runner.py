@@ -1,0 +1,39 @@
+"""Run any registered analysis through the result cache."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..cache import ResultCache, cache_key, get_cache
+from ..errors import InputError
+from ..results import Result
+from .registry import get_analysis
+
+
+def make_config(name: str, config=None, **options):
+    """The analysis' config: ``config`` (or the defaults) with ``options`` replaced."""
+    spec = get_analysis(name)
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise InputError(f"{name} has no option(s) {unknown}; its options are {sorted(fields)}")
+    if config is None:
+        return spec.config_cls(**options)
+    if not isinstance(config, spec.config_cls):
+        raise InputError(f"{name} needs a {spec.config_cls.__name__}, got {type(config).__name__}")
+    return dataclasses.replace(config, **options)
+
+
+def run_analysis(name: str, model, config=None, *, cache: bool | ResultCache = True, **options) -> Result:
+    """Compute analysis ``name`` on ``model``, or fetch it from the cache.
+
+    ``cache=False`` always recomputes and stores nothing; a :class:`ResultCache`
+    uses that cache instead of the default one.
+    """
+    spec = get_analysis(name)
+    config = make_config(name, config, **options)
+    if cache is False:
+        return spec.compute(model, config)
+    store = cache if isinstance(cache, ResultCache) else get_cache()
+    key = cache_key(name, config, model.fingerprint())
+    return store.get_or_compute(key, lambda: spec.compute(model, config))

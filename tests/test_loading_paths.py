@@ -10,6 +10,7 @@ import json
 import socket
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -164,8 +165,6 @@ def test_gguf_damaged_conversion_is_rebuilt(llama_gguf, tmp_path, damage):
     # and the rebuilt copy is good: the next load neither warns nor converts
     calls = []
     real = wb_gguf._dequantize_into
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.MonkeyPatch.context() as mp:
@@ -230,14 +229,11 @@ def gpt2_folder(tmp_path_factory):
     return model, hf, ref
 
 
-@pytest.mark.parametrize("which", ["llama_folder", "gpt2_folder"])
-def test_folder_logits_equal_hf(which, request):
+@pytest.mark.parametrize("which, name", [("llama_folder", "tiny-llama-folder"), ("gpt2_folder", "tiny-gpt2-folder")])
+def test_folder_logits_equal_hf(which, name, request):
     model, _, ref = request.getfixturevalue(which)
     _assert_logits_match(model, ref)
-    assert model.info.source == "folder"
-    assert model.info.name == which.replace("_folder", "").replace("llama", "tiny-llama-folder").replace(
-        "gpt2", "tiny-gpt2-folder"
-    )
+    assert (model.info.source, model.info.name) == ("folder", name)
 
 
 def test_folder_llama_info(llama_folder):

@@ -70,7 +70,7 @@ def test_widget_updates_from_the_result(overview):
     widget.matrices.value = ("W_out",)
     assert [t.name for t in widget.spectrum_plot.data] == ["W_out"]
     widget.metric.value = "frobenius"
-    assert widget.metric_plot.layout.yaxis.title.text == "‖W‖_F"
+    assert widget.metric_plot.layout.yaxis.title.text == "Frobenius norm"
 
 
 def test_cli_info_overview_and_errors(capsys, tmp_path):

@@ -30,9 +30,8 @@ HOSTILE_TITLE = "<b>t</b>"
 
 
 @pytest.fixture(scope="module")
-def overview():
-    model = wb.load_model("tiny-llama", progress=False)
-    return wb.model_overview(model, sample_text=HOSTILE_TEXT, cache=False)
+def overview(tiny_llama):  # tiny_llama: the session fixture in conftest.py
+    return wb.model_overview(tiny_llama, sample_text=HOSTILE_TEXT, cache=False)
 
 
 @pytest.fixture(scope="module")

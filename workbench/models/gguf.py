@@ -73,6 +73,22 @@ def dequantized_folder(gguf: Path, root: Path) -> Path:
     return atomic_folder(target, lambda tmp: _dequantize_into(gguf, tmp))
 
 
+def folder_is_intact(folder: Path) -> bool:
+    """True when a converted folder's config, weights and tokenizer can all be opened."""
+    import json
+
+    from safetensors import safe_open
+
+    try:
+        json.loads((folder / "config.json").read_text())
+        for weights in folder.glob("*.safetensors"):
+            with safe_open(str(weights), framework="pt") as f:
+                f.keys()
+        return any(folder.glob("*.safetensors")) and (folder / "tokenizer.json").is_file()
+    except Exception:
+        return False
+
+
 def discard_folder(folder: Path, reason: Exception) -> None:
     """Drop a dequantized folder that failed to load, so the next load rebuilds it."""
     warnings.warn(f"discarding unreadable converted model {folder} ({reason}); rebuilding it", stacklevel=3)

@@ -118,6 +118,8 @@ class HookedModel:
             if self.tokenizer.bos_token_id is None:
                 raise InputError(f"{self.name}'s tokenizer has no BOS token; call with prepend_bos=False")
             ids = [self.tokenizer.bos_token_id, *ids]
+        if ids and max(ids) >= self.info.d_vocab:  # e.g. special tokens the tokenizer added beyond the embedding
+            raise InputError(f"the prompt contains token id {max(ids)}, outside {self.name}'s vocabulary of {self.info.d_vocab}")
         self._check_length(len(ids))
         return ids
 

@@ -10,6 +10,7 @@ import os
 import torch
 
 from .._paths import cache_root
+from .._progress import enabled as _progress_enabled
 from .._progress import progress as progress_bar
 from ..errors import ModelLoadError
 from .hooked import HookedModel
@@ -30,6 +31,21 @@ def _dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 def default_device() -> str:
     """CUDA when present, else CPU."""
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@contextlib.contextmanager
+def _transformers_progress(enabled: bool):
+    """Let transformers draw its own loading bars only when we draw ours."""
+    from transformers.utils import logging as hf_logging
+
+    restore = hf_logging.is_progress_bar_enabled() and not enabled
+    if restore:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if restore:
+            hf_logging.enable_progress_bar()
 
 
 @contextlib.contextmanager
@@ -80,7 +96,8 @@ def load_model(
     steps = progress_bar(total=3, desc=f"loading {src.label}", enabled=progress)
     try:
         steps.set_postfix_str("weights")
-        hf_model, tokenizer = load_hf(src, root, dtype=_dtype(dtype), device_map=device_map, seed=seed)
+        with _transformers_progress(progress and _progress_enabled()):
+            hf_model, tokenizer = load_hf(src, root, dtype=_dtype(dtype), device_map=device_map, seed=seed)
         steps.update()
         if device_map is None:
             hf_model = hf_model.to(device or default_device())

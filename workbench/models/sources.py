@@ -88,7 +88,7 @@ def _load_folder(folder: str, **kwargs):
 def _load_hub(name: str, **kwargs):
     try:  # already in the local HF cache: no network needed
         return _from_pretrained(name, local_files_only=True, **kwargs)
-    except OSError:
+    except Exception:  # not cached (OSError) or a broken cache entry: try the hub
         pass
     if not _hub_reachable():
         raise ModelLoadError(
@@ -105,8 +105,10 @@ def _load_gguf(path: Path, root: Path, **kwargs):
     folder = gguf.dequantized_folder(path, root)
     try:
         return _load_folder(str(folder), **kwargs)
-    except ModelLoadError as exc:  # a damaged conversion: rebuild it once
-        gguf.discard_folder(folder, exc)
+    except ModelLoadError as exc:
+        if gguf.folder_is_intact(folder):  # the folder is fine: the error is about kwargs, device, ...
+            raise
+        gguf.discard_folder(folder, exc)  # a damaged conversion: rebuild it once
         return _load_folder(str(gguf.dequantized_folder(path, root)), **kwargs)
 
 

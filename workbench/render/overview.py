@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 from .style import MATRIX_COLORS, figure, plot_text
 
 METRICS = {
-    "frobenius": ("Frobenius norm per layer", "‖W‖_F", "linear"),
+    "frobenius": ("Frobenius norm per layer", "Frobenius norm", "linear"),
     "outlier_ratio": ("Largest weight per layer (max |w| / RMS)", "max |w| / RMS", "log"),
     "effective_rank": ("Effective rank per layer (exp spectral entropy)", "effective rank", "linear"),
     "stable_rank": ("Stable rank per layer (‖W‖_F² / σ_max²)", "stable rank", "log"),
@@ -33,7 +33,8 @@ def metric_figure(result, metric: str, *, highlight_layer: int | None = None) ->
                         line_color=MATRIX_COLORS.get(matrix), hovertemplate=f"{matrix} layer %{{x}}: %{{y:.4g}}<extra></extra>")
     if highlight_layer is not None:
         fig.add_vline(x=highlight_layer, line_dash="dot", line_color="grey")
-    fig.update_xaxes(title="layer")
+    n_layers = int(table["layer"].max()) + 1
+    fig.update_xaxes(title="layer", tick0=0, dtick=max(1, n_layers // 15))  # whole layers only
     fig.update_yaxes(title=axis, type=scale)
     return fig
 

@@ -380,3 +380,23 @@ def test_dtype_passes_through_folder_load(tmp_path):
 def test_unknown_dtype_raises(tmp_path):
     with pytest.raises(wb.ModelLoadError, match="unknown dtype"):
         _load("tiny-llama", tmp_path, dtype="float8")
+
+
+# ------------------------------------------------------------------ device_map (accelerate)
+def test_device_map_is_passed_to_from_pretrained(llama_folder, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    _, hf, ref = llama_folder
+    folder = tmp_path / "mapped"
+    hf.save_pretrained(folder)
+    byte_tokenizer(tmp_path / "cache").save_pretrained(folder)
+    seen, original = [], AutoModelForCausalLM.from_pretrained
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("device_map"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    model = wb.load_model(folder, cache_dir=tmp_path / "cache", progress=False, device_map={"": "cpu"})
+    assert seen == [{"": "cpu"}] and model.device.type == "cpu"
+    _assert_logits_match(model, ref)

@@ -175,3 +175,28 @@ def test_unknown_models_fail_with_what_to_do():
 def test_dtype_is_passed_through():
     model = wb.load_model("tiny-llama", dtype="bfloat16")
     assert model.info.dtype == "bfloat16" and model("ab").dtype == torch.bfloat16
+
+
+def test_nan_weights_are_named_not_crashed_on(tmp_path):
+    model = wb.load_model("tiny-llama")
+    with torch.no_grad():
+        model.attention_weights(1).W_O[0, 0, 0] = float("nan")
+    with pytest.raises(wb.UnsupportedModelError, match=r"model\.layers\.1\.self_attn\.o_proj\.weight"):
+        wb.model_overview(model, cache=False)
+
+
+def test_interrupted_conversion_leaves_nothing_behind(tmp_path):
+    from workbench.models._atomic import atomic_folder
+
+    def crash(folder):
+        folder.mkdir()
+        (folder / "half").write_text("x")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_folder(tmp_path / "model", crash)
+    assert list(tmp_path.iterdir()) == []
+    orphan = tmp_path / ".tmp-model-999999999-abcd"  # left by a process that was killed outright
+    orphan.mkdir()
+    atomic_folder(tmp_path / "model", lambda folder: folder.mkdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

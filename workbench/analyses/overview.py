@@ -122,6 +122,7 @@ def _parameter_table(hf_model) -> pd.DataFrame:
 
 @torch.no_grad()
 def compute_overview(model, config: OverviewConfig) -> OverviewResult:
+    model.require_finite_weights()
     info = model.info
     per_layer: dict[str, list[Tensor]] = {}
     for layer in progress(range(info.n_layers), desc="reading weights"):

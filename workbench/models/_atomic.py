@@ -19,6 +19,7 @@ def atomic_folder(target: Path, build: Callable[[Path], None]) -> Path:
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(target)
     tmp = target.parent / f".tmp-{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         build(tmp)
@@ -30,3 +31,21 @@ def atomic_folder(target: Path, build: Callable[[Path], None]) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _remove_orphans(target: Path) -> None:
+    """Delete temp folders left by interrupted builds of ``target`` whose process is gone."""
+    for tmp in target.parent.glob(f".tmp-{target.name}-*"):
+        pid = tmp.name.removeprefix(f".tmp-{target.name}-").split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

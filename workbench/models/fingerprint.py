@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 
 import torch
 
@@ -20,8 +21,10 @@ def _round(value: float, digits: int = 7) -> str:
 
 
 @torch.no_grad()
-def weights_fingerprint(hf_model) -> str:
+def weights_fingerprint(hf_model) -> tuple[str, list[str]]:
+    """``(fingerprint, names of parameters holding NaN or inf)`` in one pass over the weights."""
     digest = hashlib.sha256()
+    nonfinite = []
     config = hf_model.config.to_dict()
     for volatile in ("_name_or_path", "transformers_version", "dtype", "torch_dtype", "_attn_implementation_autoset"):
         config.pop(volatile, None)
@@ -30,5 +33,7 @@ def weights_fingerprint(hf_model) -> str:
         flat = param.detach().reshape(-1)
         total = flat.sum(dtype=torch.float64).item()
         norm = torch.linalg.vector_norm(flat, dtype=torch.float64).item()
+        if not math.isfinite(total + norm):
+            nonfinite.append(name.replace("._original_component", ""))  # the HF name, without the bridge's wrapping
         digest.update(f"{name}|{tuple(param.shape)}|{param.dtype}|{_round(total)}|{_round(norm)}".encode())
-    return digest.hexdigest()[:20]
+    return digest.hexdigest()[:20], nonfinite

@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ..errors import InputError
+from ..errors import InputError, UnsupportedModelError
 from . import weights as W
 from .fingerprint import weights_fingerprint
 from .info import ModelInfo
@@ -34,7 +34,7 @@ class HookedModel:
         self.tokenizer = tokenizer  # the HF tokenizer as loaded (BOS is added by us, explicitly)
         self.info = info
         self._hook_names = frozenset(bridge.hook_dict)
-        self._fingerprint: tuple[tuple[int, ...], str] | None = None
+        self._weight_check: tuple[tuple[int, ...], tuple[str, list[str]]] | None = None
 
     # ------------------------------------------------------------------ facts
     @property
@@ -57,10 +57,23 @@ class HookedModel:
         Recomputed only when a parameter's version counter moved, i.e. after an
         in-place edit through the parameter or any view of it (not through ``.data``).
         """
+        return self._check_weights()[0]
+
+    def require_finite_weights(self) -> None:
+        """Raise :class:`UnsupportedModelError` naming every parameter that holds NaN or inf."""
+        bad = self._check_weights()[1]
+        if bad:
+            shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise UnsupportedModelError(
+                f"{self.name} has NaN or infinite weights in {shown}; weight analyses need finite weights. "
+                "Reload the model, or undo the edit that produced them"
+            )
+
+    def _check_weights(self) -> tuple[str, list[str]]:
         versions = tuple(p._version for p in self.hf_model.parameters())
-        if self._fingerprint is None or self._fingerprint[0] != versions:
-            self._fingerprint = (versions, weights_fingerprint(self.hf_model))
-        return self._fingerprint[1]
+        if self._weight_check is None or self._weight_check[0] != versions:
+            self._weight_check = (versions, weights_fingerprint(self.hf_model))
+        return self._weight_check[1]
 
     def hook_names(self) -> list[str]:
         """Every hook point name, sorted."""

@@ -99,13 +99,16 @@ def load_model(
         with _transformers_progress(progress and _progress_enabled()):
             hf_model, tokenizer = load_hf(src, root, dtype=_dtype(dtype), device_map=device_map, seed=seed)
         steps.update()
-        if device_map is None:
-            hf_model = hf_model.to(device or default_device())
+        if device_map is None or src.kind == "tiny":  # otherwise from_pretrained placed it
+            hf_model = hf_model.to(torch.device(device or default_device()))
+        # Name the device unless accelerate spread the model: left out, the bridge assumes CUDA when present.
+        dispatched = bool(getattr(hf_model, "hf_device_map", None))
+        placed = None if dispatched else str(hf_model.get_input_embeddings().weight.device)
         hf_model.requires_grad_(False)
         steps.set_postfix_str("hooks")
         try:
             with _quiet_bridge():
-                bridge = TransformerBridge.boot_transformers(src.label, hf_model=hf_model, tokenizer=tokenizer)
+                bridge = TransformerBridge.boot_transformers(src.label, hf_model=hf_model, tokenizer=tokenizer, device=placed)
         except Exception as exc:
             raise ModelLoadError(
                 f"{src.label} ({type(hf_model).__name__}) loaded, but TransformerLens cannot hook this architecture: {exc}"

@@ -36,18 +36,23 @@ PROMPT_MODULES = ("argparse", "csv", "json", "unittest")  # docstrings: real Eng
 
 
 # ----------------------------------------------------------------- helpers
-def median_s(fn, repeat: int, warmup: int = 2, sync=lambda: None) -> float:
-    """Median wall seconds of ``fn()`` over ``repeat`` runs, after ``warmup`` untimed runs."""
-    for _ in range(warmup):
-        fn()
+def median_times(cases: dict, repeat: int, warmup: int = 2, sync=lambda: None) -> dict[str, float]:
+    """Median wall seconds of each ``fn()`` in ``cases`` over ``repeat`` runs, after ``warmup`` untimed runs.
+
+    Cases run round-robin, so a slow spell on a shared machine hits all of them alike.
+    """
+    for fn in cases.values():
+        for _ in range(warmup):
+            fn()
     sync()
-    times = []
+    times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in cases.items():
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def row(name: str, value: float, base: float, unit: str, notes: str = "", **extra) -> dict:
@@ -68,6 +73,30 @@ def print_table(title: str, baseline: str, rows: list[dict], columns: list[tuple
             print("-" * (sum(widths) + 2 * len(widths) + 5))
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds used so far (this process and its finished children, the whole machine).
+
+    The machine figure comes from /proc/stat (Linux; NaN elsewhere): their difference
+    over a stretch of time is what other programs took from us meanwhile.
+    """
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    ours = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+        machine = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+    except (OSError, ValueError):
+        machine = float("nan")
+    return ours, machine
+
+
+def busy_cores(seconds: float = 1.0) -> float:
+    """Cores kept busy by other programs right now, sampled over ``seconds``."""
+    (ours0, all0), start = cpu_seconds(), time.perf_counter()
+    time.sleep(seconds)
+    (ours1, all1), wall = cpu_seconds(), time.perf_counter() - start
+    return ((all1 - all0) - (ours1 - ours0)) / wall
+
+
 def machine_facts(device: str) -> dict:
     import torch
     import transformer_lens
@@ -80,6 +109,7 @@ def machine_facts(device: str) -> dict:
         "cpus_usable": len(os.sched_getaffinity(0)), "torch": torch.__version__, "transformers": transformers.__version__,
         "transformer_lens": getattr(transformer_lens, "__version__", "?"), "workbench": wb.__version__,
         "device": device, "torch_threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+        "others_busy_cores": round(busy_cores(), 2),
     }
     if device == "cuda":
         facts["gpu"] = torch.cuda.get_device_name()
@@ -168,8 +198,11 @@ def make_tokens(model):
     return torch.tensor(rows[:BATCH], device=model.device)
 
 
-def nbytes_mb(cache: dict) -> float:
-    return sum(t.numel() * t.element_size() for t in cache.values()) / 2**20
+def cache_mb(cache: dict) -> tuple[float, float]:
+    """MB of a run_with_cache dict: summed over entries, and over distinct storages (aliases once)."""
+    total = sum(t.numel() * t.element_size() for t in cache.values())
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in cache.values()}
+    return total / 2**20, sum(storages.values()) / 2**20
 
 
 def bench_forward(args, tmp: Path) -> list[dict]:
@@ -195,7 +228,7 @@ def bench_forward(args, tmp: Path) -> list[dict]:
         f"wb run_with_cache, {len(resid)} resid_post": lambda: model.run_with_cache(tokens, names=resid)[1],
     }
     with torch.no_grad():
-        times = {name: median_s(fn, args.repeat, sync=sync) for name, fn in cases.items()}
+        times = median_times(cases, args.repeat, sync=sync)
         ref = hf["eager"](tokens).logits
         diff = (model(tokens) - ref).abs().max().item()
         all_cache, resid_cache = model.run_with_cache(tokens)[1], model.run_with_cache(tokens, names=resid)[1]
@@ -204,10 +237,10 @@ def bench_forward(args, tmp: Path) -> list[dict]:
     notes = [
         "", "",
         f"bridge over HF ({impl} attention); max |logits - HF eager| = {diff:.1e}",
-        f"{len(all_cache)} tensors, {nbytes_mb(all_cache):.1f} MB",
-        f"{len(resid_cache)} tensors, {nbytes_mb(resid_cache):.1f} MB",
+        "{} tensors, {:.1f} MB ({:.1f} MB distinct storage)".format(len(all_cache), *cache_mb(all_cache)),
+        "{} tensors, {:.1f} MB ({:.1f} MB distinct storage)".format(len(resid_cache), *cache_mb(resid_cache)),
     ]
-    sizes = [None, None, None, nbytes_mb(all_cache), nbytes_mb(resid_cache)]
+    sizes = [None, None, None, cache_mb(all_cache)[0], cache_mb(resid_cache)[0]]
     return [row(name, t * 1e3, base * 1e3, "ms", note, cache_mb=mb)
             for (name, t), note, mb in zip(times.items(), notes, sizes)]
 
@@ -223,7 +256,6 @@ def bench_cache(args, tmp: Path) -> list[dict]:
     fingerprint_s = time.perf_counter() - start
     root = tmp / "results"
     wb.model_overview(model, cache=wb.ResultCache(root))  # populate the folder
-    recompute = median_s(lambda: wb.model_overview(model, cache=False), args.repeat, warmup=1)
     disk_stats = {"disk_hits": 0, "misses": 0}
 
     def disk_hit():
@@ -232,10 +264,13 @@ def bench_cache(args, tmp: Path) -> list[dict]:
         for k in disk_stats:
             disk_stats[k] += cache.stats[k]
 
-    disk = median_s(disk_hit, args.repeat, warmup=1)
     memory_cache = wb.ResultCache(root)
-    wb.model_overview(model, cache=memory_cache)
-    memory = median_s(lambda: wb.model_overview(model, cache=memory_cache), args.repeat, warmup=1)
+    times = median_times({
+        "recompute": lambda: wb.model_overview(model, cache=False),
+        "disk": disk_hit,
+        "memory": lambda: wb.model_overview(model, cache=memory_cache),
+    }, args.repeat, warmup=1)
+    recompute, disk, memory = times["recompute"], times["disk"], times["memory"]
     size_kb = sum(p.stat().st_size for p in root.rglob("*.safetensors")) / 1024
     return [
         row("overview recomputed (cache=False) [baseline]", recompute, recompute, "s", "weight stats + SVD spectra of every matrix"),
@@ -256,17 +291,21 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=ENTRIES, help="run only these entries")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "ROOT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.device is None:
-        import torch
-
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.child:
+    if args.child:  # before any heavy import: the child times its own imports
         return load_child(*args.child, args.device)
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    hf_logging.disable_progress_bar()  # loading bars of the baseline models
+    hf_logging.set_verbosity_error()
 
     start = time.perf_counter()
     facts = machine_facts(args.device)
     print("workbench benchmarks  " + "  ".join(f"{k}={v}" for k, v in facts.items()))
     print(f"repeat={args.repeat} (medians after warm-up), forward tokens [{BATCH}, {SEQ}]")
+    if facts["others_busy_cores"] > 0.2:
+        print(f"note: other programs keep {facts['others_busy_cores']:.1f} cores busy: timings will be skewed")
     tables = {
         "load": ("load (each in a fresh process)", "HF from_pretrained(gguf_file=)",
                  [("name", "name", ""), ("wall_s", "wall s", ".2f"), ("load_s", "load s", ".2f"),
@@ -280,10 +319,13 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="wb-bench-") as tmp:
         for name in args.only or ENTRIES:
-            t0 = time.perf_counter()
+            t0, (ours0, all0) = time.perf_counter(), cpu_seconds()
             results[name] = bench[name](args, Path(tmp))
+            wall, (ours1, all1) = time.perf_counter() - t0, cpu_seconds()
             title, baseline, columns = tables[name]
-            print_table(f"{title}, {time.perf_counter() - t0:.0f} s", baseline, results[name], columns)
+            ours, others = (ours1 - ours0) / wall, ((all1 - all0) - (ours1 - ours0)) / wall
+            busy = f"{wall:.0f} s; cores busy on average: {ours:.1f} ours, {others:.1f} other programs"
+            print_table(f"{title}: {busy}", baseline, results[name], columns)
     total = time.perf_counter() - start
     print(f"\ntotal {total:.0f} s")
     if args.json:

@@ -88,3 +88,12 @@ def test_cli_report(tmp_path, capsys):
     out = tmp_path / "r.html"
     assert main(["report", "--model", "tiny-llama", "--out", str(out)]) == 0
     assert out.is_file() and str(out) in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 9), (2, 9, 5), (4, 4)])
+def test_singular_values_match_svd(shape):
+    from workbench.analyses.linalg import singular_values
+
+    w = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    w[..., 0, :] *= 50  # a wide spread of singular values
+    assert torch.allclose(singular_values(w), torch.linalg.svdvals(w.double()).float(), rtol=1e-5, atol=1e-6)

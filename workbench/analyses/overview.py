@@ -11,6 +11,7 @@ from torch import Tensor
 
 from .._progress import progress
 from ..results import Result
+from .linalg import singular_values
 from .registry import Analysis
 
 
@@ -132,7 +133,7 @@ def compute_overview(model, config: OverviewConfig) -> OverviewResult:
     rows, tensors = [], {}
     for name, mats in per_layer.items():
         stack = torch.stack([m.to(mats[0].device) for m in mats])  # [layer, in, out]
-        sv = torch.linalg.svdvals(stack)  # batched over layers, on the model's device
+        sv = singular_values(stack)  # batched over layers, on the model's device
         tensors[f"sv/{name}"] = sv.cpu()
         stats = {k: v.cpu() for k, v in matrix_stats(sv, stack).items()}
         for layer in range(info.n_layers):

@@ -211,22 +211,21 @@ def _save(name: str, seed: int, folder: Path, cache: Path):
     return hf
 
 
+def _folder_model(name: str, seed: int, root: Path):
+    """``(workbench model, original HF model, reference logits)`` for a tiny model saved to a folder."""
+    hf = _save(name, seed, root / f"{name}-folder", root / "cache")
+    ref = _reference(hf)
+    return _load(root / f"{name}-folder", root / "cache"), hf, ref
+
+
 @pytest.fixture(scope="module")
 def llama_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("llama")
-    hf = _save("tiny-llama", 3, root / "tiny-llama-folder", root / "cache")
-    ref = _reference(hf)
-    model = _load(root / "tiny-llama-folder", root / "cache")
-    return model, hf, ref
+    return _folder_model("tiny-llama", 3, tmp_path_factory.mktemp("llama"))
 
 
 @pytest.fixture(scope="module")
 def gpt2_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gpt2")
-    hf = _save("tiny-gpt2", 4, root / "tiny-gpt2-folder", root / "cache")
-    ref = _reference(hf)
-    model = _load(root / "tiny-gpt2-folder", root / "cache")
-    return model, hf, ref
+    return _folder_model("tiny-gpt2", 4, tmp_path_factory.mktemp("gpt2"))
 
 
 @pytest.mark.parametrize("which, name", [("llama_folder", "tiny-llama-folder"), ("gpt2_folder", "tiny-gpt2-folder")])

@@ -28,6 +28,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WORKBENCH_PROGRESS", "0")
+os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF conversion bar ignores its own switch
 
 ENTRIES = ("load", "forward", "cache")
 RESULT_MARK = "BENCH_RESULT "
@@ -94,20 +95,20 @@ def busy_cores(seconds: float = 1.0) -> float:
     (ours0, all0), start = cpu_seconds(), time.perf_counter()
     time.sleep(seconds)
     (ours1, all1), wall = cpu_seconds(), time.perf_counter() - start
-    return ((all1 - all0) - (ours1 - ours0)) / wall
+    return max(0.0, (all1 - all0) - (ours1 - ours0)) / wall
 
 
 def machine_facts(device: str) -> dict:
+    from importlib.metadata import version
+
     import torch
-    import transformer_lens
-    import transformers
 
     import workbench as wb
 
     facts = {
         "python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)), "torch": torch.__version__, "transformers": transformers.__version__,
-        "transformer_lens": getattr(transformer_lens, "__version__", "?"), "workbench": wb.__version__,
+        "cpus_usable": len(os.sched_getaffinity(0)), "torch": torch.__version__, "transformers": version("transformers"),
+        "transformer_lens": version("transformer-lens"), "workbench": wb.__version__,
         "device": device, "torch_threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
         "others_busy_cores": round(busy_cores(), 2),
     }
@@ -175,7 +176,7 @@ def bench_load(args, tmp: Path) -> list[dict]:
     labels = {
         "imports": ("python + imports only", "torch, transformers, workbench; no model"),
         "hf-gguf": ("HF from_pretrained(gguf_file=) [baseline]", "tokenizer + model, dequantized in memory, nothing saved"),
-        "wb-cold": ("wb.load_model() cold", "empty cache dir: dequantize, save folder, reload, hook bridge"),
+        "wb-cold": ("wb.load_model() cold", "empty cache dir: dequantize, save, reload, hook (+ transformer_lens import)"),
         "wb-warm": ("wb.load_model() warm", f"converted folder; {med['hf-gguf']['wall_s'] / med['wb-warm']['wall_s']:.1f}x faster than baseline"),
         "hf-folder": ("HF from_pretrained(converted folder)", "tokenizer + model, no bridge: the floor for warm"),
     }
@@ -237,8 +238,9 @@ def bench_forward(args, tmp: Path) -> list[dict]:
     notes = [
         "", "",
         f"bridge over HF ({impl} attention); max |logits - HF eager| = {diff:.1e}",
-        "{} tensors, {:.1f} MB ({:.1f} MB distinct storage)".format(len(all_cache), *cache_mb(all_cache)),
-        "{} tensors, {:.1f} MB ({:.1f} MB distinct storage)".format(len(resid_cache), *cache_mb(resid_cache)),
+        "{} entries, {:.1f} MB summed, {:.1f} MB distinct storage".format(len(all_cache), *cache_mb(all_cache)),
+        "{} entries for {} names, {:.1f} MB summed, {:.1f} MB distinct".format(
+            len(resid_cache), len(resid), *cache_mb(resid_cache)),
     ]
     sizes = [None, None, None, cache_mb(all_cache)[0], cache_mb(resid_cache)[0]]
     return [row(name, t * 1e3, base * 1e3, "ms", note, cache_mb=mb)

@@ -177,6 +177,8 @@ class HookedModel:
         tokens = self._as_tokens(inputs, prepend_bos)
         names_filter = self._names_filter(names)
         logits, cache = self.bridge.run_with_cache(tokens, names_filter=names_filter, return_cache_object=False)
+        if isinstance(names_filter, list):  # the bridge adds aliases (hook_out for hook_resid_post, ...)
+            return logits, {name: cache[name] for name in names_filter}
         return logits, dict(cache)
 
     def run_with_hooks(

@@ -68,20 +68,18 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _from_pretrained(ref: str, tokenizer_ref: str | None = None, **kwargs):
+def _from_pretrained(ref: str, local_files_only: bool = False, **kwargs):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_ref or ref, **{k: v for k, v in kwargs.items() if k == "local_files_only"})
-    model = AutoModelForCausalLM.from_pretrained(ref, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(ref, local_files_only=local_files_only)
+    model = AutoModelForCausalLM.from_pretrained(ref, local_files_only=local_files_only, **kwargs)
     return model, tokenizer
 
 
 def _load_folder(folder: str, **kwargs):
     try:
         return _from_pretrained(folder, **kwargs)
-    except ModelLoadError:
-        raise
-    except Exception as exc:
+    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ... for bad folders
         raise ModelLoadError(f"cannot load the model folder {folder}: {exc}") from exc
 
 

@@ -13,8 +13,6 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-import plotly.io as pio
-
 from .._version import __version__
 from ..errors import InputError
 from ..results import Result
@@ -33,6 +31,8 @@ def _slug(text: str) -> str:
 
 
 def _figure_html(fig, div_id: str) -> str:
+    import plotly.io as pio
+
     return pio.to_html(
         fig, full_html=False, include_plotlyjs=False, div_id=div_id,
         config={"displaylogo": False, "responsive": True},

@@ -159,3 +159,25 @@ def test_cache_false_recomputes(tiny_llama, tmp_path):
     a = _overview(tiny_llama, False)
     b = _overview(tiny_llama, False)
     assert a is not b and not cache.root.exists()
+
+
+def test_entry_with_a_stale_layout_is_recomputed(tiny_llama, tmp_path):
+    """A sound file whose JSON no longer matches what this version reads (e.g. written by an older one)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from workbench.results import _digest
+
+    _overview(tiny_llama, ResultCache(tmp_path))
+    (path,) = ResultCache(tmp_path).root.glob("*.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        doc = json.loads(f.metadata()["workbench"])
+    doc["tables"] = {t["name"]: t for t in doc["tables"]}  # an old layout: a dict of tables
+    header, tensors = json.dumps(doc), load_file(str(path))
+    save_file(tensors, str(path), metadata={"workbench": header, "sha256": _digest(tensors, header)})
+    cache = ResultCache(tmp_path)
+    with pytest.warns(UserWarning, match="not a readable workbench result"):
+        _overview(tiny_llama, cache)
+    assert cache.stats["corrupt"] == 1

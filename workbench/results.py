@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ._version import __version__
-from .errors import CacheCorruptError, InputError
+from .errors import CacheCorruptError, InputError, WorkbenchError
 
 FORMAT = "workbench-result/1"
 
@@ -184,6 +184,8 @@ def _write(result: Result, path: Path) -> None:
 def _read(path: Path, expected: type[Result]) -> Result:
     from safetensors import safe_open
 
+    from .analyses.registry import get_analysis
+
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -194,32 +196,27 @@ def _read(path: Path, expected: type[Result]) -> Result:
         doc = json.loads(header)
         if doc.get("format") != FORMAT:
             raise CacheCorruptError(f"{path}: unknown format {doc.get('format')!r}")
-    except CacheCorruptError:
+        spec = get_analysis(doc["analysis"]) if doc["analysis"] else None
+        config = spec.config_cls(**_tuples(doc["config"])) if spec else None
+        return (spec.result_cls if spec else expected)(
+            config=config,
+            model_id=doc["model_id"],
+            fingerprint=doc["fingerprint"],
+            tensors={k.removeprefix("tensor/"): v for k, v in tensors.items() if k.startswith("tensor/")},
+            tables={table["name"]: _table(table, tensors) for table in doc["tables"]},
+            meta=doc["meta"],
+        )
+    except (WorkbenchError, FileNotFoundError):  # already says what is wrong
         raise
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # safetensors and json raise many kinds for damaged files
-        raise CacheCorruptError(f"{path} is not a readable workbench result: {exc}") from exc
+    except Exception as exc:  # safetensors, json and a stale layout raise many kinds: one answer
+        raise CacheCorruptError(f"{path} is not a readable workbench result: {exc!r}") from exc
 
-    from .analyses.registry import get_analysis
 
-    spec = get_analysis(doc["analysis"]) if doc["analysis"] else None
-    result_cls = spec.result_cls if spec else expected
-    config = spec.config_cls(**_tuples(doc["config"])) if spec else None
-    tables = {}
-    for table in doc["tables"]:
-        name, data = table["name"], {}
-        for col in table["columns"]:
-            if col["stored"] == "tensor":
-                data[col["name"]] = tensors[f"table/{name}/{col['name']}"].numpy()
-            else:
-                data[col["name"]] = pd.Series(col["values"], dtype=None if col["dtype"] == "object" else col["dtype"])
-        tables[name] = pd.DataFrame(data, index=pd.RangeIndex(table["rows"]))
-    return result_cls(
-        config=config,
-        model_id=doc["model_id"],
-        fingerprint=doc["fingerprint"],
-        tensors={k.removeprefix("tensor/"): v for k, v in tensors.items() if k.startswith("tensor/")},
-        tables=tables,
-        meta=doc["meta"],
-    )
+def _table(table: dict, tensors: dict[str, Tensor]) -> pd.DataFrame:
+    data = {}
+    for col in table["columns"]:
+        if col["stored"] == "tensor":
+            data[col["name"]] = tensors[f"table/{table['name']}/{col['name']}"].numpy()
+        else:
+            data[col["name"]] = pd.Series(col["values"], dtype=None if col["dtype"] == "object" else col["dtype"])
+    return pd.DataFrame(data, index=pd.RangeIndex(table["rows"]))

@@ -200,3 +200,16 @@ def test_interrupted_conversion_leaves_nothing_behind(tmp_path):
     orphan.mkdir()
     atomic_folder(tmp_path / "model", lambda folder: folder.mkdir())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_restoring_undoes_weight_edits_even_on_error():
+    model = wb.load_model("tiny-llama")
+    before, clean = model.fingerprint(), model("abc")
+    W_out, W_Q = model.mlp_weights(1).W_out, model.attention_weights(0).W_Q
+    with pytest.raises(KeyboardInterrupt):
+        with model.restoring(W_out, W_Q), torch.no_grad():
+            W_out.zero_()
+            W_Q[2] *= 3
+            assert not torch.allclose(model("abc"), clean)
+            raise KeyboardInterrupt
+    assert model.fingerprint() == before and torch.equal(model("abc"), clean)

@@ -216,6 +216,26 @@ class HookedModel:
         names = [names] if isinstance(names, str) else list(names)
         return [self.check_hook_name(n) for n in names]
 
+    @contextmanager
+    def restoring(self, *weights: Tensor) -> Iterator["HookedModel"]:
+        """Undo every in-place edit of ``weights`` on leaving the block, even on error or Ctrl-C.
+
+        Pass the weight views you are about to edit (e.g. ``model.mlp_weights(2).W_out``);
+        only those are copied, so this costs one copy of the edited matrices::
+
+            W_out = model.mlp_weights(2).W_out
+            with model.restoring(W_out), torch.no_grad():
+                W_out[90, 507] = 0.0
+                damaged = model("Summer is hot. Winter is")
+        """
+        saved = [(w, w.detach().clone()) for w in weights]
+        try:
+            yield self
+        finally:
+            with torch.no_grad():
+                for weight, original in saved:
+                    weight.copy_(original)
+
     @torch.no_grad()
     def generate(self, prompt: str, max_new_tokens: int = 20, *, prepend_bos: bool | None = None) -> str:
         """Greedy continuation of ``prompt`` (the new text only)."""

@@ -213,3 +213,10 @@ def test_restoring_undoes_weight_edits_even_on_error():
             assert not torch.allclose(model("abc"), clean)
             raise KeyboardInterrupt
     assert model.fingerprint() == before and torch.equal(model("abc"), clean)
+
+
+def test_missing_weight_accessors_give_a_clear_error(monkeypatch):
+    model = wb.load_model("tiny-llama")
+    monkeypatch.setattr(type(model.bridge.blocks[0].mlp), "W_out", property(lambda self: None), raising=False)
+    with pytest.raises(wb.UnsupportedModelError, match="no MLP W_out for LlamaForCausalLM"):
+        model.mlp_weights(0)

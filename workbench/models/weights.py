@@ -20,6 +20,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..errors import UnsupportedModelError
+
 
 @dataclass(frozen=True)
 class AttentionWeights:
@@ -82,17 +84,27 @@ def _get(module, name: str) -> Tensor | None:
     return None if value is None else value.detach()
 
 
+def _required(found: Tensor | None, what: str, bridge) -> Tensor:
+    if found is None:
+        raise UnsupportedModelError(
+            f"TransformerLens exposes no {what} for {bridge.cfg.architecture}; analyses that read "
+            "weights need a supported architecture (Llama, Mistral, Qwen, GPT-2, Pythia, ... see `workbench info`)"
+        )
+    return found
+
+
 def attention_weights(bridge, layer: int) -> AttentionWeights:
     attn = bridge.blocks[layer].attn
-    return AttentionWeights(*(_get(attn, n) for n in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O")))
+    matrices = [_required(_get(attn, n), f"attention {n}", bridge) for n in ("W_Q", "W_K", "W_V", "W_O")]
+    return AttentionWeights(*matrices, *(_get(attn, n) for n in ("b_Q", "b_K", "b_V", "b_O")))
 
 
 def mlp_weights(bridge, layer: int, gated: bool) -> MLPWeights:
     mlp = bridge.blocks[layer].mlp
     return MLPWeights(
-        W_in=_get(mlp, "W_in"),
-        W_gate=_get(mlp, "W_gate") if gated else None,
-        W_out=_get(mlp, "W_out"),
+        W_in=_required(_get(mlp, "W_in"), "MLP W_in", bridge),
+        W_gate=_required(_get(mlp, "W_gate"), "MLP W_gate", bridge) if gated else None,
+        W_out=_required(_get(mlp, "W_out"), "MLP W_out", bridge),
         b_in=_get(mlp, "b_in"),
         b_out=_get(mlp, "b_out"),
     )

@@ -310,19 +310,15 @@ def test_folder_gpt2_weights(gpt2_folder):
     assert model.W_gate is None
 
 
-def test_folder_without_config_raises(tmp_path):
-    folder = tmp_path / "no-config"
+@pytest.mark.parametrize("folder_name, missing, message", [
+    ("no-config", "config.json", "config.json"),
+    ("no-weights", "model.safetensors", "no-weights"),
+])
+def test_incomplete_folder_raises(tmp_path, folder_name, missing, message):
+    folder = tmp_path / folder_name
     _save("tiny-llama", 0, folder, tmp_path / "cache")
-    (folder / "config.json").unlink()
-    with pytest.raises(wb.ModelLoadError, match="config.json"):
-        _load(folder, tmp_path / "cache")
-
-
-def test_folder_without_weights_raises(tmp_path):
-    folder = tmp_path / "no-weights"
-    _save("tiny-llama", 0, folder, tmp_path / "cache")
-    (folder / "model.safetensors").unlink()
-    with pytest.raises(wb.ModelLoadError, match="no-weights"):
+    (folder / missing).unlink()
+    with pytest.raises(wb.ModelLoadError, match=message):
         _load(folder, tmp_path / "cache")
 
 

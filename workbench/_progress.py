@@ -15,10 +15,6 @@ def set_progress(enabled: bool) -> None:
     _enabled = bool(enabled)
 
 
-def enabled() -> bool:
-    return _enabled
-
-
 def progress(iterable=None, *, desc: str, total: int | None = None, enabled: bool = True):
     """A tqdm bar that disappears when done, unless progress bars are switched off."""
     return tqdm(iterable, desc=desc, total=total, leave=False, disable=not (_enabled and enabled))

@@ -1,4 +1,4 @@
-"""A cheap, stable identity for a model's current weights.
+"""A cheap, stable identity for a model's current weights, and a NaN/inf check on the way.
 
 Hashes the architecture config plus, per parameter, its name, shape, dtype and two
 rounded float64 reductions (sum and L2 norm). That is one pass over the
@@ -21,7 +21,7 @@ def _round(value: float, digits: int = 7) -> str:
 
 
 @torch.no_grad()
-def weights_fingerprint(hf_model) -> tuple[str, list[str]]:
+def scan_weights(hf_model) -> tuple[str, list[str]]:
     """``(fingerprint, names of parameters holding NaN or inf)`` in one pass over the weights."""
     digest = hashlib.sha256()
     nonfinite = []

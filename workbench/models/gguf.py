@@ -81,10 +81,11 @@ def folder_is_intact(folder: Path) -> bool:
 
     try:
         json.loads((folder / "config.json").read_text())
-        for weights in folder.glob("*.safetensors"):
-            with safe_open(str(weights), framework="pt") as f:
+        weights = list(folder.glob("*.safetensors"))
+        for path in weights:
+            with safe_open(str(path), framework="pt") as f:
                 f.keys()
-        return any(folder.glob("*.safetensors")) and (folder / "tokenizer.json").is_file()
+        return bool(weights) and (folder / "tokenizer.json").is_file()
     except Exception:
         return False
 

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ..errors import InputError, UnsupportedModelError
 from . import weights as W
-from .fingerprint import weights_fingerprint
+from .fingerprint import scan_weights
 from .info import ModelInfo
 
 HookFn = Callable[..., Tensor | None]
@@ -72,7 +72,7 @@ class HookedModel:
     def _check_weights(self) -> tuple[str, list[str]]:
         versions = tuple(p._version for p in self.hf_model.parameters())
         if self._weight_check is None or self._weight_check[0] != versions:
-            self._weight_check = (versions, weights_fingerprint(self.hf_model))
+            self._weight_check = (versions, scan_weights(self.hf_model))
         return self._weight_check[1]
 
     def hook_names(self) -> list[str]:

@@ -10,7 +10,6 @@ import os
 import torch
 
 from .._paths import cache_root
-from .._progress import enabled as _progress_enabled
 from .._progress import progress as progress_bar
 from ..errors import ModelLoadError
 from .hooked import HookedModel
@@ -96,7 +95,7 @@ def load_model(
     steps = progress_bar(total=3, desc=f"loading {src.label}", enabled=progress)
     try:
         steps.set_postfix_str("weights")
-        with _transformers_progress(progress and _progress_enabled()):
+        with _transformers_progress(not steps.disable):
             hf_model, tokenizer = load_hf(src, root, dtype=_dtype(dtype), device_map=device_map, seed=seed)
         steps.update()
         if device_map is None or src.kind == "tiny":  # otherwise from_pretrained placed it

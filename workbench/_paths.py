@@ -17,3 +17,16 @@ def cache_root(override: str | os.PathLike | None = None) -> Path:
     else:
         root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "workbench"
     return root.expanduser()
+
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+def data_file(name: str) -> Path:
+    """A file the project ships in ``data/`` (evaluation text, published indices)."""
+    path = DATA_DIR / name
+    if not path.is_file():
+        from .errors import InputError
+
+        raise InputError(f"data file {name!r} is missing from {DATA_DIR}; reinstall the workbench from its repository")
+    return path

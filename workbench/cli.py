@@ -15,36 +15,23 @@ import time
 import pandas as pd
 
 from ._version import __version__
+from .commands import overview
+from .commands.common import add_model_args, load, print_frame
 from .errors import WorkbenchError
 
-
-def _model_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", "-m", default=None, help="model source (default: embedded SmolLM2-135M-Instruct; see `workbench models`)")
-    parser.add_argument("--device", default=None, help="cuda, cpu, cuda:1, ... (default: cuda when present)")
-    parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16")
-    parser.add_argument("--device-map", default=None, help="'auto' to shard a large model over GPUs / offload to CPU")
-
-
-def _load(args):
-    from . import load_model
-
-    return load_model(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map)
-
-
-def _print_frame(df: pd.DataFrame) -> None:
-    with pd.option_context("display.max_rows", 60, "display.width", 160, "display.max_columns", 20):
-        print(df.to_string(index=False))
+# One module per analysis sub-command, in the order `workbench --help` lists them.
+COMMANDS = (overview,)
 
 
 def cmd_models(args) -> None:
     from .models import available_models
 
-    _print_frame(pd.DataFrame(available_models()))
+    print_frame(pd.DataFrame(available_models()))
     print("\nAlso: any local HF folder, any .gguf file, or a hub id (needs the network unless cached).")
 
 
 def cmd_info(args) -> None:
-    model = _load(args)
+    model = load(args)
     for key, value in model.info.to_dict().items():
         print(f"{key:>22}  {value}")
     print(f"{'device':>22}  {model.device}")
@@ -52,22 +39,13 @@ def cmd_info(args) -> None:
     print(f"{'hook points':>22}  {len(model.hook_names())}")
 
 
-def cmd_overview(args) -> None:
-    from .analyses import model_overview
-
-    result = model_overview(_load(args))
-    _print_frame(result.to_frame("parameters"))
-    print()
-    _print_frame(result.to_frame("matrices").sort_values("outlier_ratio", ascending=False).head(args.top))
-
-
 def cmd_report(args) -> None:
     from .analyses import list_analyses, run_analysis
     from .report import report
 
-    names = args.analyses or [a.name for a in list_analyses()]
+    names = args.analyses or [a.name for a in list_analyses() if a.in_report]
     start = time.perf_counter()
-    model = _load(args)
+    model = load(args)
     results = [run_analysis(name, model) for name in names]
     path = report(results, args.out, title=args.title or f"Workbench report: {model.name}")
     size = path.stat().st_size / 1e6
@@ -83,20 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", default="report.html", help="output file (default: report.html)")
     p.add_argument("--analyses", nargs="+", default=None, help="analyses to include (default: all registered)")
     p.add_argument("--title", default=None)
-    _model_arg(p)
+    add_model_args(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("models", help="list the models that load here without the network")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("info", help="architecture facts of a model")
-    _model_arg(p)
+    add_model_args(p)
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("overview", help="print parameter counts and the most outlying weight matrices")
-    p.add_argument("--top", type=int, default=15, help="rows of the matrix table to print")
-    _model_arg(p)
-    p.set_defaults(func=cmd_overview)
+    for module in COMMANDS:
+        module.add_parser(sub)
     return parser
 
 

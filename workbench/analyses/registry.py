@@ -14,6 +14,8 @@ class Analysis:
 
     ``compute(model, config)`` does the work and returns a ``result_cls``; it is only
     ever called through the cache (see :func:`workbench.analyses.run_analysis`).
+    ``in_report``: whether ``workbench report`` runs it with its default config on the
+    report's model (experiments that need a choice from the user say no).
     """
 
     name: str
@@ -22,6 +24,7 @@ class Analysis:
     config_cls: type
     result_cls: type
     compute: Callable
+    in_report: bool = True
 
 
 _REGISTRY: dict[str, Analysis] = {}

@@ -1,0 +1,1 @@
+"""Sub-commands of ``workbench``: one module per analysis, each with ``add_parser(sub)``."""

@@ -15,12 +15,15 @@ import time
 import pandas as pd
 
 from ._version import __version__
-from .commands import overview
+from .commands import heads, overview
+from .commands import bilinear as bilinear_cmd
+from .commands import super_weights as super_weights_cmd
+from .commands import attribute as attribute_cmd
 from .commands.common import add_model_args, load, print_frame
-from .errors import WorkbenchError
+from .errors import UnsupportedModelError, WorkbenchError
 
 # One module per analysis sub-command, in the order `workbench --help` lists them.
-COMMANDS = (overview,)
+COMMANDS = (overview, heads, bilinear_cmd, super_weights_cmd, attribute_cmd)
 
 
 def cmd_models(args) -> None:
@@ -46,7 +49,14 @@ def cmd_report(args) -> None:
     names = args.analyses or [a.name for a in list_analyses() if a.in_report]
     start = time.perf_counter()
     model = load(args)
-    results = [run_analysis(name, model) for name in names]
+    results = []
+    for name in names:
+        try:
+            results.append(run_analysis(name, model))
+        except UnsupportedModelError as exc:  # e.g. a bilinear replacement asked of a plain MLP: skip, say why
+            print(f"skipped {name}: {exc}", file=sys.stderr)
+    if not results:
+        raise UnsupportedModelError(f"none of {names} applies to {model.name}")
     path = report(results, args.out, title=args.title or f"Workbench report: {model.name}")
     size = path.stat().st_size / 1e6
     print(f"wrote {path} ({size:.1f} MB, {len(results)} section(s), {time.perf_counter() - start:.1f} s)")

@@ -16,6 +16,7 @@ class Analysis:
     ever called through the cache (see :func:`workbench.analyses.run_analysis`).
     ``in_report``: whether ``workbench report`` runs it with its default config on the
     report's model (experiments that need a choice from the user say no).
+    ``version``: bump it when a change of the code changes results, so cached ones are not reused.
     """
 
     name: str
@@ -25,6 +26,7 @@ class Analysis:
     result_cls: type
     compute: Callable
     in_report: bool = True
+    version: int = 1
 
 
 _REGISTRY: dict[str, Analysis] = {}

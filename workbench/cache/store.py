@@ -1,6 +1,6 @@
 """Content-addressed result cache: an in-memory LRU in front of a folder of result files.
 
-Key = SHA-256 of (analysis, config, model fingerprint, workbench version), so a
+Key = SHA-256 of (analysis and its revision, config, model fingerprint, workbench version), so a
 result is reused exactly when it would be recomputed identically. Entries are
 written to a temp file and renamed into place (readers never see half a file); a
 per-key file lock makes a second process wait for the first one's result instead
@@ -27,8 +27,11 @@ from ..errors import CacheCorruptError
 from ..results import Result, config_to_json
 
 
-def cache_key(analysis: str, config, fingerprint: str) -> str:
+def cache_key(analysis: str, config, fingerprint: str, version: int = 1) -> str:
+    """``version``: the analysis' own revision; bump it when its results change for the same inputs."""
     doc = {"analysis": analysis, "config": config_to_json(config), "fingerprint": fingerprint, "workbench": __version__}
+    if version != 1:  # version 1 keeps the keys of entries written before analyses had versions
+        doc["version"] = version
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
 
 

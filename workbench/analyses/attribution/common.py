@@ -1,0 +1,125 @@
+"""What every attribution method shares: the attributed sequence, its targets, batched forwards.
+
+A *sequence* is the prompt's ids followed by the target tokens. Target ``j`` is the
+token at position ``n_prompt + j`` and its context is everything before it; with a
+generated continuation every generated token is attributed to all tokens before it
+(prompt and earlier generated tokens). Special tokens (BOS, ...) are never attributed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from ...errors import InputError
+from .replacers import special_ids
+
+
+@dataclass(frozen=True)
+class Sequence:
+    """The attributed sequence: ids [n_prompt + n_targets] on the model's device."""
+
+    ids: Int[Tensor, "pos"]
+    n_prompt: int
+    generated: bool  # targets came from greedy generation (else: given by the user)
+    attributable: Bool[Tensor, "pos"] = field(repr=False)  # False for special tokens
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.ids) - self.n_prompt
+
+    def target_position(self, j: int) -> int:
+        return self.n_prompt + j
+
+    def target_id(self, j: int) -> int:
+        return int(self.ids[self.n_prompt + j])
+
+    def context(self, j: int) -> Int[Tensor, "ctx"]:
+        return self.ids[: self.n_prompt + j]
+
+
+def _target_ids(model, target) -> list[int]:
+    if isinstance(target, bool):
+        raise InputError("target must be a string or a token id")
+    if isinstance(target, int):
+        if not 0 <= target < model.info.d_vocab:
+            raise InputError(f"target id {target} is not in {model.name}'s vocabulary (ids 0..{model.info.d_vocab - 1})")
+        return [target]
+    if not isinstance(target, str) or not target:
+        raise InputError("target must be a non-empty string (one or more tokens) or a token id")
+    ids = model.tokenizer(target, add_special_tokens=False)["input_ids"]
+    unk = model.tokenizer.unk_token_id
+    bad = [i for i in ids if i >= model.info.d_vocab or (unk is not None and i == unk)]
+    if not ids or bad:
+        raise InputError(
+            f"target {target!r} is not in {model.name}'s vocabulary (it tokenizes to {ids}); "
+            "give text the tokenizer can encode, or a token id"
+        )
+    return ids
+
+
+@torch.no_grad()
+def prepare(model, prompt: str, target=None, *, max_new_tokens: int = 3, prepend_bos: bool | None = None) -> Sequence:
+    """Tokenize ``prompt`` and append the targets: ``target`` (text, possibly several tokens,
+    or an id) or, when None, ``max_new_tokens`` greedily generated tokens."""
+    if isinstance(prompt, str) and not prompt.strip():
+        raise InputError("the prompt is empty: give at least one word to attribute to")
+    ids = model.to_tokens(prompt, prepend_bos=prepend_bos)[0]  # raises on empty / over-long prompts
+    n_prompt = len(ids)
+    if target is not None:
+        new = torch.tensor(_target_ids(model, target), device=ids.device)
+    else:
+        if max_new_tokens < 1:
+            raise InputError("max_new_tokens must be at least 1 when no target is given")
+        model._check_length(n_prompt + max_new_tokens)
+        new = greedy(model, ids, max_new_tokens)
+    full = torch.cat([ids, new])
+    model._check_length(len(full) - 1)  # the last target is predicted, never fed
+    special = torch.tensor(special_ids(model.tokenizer), dtype=torch.long, device=full.device)
+    attributable = ~torch.isin(full, special)
+    if not attributable[:n_prompt].any():
+        raise InputError("the prompt holds only special tokens; there is nothing to attribute to")
+    return Sequence(full, n_prompt, target is None, attributable)
+
+
+def greedy(model, ids: Int[Tensor, "pos"], n: int) -> Int[Tensor, "n"]:
+    """``n`` greedy next tokens after ``ids`` (a KV-cached HF generate)."""
+    tok = model.tokenizer
+    out = model.hf_model.generate(
+        ids[None], attention_mask=torch.ones_like(ids[None]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+    )
+    return out[0, len(ids):]
+
+
+def last_logits(model, ids: Int[Tensor, "batch pos"], *, max_tokens: int = 8192) -> Float[Tensor, "batch vocab"]:
+    """Next-token logits after each row of ``ids``, in row chunks of at most ``max_tokens`` tokens.
+
+    Only the last position goes through the unembedding (``logits_to_keep=1``).
+    """
+    rows = max(1, max_tokens // ids.shape[1])
+    out = []
+    for chunk in ids.split(rows):
+        out.append(_forward_last(model.hf_model, input_ids=chunk.to(model.device)))
+    return torch.cat(out)
+
+
+def _forward_last(hf_model, **inputs) -> Tensor:
+    try:
+        return hf_model(**inputs, logits_to_keep=1).logits[:, -1]
+    except TypeError:  # older or custom heads without logits_to_keep
+        return hf_model(**inputs).logits[:, -1]
+
+
+def embed(model, ids: Int[Tensor, "... pos"]) -> Float[Tensor, "... pos d_model"]:
+    """Token embeddings as the HF model's first layer sees them (``inputs_embeds``)."""
+    return model.hf_model.get_input_embeddings()(ids.to(model.device))
+
+
+def last_logits_from_embeds(model, embeds: Float[Tensor, "batch pos d_model"], *, max_tokens: int = 8192) -> Tensor:
+    """Next-token logits after each row of input embeddings, chunked like :func:`last_logits`."""
+    rows = max(1, max_tokens // embeds.shape[1])
+    return torch.cat([_forward_last(model.hf_model, inputs_embeds=chunk) for chunk in embeds.split(rows)])

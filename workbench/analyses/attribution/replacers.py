@@ -1,0 +1,148 @@
+"""Replacement-token samplers for ReAGent: uniform, the model's own predictions, a masked LM.
+
+Every replacer turns the attributed sequence into a per-position sampling rule, built
+once per sequence, then draws any number of replacement tokens for all positions in
+one call. Draws use a CPU ``torch.Generator``, so the same seed gives the same tokens
+on every device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from ...errors import InputError
+
+REPLACERS = ("uniform", "predictions", "mlm")
+
+
+def special_ids(tokenizer) -> list[int]:
+    """Ids of the tokenizer's special tokens (BOS, EOS, PAD, chat markers, ...)."""
+    ids = set(tokenizer.all_special_ids)
+    for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items():
+        if getattr(tok, "special", False):
+            ids.add(int(i))
+    return sorted(ids)
+
+
+def candidate_ids(model) -> Int[Tensor, "n"]:
+    """Every token id of the model's vocabulary that is not a special token."""
+    keep = torch.ones(model.info.d_vocab, dtype=torch.bool)
+    special = [i for i in special_ids(model.tokenizer) if i < model.info.d_vocab]
+    keep[special] = False
+    n_tok = len(model.tokenizer)
+    if n_tok < model.info.d_vocab:  # padded embedding rows the tokenizer never produces
+        keep[n_tok:] = False
+    return keep.nonzero().squeeze(-1)
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """Draws replacement tokens for one sequence.
+
+    ``table`` None: uniform over ``candidates``; otherwise ``table[t]`` is the sampling
+    distribution for position ``t`` (rows sum to 1, special tokens and the original token
+    excluded).
+    """
+
+    candidates: Int[Tensor, "n"]
+    table: Float[Tensor, "pos vocab"] | None = None
+
+    def draw(self, n: int, width: int, generator: torch.Generator) -> Int[Tensor, "n width"]:
+        """``n`` independent replacement tokens for each of the first ``width`` positions (on CPU)."""
+        if self.table is None:
+            idx = torch.randint(len(self.candidates), (n, width), generator=generator)
+            return self.candidates[idx]
+        # [width, n] draws from each position's own distribution, one batched call
+        return torch.multinomial(self.table[:width], n, replacement=True, generator=generator).T.contiguous()
+
+
+def _table_from_logits(logits: Float[Tensor, "pos vocab"], ids: Int[Tensor, "pos"], candidates: Tensor) -> Tensor:
+    """Softmax over non-special tokens, with each position's original token excluded."""
+    allowed = torch.zeros(logits.shape[-1], dtype=torch.bool)
+    allowed[candidates] = True
+    masked = logits.float().masked_fill(~allowed, float("-inf"))
+    masked[torch.arange(len(ids)), ids] = float("-inf")  # a replacement must change the token
+    return torch.softmax(masked, dim=-1)
+
+
+@torch.no_grad()
+def predictions_sampler(model, ids: Int[Tensor, "pos"], candidates: Tensor) -> Sampler:
+    """Replacement for position t drawn from the model's own next-token distribution after ids[:t].
+
+    One forward over the sequence gives every position's distribution (causal: the
+    prediction at t-1 sees only the original prefix). Position 0 has no prefix: uniform.
+    """
+    logits = model.hf_model(input_ids=ids[None].to(model.device)).logits[0].cpu()  # [pos, vocab]
+    vocab = model.info.d_vocab
+    shifted = torch.cat([torch.zeros(1, logits.shape[-1]), logits[:-1]])[:, :vocab]  # [pos, vocab]
+    return Sampler(candidates, _table_from_logits(shifted, ids.cpu(), candidates))
+
+
+class MaskedLM:
+    """A masked language model used as ReAGent's replacer (the paper used RoBERTa).
+
+    It must share the attributed model's vocabulary: every token string of the model's
+    tokenizer must have the same id in the masked LM's tokenizer (extra tokens such as
+    its mask token may follow). Load one with :meth:`from_folder`.
+    """
+
+    def __init__(self, mlm_model, mlm_tokenizer, source: str = "<in memory>"):
+        if mlm_tokenizer.mask_token_id is None:
+            raise InputError(f"the masked LM at {source} has no mask token; a masked-LM replacer needs one")
+        self.model = mlm_model.eval()
+        self.tokenizer = mlm_tokenizer
+        self.source = source
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, device: str | torch.device | None = None) -> "MaskedLM":
+        """Load a saved HF masked LM (``save_pretrained`` folder) and its tokenizer, offline."""
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise InputError(f"masked LM folder {folder} does not exist; save one with save_pretrained(folder)")
+        model = AutoModelForMaskedLM.from_pretrained(folder, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        if device is not None:
+            model = model.to(device)
+        return cls(model, tok, str(folder))
+
+    def check_vocabulary(self, model) -> None:
+        ours, theirs = model.tokenizer.get_vocab(), self.tokenizer.get_vocab()
+        wrong = [tok for tok, i in ours.items() if i < model.info.d_vocab and theirs.get(tok) != i]
+        if wrong:
+            raise InputError(
+                f"the masked LM at {self.source} does not share {model.name}'s vocabulary ({len(wrong)} token(s) differ, "
+                f"e.g. {wrong[:3]!r}); use a masked LM trained with the same tokenizer, or replacer='uniform'"
+            )
+
+    @torch.no_grad()
+    def sampler(self, model, ids: Int[Tensor, "pos"], candidates: Tensor) -> Sampler:
+        """Mask each position in turn (one batched forward of ``pos`` rows) and use the MLM's distribution there."""
+        self.check_vocabulary(model)
+        device = next(self.model.parameters()).device
+        n = len(ids)
+        rows = ids.cpu().repeat(n, 1)  # [pos, pos]: row t has position t masked
+        rows[torch.arange(n), torch.arange(n)] = self.tokenizer.mask_token_id
+        logits = self.model(input_ids=rows.to(device)).logits.cpu()  # [pos, pos, mlm_vocab]
+        at_mask = logits[torch.arange(n), torch.arange(n), : model.info.d_vocab]  # [pos, vocab]
+        return Sampler(candidates, _table_from_logits(at_mask, ids.cpu(), candidates))
+
+
+def build_sampler(model, ids: Int[Tensor, "pos"], replacer: str, mlm: MaskedLM | None = None) -> Sampler:
+    """The sampler for ``replacer`` (one of :data:`REPLACERS`) on the sequence ``ids``."""
+    candidates = candidate_ids(model)
+    if replacer == "uniform":
+        return Sampler(candidates)
+    if replacer == "predictions":
+        return predictions_sampler(model, ids, candidates)
+    if replacer == "mlm":
+        if mlm is None:
+            raise InputError("replacer='mlm' needs a masked LM: pass mlm=MaskedLM.from_folder(folder) or set mlm_path")
+        return mlm.sampler(model, ids, candidates)
+    raise InputError(f"unknown replacer {replacer!r}; choose one of {', '.join(REPLACERS)}")

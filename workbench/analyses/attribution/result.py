@@ -1,0 +1,113 @@
+"""The Result shared by every attribution method: importance [target, context position] + tables."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from ...results import Result
+
+
+class AttributionResult(Result):
+    """Attribution of each target token to the tokens before it.
+
+    Tensors: ``importance`` [target, pos] (NaN outside the target's context and at special
+    tokens). Tables: ``attribution`` (one row per target x context token, ``rank`` 1 = most
+    important) and ``targets`` (one row per target). ``meta``: ``tokens`` (every token of the
+    sequence as text), ``ids``, ``n_prompt``, ``method``, ``prompt``, ``generated``.
+    """
+
+    analysis = ""
+    title = "Attribution"
+
+    @property
+    def tokens(self) -> list[str]:
+        return list(self.meta["tokens"])
+
+    @property
+    def n_targets(self) -> int:
+        return int(self.tensors["importance"].shape[0])
+
+    def importance(self, target: int = 0) -> Tensor:
+        """Importance of each context token for target ``target`` (NaN where not attributed)."""
+        return self.tensors["importance"][target, : self.meta["n_prompt"] + target]
+
+    def top_tokens(self, target: int = 0, n: int = 5) -> pd.DataFrame:
+        table = self.tables["attribution"]
+        return table[table["target_index"] == target].nsmallest(n, "rank").reset_index(drop=True)
+
+    def summary(self) -> list[tuple[str, str]]:
+        targets = self.tables["targets"]
+        shown = ", ".join(f"{t!r} <- {c!r}" for t, c in zip(targets["target"], targets["top_context_token"]))
+        return [
+            ("model", self.model_id),
+            ("method", self.meta["method"]),
+            ("prompt", self.meta["prompt"]),
+            ("targets", f"{len(targets)} ({'generated' if self.meta['generated'] else 'given'})"),
+            ("most important token per target", shown),
+        ]
+
+    def figures(self) -> dict:
+        from ...render import attribution as render
+
+        return render.attribution_figures(self)
+
+    def report_html(self) -> str:
+        from ...render.attribution import result_heatmaps_html
+
+        return result_heatmaps_html(self)
+
+    def widget(self):
+        from ...widgets.attribution import AttributionWidget
+
+        return AttributionWidget(self)
+
+
+def attribution_tables(tokens: list[str], ids: list[int], n_prompt: int, importance: Tensor,
+                       probability: Tensor | None = None) -> dict[str, pd.DataFrame]:
+    """Long ``attribution`` table and per-target ``targets`` table from importance [target, pos]."""
+    rows, target_rows = [], []
+    for j in range(importance.shape[0]):
+        pos_t = n_prompt + j
+        imp = importance[j, :pos_t]
+        valid = [(p, float(v)) for p, v in enumerate(imp.tolist()) if not math.isnan(v)]
+        order = sorted(valid, key=lambda pv: -abs(pv[1]))
+        rank = {p: r + 1 for r, (p, _) in enumerate(order)}
+        total = sum(abs(v) for _, v in valid) or 1.0
+        for p, v in valid:
+            rows.append({"target_index": j, "target_position": pos_t, "target": tokens[pos_t],
+                         "context_position": p, "context_token": tokens[p], "context_id": ids[p],
+                         "importance": v, "share": abs(v) / total, "rank": rank[p]})
+        best = order[0][0] if order else -1
+        target_rows.append({
+            "target_index": j, "position": pos_t, "target": tokens[pos_t], "id": ids[pos_t],
+            "probability": float(probability[j]) if probability is not None else float("nan"),
+            "top_context_position": best, "top_context_token": tokens[best] if best >= 0 else "",
+            "top_importance": order[0][1] if order else float("nan"),
+        })
+    return {"attribution": pd.DataFrame(rows), "targets": pd.DataFrame(target_rows)}
+
+
+def attribution_result(cls, model, config, seq, method: str, tensors: dict[str, Tensor]) -> AttributionResult:
+    ids = seq.ids.tolist()
+    tokens = model.to_str_tokens(ids)
+    tables = attribution_tables(tokens, ids, seq.n_prompt, tensors["importance"], tensors.get("target_probability"))
+    if "probe_steps" in tensors:
+        targets = tables["targets"]
+        targets["steps_mean"] = tensors["probe_steps"].float().mean(1).numpy()
+        targets["probes_stopped"] = tensors["probe_stopped"].sum(1).numpy()
+    meta = {"tokens": tokens, "ids": ids, "n_prompt": seq.n_prompt, "method": method,
+            "prompt": config.prompt, "generated": seq.generated}
+    return cls(config=config, model_id=model.name, fingerprint=model.fingerprint(),
+               tensors={k: v.cpu() for k, v in tensors.items()}, tables=tables, meta=meta)
+
+
+def target_probabilities(model, seq) -> Tensor:
+    """p(target_j | context_j) for every target, from one forward over the sequence."""
+    with torch.no_grad():
+        logits = model.hf_model(input_ids=seq.ids[None, :-1].to(model.device)).logits[0, seq.n_prompt - 1:]
+    probs = torch.softmax(logits.float(), -1)
+    return probs[torch.arange(seq.n_targets), seq.ids[seq.n_prompt:].to(probs.device)].cpu()

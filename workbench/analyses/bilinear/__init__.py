@@ -1,0 +1,12 @@
+"""Bilinear MLPs (Pearce et al. 2024): layers, offline training, interaction-matrix eigendecomposition,
+and bilinear replacements of the gated MLPs of pretrained models."""
+
+from . import interaction
+from .layers import BilinearClassifier, BilinearLM, BilinearMLP, BilinearWeights
+from .spectrum import BilinearSpectrumResult, SpectrumConfig
+from .training import DigitsConfig, LMConfig, ToyConfig, TrainedBilinear
+
+__all__ = [
+    "BilinearClassifier", "BilinearLM", "BilinearMLP", "BilinearSpectrumResult", "BilinearWeights", "DigitsConfig",
+    "LMConfig", "SpectrumConfig", "ToyConfig", "TrainedBilinear", "interaction",
+]

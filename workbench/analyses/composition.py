@@ -1,0 +1,172 @@
+"""Q-, K- and V-composition between attention heads, whole-head and per SVD component of the writer.
+
+Composition score (Elhage et al. 2021): ``CS(L, R) = ||L R||_F / (||L||_F ||R||_F)`` with
+``L = OV_A`` of a writer head A in an earlier layer and, for a reader head B in a later layer,
+``R = QK_B`` (Q-composition: A's output feeds B's queries), ``QK_B^T`` (K-composition: B's keys)
+or ``OV_B`` (V-composition: B's values). Row-vector convention, as in TransformerLens.
+
+Factored form. Every ``R`` is ``X Y^T`` with ``X, Y`` [d_model, d_head]; with ``Y = Q_y R_y``,
+``||z^T R|| = ||z^T X R_y^T||`` for any vector z. So each reader gets a d_model x d_head "read
+matrix" ``S_B = X R_y^T`` (Q: X = W_Q, Y = W_K;  K: X = W_K, Y = W_Q;  V: X = W_V, Y = W_O^T).
+The writer's OV = sum_i s_i u_i v_i^T (u_i orthonormal), so
+
+    ||OV_A R_B||_F^2 = sum_i s_i^2 ||v_i^T S_B||^2      (per-component terms add up exactly)
+    per-component score  CS_i = ||v_i^T S_B|| / ||S_B||_F          (L = s_i u_i v_i^T; s_i cancels)
+    whole-head score     CS   = sqrt(sum_i s_i^2 ||v_i^T S_B||^2) / (||s|| ||S_B||_F)
+    share_i = s_i^2 ||v_i^T S_B||^2 / ||OV_A R_B||_F^2              (sums to 1 over i)
+
+All writer components of a layer against all later readers is one matmul
+[heads*d_head, d_model] @ [d_model, readers*d_head]: no d_model x d_model product is formed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .._progress import progress
+from ..errors import InputError
+from .head_svd import HeadWeights, ov_svd, qr_r
+
+KINDS = ("Q", "K", "V")
+
+
+def read_matrices(w: HeadWeights, kind: str) -> Float[Tensor, "layer head d_model d_head"]:
+    """``S_B`` with ``||z^T R_B|| = ||z^T S_B||`` for every z, for the reader circuit of ``kind``."""
+    if kind == "Q":  # R = W_Q W_K^T
+        x, y = w.W_Q, w.W_K
+    elif kind == "K":  # R = (W_Q W_K^T)^T = W_K W_Q^T
+        x, y = w.W_K, w.W_Q
+    elif kind == "V":  # R = W_V W_O
+        x, y = w.W_V, w.W_O.mT
+    else:
+        raise InputError(f"kind must be one of {KINDS}, got {kind!r}")
+    return x @ qr_r(y).mT  # [.., d_model, d_head] @ [.., d_head, d_head]
+
+
+@dataclass(frozen=True)
+class Composition:
+    """Scores of one kind. ``component``: [w_layer, w_head, comp, r_layer, r_head] per-component CS;
+    ``head``: [w_layer, w_head, r_layer, r_head] whole-head CS; ``share``: like ``component``, the
+    fraction of ``||OV_A R_B||_F^2`` carried by each writer component. Zero where the reader's layer
+    is not after the writer's."""
+
+    component: Float[Tensor, "wl wh comp rl rh"]
+    head: Float[Tensor, "wl wh rl rh"]
+    share: Float[Tensor, "wl wh comp rl rh"]
+
+
+def composition_scores(
+    writer_s: Float[Tensor, "wl wh comp"],
+    writer_v: Float[Tensor, "wl wh comp d_model"],
+    read: Float[Tensor, "rl rh d_model d_head"],
+    writer_layers: tuple[int, ...],
+    reader_layers: tuple[int, ...],
+    *,
+    causal: bool = True,
+    show_progress: bool = True,
+) -> Composition:
+    """All writer components against all readers; with ``causal`` only reader layer > writer layer.
+
+    ``writer_s`` / ``writer_v``: singular values and (row) output directions of each writer's OV;
+    ``read``: the readers' read matrices (:func:`read_matrices`).
+    """
+    wl, wh, nc, d_model = writer_v.shape
+    rl, rh, _, d_head = read.shape
+    read_norm = read.flatten(-2).norm(dim=-1)  # ||S_B||_F = ||R_B||_F: [rl, rh]
+    flat_read = read.permute(2, 0, 1, 3).reshape(d_model, rl * rh * d_head)  # [d_model, readers*d_head]
+    reach = torch.zeros(wl, wh, nc, rl, rh, dtype=read.dtype, device=read.device)  # ||v_i^T S_B||
+    r_layers = torch.tensor(reader_layers)
+    for i, layer in enumerate(progress(writer_layers, desc="composition", enabled=show_progress)):
+        first = int(torch.searchsorted(r_layers, layer, right=True)) if causal else 0  # readers after the writer
+        if first >= rl:
+            continue
+        cols = flat_read[:, first * rh * d_head:]
+        proj = writer_v[i].reshape(wh * nc, d_model) @ cols  # [wh*comp, later readers * d_head]
+        reach[i, :, :, first:] = proj.reshape(wh, nc, rl - first, rh, d_head).norm(dim=-1)
+    component = reach / read_norm.clamp_min(1e-30)
+    weighted = (writer_s[..., None, None] * reach).square()  # s_i^2 ||v_i^T S_B||^2: [wl, wh, comp, rl, rh]
+    total = weighted.sum(2)  # ||OV_A R_B||_F^2
+    s_norm = writer_s.norm(dim=-1)  # ||OV_A||_F: [wl, wh]
+    head = total.sqrt() / (s_norm[:, :, None, None] * read_norm).clamp_min(1e-30)
+    share = weighted / total[:, :, None].clamp_min(1e-30)
+    return Composition(component, head, share)
+
+
+def all_compositions(
+    writers: HeadWeights, readers: HeadWeights, kinds: tuple[str, ...] = KINDS, *, causal: bool = True,
+    show_progress: bool = True,
+) -> dict[str, Composition]:
+    """Every requested kind between the heads of ``writers`` and ``readers`` (their own layer indices)."""
+    ov = ov_svd(writers)
+    out = {}
+    for kind in kinds:
+        out[kind] = composition_scores(ov.S, ov.Vh, read_matrices(readers, kind), writers.layers,
+                                       readers.layers, causal=causal, show_progress=show_progress)
+    return out
+
+
+# ---------------------------------------------------------------- references
+def dense_score(left: Tensor, right: Tensor) -> Tensor:
+    """``||L R||_F / (||L||_F ||R||_F)`` from explicit matrices (reference / tests / benchmark)."""
+    left, right = left.double(), right.double()
+    return (left @ right).norm() / (left.norm() * right.norm())
+
+
+def dense_circuits(w: HeadWeights, layer: int, head: int) -> dict[str, Tensor]:
+    """Explicit d_model x d_model OV, QK of one head (row ``layer`` of ``w``): for references only."""
+    q, k, v, o = (m[layer, head].double() for m in (w.W_Q, w.W_K, w.W_V, w.W_O))
+    return {"OV": v @ o, "QK": q @ k.T}
+
+
+def right_matrix(circuits: dict[str, Tensor], kind: str) -> Tensor:
+    """The reader matrix R of ``kind`` from :func:`dense_circuits`."""
+    return {"Q": circuits["QK"], "K": circuits["QK"].T, "V": circuits["OV"]}[kind]
+
+
+# ---------------------------------------------------------------- null baseline
+def random_like(w: HeadWeights, n: int, generator: torch.Generator) -> HeadWeights:
+    """``n`` random heads: Gaussian matrices with the shapes of ``w``'s and the Frobenius norms of
+    randomly chosen real heads (norms do not change a score, but a null should look like the model)."""
+    flat = lambda m: m.flatten(0, 1)  # noqa: E731  [layer*head, ..]
+    pick = torch.randint(0, flat(w.W_Q).shape[0], (n,), generator=generator)
+    mats = []
+    for m in (w.W_Q, w.W_K, w.W_V, w.W_O):
+        real = flat(m)[pick.to(m.device)]  # [n, a, b]
+        g = torch.randn(real.shape, generator=generator, dtype=torch.float64).to(m.device, m.dtype)
+        scale = real.flatten(1).norm(dim=-1) / g.flatten(1).norm(dim=-1).clamp_min(1e-30)
+        mats.append((g * scale[:, None, None])[None])  # one pseudo-layer of n heads
+    return HeadWeights(*mats, layers=(0,), heads_per_kv=1, norm_folded=w.norm_folded)
+
+
+def null_scores(w: HeadWeights, kinds: tuple[str, ...], n: int, seed: int) -> dict[str, Composition]:
+    """Scores between ``n`` random writer heads and ``n`` random reader heads (all n^2 pairs)."""
+    gen = torch.Generator().manual_seed(seed)
+    writers, readers = random_like(w, n, gen), random_like(w, n, gen)
+    return all_compositions(writers, readers, kinds, causal=False, show_progress=False)
+
+
+def rotated_null_scores(w: HeadWeights, kinds: tuple[str, ...], n: int, seed: int) -> dict[str, Composition]:
+    """A stricter null: ``n`` real writer heads whose output space is turned by a random rotation
+    (same OV spectrum and norm, random orientation) against ``n`` real reader heads.
+
+    The Gaussian null ignores that real heads share anisotropic residual directions (norm gains,
+    massive activations); this one keeps every head's own structure and only breaks the alignment.
+    ``W_O = A B`` with orthonormal rows ``B``: replacing ``B`` by a Haar-random orthonormal frame is
+    ``W_O @ Q`` for a Haar-random rotation ``Q`` (only W_O's row space moves).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    flat = lambda m: m.flatten(0, 1)  # noqa: E731
+    n_heads = flat(w.W_Q).shape[0]
+    pw, pr = (torch.randint(0, n_heads, (n,), generator=gen) for _ in range(2))
+    W_O = flat(w.W_O)[pw.to(w.W_O.device)].double()  # [n, d_head, d_model]
+    q, r = torch.linalg.qr(W_O.mT)  # W_O = r^T q^T
+    frame = torch.linalg.qr(torch.randn(q.shape, generator=gen, dtype=torch.float64))[0].to(q.device)  # Haar frames
+    rotated = (r.mT @ frame.mT).to(w.W_O.dtype)
+    pick = lambda m, p: flat(m)[p.to(m.device)][None]  # noqa: E731  one pseudo-layer of n heads
+    writers = HeadWeights(pick(w.W_Q, pw), pick(w.W_K, pw), pick(w.W_V, pw), rotated[None], (0,), 1, w.norm_folded)
+    readers = HeadWeights(pick(w.W_Q, pr), pick(w.W_K, pr), pick(w.W_V, pr), pick(w.W_O, pr), (0,), 1, w.norm_folded)
+    return all_compositions(writers, readers, kinds, causal=False, show_progress=False)

@@ -1,0 +1,315 @@
+"""Measured effects: does the weight-based composition picture predict what the model does?
+
+For each *writer* intervention (a whole head, or one SVD component of its OV circuit) we run the
+user's prompts with that writer ablated (its output zeroed or replaced by its mean, or only the
+chosen component's part of it) and measure, for every reader head in a later layer:
+
+    Q: total-variation distance between the reader's clean attention pattern and the pattern it
+       gets when only its *queries* come from the ablated run (keys clean),
+    K: the same with only its *keys* from the ablated run (queries clean),
+    V: relative change of the reader's output ||P (v' - v) W_O|| / ||P v W_O|| with only its
+       *values* from the ablated run (pattern P clean).
+
+This is activation patching of one reader input at a time; the ablated run's queries/keys/values
+carry the writer's effect through every path (direct and through intermediate heads/MLPs).
+Patterns are recomputed from the captured (rotary-embedded) queries and keys, batched over all
+readers; the recomputation is checked against the model's own pattern on the clean run.
+
+Writers of many runs share one batched forward: the prompts are repeated once per writer and
+each copy gets its own ablation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from .._progress import progress
+from ..errors import InputError, UnsupportedModelError
+from ..models import hook_names as hk
+from ..results import Result
+from .composition import KINDS, all_compositions
+from .head_svd import check_weights, head_weights, ov_svd
+from .registry import Analysis
+
+DEFAULT_PROMPTS = (
+    "When Mary and John went to the store, John gave a drink to",
+    "The cat sat on the mat because the mat was warm, and the dog sat on the",
+    "I bought apples, bread, milk and eggs. At home I put the apples, the bread and the milk away, but I forgot the",
+    "In 1969 the first people walked on the moon. The year the first people walked on the moon was",
+)
+
+
+@dataclass(frozen=True)
+class HeadEffectsConfig:
+    prompts: tuple[str, ...] = DEFAULT_PROMPTS  # texts the effects are measured on
+    writers: tuple[tuple[int, int, int], ...] = ()  # (layer, head, component); component -1 = whole head; () = auto
+    n_writers: int = 4  # auto: this many top writer heads (by composition score), each whole + its top component
+    kinds: tuple[str, ...] = KINDS  # reader inputs to patch
+    ablation: str = "zero"  # "zero" or "mean" (mean over the prompts' real positions)
+    fold_norm: bool = True  # as in head_composition, for the weight scores
+    batch_size: int = 32  # sequences per forward pass (writers x prompts are batched)
+
+
+@dataclass(frozen=True)
+class HeadEffectsResult(Result):
+    """Tables: ``effects`` (writer x reader x kind: weight score, weight strength, measured effect),
+    ``correlation`` (per kind and level: Pearson and Spearman between weight scores and effects)."""
+
+    analysis = "head_effects"
+    title = "Composition: weight scores vs measured effects"
+
+    def summary(self) -> list[tuple[str, str]]:
+        lines = [("model", self.model_id), ("prompts", str(len(self.config.prompts))),
+                 ("writers", ", ".join(_label(*w) for w in self.meta["writers"]))]
+        for r in self.tables["correlation"].itertuples():
+            lines.append((f"{r.kind} / {r.level}", f"Spearman {r.spearman:.2f}, Pearson {r.pearson:.2f} "
+                          f"(strength: Spearman {r.spearman_strength:.2f}) over {r.n} pairs"))
+        return lines
+
+    def figures(self) -> dict:
+        from ..render import heads as render
+
+        return render.effects_figures(self)
+
+
+def _label(layer: int, head: int, component: int) -> str:
+    return f"L{layer}H{head}" + ("" if component < 0 else f".c{component}")
+
+
+def _rot_q(layer: int, rotary: bool) -> str:
+    """Queries as the pattern sees them (after rotary embedding when the model has one)."""
+    return f"blocks.{layer}.attn.hook_rot_q" if rotary else f"blocks.{layer}.attn.hook_q"
+
+
+def _rot_k(layer: int, rotary: bool) -> str:
+    return f"blocks.{layer}.attn.hook_rot_k" if rotary else f"blocks.{layer}.attn.hook_k"
+
+
+def _v(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_v"
+
+
+def attention_pattern(q: Tensor, k: Tensor) -> Tensor:
+    """Causal softmax pattern [.., head, q_pos, k_pos] from q [.., pos, head, d], k [.., pos, kv_head, d]."""
+    k = k.repeat_interleave(q.shape[-2] // k.shape[-2], dim=-2)  # GQA: query head h reads kv head h // n
+    scores = torch.einsum("...qhd,...khd->...hqk", q, k) / math.sqrt(q.shape[-1])
+    n = q.shape[-3]
+    causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
+    return scores.masked_fill(~causal, float("-inf")).softmax(-1)
+
+
+def component_directions(model, writers, fold_norm: bool) -> dict[tuple[int, int, int], tuple[Tensor, Tensor]]:
+    """For each component writer: (v_i [d_model] the written direction, w_i [d_head] with w_i^T W_O = v_i^T)."""
+    out = {}
+    layers = sorted({w[0] for w in writers if w[2] >= 0})
+    if not layers:
+        return out
+    hw = head_weights(model, tuple(layers), fold_norm=fold_norm)
+    svd = ov_svd(hw)
+    for layer, head, comp in writers:
+        if comp < 0:
+            continue
+        li = hw.layers.index(layer)
+        v = svd.Vh[li, head, comp].double()  # [d_model]
+        W_O = hw.W_O[li, head].double()  # [d_head, d_model]
+        w = torch.linalg.pinv(W_O.T, rtol=1e-10) @ v  # W_O^T w = v (v lies in W_O's row space; W_O may be rank-deficient)
+        out[(layer, head, comp)] = (v.float(), w.float())
+    return out
+
+
+def _ablation_hook(slices, model, directions, means):
+    """hook_z edit: for each (batch slice, head, component) zero / mean-ablate the head or its component."""
+    def hook(z, hook):  # z: [batch, pos, head, d_head]
+        z = z.clone()
+        for sl, layer, head, comp in slices:
+            if comp < 0:
+                z[sl, :, head] = 0.0 if means is None else means[(layer, head)]
+            else:
+                v, w = directions[(layer, head, comp)]
+                W_O = model.attention_weights(layer).W_O[head].to(z.dtype)  # [d_head, d_model]
+                coef = z[sl, :, head] @ (W_O @ v.to(z.device))  # component coefficient: [b, pos]
+                target = 0.0 if means is None else (means[(layer, head)] @ (W_O @ v.to(z.device)))
+                z[sl, :, head] = z[sl, :, head] - (coef - target)[..., None] * w.to(z.device)
+        return z
+    return hook
+
+
+def _capture(model, ids, layers, rotary, extra_hooks=()):
+    store: dict[str, Tensor] = {}
+
+    def keep(name):
+        def hook(t, hook):  # keyed by the name we asked for: the bridge may report an alias
+            store[name] = t.detach()
+        return hook
+
+    names = [n for l in layers for n in (_rot_q(l, rotary), _rot_k(l, rotary), _v(l))]
+    with model.hooks([*extra_hooks, *((n, keep(n)) for n in names)]):
+        model(ids)
+    return store
+
+
+def _tv(p: Tensor, q: Tensor, mask: Tensor) -> Tensor:
+    """Mean total-variation distance between pattern rows over real query positions: [.., head]."""
+    tv = 0.5 * (p - q).abs().sum(-1)  # [b, head, q_pos]
+    m = mask[:, None, :].to(tv.dtype)
+    return (tv * m).sum((0, 2)) / m.sum((0, 2))
+
+
+@torch.no_grad()
+def compute_head_effects(model, config: HeadEffectsConfig) -> HeadEffectsResult:
+    check_weights(model)
+    if not config.prompts:
+        raise InputError("give at least one prompt to measure effects on")
+    if config.ablation not in ("zero", "mean"):
+        raise InputError(f"ablation must be 'zero' or 'mean', got {config.ablation!r}")
+    kinds = tuple(k for k in KINDS if k in config.kinds)
+    n_layers, n_heads = model.info.n_layers, model.info.n_heads
+    everything = head_weights(model, fold_norm=config.fold_norm)
+    comps = all_compositions(everything, everything, kinds, show_progress=False)
+    writers = list(config.writers) or _auto_writers(comps, config.n_writers)
+    for layer, head, comp in writers:
+        if not (0 <= layer < n_layers - 1 and 0 <= head < n_heads and -1 <= comp < model.info.d_head):
+            raise InputError(f"writer {(layer, head, comp)} out of range: layer < {n_layers - 1}, head < {n_heads}, "
+                             f"component in [-1, {model.info.d_head})")
+    rotary = _rot_q(0, True) in model.hook_names()
+    ids, mask = model.to_tokens_batch(list(config.prompts))
+    layers = list(range(min(w[0] for w in writers) + 1, n_layers))
+    seen = _Keeper()
+    clean = _capture(model, ids, layers, rotary, [(hk.attn_pattern(layers[0]), seen)])
+    check = attention_pattern(clean[_rot_q(layers[0], rotary)], clean[_rot_k(layers[0], rotary)])
+    if (check - seen.value).abs().max() > 1e-3:
+        raise UnsupportedModelError(f"{model.name}'s attention is not a plain causal softmax(q k^T / sqrt(d)) "
+                                    "(e.g. soft-capping, ALiBi, sliding windows); measured effects need that")
+    means = _z_means(model, ids, mask, writers) if config.ablation == "mean" else None
+    directions = component_directions(model, writers, config.fold_norm)
+    P = ids.shape[0]
+    per_chunk = max(1, config.batch_size // P)
+    rows = []
+    for start in progress(range(0, len(writers), per_chunk), desc="ablating writers"):
+        chunk = writers[start:start + per_chunk]
+        hooks = []
+        for layer in sorted({w[0] for w in chunk}):
+            slices = [(slice(i * P, (i + 1) * P), *w) for i, w in enumerate(chunk) if w[0] == layer]
+            hooks.append((hk.attn_z(layer), _ablation_hook(slices, model, directions, means)))
+        abl = _capture(model, ids.repeat(len(chunk), 1), layers, rotary, hooks)
+        for i, writer in enumerate(chunk):
+            sl = slice(i * P, (i + 1) * P)
+            for layer in layers:
+                if layer <= writer[0]:
+                    continue
+                names = (_rot_q(layer, rotary), _rot_k(layer, rotary), _v(layer))
+                q, k, v = (clean[n] for n in names)
+                qa, ka, va = (abl[n][sl] for n in names)
+                effects = _effects(q, k, v, qa, ka, va, mask, model.attention_weights(layer).W_O, kinds)
+                for kind, values in effects.items():
+                    for head, value in enumerate(values.tolist()):
+                        rows.append((*writer, layer, head, kind, value))
+    table = pd.DataFrame(rows, columns=["writer_layer", "writer_head", "component", "reader_layer", "reader_head", "kind", "effect"])
+    table = _attach_scores(table, comps, everything)
+    return HeadEffectsResult(
+        config=config, model_id=model.name, fingerprint=model.fingerprint(),
+        tables={"effects": table, "correlation": _correlations(table)},
+        meta={"writers": [list(w) for w in writers], "ablation": config.ablation, "rotary": rotary},
+    )
+
+
+class _Keeper:
+    value: Tensor
+
+    def __call__(self, t, hook):
+        self.value = t.detach()
+
+
+def _effects(q, k, v, qa, ka, va, mask, W_O, kinds) -> dict[str, Tensor]:
+    """Per reader head of one layer: Q / K pattern change (TV) and V relative output change."""
+    clean = attention_pattern(q, k)  # [b, head, q, k]
+    out = {}
+    if "Q" in kinds:
+        out["Q"] = _tv(attention_pattern(qa, k), clean, mask)
+    if "K" in kinds:
+        out["K"] = _tv(attention_pattern(q, ka), clean, mask)
+    if "V" in kinds:
+        n = q.shape[-2] // v.shape[-2]
+        m = mask[:, :, None, None].to(v.dtype)
+        vv, dv = v.repeat_interleave(n, dim=-2) * m, (va - v).repeat_interleave(n, dim=-2) * m  # [b, pos, head, d]
+        z, dz = (torch.einsum("bhqk,bkhd->bqhd", clean, x) * m for x in (vv, dv))
+        W = W_O.to(z.dtype)  # [head, d_head, d_model]
+        norm = lambda t: torch.einsum("bqhd,hde->bqhe", t, W).square().sum((0, 1, 3)).sqrt()  # noqa: E731
+        out["V"] = norm(dz) / norm(z).clamp_min(1e-30)
+    return out
+
+
+def _z_means(model, ids, mask, writers) -> dict[tuple[int, int], Tensor]:
+    layers = sorted({w[0] for w in writers})
+    _, cache = model.run_with_cache(ids, names=[hk.attn_z(l) for l in layers])
+    m = mask[:, :, None, None].to(torch.float32)
+    out = {}
+    for layer, head, _ in writers:
+        z = cache[hk.attn_z(layer)]
+        out[(layer, head)] = ((z * m).sum((0, 1)) / m.sum((0, 1)))[head]  # [d_head]
+    return out
+
+
+def _auto_writers(comps, n: int) -> list[tuple[int, int, int]]:
+    """The ``n`` writer heads with the largest composition score of any kind, whole and top component."""
+    best = torch.stack([c.head.amax(dim=(2, 3)) for c in comps.values()]).amax(0)  # [layer, head]
+    order = best.flatten().argsort(descending=True)[:n].tolist()
+    out = []
+    for flat in order:
+        layer, head = divmod(flat, best.shape[1])
+        kind = max(comps, key=lambda k: float(comps[k].head[layer, head].max()))
+        share = comps[kind].share[layer, head]  # [comp, rl, rh]
+        reader = int(comps[kind].head[layer, head].flatten().argmax())
+        top = int(share.flatten(1)[:, reader].argmax())
+        out += [(layer, head, -1), (layer, head, top)]
+    return out
+
+
+def _attach_scores(table: pd.DataFrame, comps, hw) -> pd.DataFrame:
+    s = ov_svd(hw).S.cpu()  # [layer, head, comp]
+    score, strength = np.zeros(len(table)), np.zeros(len(table))
+    cols = [table[c].to_numpy() for c in ("writer_layer", "writer_head", "component", "reader_layer", "reader_head")]
+    for kind in table.kind.unique():
+        sel = (table.kind == kind).to_numpy()
+        wl, wh, c, rl, rh = (col[sel] for col in cols)
+        whole = comps[kind].head.cpu()[wl, wh, rl, rh].numpy()
+        comp = comps[kind].component.cpu()[wl, wh, np.maximum(c, 0), rl, rh].numpy()
+        sv, norm = s[wl, wh, np.maximum(c, 0)].numpy(), s[wl, wh].norm(dim=-1).numpy()
+        score[sel] = np.where(c < 0, whole, comp)
+        strength[sel] = np.where(c < 0, whole * norm, comp * sv)  # ||L R||_F / ||R||_F: scales with the writer
+    return table.assign(weight_score=score, weight_strength=strength)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    return float(pd.Series(a).rank().corr(pd.Series(b).rank())) if len(a) > 2 else float("nan")
+
+
+def _correlations(table: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for kind in table.kind.unique():
+        for level, sel in (("head", table.component < 0), ("component", table.component >= 0)):
+            t = table[(table.kind == kind) & sel]
+            if len(t) < 3:
+                continue
+            rows.append({"kind": kind, "level": level, "n": len(t),
+                         "pearson": float(t.weight_score.corr(t.effect)),  # NaN (no warning) if constant
+                         "spearman": _spearman(t.weight_score.to_numpy(), t.effect.to_numpy()),
+                         "spearman_strength": _spearman(t.weight_strength.to_numpy(), t.effect.to_numpy())})
+    return pd.DataFrame(rows)
+
+
+ANALYSIS = Analysis(
+    name="head_effects",
+    title="Composition: weight scores vs measured effects",
+    description="ablate writer heads / OV components on prompts; reader Q/K/V effects beside weight-based composition scores",
+    config_cls=HeadEffectsConfig,
+    result_cls=HeadEffectsResult,
+    compute=compute_head_effects,
+    in_report=False,
+)

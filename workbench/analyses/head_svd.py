@@ -1,0 +1,151 @@
+"""Per-head OV and QK circuits as rank-1 components, computed in factored form.
+
+Conventions (TransformerLens, row vectors ``x @ W``):
+    OV_h = W_V,h W_O,h  (d_model x d_model, rank <= d_head): a head reads ``x`` and writes ``x @ OV_h``.
+    QK_h = W_Q,h W_K,h^T (d_model x d_model): attention logit = ``x_query @ QK_h @ x_key^T``.
+An SVD ``M = sum_i s_i u_i v_i^T`` then has ``u_i`` = the direction the circuit reads (input
+side) and ``v_i`` = the direction it writes (OV) or the key direction it matches (QK).
+
+Grouped-query attention: query head ``h`` reads key/value head ``h // heads_per_kv``. Every
+circuit here is per *query* head, with W_K / W_V repeated (:func:`expand_kv`): query heads that
+share a K/V head have distinct OV circuits (their W_O differ) and distinct QK circuits (their
+W_Q differ), but the same V (resp. K) input subspace.
+
+Norm folding: a head reads ``norm(x) = g * x / rms(x)``, so the reader-side weights it really
+applies to the residual direction are ``diag(g) W_Q`` (and W_K, W_V). ``fold_norm=True`` folds the
+norm's gain ``g`` in (LayerNorm's centering is not folded); the scalar ``1/rms(x)`` cannot be and
+cancels in every normalised score anyway. Writers' W_O are untouched (they write the raw stream).
+
+Factored SVD: for ``M = A B`` with ``A`` [m, r], ``B`` [r, n], r << m, n: QR ``A = Q_a R_a`` and
+``B^T = Q_b R_b``, so ``M = Q_a (R_a R_b^T) Q_b^T`` and the SVD of the r x r core gives everything.
+No m x n product is ever formed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ..errors import InputError, UnsupportedModelError
+from ..models.weights import expand_kv
+
+
+@dataclass(frozen=True)
+class HeadWeights:
+    """Attention weights of chosen layers, one entry per query head (K/V expanded).
+
+    ``W_Q``, ``W_K``, ``W_V``: [layer, head, d_model, d_head], norm gain folded in when asked;
+    ``W_O``: [layer, head, d_head, d_model]; ``layers``: the model layer of each row.
+    """
+
+    W_Q: Float[Tensor, "layer head d_model d_head"]
+    W_K: Float[Tensor, "layer head d_model d_head"]
+    W_V: Float[Tensor, "layer head d_model d_head"]
+    W_O: Float[Tensor, "layer head d_head d_model"]
+    layers: tuple[int, ...]
+    heads_per_kv: int
+    norm_folded: bool
+
+    @property
+    def n_heads(self) -> int:
+        return self.W_Q.shape[1]
+
+
+def _norm_gain(model, layer: int) -> Tensor | None:
+    """The gain of the norm in front of ``layer``'s attention, or None if there is none."""
+    block = model.bridge.blocks[layer]
+    norm = getattr(block, "ln1", None)
+    weight = getattr(norm, "weight", None) if norm is not None else None
+    return None if weight is None else weight.detach()
+
+
+def head_weights(model, layers: tuple[int, ...] | None = None, *, fold_norm: bool = True,
+                 dtype: torch.dtype = torch.float32) -> HeadWeights:
+    """Stack the attention weights of ``layers`` (default: all) per query head, on the model's device."""
+    n_layers = model.info.n_layers
+    layers = tuple(range(n_layers)) if layers is None else tuple(sorted({int(l) % n_layers for l in layers}))
+    if not layers:
+        raise InputError("no layers chosen: pass at least one layer index")
+    qs, ks, vs, os_ = [], [], [], []
+    heads_per_kv, folded = 1, fold_norm
+    for layer in layers:
+        attn = model.attention_weights(layer)
+        heads_per_kv = attn.heads_per_kv
+        wq, wk, wv = attn.W_Q.to(dtype), expand_kv(attn.W_K, heads_per_kv).to(dtype), expand_kv(attn.W_V, heads_per_kv).to(dtype)
+        if fold_norm:
+            gain = _norm_gain(model, layer)
+            if gain is None:
+                folded = False
+            else:
+                g = gain.to(wq.device, dtype)[None, :, None]  # [1, d_model, 1]: scales the rows that read x
+                wq, wk, wv = wq * g, wk * g, wv * g
+        qs.append(wq)
+        ks.append(wk)
+        vs.append(wv)
+        os_.append(attn.W_O.to(dtype))
+    device = qs[0].device
+    stack = lambda ts: torch.stack([t.to(device) for t in ts])  # noqa: E731
+    return HeadWeights(stack(qs), stack(ks), stack(vs), stack(os_), layers, heads_per_kv, folded)
+
+
+def qr_r(a: Float[Tensor, "... m r"]) -> Float[Tensor, "... r r"]:
+    """``R`` of the thin QR ``a = Q R`` (float64 inside): ``a^T a = R^T R``, hence
+    ``||y^T a^T|| = ||y^T R^T||`` for every ``y``; works for rank-deficient ``a`` (unlike Cholesky)."""
+    return torch.linalg.qr(a.double(), mode="r")[1].to(a.dtype)
+
+
+@dataclass(frozen=True)
+class FactoredSVD:
+    """SVD of a batch of products ``A @ B`` in factored form: ``A B = U diag(S) Vh``."""
+
+    U: Float[Tensor, "... m r"]  # left singular vectors (read / query directions), columns
+    S: Float[Tensor, "... r"]  # singular values, descending
+    Vh: Float[Tensor, "... r n"]  # right singular vectors (write / key directions), rows
+
+
+def factored_svd(a: Float[Tensor, "... m r"], b: Float[Tensor, "... r n"]) -> FactoredSVD:
+    """Thin SVD of ``a @ b`` with only r x r decompositions (float64 inside for accuracy)."""
+    if a.shape[-1] != b.shape[-2]:
+        raise InputError(f"inner dimensions differ: {tuple(a.shape)} @ {tuple(b.shape)}")
+    dtype = a.dtype
+    a64, b64 = a.double(), b.double()
+    qa, ra = torch.linalg.qr(a64)  # a = qa ra:   [.., m, r], [.., r, r]
+    qb, rb = torch.linalg.qr(b64.mT)  # b^T = qb rb: [.., n, r], [.., r, r]
+    core = ra @ rb.mT  # a b = qa (ra rb^T) qb^T: [.., r, r]
+    u, s, wh = torch.linalg.svd(core)
+    return FactoredSVD((qa @ u).to(dtype), s.to(dtype), (wh @ qb.mT).to(dtype))
+
+
+def ov_svd(w: HeadWeights) -> FactoredSVD:
+    """SVD of every head's OV circuit W_V W_O: U [layer, head, d_model, d_head], Vh [.., d_head, d_model]."""
+    return factored_svd(w.W_V, w.W_O)
+
+
+def qk_svd(w: HeadWeights) -> FactoredSVD:
+    """SVD of every head's QK circuit W_Q W_K^T."""
+    return factored_svd(w.W_Q, w.W_K.mT)
+
+
+def spectrum_stats(s: Float[Tensor, "... r"]) -> dict[str, Tensor]:
+    """Frobenius norm, sigma_max, stable rank and effective rank (exp spectral entropy) per spectrum."""
+    s = s.double()
+    p = s / s.sum(-1, keepdim=True).clamp_min(1e-300)
+    entropy = -(p * p.clamp_min(1e-300).log()).sum(-1)
+    fro2 = s.square().sum(-1)
+    return {
+        "frobenius": fro2.sqrt(),
+        "sigma_max": s[..., 0],
+        "stable_rank": fro2 / s[..., 0].square().clamp_min(1e-300),
+        "effective_rank": entropy.exp(),
+        "share_top1": s[..., 0].square() / fro2.clamp_min(1e-300),  # fraction of ||M||_F^2 in component 0
+    }
+
+
+def check_weights(model) -> None:
+    """Composition maths needs finite weights and an attention layer in every block."""
+    model.require_finite_weights()
+    if model.info.n_heads < 1:
+        raise UnsupportedModelError(f"{model.name} has no attention heads; head composition needs attention")

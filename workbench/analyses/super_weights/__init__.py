@@ -1,0 +1,15 @@
+"""Super weights (Yu et al. 2024): detection, super activations, and weight experiments.
+
+``detect``: the streaming, iterative scan and ablation (:func:`workbench.super_weights`);
+``experiments``: prune / restore / scale / outliers / quantize, each returning a result;
+``quantize``: batched block-wise round-to-nearest; ``published``: the published index.
+"""
+
+from . import detect, experiments
+from .detect import DEFAULT_PROMPTS, SuperWeightConfig, SuperWeightResult
+from .published import compare_published, published_for, published_index
+
+ANALYSES = (detect.ANALYSIS, *experiments.ANALYSES)
+
+__all__ = ["ANALYSES", "DEFAULT_PROMPTS", "SuperWeightConfig", "SuperWeightResult", "compare_published", "detect",
+           "published_for", "published_index"]

@@ -1,0 +1,79 @@
+"""The short public functions: ``wb.super_weights(model)`` and the experiments."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..runner import run_analysis
+from .detect import SuperWeightConfig, SuperWeightResult
+from .evaluate import check_prompts, text_digest
+
+
+def super_weights(
+    model,
+    prompts: Sequence[str] | None = None,
+    config: SuperWeightConfig | None = None,
+    *,
+    eval_file: str | None = None,
+    cache=True,
+    **options,
+) -> SuperWeightResult:
+    """Find the super weights of ``model``: streaming spike scan, iterative rounds, ablation.
+
+    ``prompts``: detection prompts (default: a few short sentences, see
+    :data:`~workbench.analyses.super_weights.DEFAULT_PROMPTS`); ``eval_file``: a UTF-8
+    text file for the ablation effects (default: the shipped evaluation corpus).
+    Other options: see :class:`~workbench.analyses.super_weights.SuperWeightConfig`.
+    Cached by model fingerprint, config and the evaluation text's content.
+
+    >>> sw = wb.super_weights(model)
+    >>> sw.super_weights            # layer, row (output channel), col (input channel), effect, ...
+    """
+    if prompts is not None:
+        options["prompts"] = check_prompts(prompts)
+    if eval_file is not None:
+        options["eval_file"] = str(eval_file)
+    path = options.get("eval_file", config.eval_file if config is not None else None)
+    options["eval_digest"] = text_digest(path)
+    return run_analysis("super_weights", model, config, cache=cache, **options)
+
+
+def _experiment(name: str, model, weights, cache, options):
+    if weights is None:
+        weights = super_weights(model, cache=cache).coordinates()
+        if not weights:
+            from ...errors import InputError
+
+            raise InputError(f"wb.super_weights found no super weights in {model.name}; pass weights=((layer, row, col), ...)")
+    options["weights"] = tuple(tuple(int(v) for v in w) for w in weights)
+    if options.get("prompts") is not None and isinstance(options["prompts"], str):
+        options["prompts"] = (options["prompts"],)
+    elif options.get("prompts") is not None:
+        options["prompts"] = tuple(options["prompts"])
+    options["eval_digest"] = text_digest(options.get("eval_file"))
+    return run_analysis(name, model, None, cache=cache, **options)
+
+
+def prune_super_weights(model, weights=None, *, cache=True, **options):
+    """Loss / perplexity and next-token distribution: intact, super weights pruned, and pruned with
+    the super activation written back (``restore_fraction``). ``weights``: (layer, row, col) tuples,
+    default the super weights :func:`super_weights` finds. Options: :class:`PruneConfig`."""
+    return _experiment("super_weight_prune", model, weights, cache, options)
+
+
+def scale_super_weights(model, weights=None, *, cache=True, **options):
+    """Quality as the super weights are multiplied by each of ``scales`` (default 0 ... 3).
+    Options: :class:`ScaleConfig`."""
+    return _experiment("super_weight_scale", model, weights, cache, options)
+
+
+def prune_outliers(model, weights=None, *, cache=True, **options):
+    """Prune the ``top_fraction`` largest-|w| entries of all W_out matrices except the super weights,
+    vs pruning the super weights, vs both. Options: :class:`OutlierConfig`."""
+    return _experiment("super_weight_outliers", model, weights, cache, options)
+
+
+def quantize_super_weights(model, weights=None, *, cache=True, **options):
+    """Block-wise round-to-nearest quantization for each of ``bits`` x ``block_sizes``: plain vs clip
+    outliers + restore the super weights in full precision. Options: :class:`QuantizeConfig`."""
+    return _experiment("super_weight_quantize", model, weights, cache, options)

@@ -1,0 +1,348 @@
+"""Super-weight detection: streaming spike scan, iterative rounds, ablation effects, super activations.
+
+Method (Yu et al. 2024, see REFERENCES.md section 1), as done here:
+
+1. One forward pass over the detection prompts with streaming hooks (:mod:`.scan`).
+   A layer *spikes* when the largest channel maximum of its MLP output Y is at least
+   ``out_factor`` times the median channel maximum of that layer (a rule relative to
+   the layer's own channels, so it transfers across models and needs no other layers);
+   optionally (``in_factor`` > 1) the MLP input X (the input of ``W_out``) must spike
+   likewise. On SmolLM2 the output ratio is 4-12 in ordinary layers and 38-500 in the
+   spiking ones (1, 2, 8-11, 28, 29), whose inputs spike too (ratios 56-6,900), so the
+   default leaves the input rule optional: a large weight fed by an ordinary input counts.
+2. In a spiking layer the output spike sits at (position p, channel j); the candidate
+   weight is ``W_out[k, j]`` (TransformerLens layout; HF ``down_proj.weight[j, k]``)
+   with k the input channel contributing most to that spike, ``argmax_k |X[p,k] W_out[k,j]|``
+   (with one dominant input spike this is the paper's "channel of the input spike").
+   It must explain at least ``min_share`` of the spike.
+3. Iterate: zero every candidate found so far and scan again, until a round finds
+   nothing new or ``max_rounds`` scans were made. All edits are undone afterwards.
+4. Each candidate is zeroed alone on the intact model and the mean next-token loss
+   on the evaluation text is measured, with the mean KL divergence of the predictions
+   from the intact model's, and the residual stream's
+   max |value| in its output channel after every layer (the super activation).
+   Random weights of the same matrices are zeroed as controls.
+5. Roles: the ablation effect is the mean KL(intact || ablated) of the next-token
+   predictions over the evaluation text (it is positive, and unlike the loss change it
+   also shows damage in an untrained model). ``super weight`` when the effect is at
+   least ``min_effect_share`` of the strongest candidate's and at least ``min_vs_random``
+   times that of random weights of the same matrix; otherwise ``paired spike`` when another
+   weak candidate writes the same channel within two layers (late-layer pairs that
+   cancel the super activation), else ``minor``.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ..._progress import progress
+from ...errors import InputError
+from ...results import Result
+from ..registry import Analysis
+from .evaluate import check_prompts, eval_windows, evaluate
+from .published import compare_published
+from .scan import ScanStats, StreamingRecorder, require_mlp_hooks, spiking_layers
+
+DEFAULT_PROMPTS = (
+    "Apple Inc. is a worldwide tech company.",
+    "Summer is hot. Winter is",
+    "The quick brown fox jumps over the lazy dog.",
+    "My grandmother kept bees in the garden behind her house.",
+)
+ROLES = ("super weight", "paired spike", "minor")
+
+
+@dataclass(frozen=True)
+class SuperWeightConfig:
+    prompts: tuple[str, ...] = DEFAULT_PROMPTS  # detection prompts: one batched forward pass per round
+    out_factor: float = 30.0  # spike: top channel max |Y| >= out_factor x the layer's median channel max
+    in_factor: float = 1.0  # the same for the input X (1 = not required; 50 = the paper's two-sided rule)
+    min_share: float = 0.2  # a candidate must explain >= this fraction of its layer's output spike
+    max_rounds: int = 6  # iterative search: at most this many scans (zero found weights, scan again)
+    eval_file: str | None = None  # text for ablation effects (None: the shipped data/eval_corpus.txt)
+    eval_digest: str = ""  # content hash of that text (filled in by wb.super_weights so the cache follows edits)
+    eval_windows: int = 6  # windows of the evaluation text used to measure loss changes
+    window: int = 64  # tokens per window (BOS included)
+    n_random: int = 1  # random weights zeroed (one at a time) per candidate matrix, as controls
+    min_effect_share: float = 0.05  # "super weight": its ablation KL is >= this fraction of the strongest candidate's ...
+    min_vs_random: float = 100.0  # ... and >= this many times the random controls' KL in its matrix
+    batch_size: int = 8  # windows per forward pass
+    seed: int = 0  # picks the random control weights
+
+
+@dataclass(frozen=True)
+class SuperWeightResult(Result):
+    """Tables: ``candidates`` (one row per candidate weight, main), ``layers`` (one row per
+    scan round x layer: spike statistics), ``controls`` (random weights zeroed as controls),
+    ``super_activation`` (one row per candidate x layer: max |residual| in the candidate's
+    row channel after that layer, intact / with it zeroed / with all super weights zeroed;
+    after_layer -1 = the embeddings).
+
+    Tensors: ``in_max`` / ``out_max`` / ``in_ratio`` / ``out_ratio`` [round, layer];
+    ``resid_intact`` [layer + 1, d_model]: max |residual| per channel on the evaluation
+    windows (index 0 = embeddings, i = after layer i - 1); ``resid_ablated`` [candidate,
+    layer + 1]: the same in the candidate's row channel with the candidate zeroed;
+    ``resid_without_super`` [layer + 1, d_model]: with every super weight zeroed.
+    Coordinates: ``row`` = output channel j, ``col`` = input channel k, i.e. HF
+    ``down_proj.weight[row, col]`` and TransformerLens ``W_out[layer, col, row]``.
+    """
+
+    analysis = "super_weights"
+    title = "Super weights"
+
+    @property
+    def candidates(self) -> pd.DataFrame:
+        return self.to_frame("candidates")
+
+    @property
+    def super_weights(self) -> pd.DataFrame:
+        """Only the candidates whose removal hurts the model."""
+        table = self.candidates
+        return table[table["role"] == "super weight"].reset_index(drop=True)
+
+    def coordinates(self, role: str | None = "super weight") -> tuple[tuple[int, int, int], ...]:
+        """(layer, row, col) of the candidates with ``role`` (``None``: all candidates)."""
+        table = self.candidates if role is None else self.candidates[self.candidates["role"] == role]
+        return tuple((int(r.layer), int(r.row), int(r.col)) for r in table.itertuples())
+
+    def trace(self, index: int) -> tuple[Tensor, Tensor]:
+        """Super-activation trace of candidate ``index``: (intact, with it zeroed), each [layer + 1]."""
+        row = int(self.candidates["row"].iloc[index])
+        return self.tensors["resid_intact"][:, row], self.tensors["resid_ablated"][index]
+
+    def compare_published(self, name: str | None = None) -> pd.DataFrame | None:
+        """This scan's super weights against the published index for ``name`` (default: the model's id)."""
+        return compare_published(name or self.model_id, self.coordinates())
+
+    def summary(self) -> list[tuple[str, str]]:
+        sw = self.super_weights
+        meta = self.meta
+        lines = [
+            ("model", self.model_id),
+            ("candidates", f"{len(self.candidates)} in {meta['rounds']} scan round(s); {len(sw)} super weight(s)"),
+            ("super weights", ", ".join(f"layer {r.layer} [{r.row}, {r.col}] ({r.delta_loss:+.3f})" for r in sw.itertuples()) or "none"),
+            ("eval loss", f"{meta['intact_loss']:.4f} intact"
+             + (f", {meta['loss_without_super']:.4f} without all super weights" if meta.get("loss_without_super") is not None else "")
+             + f" ({meta['eval_tokens']} tokens)"),
+        ]
+        if meta.get("published"):
+            hits = sum(r["found"] and r["published"] for r in meta["published"])
+            total = sum(r["published"] for r in meta["published"])
+            lines.append(("published index", f"{hits} of {total} published super weights found"))
+        return lines
+
+    def figures(self) -> dict:
+        from ...render import super_weights as render
+
+        return render.detection_figures(self)
+
+    def report_html(self) -> str:
+        from ...render.super_weights import candidates_html
+
+        return candidates_html(self)
+
+    def widget(self, model=None, scale=None):
+        from ...widgets.super_weights import SuperWeightWidget
+
+        return SuperWeightWidget(self, model=model, scale=scale)
+
+
+# ------------------------------------------------------------------ detection
+def _candidates_of_round(stats: ScanStats, config: SuperWeightConfig, found: set) -> list[dict]:
+    spikes = spiking_layers(stats, config.in_factor, config.out_factor) & (stats.share >= config.min_share)
+    new = []
+    for layer in torch.nonzero(spikes).flatten().tolist():
+        coord = (layer, int(stats.out_spike[layer, 2]), int(stats.top_col[layer]))
+        if coord in found or stats.top_contribution[layer] == 0:  # a zeroed weight cannot be found again
+            continue
+        b, p, _ = stats.out_spike[layer].tolist()
+        new.append({
+            "layer": layer, "row": coord[1], "col": coord[2], "batch": b, "position": p,
+            "in_value": float(stats.top_input[layer]), "in_max": float(stats.in_max[layer]),
+            "in_channel": int(stats.in_spike[layer, 2]), "out_value": float(stats.out_value[layer]),
+            "out_max": float(stats.out_max[layer]), "share": float(stats.share[layer]),
+        })
+    return new
+
+
+def iterative_scan(model, prompts: tuple[str, ...], config: SuperWeightConfig) -> tuple[list[dict], list[ScanStats]]:
+    """Rounds of (scan, zero the new candidates) until nothing new; the model is restored afterwards."""
+    ids, mask = model.to_tokens_batch(list(prompts))
+    candidates, rounds, found, guarded = [], [], set(), set()
+    with ExitStack() as stack, torch.no_grad():
+        for round_ in progress(range(config.max_rounds), desc="super-weight scan rounds"):
+            recorder = StreamingRecorder(model, resid=False)
+            recorder.run(ids, mask)
+            stats = recorder.stats()
+            rounds.append(stats)
+            new = _candidates_of_round(stats, config, found)
+            if not new:
+                break
+            for cand in new:
+                W_out = model.mlp_weights(cand["layer"]).W_out  # [d_mlp, d_model], a view of the parameter
+                if cand["layer"] not in guarded:
+                    stack.enter_context(model.restoring(W_out))
+                    guarded.add(cand["layer"])
+                cand["weight"] = float(W_out[cand["col"], cand["row"]])
+                cand["round"] = round_
+                cand["token"] = model.tokenizer.decode([int(ids[cand["batch"], cand["position"]])])
+                W_out[cand["col"], cand["row"]] = 0.0
+                found.add((cand["layer"], cand["row"], cand["col"]))
+            candidates += new
+    return candidates, rounds
+
+
+def _weight_rank(W: Float[Tensor, "d_mlp d_model"], value: float) -> int:
+    """1 = the largest |w| in its matrix."""
+    return int((W.abs() > abs(value)).sum().item()) + 1
+
+
+def _zeroed(model, coords, windows, config, reference, recorder=None) -> tuple[float, float]:
+    """(eval loss, KL from the intact predictions) with every (layer, row, col) in ``coords`` zeroed; restored on return."""
+    views = {layer: model.mlp_weights(layer).W_out for layer in {c[0] for c in coords}}
+    with model.restoring(*views.values()), torch.no_grad():
+        for layer, row, col in coords:
+            views[layer][col, row] = 0.0
+        loss, kl, _ = evaluate(model, windows, batch_size=config.batch_size, recorder=recorder, reference=reference)
+        return loss, kl
+
+
+def _random_controls(model, candidates: list[dict], config: SuperWeightConfig) -> list[tuple[int, int, int]]:
+    gen = torch.Generator().manual_seed(config.seed)
+    taken = {(c["layer"], c["row"], c["col"]) for c in candidates}
+    d_mlp, d_model = model.info.d_mlp, model.info.d_model
+    out = []
+    for layer in sorted({c["layer"] for c in candidates}):
+        picked = 0
+        while picked < config.n_random:
+            col, row = divmod(int(torch.randint(0, d_mlp * d_model, (1,), generator=gen)), d_model)
+            if (layer, row, col) not in taken:
+                out.append((layer, row, col))
+                taken.add((layer, row, col))
+                picked += 1
+    return out
+
+
+def _roles(candidates: list[dict], config: SuperWeightConfig) -> list[str]:
+    top = max((c["kl"] for c in candidates), default=0.0)
+    strong = [c["kl"] >= config.min_effect_share * top and not c["effect_vs_random"] < config.min_vs_random  # NaN: no controls
+              for c in candidates]
+    roles = []
+    for i, c in enumerate(candidates):
+        if strong[i]:
+            roles.append("super weight")
+        elif any(not strong[o] and o != i and d["row"] == c["row"] and abs(d["layer"] - c["layer"]) <= 2
+                 for o, d in enumerate(candidates)):
+            roles.append("paired spike")
+        else:
+            roles.append("minor")
+    return roles
+
+
+def _validate(config: SuperWeightConfig) -> None:
+    checks = [("max_rounds", config.max_rounds >= 1), ("eval_windows", config.eval_windows >= 1),
+              ("batch_size", config.batch_size >= 1), ("n_random", config.n_random >= 0),
+              ("out_factor", config.out_factor > 0), ("in_factor", config.in_factor > 0),
+              ("min_share", 0 <= config.min_share <= 1), ("min_effect_share", 0 <= config.min_effect_share <= 1)]
+    bad = [name for name, ok in checks if not ok]
+    if bad:
+        raise InputError(f"invalid super-weight option(s) {bad}: rounds, windows and batch size must be >= 1, "
+                         "factors positive, shares within [0, 1] (see SuperWeightConfig)")
+
+
+def compute(model, config: SuperWeightConfig) -> SuperWeightResult:
+    _validate(config)
+    prompts = check_prompts(config.prompts)
+    require_mlp_hooks(model)
+    model.require_finite_weights()
+    fingerprint = model.fingerprint()
+    candidates, rounds = iterative_scan(model, prompts, config)
+
+    windows = eval_windows(model, config.eval_file, config.eval_windows, config.window)  # [n, window]
+    intact_rec = StreamingRecorder(model, mlp=False)
+    intact, _, reference = evaluate(model, windows, batch_size=config.batch_size, recorder=intact_rec, keep=True)
+    resid_intact = intact_rec.stats().resid_channel_max  # [L + 1, d_model]
+    resid_ablated = torch.zeros(len(candidates), model.info.n_layers + 1)
+    for i, cand in enumerate(progress(candidates, desc="ablating candidates")):
+        rec = StreamingRecorder(model, mlp=False)
+        loss, cand["kl"] = _zeroed(model, [(cand["layer"], cand["row"], cand["col"])], windows, config, reference, rec)
+        cand["delta_loss"] = loss - intact
+        resid_ablated[i] = rec.stats().resid_channel_max[:, cand["row"]]
+        cand["weight_rank"] = _weight_rank(model.mlp_weights(cand["layer"]).W_out, cand["weight"])
+
+    controls = []
+    for layer, row, col in progress(_random_controls(model, candidates, config), desc="random controls"):
+        weight = float(model.mlp_weights(layer).W_out[col, row])
+        loss, kl = _zeroed(model, [(layer, row, col)], windows, config, reference)
+        controls.append({"layer": layer, "row": row, "col": col, "weight": weight, "delta_loss": loss - intact, "kl": kl})
+    control_max = {}
+    for c in controls:
+        control_max[c["layer"]] = max(control_max.get(c["layer"], 0.0), c["kl"])
+    for cand in candidates:
+        base = control_max.get(cand["layer"])
+        cand["effect_vs_random"] = float("nan") if base is None else cand["kl"] / max(base, 1e-12)
+    for cand, role in zip(candidates, _roles(candidates, config)):
+        cand["role"] = role
+
+    supers = [(c["layer"], c["row"], c["col"]) for c in candidates if c["role"] == "super weight"]
+    resid_without = resid_intact.clone()
+    loss_without = None
+    if supers:
+        rec = StreamingRecorder(model, mlp=False)
+        loss_without, _ = _zeroed(model, supers, windows, config, reference, rec)
+        resid_without = rec.stats().resid_channel_max
+
+    columns = ["layer", "row", "col", "weight", "weight_rank", "in_value", "in_max", "in_channel", "out_value", "out_max",
+               "share", "batch", "position", "token", "round", "delta_loss", "kl", "effect_vs_random", "role"]
+    table = pd.DataFrame([{k: c[k] for k in columns} for c in candidates], columns=columns)
+    if len(table):
+        table = table.astype({"layer": "int64", "row": "int64", "col": "int64", "weight_rank": "int64", "in_channel": "int64",
+                              "batch": "int64", "position": "int64", "round": "int64"})
+    layers = pd.DataFrame([
+        {"round": r, "layer": l, "in_max": float(s.in_max[l]), "in_ratio": float(s.in_ratio[l]),
+         "in_channel": int(s.in_spike[l, 2]), "out_max": float(s.out_max[l]), "out_ratio": float(s.out_ratio[l]),
+         "out_channel": int(s.out_spike[l, 2]), "out_position": int(s.out_spike[l, 1]),
+         "spike": bool(spiking_layers(s, config.in_factor, config.out_factor)[l])}
+        for r, s in enumerate(rounds) for l in range(model.info.n_layers)
+    ])
+    del reference  # the intact log-probs: the largest thing this analysis holds
+    trace = pd.DataFrame([
+        {"candidate": i, "layer": c["layer"], "row": c["row"], "col": c["col"], "after_layer": a - 1,
+         "intact": float(resid_intact[a, c["row"]]), "zeroed": float(resid_ablated[i, a]),
+         "without_all_super": float(resid_without[a, c["row"]])}
+        for i, c in enumerate(candidates) for a in range(model.info.n_layers + 1)
+    ], columns=["candidate", "layer", "row", "col", "after_layer", "intact", "zeroed", "without_all_super"])
+    control_table = pd.DataFrame(controls, columns=["layer", "row", "col", "weight", "delta_loss", "kl"])
+    published = compare_published(model.name, supers)
+    return SuperWeightResult(
+        config=config, model_id=model.name, fingerprint=fingerprint,
+        tensors={
+            "in_max": torch.stack([s.in_max for s in rounds]), "out_max": torch.stack([s.out_max for s in rounds]),
+            "in_ratio": torch.stack([s.in_ratio for s in rounds]), "out_ratio": torch.stack([s.out_ratio for s in rounds]),
+            "resid_intact": resid_intact, "resid_ablated": resid_ablated, "resid_without_super": resid_without,
+        },
+        tables={"candidates": table, "layers": layers, "controls": control_table, "super_activation": trace},
+        meta={
+            "rounds": len(rounds), "intact_loss": intact, "loss_without_super": loss_without,
+            "eval_tokens": int(windows.shape[0] * (windows.shape[1] - 1)), "n_layers": model.info.n_layers,
+            "published": None if published is None else published.to_dict("records"),
+        },
+    )
+
+
+ANALYSIS = Analysis(
+    name="super_weights",
+    title="Super weights",
+    description="Single MLP down-projection weights that create huge activations; found by streaming spike scans, "
+                "confirmed by ablation (Yu et al. 2024)",
+    config_cls=SuperWeightConfig,
+    result_cls=SuperWeightResult,
+    compute=compute,
+    in_report=True,
+)

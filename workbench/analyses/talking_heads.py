@@ -1,0 +1,305 @@
+"""The "head_composition" analysis: SVD of every head, Q/K/V composition whole-head and per
+writer component, with a random-matrix null baseline. Maths in ``head_svd`` and ``composition``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from ..errors import InputError
+from ..results import Result
+from .composition import KINDS, all_compositions, null_scores, rotated_null_scores
+from .head_svd import HeadWeights, check_weights, head_weights, ov_svd, qk_svd, spectrum_stats
+from .registry import Analysis
+
+
+@dataclass(frozen=True)
+class HeadCompositionConfig:
+    kinds: tuple[str, ...] = KINDS  # which of Q-, K-, V-composition to score
+    writer_layers: tuple[int, ...] | None = None  # layers of the writer heads (None: all)
+    reader_layers: tuple[int, ...] | None = None  # layers of the reader heads (None: all); only later layers pair up
+    writer_heads: tuple[int, ...] | None = None  # head indices kept on the writer side (None: all)
+    reader_heads: tuple[int, ...] | None = None  # head indices kept on the reader side (None: all)
+    fold_norm: bool = True  # fold each reader's pre-attention norm gain into W_Q/W_K/W_V
+    null_samples: int = 128  # random writer and reader heads each: null = all n x n random pairs
+    seed: int = 0  # seed of the null baseline
+    table_pairs: int = 100  # per kind, how many top pairs get a per-component breakdown table
+    table_components: int = 8  # components listed per pair in that table
+
+
+@dataclass(frozen=True)
+class HeadCompositionResult(Result):
+    """Tables: ``pairs`` (one row per writer head x later reader head x kind, best first),
+    ``components`` (per-component breakdown of the top pairs), ``spectra`` (per head and circuit),
+    ``null`` (score quantiles of two nulls: ``gaussian`` = random matrices with the same shapes and
+    norms; ``rotated`` = real writers with their output space randomly rotated, against real readers).
+
+    Tensors: ``component/<kind>`` [w_layer, w_head, comp, r_layer, r_head] per-component scores,
+    ``head/<kind>`` [w_layer, w_head, r_layer, r_head] whole-head scores (rows/columns follow
+    ``meta`` writer/reader layers and heads; zero unless the reader's layer is later),
+    ``sv/OV``, ``sv/QK`` [layer, head, d_head] singular values of every head (all layers),
+    ``null/<kind>``, ``null_rotated/<kind>`` whole-head scores of the random pairs.
+    """
+
+    analysis = "head_composition"
+    title = "Attention-head composition (talking heads)"
+
+    # --------------------------------------------------------------- access
+    @property
+    def kinds(self) -> list[str]:
+        return list(self.meta["kinds"])
+
+    def _index(self, side: str, layer: int, head: int) -> tuple[int, int]:
+        layers, heads = self.meta[f"{side}_layers"], self.meta[f"{side}_heads"]
+        if layer not in layers or head not in heads:
+            raise InputError(f"{side} head L{layer}H{head} was not scored (layers {layers}, heads {heads})")
+        return layers.index(layer), heads.index(head)
+
+    def shares(self, kind: str) -> Tensor:
+        """[w_layer, w_head, comp, r_layer, r_head]: fraction of ||OV_A R_B||^2 in each writer component."""
+        s = self.tensors["sv/OV"][list(self.meta["writer_layers"])][:, list(self.meta["writer_heads"])]
+        weighted = (s[..., None, None] * self.tensors[f"component/{kind}"]).square()
+        return weighted / weighted.sum(2, keepdim=True).clamp_min(1e-30)
+
+    def breakdown(self, writer: tuple[int, int], reader: tuple[int, int], kind: str) -> pd.DataFrame:
+        """One row per component of the writer's OV: singular value, score and share for this pair."""
+        wi, whi = self._index("writer", *writer)
+        ri, rhi = self._index("reader", *reader)
+        comp = self.tensors[f"component/{kind}"][wi, whi, :, ri, rhi]
+        share = self.shares(kind)[wi, whi, :, ri, rhi]
+        s = self.tensors["sv/OV"][writer[0], writer[1]]
+        return pd.DataFrame({"component": np.arange(len(comp)), "singular_value": s.numpy(),
+                             "score": comp.numpy(), "share": share.numpy()})
+
+    def component_frame(self, kind: str | None = None, *, min_score: float = 0.0,
+                        writer_layers: tuple[int, ...] | None = None, reader_layers: tuple[int, ...] | None = None) -> pd.DataFrame:
+        """The full tidy per-component table, built from the tensors: one row per writer component x
+        later reader x kind (writer layer, head, component, reader layer, head, kind, score, share),
+        filtered by ``min_score`` and layers. Unfiltered on a 30-layer model it has millions of rows."""
+        frames = []
+        for k in ([kind] if kind else self.kinds):
+            comp, share = self.tensors[f"component/{k}"], self.shares(k)
+            wl = np.array(self.meta["writer_layers"])[:, None, None, None, None]
+            rl = np.array(self.meta["reader_layers"])[None, None, None, :, None]
+            keep = (wl < rl) & (comp.numpy() >= min_score)
+            if writer_layers is not None:
+                keep &= np.isin(wl, writer_layers)
+            if reader_layers is not None:
+                keep &= np.isin(rl, reader_layers)
+            i = np.nonzero(keep)
+            frames.append(pd.DataFrame({
+                "writer_layer": np.array(self.meta["writer_layers"])[i[0]], "writer_head": np.array(self.meta["writer_heads"])[i[1]],
+                "component": i[2], "reader_layer": np.array(self.meta["reader_layers"])[i[3]],
+                "reader_head": np.array(self.meta["reader_heads"])[i[4]], "kind": k,
+                "score": comp.numpy()[i], "share": share.numpy()[i]}))
+        return pd.concat(frames, ignore_index=True).sort_values("score", ascending=False, ignore_index=True)
+
+    def layer_matrix(self, kind: str) -> np.ndarray:
+        """[writer layer, reader layer]: the largest whole-head score over head pairs (NaN: no pair)."""
+        head = self.tensors[f"head/{kind}"]
+        m = head.amax(dim=(1, 3)).numpy().astype(float)
+        wl, rl = np.array(self.meta["writer_layers"]), np.array(self.meta["reader_layers"])
+        m[~(wl[:, None] < rl[None, :])] = np.nan
+        return m
+
+    def null_quantile(self, kind: str, level: str = "head", q: str = "q99", null: str = "gaussian") -> float:
+        table = self.tables["null"]
+        return float(table[(table.null == null) & (table.kind == kind) & (table.level == level)][q].iloc[0])
+
+    # ---------------------------------------------------------- presentation
+    def summary(self) -> list[tuple[str, str]]:
+        lines = [("model", self.model_id)]
+        pairs = self.tables["pairs"]
+        for kind in self.kinds:
+            top = pairs[pairs.kind == kind].head(1)
+            if top.empty:
+                continue
+            r = top.iloc[0]
+            lines.append((f"top {kind}-composition",
+                          f"L{r.writer_layer}H{r.writer_head} -> L{r.reader_layer}H{r.reader_head}: {r.score:.3f} "
+                          f"({r.vs_null:.1f}x Gaussian-null q99, {r.get('vs_rotated', float('nan')):.1f}x rotated-null q99; "
+                          f"component {r.top_component} carries {r.top_share:.0%})"))
+        for key, value in self.meta["concentration"].items():
+            lines.append((key, value))
+        lines.append(("norm gain folded", str(self.meta["norm_folded"])))
+        lines.append(("grouped-query", f"{self.meta['heads_per_kv']} query heads per key/value head; scores per query head"))
+        return lines
+
+    def figures(self) -> dict:
+        from ..render import heads as render
+
+        return render.composition_figures(self)
+
+    def report_html(self) -> str:
+        from ..render.heads import explanation_html
+
+        return explanation_html(self)
+
+    def widget(self, model=None, **laundry_options):
+        """Heat map + per-pair breakdown; with ``model``, also the Laundry List intervention panel
+        (``laundry_options`` go to :func:`workbench.laundry_list`, e.g. ``n_prompts=8``)."""
+        from ..widgets.heads import HeadCompositionWidget
+
+        return HeadCompositionWidget(self, model, **laundry_options)
+
+
+# ------------------------------------------------------------------ compute
+def _select(w: HeadWeights, heads: tuple[int, ...] | None) -> tuple[HeadWeights, list[int]]:
+    n = w.n_heads
+    if heads is None:
+        return w, list(range(n))
+    idx = sorted({int(h) for h in heads})
+    if not idx or idx[0] < 0 or idx[-1] >= n:
+        raise InputError(f"head indices must lie in [0, {n}), got {heads}")
+    pick = lambda m: m[:, idx]  # noqa: E731
+    return HeadWeights(pick(w.W_Q), pick(w.W_K), pick(w.W_V), pick(w.W_O), w.layers, w.heads_per_kv, w.norm_folded), idx
+
+
+def _grid(*sizes: int) -> list[np.ndarray]:
+    return [g.ravel() for g in np.meshgrid(*[np.arange(s) for s in sizes], indexing="ij")]
+
+
+def _pairs_table(comps, shares, w_layers, w_heads, r_layers, r_heads, null_q99, null_comp_q99, rotated_q99) -> pd.DataFrame:
+    frames = []
+    wl, wh, rl, rh = _grid(len(w_layers), len(w_heads), len(r_layers), len(r_heads))
+    valid = np.array(w_layers)[wl] < np.array(r_layers)[rl]
+    for kind, comp in comps.items():
+        share = shares[kind].permute(0, 1, 3, 4, 2).reshape(-1, shares[kind].shape[2])  # [pairs, comp]
+        per_comp = comp.component.permute(0, 1, 3, 4, 2).reshape(share.shape)  # [pairs, comp]
+        ordered = share.sort(dim=-1, descending=True)
+        cum = ordered.values.cumsum(-1)
+        frames.append(pd.DataFrame({
+            "writer_layer": np.array(w_layers)[wl], "writer_head": np.array(w_heads)[wh],
+            "reader_layer": np.array(r_layers)[rl], "reader_head": np.array(r_heads)[rh],
+            "kind": kind, "score": comp.head.reshape(-1).numpy(),
+            "vs_null": comp.head.reshape(-1).numpy() / null_q99[kind],  # / q99 of Gaussian matrices
+            "vs_rotated": comp.head.reshape(-1).numpy() / rotated_q99[kind],  # / q99 of randomly rotated real writers
+            "top_component": ordered.indices[:, 0].numpy(), "top_share": ordered.values[:, 0].numpy(),
+            "top2_share": cum[:, min(1, cum.shape[1] - 1)].numpy(),
+            "components_90": (cum < 0.9).sum(-1).numpy() + 1,
+            "best_component_score": per_comp.amax(-1).numpy(),  # the paper's point: often >> the whole-head score
+            "components_above_null": (per_comp > null_comp_q99[kind]).sum(-1).numpy(),
+        })[valid])
+    table = pd.concat(frames, ignore_index=True)
+    return table.sort_values("score", ascending=False, ignore_index=True)
+
+
+def _components_table(pairs, comps, shares, sv_ov, meta, n_pairs: int, n_comp: int) -> pd.DataFrame:
+    rows = []
+    pos = {side: ({l: i for i, l in enumerate(meta[f"{side}_layers"])}, {h: i for i, h in enumerate(meta[f"{side}_heads"])})
+           for side in ("writer", "reader")}
+    for kind in comps:
+        for r in pairs[pairs.kind == kind].head(n_pairs).itertuples():
+            wi, whi = pos["writer"][0][r.writer_layer], pos["writer"][1][r.writer_head]
+            ri, rhi = pos["reader"][0][r.reader_layer], pos["reader"][1][r.reader_head]
+            share = shares[kind][wi, whi, :, ri, rhi]
+            for c in share.argsort(descending=True)[:n_comp].tolist():
+                rows.append({"writer_layer": r.writer_layer, "writer_head": r.writer_head, "component": c,
+                             "singular_value": float(sv_ov[r.writer_layer, r.writer_head, c]),
+                             "reader_layer": r.reader_layer, "reader_head": r.reader_head, "kind": kind,
+                             "score": float(comps[kind].component[wi, whi, c, ri, rhi]), "share": float(share[c])})
+    return pd.DataFrame(rows)
+
+
+def _spectra_table(sv: dict[str, Tensor]) -> pd.DataFrame:
+    frames = []
+    for circuit, s in sv.items():
+        stats = spectrum_stats(s)
+        layer, head = _grid(*s.shape[:2])
+        frames.append(pd.DataFrame({"layer": layer, "head": head, "circuit": circuit,
+                                    **{k: v.reshape(-1).numpy() for k, v in stats.items()}}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _null_table(nulls: dict[str, dict]) -> pd.DataFrame:
+    rows = []
+    for name, null in nulls.items():
+        rows += [{"null": name, **row} for row in _null_rows(null)]
+    return pd.DataFrame(rows, columns=["null", "kind", "level", "mean", "std", "q50", "q95", "q99", "max"])
+
+
+def _null_rows(null) -> list[dict]:
+    rows = []
+    for kind, comp in null.items():
+        for level, values in (("head", comp.head.reshape(-1)), ("component", comp.component.reshape(-1))):
+            v = values.double()
+            q = torch.quantile(v[torch.randperm(len(v), generator=torch.Generator().manual_seed(0))[:2**20]],
+                               torch.tensor([0.5, 0.95, 0.99], dtype=torch.float64))
+            rows.append({"kind": kind, "level": level, "mean": float(v.mean()), "std": float(v.std()),
+                         "q50": float(q[0]), "q95": float(q[1]), "q99": float(q[2]), "max": float(v.max())})
+    return rows
+
+
+def _concentration(pairs: pd.DataFrame, n: int) -> dict[str, str]:
+    out = {}
+    for kind, rows in pairs.groupby("kind", sort=False):
+        top, rest = rows.head(n), rows
+        ratio = lambda t: (t.best_component_score / t.score.clip(lower=1e-30)).median()  # noqa: E731
+        out[f"{kind}: top-{len(top)} pairs"] = (
+            f"median top-1 component share {top.top_share.median():.0%}, top-2 {top.top2_share.median():.0%} "
+            f"(all pairs: {rest.top_share.median():.0%} / {rest.top2_share.median():.0%}); "
+            f"best component score / whole-head score {ratio(top):.1f}x (all pairs {ratio(rest):.1f}x); "
+            f"{(top.components_90 <= 2).mean():.0%} need <= 2 components for 90%; "
+            f"pairs above q99 of the Gaussian null {(rest.vs_null > 1).mean():.0%}, "
+            f"of the rotated null {(rest.vs_rotated > 1).mean():.1%}")
+    return out
+
+
+@torch.no_grad()
+def compute_head_composition(model, config: HeadCompositionConfig) -> HeadCompositionResult:
+    check_weights(model)
+    kinds = tuple(dict.fromkeys(config.kinds))
+    if not kinds or set(kinds) - set(KINDS):
+        raise InputError(f"kinds must be a non-empty subset of {KINDS}, got {config.kinds}")
+    everything = head_weights(model, fold_norm=config.fold_norm)
+    sv = {"OV": ov_svd(everything).S.cpu(), "QK": qk_svd(everything).S.cpu()}
+    writers, w_heads = _select(head_weights(model, config.writer_layers, fold_norm=config.fold_norm), config.writer_heads)
+    readers, r_heads = _select(head_weights(model, config.reader_layers, fold_norm=config.fold_norm), config.reader_heads)
+    if not any(a < b for a in writers.layers for b in readers.layers):
+        raise InputError(f"no reader layer comes after a writer layer (writers {writers.layers}, readers {readers.layers})")
+    comps = {k: type(c)(c.component.cpu(), c.head.cpu(), c.share.cpu()) for k, c in all_compositions(writers, readers, kinds).items()}
+    null, rotated = ({}, {}) if config.null_samples < 2 else (
+        null_scores(everything, kinds, config.null_samples, config.seed),
+        rotated_null_scores(everything, kinds, config.null_samples, config.seed + 1))
+    null_tab = _null_table({"gaussian": null, "rotated": rotated} if null else {})
+
+    def q99_of(name: str, level: str) -> dict[str, float]:
+        t = null_tab[(null_tab.null == name) & (null_tab.level == level)].set_index("kind")["q99"]
+        return {k: float(t.get(k, float("nan"))) for k in kinds}
+
+    q99, q99c, q99r = q99_of("gaussian", "head"), q99_of("gaussian", "component"), q99_of("rotated", "head")
+    meta = {"kinds": list(kinds), "writer_layers": list(writers.layers), "writer_heads": w_heads,
+            "reader_layers": list(readers.layers), "reader_heads": r_heads, "norm_folded": writers.norm_folded,
+            "heads_per_kv": writers.heads_per_kv, "n_layers": model.info.n_layers, "n_heads": model.info.n_heads}
+    shares = {k: c.share for k, c in comps.items()}
+    pairs = _pairs_table(comps, shares, writers.layers, w_heads, readers.layers, r_heads, q99, q99c, q99r)
+    meta["concentration"] = _concentration(pairs, config.table_pairs)
+    tensors = {"sv/OV": sv["OV"], "sv/QK": sv["QK"]}
+    for k, c in comps.items():
+        tensors[f"component/{k}"] = c.component.float().contiguous()
+        tensors[f"head/{k}"] = c.head.float().contiguous()
+    for k, c in null.items():
+        tensors[f"null/{k}"] = c.head.reshape(-1).float()
+    for k, c in rotated.items():
+        tensors[f"null_rotated/{k}"] = c.head.reshape(-1).float()
+    return HeadCompositionResult(
+        config=config, model_id=model.name, fingerprint=model.fingerprint(), tensors=tensors,
+        tables={"pairs": pairs,
+                "components": _components_table(pairs, comps, shares, sv["OV"], meta, config.table_pairs, config.table_components),
+                "spectra": _spectra_table(sv), "null": null_tab},
+        meta=meta,
+    )
+
+
+ANALYSIS = Analysis(
+    name="head_composition",
+    title="Attention-head composition (talking heads)",
+    description="SVD of every head's OV/QK circuit; Q/K/V composition whole-head and per writer SVD component, vs a random null",
+    config_cls=HeadCompositionConfig,
+    result_cls=HeadCompositionResult,
+    compute=compute_head_composition,
+)

@@ -1,0 +1,42 @@
+"""``workbench super-weights``: detect super weights and print the candidates table."""
+
+from __future__ import annotations
+
+from .common import add_model_args, load, print_frame
+
+COLUMNS = ["layer", "row", "col", "weight", "weight_rank", "in_value", "out_value", "position", "token", "round",
+           "delta_loss", "kl", "effect_vs_random", "role"]
+
+
+def run(args) -> None:
+    from ..analyses.super_weights.api import super_weights
+
+    options = {k: v for k, v in (("eval_windows", args.eval_windows), ("window", args.window),
+                                 ("max_rounds", args.max_rounds), ("out_factor", args.out_factor)) if v is not None}
+    result = super_weights(load(args), prompts=args.prompts, eval_file=args.eval_file, cache=not args.no_cache, **options)
+    for key, value in result.summary():
+        print(f"{key:>16}  {value}")
+    print()
+    table = result.candidates
+    if table.empty:
+        print("no layer spiked: no candidates")
+    else:
+        print_frame(table[table["role"] == "super weight"][COLUMNS] if args.only_super else table[COLUMNS])
+    published = result.compare_published()
+    if published is not None:
+        print("\npublished index:")
+        print_frame(published)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("super-weights", help="find super weights (Yu et al. 2024) and print the candidates")
+    p.add_argument("--prompts", nargs="+", default=None, help="detection prompts (default: a few short sentences)")
+    p.add_argument("--eval-file", default=None, help="UTF-8 text file for ablation effects (default: the shipped corpus)")
+    p.add_argument("--eval-windows", type=int, default=None, help="windows of the evaluation text")
+    p.add_argument("--window", type=int, default=None, help="tokens per window")
+    p.add_argument("--max-rounds", type=int, default=None, help="most scan rounds of the iterative search")
+    p.add_argument("--out-factor", type=float, default=None, help="spike: top channel / median channel of the MLP output")
+    p.add_argument("--only-super", action="store_true", help="print only the candidates labelled 'super weight'")
+    p.add_argument("--no-cache", action="store_true", help="recompute even if a cached result exists")
+    add_model_args(p)
+    p.set_defaults(func=run)

@@ -1,0 +1,219 @@
+"""Bilinear spectrum results -> plotly figures (pure functions: no model access, no recomputation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .style import TEMPLATE, figure, plot_text
+
+POSITIVE, NEGATIVE = "#1f77b4", "#d62728"
+
+
+def _title(result, text: str) -> str:
+    """Figure title; a replacement's fidelity goes under every title, so no number is read without it."""
+    note = result.approximation_note()
+    return plot_text(text) + (f"<br><sup>{plot_text(note)}</sup>" if note else "")
+
+
+def _titled(result, text: str, **layout) -> go.Figure:
+    fig = figure("", **layout)
+    fig.update_layout(title=_title(result, text))
+    return fig
+
+
+def spectrum_figure(result, direction: str | int | None = None) -> go.Figure:
+    """Eigenvalues against their rank (descending) for every direction; ``direction`` is drawn bold."""
+    names = result.direction_names
+    chosen = None if direction is None else result.index(direction)
+    lam = result.tensors["eigenvalues"].numpy()  # [k, r]
+    fig = _titled(result, "Interaction-matrix eigenvalues per output direction", height=380)
+    for j, name in enumerate(names):
+        bold = chosen is None or j == chosen
+        fig.add_trace(go.Scatter(
+            x=np.arange(1, lam.shape[1] + 1), y=lam[j], mode="lines", name=plot_text(name),
+            line=dict(width=2.5 if bold and chosen is not None else 1.2), opacity=1.0 if bold else 0.25,
+            hovertemplate="rank %{x}<br>λ = %{y:.4g}<extra>" + plot_text(name) + "</extra>",
+        ))
+    fig.add_hline(y=0, line=dict(color="#888", width=1))
+    fig.update_xaxes(title="eigenvalue rank (descending λ)")
+    fig.update_yaxes(title="eigenvalue λ")
+    return fig
+
+
+def _image(vec: np.ndarray, shape) -> np.ndarray:
+    h, w = shape
+    return vec[: h * w].reshape(h, w)
+
+
+def eigenvector_figure(result, direction: str | int = 0, n: int | None = None) -> go.Figure:
+    """The top positive and top negative eigenvectors of one direction: images for image models, else
+    their eigenvalues labelled with what each eigenvector reads (tokens or input coordinates)."""
+    j = result.index(direction)
+    name = result.direction_names[j]
+    n_top = result.meta["n_top"]
+    n = min(n or n_top, n_top)
+    vals = result.tensors["top_values"][j].numpy()  # [2 n_top]
+    vecs = result.tensors["top_vectors"][j].numpy()  # [2 n_top, d]
+    shape = result.meta.get("image_shape")
+    picks = [(i, "+") for i in range(n)] + [(n_top + i, "−") for i in range(n)]
+    if shape:
+        fig = make_subplots(rows=2, cols=n, horizontal_spacing=0.01, vertical_spacing=0.12,
+                            subplot_titles=[f"λ={vals[i]:+.3g}" for i, _ in picks])
+        for b, (i, _) in enumerate(picks):
+            v = vecs[i]
+            v = v * np.sign(v[np.abs(v).argmax()])  # sign is arbitrary: show the peak as positive
+            lim = float(np.abs(v).max()) or 1.0
+            fig.add_trace(go.Heatmap(z=_image(v, shape)[::-1], colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim,
+                                     showscale=False, hovertemplate="%{z:.3f}<extra></extra>"), row=b // n + 1, col=b % n + 1)
+        fig.update_xaxes(visible=False)
+        fig.update_yaxes(visible=False, scaleanchor="x")
+        fig.update_layout(template=TEMPLATE, height=330, margin=dict(l=20, r=20, t=80, b=20),
+                          title=_title(result, f"Top positive (row 1) and negative (row 2) eigenvectors: {name}"))
+        return fig
+    table = result.tables["eigenvectors"]
+    rows = table[table.direction == name]
+    rows = rows[rows["rank"].abs() <= n]
+    labels = [f"{'+' if r > 0 else '−'}{abs(r)}" for r in rows["rank"]]
+    fig = _titled(result, f"Top eigenvectors of {name}: what each reads", height=120 + 32 * len(rows))
+    fig.add_trace(go.Bar(
+        y=labels, x=rows["eigenvalue"], orientation="h",
+        marker_color=[POSITIVE if v > 0 else NEGATIVE for v in rows["eigenvalue"]],
+        text=[plot_text(t) for t in rows["reads"]], textposition="auto",
+        hovertemplate="λ = %{x:.4g}<br>%{text}<extra></extra>",
+    ))
+    fig.update_yaxes(autorange="reversed", title="eigenvector")
+    fig.update_xaxes(title="eigenvalue λ")
+    return fig
+
+
+def class_eigenvectors_figure(result) -> go.Figure:
+    """Image models: the top positive and top negative eigenvector of every class (the paper's overview figure)."""
+    shape = result.meta["image_shape"]
+    names = result.direction_names
+    n_top = result.meta["n_top"]
+    vals = result.tensors["top_values"].numpy()
+    vecs = result.tensors["top_vectors"].numpy()
+    k = len(names)
+    fig = make_subplots(rows=2, cols=k, horizontal_spacing=0.008, vertical_spacing=0.1,
+                        subplot_titles=[f"{plot_text(names[j])}: {vals[j, 0]:+.2f}" for j in range(k)]
+                        + [f"{vals[j, n_top]:+.2f}" for j in range(k)])
+    for row, idx in ((1, 0), (2, n_top)):
+        for j in range(k):
+            v = vecs[j, idx]
+            v = v * np.sign(v[np.abs(v).argmax()])
+            lim = float(np.abs(v).max()) or 1.0
+            fig.add_trace(go.Heatmap(z=_image(v, shape)[::-1], colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim,
+                                     showscale=False, hovertemplate="%{z:.3f}<extra></extra>"), row=row, col=j + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, scaleanchor="x")
+    fig.update_layout(template=TEMPLATE, height=300, margin=dict(l=20, r=20, t=80, b=20),
+                      title=_title(result, "Top positive (row 1) and top negative (row 2) eigenvector per class"))
+    return fig
+
+
+def contributions_figure(result, input_index: int = 0, direction: str | int = 0) -> go.Figure:
+    """lambda_i (v_i^T x)^2 of the kept eigenvectors (and the rest) for one stored input and direction."""
+    j = result.index(direction)
+    name = result.direction_names[j]
+    n_top = result.meta["n_top"]
+    contrib = result.tensors["contributions"][input_index, j].numpy()  # [2 n_top + 1]
+    total = float(result.tensors["outputs"][input_index, j])
+    labels = [f"+{i + 1}" for i in range(n_top)] + [f"−{i + 1}" for i in range(n_top)] + ["rest"]
+    label = result.tables["inputs"]["label"].iloc[input_index]
+    fig = _titled(result, f"Contributions λᵢ(vᵢ·x)² to {name} for input: {label}", height=360)
+    fig.add_trace(go.Bar(x=labels, y=contrib, marker_color=[POSITIVE if c >= 0 else NEGATIVE for c in contrib],
+                         hovertemplate="%{x}: %{y:.4g}<extra></extra>", name="contribution"))
+    fig.add_hline(y=total, line=dict(color="#444", dash="dash"), annotation_text=f"output xᵀQx = {total:.4g}")
+    fig.update_xaxes(title="eigenvector (+: positive λ, −: negative λ, by rank)")
+    fig.update_yaxes(title="contribution")
+    return fig
+
+
+def input_image_figure(result, input_index: int = 0) -> go.Figure:
+    """The stored input as an image (image models only)."""
+    shape = result.meta["image_shape"]
+    x = result.tensors["inputs"][input_index].numpy()
+    fig = figure(f"input: {result.tables['inputs']['label'].iloc[input_index]}", height=260, width=260)
+    fig.add_trace(go.Heatmap(z=_image(x, shape)[::-1], colorscale="Greys", showscale=False))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, scaleanchor="x")
+    return fig
+
+
+def truncation_figure(result, direction: str | int | None = None) -> go.Figure:
+    """The truncation curve: the metric with only the k largest-|λ| eigenvectors per direction kept.
+
+    Classifiers: accuracy (all classes truncated together). Otherwise: variance of each direction's
+    output explained (thin lines; ``direction`` bold) and their mean (black).
+    """
+    table = result.tables["truncation"]
+    table = table[table.k > 0]  # log axis; k = 0 is 'no eigenvectors', in the table
+    metric = result.meta["truncation_metric"]
+    accuracy = "accuracy" in metric
+    fig = _titled(result, f"Truncation: {metric}", height=380)
+    chosen = None if direction is None else result.direction_names[result.index(direction)]
+    for name, rows in table.groupby("direction", sort=False):
+        is_all = name == "all"
+        if accuracy and not is_all:
+            continue  # per-class rows hold variance explained, a different scale: see the table
+        bold = is_all or name == chosen
+        fig.add_trace(go.Scatter(
+            x=rows["k"], y=rows["value"], mode="lines+markers" if bold else "lines",
+            name="mean" if is_all and not accuracy else "accuracy" if is_all else plot_text(name),
+            line=dict(width=3 if bold else 1, color="#222" if is_all else None), opacity=1.0 if bold else 0.35,
+            hovertemplate="k = %{x}<br>%{y:.3f}<extra>" + plot_text(name) + "</extra>",
+        ))
+    fig.update_xaxes(title="eigenvectors kept per direction (largest |λ| first)", type="log")
+    low = 0 if accuracy else max(-1.0, float(table["value"].min()) - 0.05)
+    fig.update_yaxes(title="test accuracy" if accuracy else "variance explained", range=[low, 1.02])
+    return fig
+
+
+def effective_rank_figure(result) -> go.Figure:
+    table = result.tables["directions"]
+    fig = _titled(result, "Effective rank of each interaction matrix (exp entropy of |λ|)", height=320)
+    fig.add_trace(go.Bar(x=[plot_text(d) for d in table["direction"]], y=table["effective_rank"],
+                         hovertemplate="%{x}: %{y:.1f}<extra></extra>"))
+    fig.update_yaxes(title="effective rank")
+    return fig
+
+
+def fidelity_figure(result) -> go.Figure:
+    """Replacement only: the model's loss original / with the replacement / with the MLP mean-ablated."""
+    a = result.meta["approximation"]
+    fig = _titled(result, "Next-token loss on held-out text", height=320)
+    names = ["original", "bilinear replacement", "MLP mean-ablated"]
+    vals = [a["loss_original"], a["loss_replaced"], a["loss_mean_ablated"]]
+    fig.add_trace(go.Bar(x=names, y=vals, text=[f"{v:.3f}" for v in vals], textposition="outside",
+                         marker_color=["#2ca02c", POSITIVE, "#999"]))
+    fig.update_yaxes(title="cross-entropy (nats / token)", range=[min(vals) * 0.97, max(vals) * 1.02])
+    return fig
+
+
+def spectrum_figures(result) -> dict[str, go.Figure]:
+    figs = {}
+    if "approximation" in result.meta:
+        figs["fidelity"] = fidelity_figure(result)
+    figs["spectrum"] = spectrum_figure(result)
+    if result.meta.get("image_shape"):
+        figs["class eigenvectors"] = class_eigenvectors_figure(result)
+    else:
+        figs["eigenvectors"] = eigenvector_figure(result, 0)
+    figs["truncation"] = truncation_figure(result)
+    figs["effective rank"] = effective_rank_figure(result)
+    figs["contributions"] = contributions_figure(result, 0, 0)
+    return figs
+
+
+def history_figure(trained) -> go.Figure:
+    """Training curve of a :class:`~workbench.analyses.bilinear.TrainedBilinear`."""
+    h = trained.tables["history"]
+    x = "epoch" if "epoch" in h else "step"
+    fig = figure(f"Training: {trained.meta['name']}", height=320)
+    for col in h.columns:
+        if col != x:
+            fig.add_trace(go.Scatter(x=h[x], y=h[col], mode="lines", name=col))
+    fig.update_xaxes(title=x)
+    return fig

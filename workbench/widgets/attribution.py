@@ -1,0 +1,105 @@
+"""Attribution explorers: pick a generated token (and a method) and see which context tokens mattered."""
+
+from __future__ import annotations
+
+import ipywidgets as widgets
+import plotly.graph_objects as go
+
+from ..render import attribution as render
+
+
+def _target_options(tokens: list[str], n_prompt: int, n_targets: int) -> list[tuple[str, int]]:
+    return [(f"{j}: {render.readable_token(tokens[n_prompt + j])}", j) for j in range(n_targets)]
+
+
+class AttributionWidget(widgets.VBox):
+    """Generated-token selector + token heat map + target x context heat map for one result.
+
+    With ``model`` given, a method selector re-runs the (cached) attribution with another method
+    on the same prompt and targets.
+    """
+
+    def __init__(self, result, model=None):
+        self.results = {result.meta["method"]: result}
+        self.model = model
+        self.result = result
+        self.target = widgets.Dropdown(options=_target_options(result.tokens, result.meta["n_prompt"], result.n_targets),
+                                       value=0, description="target")
+        from ..analyses.attribution import ALL_METHODS
+
+        self.method = widgets.Dropdown(options=list(ALL_METHODS) if model is not None else [result.meta["method"]],
+                                       value=result.meta["method"], description="method", disabled=model is None)
+        self.tokens = widgets.HTML(render.result_heatmaps_html(result, 0))
+        self.heatmap = go.FigureWidget(render.heatmap_figure(result))
+        self.top = widgets.HTML(self._top_html())
+        self.target.observe(self._update, names="value")
+        self.method.observe(self._switch_method, names="value")
+        super().__init__([widgets.HTML(result.summary_html()), widgets.HBox([self.target, self.method]),
+                          self.tokens, self.top, self.heatmap])
+
+    def _top_html(self) -> str:
+        top = self.result.top_tokens(self.target.value, 8)[["rank", "context_position", "context_token", "importance"]]
+        top = top.assign(context_token=top["context_token"].map(render.readable_token))
+        return top.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}", border=0)
+
+    def _update(self, _change=None) -> None:
+        self.tokens.value = render.result_heatmaps_html(self.result, self.target.value)
+        self.top.value = self._top_html()
+
+    def _switch_method(self, change) -> None:
+        from ..analyses.attribution import attribute
+
+        method = change["new"]
+        if method not in self.results:
+            cfg = self.result.config
+            target = getattr(cfg, "target", None)
+            self.results[method] = attribute(self.model, cfg.prompt, method, target,
+                                             max_new_tokens=cfg.max_new_tokens, prepend_bos=cfg.prepend_bos)
+        self.result = self.results[method]
+        fig = render.heatmap_figure(self.result)
+        with self.heatmap.batch_update():
+            self.heatmap.data = []
+            self.heatmap.add_traces(fig.data)
+            self.heatmap.layout = fig.layout
+        self._update()
+
+
+class ComparisonWidget(widgets.VBox):
+    """Prompt / target / method selectors over a comparison: token heat map of the chosen method,
+    that target's faithfulness figures, and the summary table (log ratios vs random)."""
+
+    def __init__(self, result):
+        self.result = result
+        prompts = result.config.prompts
+        self.prompt = widgets.Dropdown(options=[(p[:60], i) for i, p in enumerate(prompts)], value=0, description="prompt")
+        self.method = widgets.Dropdown(options=list(result.config.methods), value=result.config.methods[0], description="method")
+        self.target = widgets.Dropdown(description="target")
+        self.tokens = widgets.HTML()
+        self.metrics = widgets.HTML()
+        summary = render.comparison_table(result).to_html(index=False, escape=True, float_format=lambda v: f"{v:.3g}", border=0)
+        self.prompt.observe(self._prompt_changed, names="value")
+        for control in (self.method, self.target):
+            control.observe(self._update, names="value")
+        self._prompt_changed()
+        super().__init__([widgets.HTML(result.summary_html()), widgets.HBox([self.prompt, self.target, self.method]),
+                          self.tokens, self.metrics, widgets.HTML("<b>All prompts</b>" + summary),
+                          go.FigureWidget(render.comparison_figure(result))])
+
+    def _prompt_changed(self, _change=None) -> None:
+        seq = self.result.meta["sequences"][self.prompt.value]
+        n_targets = len(seq["ids"]) - seq["n_prompt"]
+        self.target.unobserve(self._update, names="value")
+        self.target.options = _target_options(seq["tokens"], seq["n_prompt"], n_targets)
+        self.target.value = 0
+        self.target.observe(self._update, names="value")
+        self._update()
+
+    def _update(self, _change=None) -> None:
+        tokens, n_prompt, imp = render.sequence_importance(self.result, self.method.value, self.prompt.value)
+        j = self.target.value or 0
+        self.tokens.value = render.token_heatmap_html(tokens, imp[j], n_prompt + j, label=self.method.value)
+        t = self.result.tables["faithfulness"]
+        sel = t[(t["prompt_index"] == self.prompt.value) & (t["target_index"] == j)]
+        pivot = sel.pivot(index="method", columns="metric", values="value").reset_index()
+        self.metrics.value = ("<b>This target</b> (random = the random-importance baseline)"
+                              + pivot.to_html(index=False, escape=True, float_format=lambda v: f"{v:.3g}", border=0))

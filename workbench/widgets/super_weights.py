@@ -1,0 +1,99 @@
+"""Super-weight explorer: spikes per layer, a candidate picker (coordinates, effect, super-activation
+trace), and a scale slider over the quality curve. No maths here: everything is re-sliced from
+results, and the scale sweep comes from the cached ``wb.scale_super_weights``."""
+
+from __future__ import annotations
+
+import html
+
+import ipywidgets as widgets
+import plotly.graph_objects as go
+
+from ..render import super_weights as render
+
+
+class SuperWeightWidget(widgets.VBox):
+    """Explore a :class:`SuperWeightResult`.
+
+    ``scale``: a scale-sweep result (``wb.scale_super_weights``) for the slider; without one,
+    a button computes it from ``model`` (cached), or the slider stays disabled.
+    """
+
+    def __init__(self, result, *, model=None, scale=None):
+        self.result, self.model, self.scale_result = result, model, scale
+        cands = result.candidates
+        options = [(f"layer {r.layer} [{r.row}, {r.col}] — {r.role}", i) for i, r in enumerate(cands.itertuples())]
+        first = render.strongest(result)
+        self.candidate = widgets.Dropdown(options=options or [("no candidates", -1)], value=first if first is not None else -1,
+                                          description="candidate", layout=widgets.Layout(width="420px"))
+        self.details = widgets.HTML()
+        self.spike_plot = go.FigureWidget(render.spikes_figure(result, highlight=first))
+        self.trace_plot = go.FigureWidget(render.trace_figure(result, first))
+        self.scale = widgets.SelectionSlider(options=[1.0], value=1.0, description="scale s", continuous_update=False,
+                                             disabled=True)
+        self.compute_button = widgets.Button(description="compute scale sweep", disabled=model is None or not result.coordinates())
+        self.quality_plot = go.FigureWidget()
+        self.tokens_plot = go.FigureWidget()
+        self.candidate.observe(self._on_candidate, names="value")
+        self.scale.observe(self._on_scale, names="value")
+        self.compute_button.on_click(self._on_compute)
+        self._on_candidate()
+        if scale is not None:
+            self._use_scale(scale)
+        super().__init__([
+            widgets.HTML(result.summary_html()),
+            self.spike_plot,
+            self.candidate, self.details,
+            self.trace_plot,
+            widgets.HBox([self.scale] + ([] if scale is not None else [self.compute_button])),
+            self.quality_plot, self.tokens_plot,
+        ])
+
+    # ----------------------------------------------------------- callbacks
+    def _on_candidate(self, _change=None) -> None:
+        index = self.candidate.value
+        if index is None or index < 0:
+            self.details.value = "<p>No candidates: no layer spiked.</p>"
+            return
+        row = self.result.candidates.iloc[index]
+        self.details.value = (
+            f"<p><b>layer {int(row['layer'])}</b>, HF <code>down_proj.weight[{int(row['row'])}, {int(row['col'])}]</code> "
+            f"= TransformerLens <code>W_out[{int(row['layer'])}, {int(row['col'])}, {int(row['row'])}]</code> "
+            f"= {row['weight']:.4g} (rank {int(row['weight_rank'])} by |w|); input {row['in_value']:.4g}, "
+            f"output spike {row['out_value']:.4g} at token {html.escape(repr(row['token']))} (position {int(row['position'])}); "
+            f"zeroing it: loss {row['delta_loss']:+.4f}, KL {row['kl']:.3g} "
+            f"({row['effect_vs_random']:.3g}× random weights) — <b>{html.escape(row['role'])}</b>.</p>"
+        )
+        _replace(self.trace_plot, render.trace_figure(self.result, index))
+        _replace(self.spike_plot, render.spikes_figure(self.result, highlight=index))
+
+    def _use_scale(self, scale_result) -> None:
+        self.scale_result = scale_result
+        scales = sorted(set(float(s) for s in scale_result.quality["scale"]))
+        self.scale.options = scales
+        self.scale.value = 1.0 if 1.0 in scales else scales[0]
+        self.scale.disabled = False
+        self.compute_button.disabled = True
+        self._on_scale()
+
+    def _on_compute(self, _button=None) -> None:
+        from ..analyses.super_weights.api import scale_super_weights
+
+        self.compute_button.description = "computing..."
+        self._use_scale(scale_super_weights(self.model, self.result.coordinates()))  # cached per model and weights
+        self.compute_button.description = "computed"
+
+    def _on_scale(self, _change=None) -> None:
+        if self.scale_result is None:
+            return
+        s = float(self.scale.value)
+        _replace(self.quality_plot, render.quality_figure(self.scale_result, highlight=s))
+        _replace(self.tokens_plot, render.next_tokens_figure(self.scale_result, setting=f"scale {s:g}"))
+
+
+def _replace(target: go.FigureWidget, source: go.Figure) -> None:
+    """Swap a FigureWidget's content in one message, so the view updates once."""
+    with target.batch_update():
+        target.data = []
+        target.add_traces(source.data)
+        target.layout = source.layout

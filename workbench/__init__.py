@@ -4,10 +4,14 @@ from ._version import __version__
 from .errors import CacheCorruptError, InputError, ModelLoadError, UnsupportedModelError, WorkbenchError
 from .models import HookedModel, ModelInfo, available_models, hook_names, load_model
 from ._progress import set_progress
-from .analyses import bilinear_replacement, bilinear_spectrum, train_bilinear_lm, train_digits, train_toy  # bilinear (issue 5)
-from .analyses import get_analysis, head_composition, head_effects, laundry_component_scan, laundry_list, list_analyses, model_overview, register_analysis, run_analysis
-from .analyses.super_weights.api import prune_outliers, prune_super_weights, quantize_super_weights, scale_super_weights, super_weights  # issue 3
-from .analyses.attribution import MaskedLM, attribute, compare_attributions, reagent  # attribution (issue 6)
+from .analyses import get_analysis, list_analyses, model_overview, register_analysis, run_analysis
+# the four analyses
+from .analyses.super_weights.api import (
+    prune_outliers, prune_super_weights, quantize_super_weights, scale_super_weights, super_weights,
+)
+from .analyses.heads_api import head_composition, head_effects, laundry_component_scan, laundry_list
+from .analyses.bilinear.api import bilinear_replacement, bilinear_spectrum, train_bilinear_lm, train_digits, train_toy
+from .analyses.attribution import MaskedLM, attribute, compare_attributions, reagent
 from .cache import ResultCache, clear_cache, get_cache
 from .report import build_report, report
 from .results import Result
@@ -15,9 +19,10 @@ from .results import Result
 __all__ = [
     "CacheCorruptError", "HookedModel", "InputError", "ModelInfo", "ModelLoadError", "Result", "ResultCache",
     "UnsupportedModelError", "WorkbenchError", "__version__", "available_models", "build_report", "clear_cache",
-    "get_analysis", "get_cache", "head_composition", "head_effects", "laundry_component_scan", "laundry_list", "hook_names", "list_analyses", "load_model", "model_overview", "register_analysis",
+    "get_analysis", "get_cache", "hook_names", "list_analyses", "load_model", "model_overview", "register_analysis",
     "report", "run_analysis", "set_progress",
     "prune_outliers", "prune_super_weights", "quantize_super_weights", "scale_super_weights", "super_weights",
+    "head_composition", "head_effects", "laundry_component_scan", "laundry_list",
     "bilinear_replacement", "bilinear_spectrum", "train_bilinear_lm", "train_digits", "train_toy",
     "MaskedLM", "attribute", "compare_attributions", "reagent",
 ]

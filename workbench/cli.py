@@ -4,6 +4,7 @@
     workbench models
     workbench info --model M
     workbench overview --model M
+    workbench super-weights | heads | bilinear | attribute ...   (one per analysis)
 """
 
 from __future__ import annotations
@@ -15,15 +16,12 @@ import time
 import pandas as pd
 
 from ._version import __version__
-from .commands import heads, overview
-from .commands import bilinear as bilinear_cmd
-from .commands import super_weights as super_weights_cmd
-from .commands import attribute as attribute_cmd
+from .commands import attribute, bilinear, heads, overview, super_weights
 from .commands.common import add_model_args, load, print_frame
 from .errors import UnsupportedModelError, WorkbenchError
 
 # One module per analysis sub-command, in the order `workbench --help` lists them.
-COMMANDS = (overview, heads, bilinear_cmd, super_weights_cmd, attribute_cmd)
+COMMANDS = (overview, super_weights, heads, bilinear, attribute)
 
 
 def cmd_models(args) -> None:
@@ -57,6 +55,10 @@ def cmd_report(args) -> None:
             print(f"skipped {name}: {exc}", file=sys.stderr)
     if not results:
         raise UnsupportedModelError(f"none of {names} applies to {model.name}")
+    if args.analyses is None:  # the default report also shows the bilinear method on a truly bilinear model
+        from .analyses.bilinear.api import bilinear_spectrum, train_digits
+
+        results.append(bilinear_spectrum(train_digits()))
     path = report(results, args.out, title=args.title or f"Workbench report: {model.name}")
     size = path.stat().st_size / 1e6
     print(f"wrote {path} ({size:.1f} MB, {len(results)} section(s), {time.perf_counter() - start:.1f} s)")

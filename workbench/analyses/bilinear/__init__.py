@@ -1,12 +1,15 @@
 """Bilinear MLPs (Pearce et al. 2024): layers, offline training, interaction-matrix eigendecomposition,
 and bilinear replacements of the gated MLPs of pretrained models."""
 
-from . import interaction
+from . import interaction, replacement, spectrum, training
 from .layers import BilinearClassifier, BilinearLM, BilinearMLP, BilinearWeights
 from .spectrum import BilinearSpectrumResult, SpectrumConfig
 from .training import DigitsConfig, LMConfig, ToyConfig, TrainedBilinear
 
+ANALYSES = (spectrum.ANALYSIS, replacement.ANALYSIS, *training.ANALYSES)
+
 __all__ = [
+    "ANALYSES",
     "BilinearClassifier", "BilinearLM", "BilinearMLP", "BilinearSpectrumResult", "BilinearWeights", "DigitsConfig",
     "LMConfig", "SpectrumConfig", "ToyConfig", "TrainedBilinear", "interaction",
 ]

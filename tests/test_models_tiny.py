@@ -220,3 +220,15 @@ def test_missing_weight_accessors_give_a_clear_error(monkeypatch):
     monkeypatch.setattr(type(model.bridge.blocks[0].mlp), "W_out", property(lambda self: None), raising=False)
     with pytest.raises(wb.UnsupportedModelError, match="no MLP W_out for LlamaForCausalLM"):
         model.mlp_weights(0)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
+def test_every_hook_name_helper_names_a_real_hook_point(fixture, request):
+    model = request.getfixturevalue(fixture)
+    helpers = [hn.resid_pre, hn.resid_mid, hn.resid_post, hn.attn_pattern, hn.attn_scores, hn.attn_z, hn.attn_out,
+               hn.mlp_in, hn.mlp_pre, hn.mlp_post, hn.mlp_out, hn.attn_q, hn.attn_k, hn.attn_v]
+    names = [helper(1) for helper in helpers] + [hn.EMBED]
+    if fixture == "tiny_llama":  # rotary models expose the rotated queries and keys too
+        names += [hn.attn_q(1, rotated=True), hn.attn_k(1, rotated=True)]
+    for name in names:
+        assert model.check_hook_name(name) == name

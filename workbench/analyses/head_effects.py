@@ -82,19 +82,6 @@ def _label(layer: int, head: int, component: int) -> str:
     return f"L{layer}H{head}" + ("" if component < 0 else f".c{component}")
 
 
-def _rot_q(layer: int, rotary: bool) -> str:
-    """Queries as the pattern sees them (after rotary embedding when the model has one)."""
-    return f"blocks.{layer}.attn.hook_rot_q" if rotary else f"blocks.{layer}.attn.hook_q"
-
-
-def _rot_k(layer: int, rotary: bool) -> str:
-    return f"blocks.{layer}.attn.hook_rot_k" if rotary else f"blocks.{layer}.attn.hook_k"
-
-
-def _v(layer: int) -> str:
-    return f"blocks.{layer}.attn.hook_v"
-
-
 def attention_pattern(q: Tensor, k: Tensor) -> Tensor:
     """Causal softmax pattern [.., head, q_pos, k_pos] from q [.., pos, head, d], k [.., pos, kv_head, d]."""
     k = k.repeat_interleave(q.shape[-2] // k.shape[-2], dim=-2)  # GQA: query head h reads kv head h // n
@@ -148,7 +135,7 @@ def _capture(model, ids, layers, rotary, extra_hooks=()):
             store[name] = t.detach()
         return hook
 
-    names = [n for l in layers for n in (_rot_q(l, rotary), _rot_k(l, rotary), _v(l))]
+    names = [n for l in layers for n in (hk.attn_q(l, rotated=rotary), hk.attn_k(l, rotated=rotary), hk.attn_v(l))]
     with model.hooks([*extra_hooks, *((n, keep(n)) for n in names)]):
         model(ids)
     return store
@@ -177,12 +164,12 @@ def compute_head_effects(model, config: HeadEffectsConfig) -> HeadEffectsResult:
         if not (0 <= layer < n_layers - 1 and 0 <= head < n_heads and -1 <= comp < model.info.d_head):
             raise InputError(f"writer {(layer, head, comp)} out of range: layer < {n_layers - 1}, head < {n_heads}, "
                              f"component in [-1, {model.info.d_head})")
-    rotary = _rot_q(0, True) in model.hook_names()
+    rotary = hk.attn_q(0, rotated=True) in model.hook_names()
     ids, mask = model.to_tokens_batch(list(config.prompts))
     layers = list(range(min(w[0] for w in writers) + 1, n_layers))
     seen = _Keeper()
     clean = _capture(model, ids, layers, rotary, [(hk.attn_pattern(layers[0]), seen)])
-    check = attention_pattern(clean[_rot_q(layers[0], rotary)], clean[_rot_k(layers[0], rotary)])
+    check = attention_pattern(clean[hk.attn_q(layers[0], rotated=rotary)], clean[hk.attn_k(layers[0], rotated=rotary)])
     if (check - seen.value).abs().max() > 1e-3:
         raise UnsupportedModelError(f"{model.name}'s attention is not a plain causal softmax(q k^T / sqrt(d)) "
                                     "(e.g. soft-capping, ALiBi, sliding windows); measured effects need that")
@@ -203,7 +190,7 @@ def compute_head_effects(model, config: HeadEffectsConfig) -> HeadEffectsResult:
             for layer in layers:
                 if layer <= writer[0]:
                     continue
-                names = (_rot_q(layer, rotary), _rot_k(layer, rotary), _v(layer))
+                names = (hk.attn_q(layer, rotated=rotary), hk.attn_k(layer, rotated=rotary), hk.attn_v(layer))
                 q, k, v = (clean[n] for n in names)
                 qa, ka, va = (abl[n][sl] for n in names)
                 effects = _effects(q, k, v, qa, ka, va, mask, model.attention_weights(layer).W_O, kinds)

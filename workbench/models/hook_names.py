@@ -60,3 +60,18 @@ def mlp_post(layer: int) -> str:
 def mlp_out(layer: int) -> str:
     """MLP output added to the residual: [batch, pos, d_model]."""
     return f"blocks.{layer}.hook_mlp_out"
+
+
+def attn_q(layer: int, *, rotated: bool = False) -> str:
+    """Per-head queries: [batch, pos, head, d_head]; ``rotated``: after the rotary embedding."""
+    return f"blocks.{layer}.attn.hook_rot_q" if rotated else f"blocks.{layer}.attn.hook_q"
+
+
+def attn_k(layer: int, *, rotated: bool = False) -> str:
+    """Per-head keys: [batch, pos, head, d_head]; ``rotated``: after the rotary embedding."""
+    return f"blocks.{layer}.attn.hook_rot_k" if rotated else f"blocks.{layer}.attn.hook_k"
+
+
+def attn_v(layer: int) -> str:
+    """Per-head values: [batch, pos, head, d_head]."""
+    return f"blocks.{layer}.attn.hook_v"

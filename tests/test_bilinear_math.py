@@ -117,12 +117,7 @@ def test_effective_rank_extremes():
 
 def _planted_layer() -> BilinearMLP:
     lam, e, W, V, P = _planted(d=10, extra=2, seed=4)
-    layer = BilinearMLP(10, W.shape[0], 2, name="planted")
-    with torch.no_grad():
-        layer.W.weight.copy_(W)
-        layer.V.weight.copy_(V)
-        layer.P.weight.copy_(P)
-    return layer
+    return BilinearMLP.from_weights(W, V, P, name="planted")
 
 
 def test_spectrum_analysis_on_planted_layer(tmp_path):
@@ -139,7 +134,7 @@ def test_spectrum_analysis_on_planted_layer(tmp_path):
         assert (vecs[i] @ e[j]).abs().item() == pytest.approx(1.0, abs=1e-5)
     # contributions add up to the layer's own output along the direction
     x = result.tensors["inputs"]
-    assert torch.allclose(result.tensors["contributions"][:, 0].sum(-1), layer(x)[:, 0].detach(), atol=1e-4)
+    assert torch.allclose(result.tensors["contributions"][:, 0].sum(-1), layer(x.to(D64))[:, 0].detach().to(x.dtype), atol=1e-4)
     loaded = wb.Result.load(result.save(tmp_path / "spectrum.safetensors"))
     assert type(loaded) is type(result) and loaded.config == result.config
     assert torch.equal(loaded.tensors["top_vectors"], result.tensors["top_vectors"])

@@ -10,6 +10,7 @@ from .analyses.super_weights.api import (
     prune_outliers, prune_super_weights, quantize_super_weights, scale_super_weights, super_weights,
 )
 from .analyses.heads_api import head_composition, head_effects, laundry_component_scan, laundry_list
+from .analyses.bilinear import BilinearMLP
 from .analyses.bilinear.api import bilinear_replacement, bilinear_spectrum, train_bilinear_lm, train_digits, train_toy
 from .analyses.attribution import MaskedLM, attribute, compare_attributions, reagent
 from .cache import ResultCache, clear_cache, get_cache
@@ -23,6 +24,6 @@ __all__ = [
     "report", "run_analysis", "set_progress",
     "prune_outliers", "prune_super_weights", "quantize_super_weights", "scale_super_weights", "super_weights",
     "head_composition", "head_effects", "laundry_component_scan", "laundry_list",
-    "bilinear_replacement", "bilinear_spectrum", "train_bilinear_lm", "train_digits", "train_toy",
+    "BilinearMLP", "bilinear_replacement", "bilinear_spectrum", "train_bilinear_lm", "train_digits", "train_toy",
     "MaskedLM", "attribute", "compare_attributions", "reagent",
 ]

@@ -80,6 +80,25 @@ class BilinearMLP(_Fingerprinted):
         self.V = nn.Linear(d_in, d_hidden, bias=bias)
         self.P = nn.Linear(d_hidden, d_out, bias=False) if d_out is not None else None
 
+    @classmethod
+    def from_weights(
+        cls, W: Float[Tensor, "d_hidden d_in"], V: Float[Tensor, "d_hidden d_in"],
+        P: Float[Tensor, "d_out d_hidden"] | None = None, *, name: str | None = None,
+    ) -> "BilinearMLP":
+        """A bias-free layer holding copies of the given matrices (in their dtype), e.g. a planted one."""
+        if W.ndim != 2 or W.shape != V.shape or (P is not None and (P.ndim != 2 or P.shape[1] != W.shape[0])):
+            from ...errors import InputError
+
+            raise InputError(f"need W, V [d_hidden, d_in] of one shape and P [d_out, d_hidden]; got W {tuple(W.shape)}, "
+                             f"V {tuple(V.shape)}, P {None if P is None else tuple(P.shape)}")
+        layer = cls(W.shape[1], W.shape[0], None if P is None else P.shape[0], name=name).to(W.dtype)
+        with torch.no_grad():
+            layer.W.weight.copy_(W)
+            layer.V.weight.copy_(V)
+            if P is not None:
+                layer.P.weight.copy_(P)
+        return layer
+
     def hidden(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_hidden"]:
         return self.W(x) * self.V(x)
 

@@ -90,6 +90,15 @@ def test_cli_report(tmp_path, capsys):
     assert out.is_file() and str(out) in capsys.readouterr().out
 
 
+def test_cli_report_skips_an_analysis_the_model_cannot_run(tmp_path, capsys):
+    out = tmp_path / "r.html"
+    assert main(["report", "--model", "tiny-gpt2", "--out", str(out)]) == 0  # plain GELU MLPs: no bilinear replacement
+    captured = capsys.readouterr()
+    assert "skipped bilinear_replacement" in captured.err and "gated" in captured.err
+    page = out.read_text()
+    assert "Super weights" in page and "ReAGent" in page and "bilinear replacement" not in page.lower()
+
+
 @pytest.mark.parametrize("shape", [(3, 5, 9), (2, 9, 5), (4, 4)])
 def test_singular_values_match_svd(shape):
     from workbench.analyses.linalg import singular_values

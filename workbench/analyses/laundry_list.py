@@ -236,10 +236,9 @@ class LaundryListResult(Result):
         return {"laundry_list": render.laundry_figure(self)}
 
     def widget(self):
-        import ipywidgets as widgets
-        import plotly.graph_objects as go
+        from ..widgets.heads import laundry_list_view
 
-        return widgets.VBox([widgets.HTML(self.summary_html()), go.FigureWidget(self.figure())])
+        return laundry_list_view(self)
 
 
 @torch.no_grad()

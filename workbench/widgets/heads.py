@@ -121,6 +121,11 @@ class HeadCompositionWidget(widgets.VBox):
 _EDIT = re.compile(r"L(\d+)H(\d+):([\d,\s]+)x([\d.]+)")
 
 
+def laundry_list_view(result) -> widgets.VBox:
+    """A Laundry List result: its summary and accuracy curve (interactive runs: :class:`LaundryListPanel`)."""
+    return widgets.VBox([widgets.HTML(result.summary_html()), go.FigureWidget(result.figure())])
+
+
 def parse_edits(text: str) -> tuple[tuple[int, int, tuple[int, ...], float], ...]:
     """``"L8H1:0,1x0; L2H2:1x0.5"`` -> ((8, 1, (0, 1), 0.0), (2, 2, (1,), 0.5))."""
     from ..errors import InputError

@@ -124,6 +124,7 @@ def test_widget_click_selects_pair_and_runs_laundry(composition, tiny_llama):
     w.laundry.scale.value = 0.0
     result = w.laundry.run()
     assert result is not None and {t.name for t in w.laundry.curve.data} == {"baseline", "intervention", "chance (1/N)"}
+    assert len(result.widget().children) == 2  # a Laundry List result on its own: summary + curve
     w.laundry.components.value = "99"
     assert w.laundry.run() is None and "no head" in w.laundry.status.value
     w.laundry.components.value = "1, 2"

@@ -11,7 +11,8 @@ import torch
 
 import workbench as wb
 from workbench.analyses.super_weights import DEFAULT_PROMPTS, compare_published, published_for, published_index
-from workbench.analyses.super_weights.evaluate import eval_windows, mean_loss
+from workbench.analyses.super_weights.evaluate import eval_windows
+from workbench.corpus import mean_loss
 from workbench.analyses.super_weights.experiments import top_outliers
 from workbench.analyses.super_weights.quantize import blockwise_rtn
 from workbench.analyses.super_weights.scan import scan

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.analyses.super_weights.evaluate import eval_windows, evaluate
+from workbench.analyses.super_weights.evaluate import eval_windows
+from workbench.corpus import evaluate
 
 pytestmark = pytest.mark.real
 

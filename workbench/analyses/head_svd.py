@@ -31,6 +31,7 @@ from torch import Tensor
 
 from ..errors import InputError, UnsupportedModelError
 from ..models.weights import expand_kv
+from .linalg import effective_rank
 
 
 @dataclass(frozen=True)
@@ -132,14 +133,12 @@ def qk_svd(w: HeadWeights) -> FactoredSVD:
 def spectrum_stats(s: Float[Tensor, "... r"]) -> dict[str, Tensor]:
     """Frobenius norm, sigma_max, stable rank and effective rank (exp spectral entropy) per spectrum."""
     s = s.double()
-    p = s / s.sum(-1, keepdim=True).clamp_min(1e-300)
-    entropy = -(p * p.clamp_min(1e-300).log()).sum(-1)
     fro2 = s.square().sum(-1)
     return {
         "frobenius": fro2.sqrt(),
         "sigma_max": s[..., 0],
         "stable_rank": fro2 / s[..., 0].square().clamp_min(1e-300),
-        "effective_rank": entropy.exp(),
+        "effective_rank": effective_rank(s),
         "share_top1": s[..., 0].square() / fro2.clamp_min(1e-300),  # fraction of ||M||_F^2 in component 0
     }
 

@@ -17,3 +17,13 @@ def singular_values(stack: Float[Tensor, "... m n"]) -> Float[Tensor, "... k"]:
     w = stack.double()
     gram = w @ w.mT if w.shape[-2] <= w.shape[-1] else w.mT @ w
     return torch.linalg.eigvalsh(gram).flip(-1).clamp_min(0).sqrt().to(stack.dtype)
+
+
+def effective_rank(values: Float[Tensor, "... r"]) -> Float[Tensor, "..."]:
+    """exp of the entropy of |v| / sum |v| (Roy & Vetterli), in float64: 1 for one value, r for a flat spectrum.
+
+    For singular values or eigenvalues alike (eigenvalues count by magnitude).
+    """
+    a = values.abs().double()
+    p = a / a.sum(-1, keepdim=True).clamp_min(1e-300)
+    return (-(p * p.clamp_min(1e-300).log()).sum(-1)).exp()

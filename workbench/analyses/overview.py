@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .._progress import progress
 from ..results import Result
-from .linalg import singular_values
+from .linalg import effective_rank, singular_values
 from .registry import Analysis
 
 
@@ -86,8 +86,6 @@ def matrix_stats(sv: Float[Tensor, "layer rank"], weights: Float[Tensor, "layer 
     """Per-layer scalar summaries of a stack of matrices and their singular values."""
     flat = weights.flatten(1).double()
     sv = sv.double()
-    p = sv / sv.sum(-1, keepdim=True)
-    entropy = -(p * p.clamp_min(1e-30).log()).sum(-1)
     rms = flat.square().mean(-1).sqrt()
     return {
         "frobenius": flat.norm(dim=-1),
@@ -95,7 +93,7 @@ def matrix_stats(sv: Float[Tensor, "layer rank"], weights: Float[Tensor, "layer 
         "outlier_ratio": flat.abs().amax(-1) / rms,  # max |w| in units of the matrix' RMS
         "sigma_max": sv[:, 0],
         "stable_rank": sv.square().sum(-1) / sv[:, 0].square(),  # ||W||_F^2 / sigma_max^2
-        "effective_rank": entropy.exp(),  # exp of the spectral entropy (Roy & Vetterli)
+        "effective_rank": effective_rank(sv),  # exp of the spectral entropy (Roy & Vetterli)
     }
 
 

@@ -6,6 +6,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from ..render import bilinear as render
+from ._figures import replace_figure
 
 
 class BilinearWidget(widgets.VBox):
@@ -51,21 +52,13 @@ class BilinearWidget(widgets.VBox):
 
     def _on_direction(self, _change=None) -> None:
         j = self.direction.value
-        _replace(self.spectrum_plot, render.spectrum_figure(self.result, j))
-        _replace(self.vector_plot, render.eigenvector_figure(self.result, j))
-        _replace(self.truncation_plot, render.truncation_figure(self.result, j))
+        replace_figure(self.spectrum_plot, render.spectrum_figure(self.result, j))
+        replace_figure(self.vector_plot, render.eigenvector_figure(self.result, j))
+        replace_figure(self.truncation_plot, render.truncation_figure(self.result, j))
         self.table.value = self._table_html(j)
         self._on_input()
 
     def _on_input(self, _change=None) -> None:
-        _replace(self.contrib_plot, render.contributions_figure(self.result, self.input.value, self.direction.value))
+        replace_figure(self.contrib_plot, render.contributions_figure(self.result, self.input.value, self.direction.value))
         if self.image_plot is not None:
-            _replace(self.image_plot, render.input_image_figure(self.result, self.input.value))
-
-
-def _replace(target: go.FigureWidget, source: go.Figure) -> None:
-    """Swap a FigureWidget's content in one message, so the view updates once."""
-    with target.batch_update():
-        target.data = []
-        target.add_traces(source.data)
-        target.layout = source.layout
+            replace_figure(self.image_plot, render.input_image_figure(self.result, self.input.value))

@@ -13,23 +13,11 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from ..render import heads as render
+from ._figures import replace_figure
 
 _LABEL = re.compile(r"L(\d+)H(\d+)")
 
 
-def _replace(target: go.FigureWidget, source: go.Figure) -> None:
-    with target.batch_update():
-        target.data = []
-        target.add_traces([_json_safe(t) for t in source.data])
-        target.layout = source.layout
-
-
-def _json_safe(trace):
-    """Heat-map gaps (NaN) as None: widget messages are JSON, which has no NaN."""
-    z = getattr(trace, "z", None)
-    if z is not None:
-        trace.z = [[None if v != v else float(v) for v in row] for row in z]
-    return trace
 
 
 class HeadCompositionWidget(widgets.VBox):
@@ -89,7 +77,7 @@ class HeadCompositionWidget(widgets.VBox):
     def _draw_heatmap(self) -> None:
         kind = self.kind.value
         fig = render.layer_heatmap(self.result, kind) if self.view.value == "layers" else render.head_heatmap(self.result, kind)
-        _replace(self.heatmap, fig)
+        replace_figure(self.heatmap, fig)
         self.heatmap.data[0].on_click(self._on_click)
 
     def _on_click(self, trace, points, _state=None) -> None:
@@ -112,8 +100,8 @@ class HeadCompositionWidget(widgets.VBox):
         if self.pair.value is None:
             return
         wl, wh, rl, rh = self.pair.value
-        _replace(self.breakdown, render.breakdown_figure(self.result, (wl, wh), (rl, rh), self.kind.value))
-        _replace(self.spectra, render.spectra_figure(self.result, [(wl, wh), (rl, rh)]))
+        replace_figure(self.breakdown, render.breakdown_figure(self.result, (wl, wh), (rl, rh), self.kind.value))
+        replace_figure(self.spectra, render.spectra_figure(self.result, [(wl, wh), (rl, rh)]))
         if self.laundry is not None:
             self.laundry.follow(wl, wh, self.result.breakdown((wl, wh), (rl, rh), self.kind.value))
 
@@ -202,5 +190,5 @@ class LaundryListPanel(widgets.VBox):
             self.status.value = f"<span style='color:#b00'>{render.plot_text(str(exc))}</span>"
             return None
         self.status.value = ""
-        _replace(self.curve, render.laundry_figure(result))
+        replace_figure(self.curve, render.laundry_figure(result))
         return result

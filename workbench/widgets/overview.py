@@ -6,6 +6,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from ..render import overview as render
+from ._figures import replace_figure
 
 
 class OverviewWidget(widgets.VBox):
@@ -38,13 +39,5 @@ class OverviewWidget(widgets.VBox):
         ])
 
     def _update(self, _change=None) -> None:
-        _replace(self.metric_plot, render.metric_figure(self.result, self.metric.value, highlight_layer=self.layer.value))
-        _replace(self.spectrum_plot, render.spectrum_figure(self.result, self.layer.value, list(self.matrices.value)))
-
-
-def _replace(target: go.FigureWidget, source: go.Figure) -> None:
-    """Swap a FigureWidget's content in one message, so the view updates once."""
-    with target.batch_update():
-        target.data = []
-        target.add_traces(source.data)
-        target.layout = source.layout
+        replace_figure(self.metric_plot, render.metric_figure(self.result, self.metric.value, highlight_layer=self.layer.value))
+        replace_figure(self.spectrum_plot, render.spectrum_figure(self.result, self.layer.value, list(self.matrices.value)))

@@ -10,6 +10,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from ..render import super_weights as render
+from ._figures import replace_figure
 
 
 class SuperWeightWidget(widgets.VBox):
@@ -64,8 +65,8 @@ class SuperWeightWidget(widgets.VBox):
             f"zeroing it: loss {row['delta_loss']:+.4f}, KL {row['kl']:.3g} "
             f"({row['effect_vs_random']:.3g}× random weights) — <b>{html.escape(row['role'])}</b>.</p>"
         )
-        _replace(self.trace_plot, render.trace_figure(self.result, index))
-        _replace(self.spike_plot, render.spikes_figure(self.result, highlight=index))
+        replace_figure(self.trace_plot, render.trace_figure(self.result, index))
+        replace_figure(self.spike_plot, render.spikes_figure(self.result, highlight=index))
 
     def _use_scale(self, scale_result) -> None:
         self.scale_result = scale_result
@@ -87,13 +88,5 @@ class SuperWeightWidget(widgets.VBox):
         if self.scale_result is None:
             return
         s = float(self.scale.value)
-        _replace(self.quality_plot, render.quality_figure(self.scale_result, highlight=s))
-        _replace(self.tokens_plot, render.next_tokens_figure(self.scale_result, setting=f"scale {s:g}"))
-
-
-def _replace(target: go.FigureWidget, source: go.Figure) -> None:
-    """Swap a FigureWidget's content in one message, so the view updates once."""
-    with target.batch_update():
-        target.data = []
-        target.add_traces(source.data)
-        target.layout = source.layout
+        replace_figure(self.quality_plot, render.quality_figure(self.scale_result, highlight=s))
+        replace_figure(self.tokens_plot, render.next_tokens_figure(self.scale_result, setting=f"scale {s:g}"))

@@ -83,13 +83,6 @@ def eigendecompose(
     return torch.cat(values), torch.cat(vectors)
 
 
-def effective_rank(eigenvalues: Float[Tensor, "... r"]) -> Float[Tensor, "..."]:
-    """exp of the entropy of |lambda| / sum |lambda| (Roy & Vetterli): 1 for one feature, r for a flat spectrum."""
-    a = eigenvalues.abs().double()
-    p = a / a.sum(-1, keepdim=True).clamp_min(1e-300)
-    return (-(p * p.clamp_min(1e-300).log()).sum(-1)).exp()
-
-
 def contributions(
     eigenvalues: Float[Tensor, "k r"], eigenvectors: Float[Tensor, "k r d"], x: Float[Tensor, "n d"]
 ) -> Float[Tensor, "n k r"]:

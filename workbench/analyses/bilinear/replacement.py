@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ..._progress import progress
+from ...corpus import mean_loss, token_windows
 from ...errors import InputError, UnsupportedModelError
 from ...models import hook_names as hn
 from ..registry import Analysis
@@ -173,7 +174,6 @@ def _refine(W, V, P, x, y, config: ReplacementConfig):
 
 def _losses(model, tokens: Tensor, layer: int, batch: int, replace) -> float:
     """Mean next-token cross-entropy over ``tokens`` with ``replace(x_in, y_out)`` (or None) splicing the MLP output."""
-    total, count = 0.0, 0
     state: dict[str, Tensor] = {}
 
     def keep_in(act, hook):
@@ -186,13 +186,7 @@ def _losses(model, tokens: Tensor, layer: int, batch: int, replace) -> float:
 
     hooks = [(hn.mlp_in(layer), keep_in), (hn.mlp_out(layer), swap_out)] if replace else []
     with model.hooks(hooks):
-        for start in range(0, len(tokens), batch):
-            t = tokens[start:start + batch]
-            logits = model(t)
-            ce = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), t[:, 1:].flatten(), reduction="sum")
-            total += ce.item()
-            count += t[:, 1:].numel()
-    return total / count
+        return mean_loss(model, tokens, batch_size=batch)
 
 
 def _norm_weight(model, layer: int | None) -> Tensor | None:
@@ -237,8 +231,6 @@ def _principal(y: Tensor, unembed: Tensor, vocab: list[str], n: int) -> tuple[Te
 
 @torch.no_grad()
 def compute_replacement(model, config: ReplacementConfig) -> BilinearReplacementResult:
-    from ...corpus import token_windows
-
     model.require_finite_weights()
     if not model.info.gated_mlp:
         raise UnsupportedModelError(

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ...errors import InputError, UnsupportedModelError
 from ...results import Result
+from ..linalg import effective_rank
 from ..registry import Analysis
 from . import interaction as ix
 from .layers import BilinearClassifier, BilinearLM, BilinearMLP, BilinearWeights
@@ -299,7 +300,7 @@ def analyse_layer(view: LayerView, config: SpectrumConfig) -> tuple[dict, dict, 
         metric = "output variance explained (mean over directions)"
     k90 = [(explained[j] >= 0.9).nonzero()[0].item() if (explained[j] >= 0.9).any() else r for j in range(k)]
 
-    erank = ix.effective_rank(lam)
+    erank = effective_rank(lam)
     share = lam.abs() / lam.abs().sum(-1, keepdim=True).clamp_min(1e-300)
     directions = pd.DataFrame({
         "direction": names,

@@ -45,7 +45,8 @@ from ..._progress import progress
 from ...errors import InputError
 from ...results import Result
 from ..registry import Analysis
-from .evaluate import check_prompts, eval_windows, evaluate
+from ...corpus import evaluate
+from .evaluate import check_prompts, eval_windows
 from .published import compare_published
 from .scan import ScanStats, StreamingRecorder, require_mlp_hooks, spiking_layers
 

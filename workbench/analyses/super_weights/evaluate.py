@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import pandas as pd
 import torch
@@ -23,43 +22,6 @@ def text_digest(path: str | None) -> str:
 def eval_windows(model, path: str | None, n_windows: int, window: int) -> Int[Tensor, "n window"]:
     """``n_windows`` windows of ``window`` tokens from the evaluation text (see :func:`token_windows`)."""
     return token_windows(model, eval_text(path), window=window, max_windows=n_windows)
-
-
-@torch.no_grad()
-def evaluate(
-    model, windows: Int[Tensor, "n pos"], *, batch_size: int = 8, recorder=None,
-    before: Callable[[int], None] | None = None, keep: bool = False, reference: list[Tensor] | None = None,
-) -> tuple[float, float, list[Tensor] | None]:
-    """Mean next-token loss (nats) over ``windows``, mean KL(reference || this model), kept log-probs.
-
-    ``recorder``: an optional :class:`StreamingRecorder` whose hooks stay on (e.g. to trace
-    the residual stream in the same pass); ``before(start)`` is called before each batch
-    chunk; ``keep``: return each chunk's log-probabilities [b, pos - 1, vocab] (the intact
-    run), ``reference``: such a list, to measure how far this run's predictions moved
-    (KL is NaN without one).
-    """
-    total, kl_total, count, kept = 0.0, 0.0, 0, []
-    for i, start in enumerate(range(0, windows.shape[0], batch_size)):
-        chunk = windows[start : start + batch_size]  # [b, pos]
-        if before is not None:
-            before(start)
-        logits = recorder.run(chunk, offset=start) if recorder is not None else model(chunk)  # [b, pos, vocab]
-        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [b, pos - 1, vocab]
-        total += -logp.gather(-1, chunk[:, 1:, None]).double().sum().item()
-        count += logp.shape[0] * logp.shape[1]
-        if reference is not None:
-            ref = reference[i]
-            kl_total += (ref.exp() * (ref - logp)).sum(-1).double().sum().item()
-        if keep:
-            kept.append(logp)
-    loss = total / count
-    kl = kl_total / count if reference is not None else float("nan")
-    return (loss if math.isfinite(loss) else float("inf")), kl, (kept if keep else None)
-
-
-def mean_loss(model, windows: Int[Tensor, "n pos"], *, batch_size: int = 8, recorder=None, before=None) -> float:
-    """Mean next-token cross-entropy (nats) over every predicted token of ``windows`` (see :func:`evaluate`)."""
-    return evaluate(model, windows, batch_size=batch_size, recorder=recorder, before=before)[0]
 
 
 @torch.no_grad()

@@ -26,7 +26,8 @@ from ...errors import InputError
 from ...models import hook_names as H
 from ...results import Result
 from ..registry import Analysis
-from .evaluate import check_prompts, eval_windows, evaluate, next_token_table
+from ...corpus import evaluate
+from .evaluate import check_prompts, eval_windows, next_token_table
 from .quantize import blockwise_rtn
 
 Coord = tuple[int, int, int]

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import workbench as wb
+from hf_layout import assert_llama_layer_matches
 from workbench.models import gguf
 from workbench.models import hook_names as hn
 
@@ -69,15 +70,8 @@ def test_mlp_hook_post_is_down_proj_input(embedded, hf_reference):
 
 def test_weights_equal_hf_parameters(embedded, hf_reference):
     for l in range(30):
-        layer = hf_reference.model.layers[l]
         a, m = embedded.attention_weights(l), embedded.mlp_weights(l)
-        assert torch.equal(a.W_Q, layer.self_attn.q_proj.weight.view(9, 64, 576).transpose(1, 2))
-        assert torch.equal(a.W_K, layer.self_attn.k_proj.weight.view(3, 64, 576).transpose(1, 2))
-        assert torch.equal(a.W_V, layer.self_attn.v_proj.weight.view(3, 64, 576).transpose(1, 2))
-        assert torch.equal(a.W_O, layer.self_attn.o_proj.weight.T.reshape(9, 64, 576))
-        assert torch.equal(m.W_in, layer.mlp.up_proj.weight.T)
-        assert torch.equal(m.W_gate, layer.mlp.gate_proj.weight.T)
-        assert torch.equal(m.W_out, layer.mlp.down_proj.weight.T)
+        assert_llama_layer_matches(a, m, hf_reference.model.layers[l], n_heads=9, n_kv=3, d_head=64, d_model=576)
     assert torch.equal(embedded.W_E, hf_reference.model.embed_tokens.weight)
     assert torch.equal(embedded.W_U, hf_reference.model.embed_tokens.weight.T)  # tied
     assert embedded.W_K.shape == (30, 3, 576, 64) and embedded.W_out.shape == (30, 1536, 576)

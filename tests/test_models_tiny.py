@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import workbench as wb
+from hf_layout import assert_llama_layer_matches
 from workbench.models import hook_names as hn
 from workbench.models.tiny import BOS_ID, tiny_model
 
@@ -93,13 +94,7 @@ def test_mlp_hook_post_is_down_projection_input(fixture, request):
 def test_weights_equal_hf_parameters_llama(tiny_llama):
     layer = tiny_llama.hf_model.model.layers[1]
     a, m = tiny_llama.attention_weights(1), tiny_llama.mlp_weights(1)
-    assert torch.equal(a.W_Q, layer.self_attn.q_proj.weight.view(4, 16, 64).transpose(1, 2))
-    assert torch.equal(a.W_K, layer.self_attn.k_proj.weight.view(2, 16, 64).transpose(1, 2))
-    assert torch.equal(a.W_V, layer.self_attn.v_proj.weight.view(2, 16, 64).transpose(1, 2))
-    assert torch.equal(a.W_O, layer.self_attn.o_proj.weight.T.reshape(4, 16, 64))
-    assert torch.equal(m.W_in, layer.mlp.up_proj.weight.T)
-    assert torch.equal(m.W_gate, layer.mlp.gate_proj.weight.T)
-    assert torch.equal(m.W_out, layer.mlp.down_proj.weight.T)
+    assert_llama_layer_matches(a, m, layer, n_heads=4, n_kv=2, d_head=16, d_model=64)
     assert a.b_Q is None and m.b_out is None
     assert tiny_llama.W_Q.shape == (2, 4, 64, 16) and tiny_llama.W_K.shape == (2, 2, 64, 16)
     assert torch.equal(tiny_llama.W_E, tiny_llama.hf_model.model.embed_tokens.weight)

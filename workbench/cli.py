@@ -41,7 +41,7 @@ def cmd_info(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from .analyses import list_analyses, run_analysis
+    from .analyses import get_analysis, list_analyses, run_analysis
     from .report import report
 
     names = args.analyses or [a.name for a in list_analyses() if a.in_report]
@@ -49,16 +49,13 @@ def cmd_report(args) -> None:
     model = load(args)
     results = []
     for name in names:
+        spec = get_analysis(name)
         try:
-            results.append(run_analysis(name, model))
+            results.append(run_analysis(name, spec.report_subject(model) if spec.report_subject else model))
         except UnsupportedModelError as exc:  # e.g. a bilinear replacement asked of a plain MLP: skip, say why
             print(f"skipped {name}: {exc}", file=sys.stderr)
     if not results:
         raise UnsupportedModelError(f"none of {names} applies to {model.name}")
-    if args.analyses is None:  # the default report also shows the bilinear method on a truly bilinear model
-        from .analyses.bilinear.api import bilinear_spectrum, train_digits
-
-        results.append(bilinear_spectrum(train_digits()))
     path = report(results, args.out, title=args.title or f"Workbench report: {model.name}")
     size = path.stat().st_size / 1e6
     print(f"wrote {path} ({size:.1f} MB, {len(results)} section(s), {time.perf_counter() - start:.1f} s)")

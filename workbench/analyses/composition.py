@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .._progress import progress
 from ..errors import InputError
-from .head_svd import HeadWeights, ov_svd, qr_r
+from .head_svd import FactoredSVD, HeadWeights, ov_svd, qr_r
 
 KINDS = ("Q", "K", "V")
 
@@ -98,10 +98,12 @@ def composition_scores(
 
 def all_compositions(
     writers: HeadWeights, readers: HeadWeights, kinds: tuple[str, ...] = KINDS, *, causal: bool = True,
-    show_progress: bool = True,
+    show_progress: bool = True, ov: FactoredSVD | None = None,
 ) -> dict[str, Composition]:
-    """Every requested kind between the heads of ``writers`` and ``readers`` (their own layer indices)."""
-    ov = ov_svd(writers)
+    """Every requested kind between the heads of ``writers`` and ``readers`` (their own layer indices).
+
+    ``ov``: the writers' :func:`~workbench.analyses.head_svd.ov_svd`, when the caller has it already."""
+    ov = ov_svd(writers) if ov is None else ov
     out = {}
     for kind in kinds:
         out[kind] = composition_scores(ov.S, ov.Vh, read_matrices(readers, kind), writers.layers,

@@ -34,7 +34,7 @@ from ..errors import InputError, UnsupportedModelError
 from ..models import hook_names as hk
 from ..results import Result
 from .composition import KINDS, all_compositions
-from .head_svd import check_weights, head_weights, ov_svd
+from .head_svd import FactoredSVD, HeadWeights, check_weights, head_weights, ov_svd
 from .registry import Analysis
 
 DEFAULT_PROMPTS = (
@@ -91,14 +91,17 @@ def attention_pattern(q: Tensor, k: Tensor) -> Tensor:
     return scores.masked_fill(~causal, float("-inf")).softmax(-1)
 
 
-def component_directions(model, writers, fold_norm: bool) -> dict[tuple[int, int, int], tuple[Tensor, Tensor]]:
-    """For each component writer: (v_i [d_model] the written direction, w_i [d_head] with w_i^T W_O = v_i^T)."""
+def component_directions(model, writers, fold_norm: bool, *, hw: HeadWeights | None = None,
+                         svd: FactoredSVD | None = None) -> dict[tuple[int, int, int], tuple[Tensor, Tensor]]:
+    """For each component writer: (v_i [d_model] the written direction, w_i [d_head] with w_i^T W_O = v_i^T).
+
+    ``hw`` / ``svd``: head weights (holding the writers' layers) and their OV SVD, when the caller has them."""
     out = {}
     layers = sorted({w[0] for w in writers if w[2] >= 0})
     if not layers:
         return out
-    hw = head_weights(model, tuple(layers), fold_norm=fold_norm)
-    svd = ov_svd(hw)
+    hw = head_weights(model, tuple(layers), fold_norm=fold_norm) if hw is None else hw
+    svd = ov_svd(hw) if svd is None else svd
     for layer, head, comp in writers:
         if comp < 0:
             continue
@@ -158,7 +161,8 @@ def compute_head_effects(model, config: HeadEffectsConfig) -> HeadEffectsResult:
     kinds = tuple(k for k in KINDS if k in config.kinds)
     n_layers, n_heads = model.info.n_layers, model.info.n_heads
     everything = head_weights(model, fold_norm=config.fold_norm)
-    comps = all_compositions(everything, everything, kinds, show_progress=False)
+    ov = ov_svd(everything)  # shared by the scores, the component directions and the strengths
+    comps = all_compositions(everything, everything, kinds, show_progress=False, ov=ov)
     writers = list(config.writers) or _auto_writers(comps, config.n_writers)
     for layer, head, comp in writers:
         if not (0 <= layer < n_layers - 1 and 0 <= head < n_heads and -1 <= comp < model.info.d_head):
@@ -174,7 +178,7 @@ def compute_head_effects(model, config: HeadEffectsConfig) -> HeadEffectsResult:
         raise UnsupportedModelError(f"{model.name}'s attention is not a plain causal softmax(q k^T / sqrt(d)) "
                                     "(e.g. soft-capping, ALiBi, sliding windows); measured effects need that")
     means = _z_means(model, ids, mask, writers) if config.ablation == "mean" else None
-    directions = component_directions(model, writers, config.fold_norm)
+    directions = component_directions(model, writers, config.fold_norm, hw=everything, svd=ov)
     P = ids.shape[0]
     per_chunk = max(1, config.batch_size // P)
     rows = []
@@ -198,7 +202,7 @@ def compute_head_effects(model, config: HeadEffectsConfig) -> HeadEffectsResult:
                     for head, value in enumerate(values.tolist()):
                         rows.append((*writer, layer, head, kind, value))
     table = pd.DataFrame(rows, columns=["writer_layer", "writer_head", "component", "reader_layer", "reader_head", "kind", "effect"])
-    table = _attach_scores(table, comps, everything)
+    table = _attach_scores(table, comps, ov.S.cpu())
     return HeadEffectsResult(
         config=config, model_id=model.name, fingerprint=model.fingerprint(),
         tables={"effects": table, "correlation": _correlations(table)},
@@ -258,8 +262,8 @@ def _auto_writers(comps, n: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def _attach_scores(table: pd.DataFrame, comps, hw) -> pd.DataFrame:
-    s = ov_svd(hw).S.cpu()  # [layer, head, comp]
+def _attach_scores(table: pd.DataFrame, comps, s: Tensor) -> pd.DataFrame:
+    """``s``: the OV singular values of every head, [layer, head, comp], on the CPU."""
     score, strength = np.zeros(len(table)), np.zeros(len(table))
     cols = [table[c].to_numpy() for c in ("writer_layer", "writer_head", "component", "reader_layer", "reader_head")]
     for kind in table.kind.unique():

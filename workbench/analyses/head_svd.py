@@ -30,7 +30,6 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..errors import InputError, UnsupportedModelError
-from ..models.weights import expand_kv
 from .linalg import effective_rank
 
 
@@ -63,19 +62,25 @@ def _norm_gain(model, layer: int) -> Tensor | None:
     return None if weight is None else weight.detach()
 
 
-def head_weights(model, layers: tuple[int, ...] | None = None, *, fold_norm: bool = True,
-                 dtype: torch.dtype = torch.float32) -> HeadWeights:
-    """Stack the attention weights of ``layers`` (default: all) per query head, on the model's device."""
-    n_layers = model.info.n_layers
+def _chosen_layers(n_layers: int, layers: tuple[int, ...] | None) -> tuple[int, ...]:
+    """``layers`` (default: all) as sorted distinct indices in [0, n_layers); negative ones count from the end."""
     layers = tuple(range(n_layers)) if layers is None else tuple(sorted({int(l) % n_layers for l in layers}))
     if not layers:
         raise InputError("no layers chosen: pass at least one layer index")
+    return layers
+
+
+def head_weights(model, layers: tuple[int, ...] | None = None, *, fold_norm: bool = True,
+                 dtype: torch.dtype = torch.float32) -> HeadWeights:
+    """Stack the attention weights of ``layers`` (default: all) per query head, on the model's device."""
+    layers = _chosen_layers(model.info.n_layers, layers)
     qs, ks, vs, os_ = [], [], [], []
     heads_per_kv, folded = 1, fold_norm
     for layer in layers:
         attn = model.attention_weights(layer)
         heads_per_kv = attn.heads_per_kv
-        wq, wk, wv = attn.W_Q.to(dtype), expand_kv(attn.W_K, heads_per_kv).to(dtype), expand_kv(attn.W_V, heads_per_kv).to(dtype)
+        attn = attn.expanded()
+        wq, wk, wv = attn.W_Q.to(dtype), attn.W_K.to(dtype), attn.W_V.to(dtype)
         if fold_norm:
             gain = _norm_gain(model, layer)
             if gain is None:
@@ -90,6 +95,29 @@ def head_weights(model, layers: tuple[int, ...] | None = None, *, fold_norm: boo
     device = qs[0].device
     stack = lambda ts: torch.stack([t.to(device) for t in ts])  # noqa: E731
     return HeadWeights(stack(qs), stack(ks), stack(vs), stack(os_), layers, heads_per_kv, folded)
+
+
+def layer_rows(w: HeadWeights, layers: tuple[int, ...] | None) -> list[int]:
+    """Rows of ``w`` holding ``layers`` (chosen as :func:`head_weights` chooses them; default: all).
+    ``w`` must hold every layer of its model, as ``head_weights(model)`` does."""
+    n_layers = len(w.layers)
+    if w.layers != tuple(range(n_layers)):
+        raise InputError(f"layer_rows needs the weights of every layer, got layers {w.layers}")
+    return list(_chosen_layers(n_layers, layers))
+
+
+def _pick(t: Tensor, rows: list[int], heads: list[int] | None) -> Tensor:
+    """``t[rows][:, heads]`` ([layer, head, ..]), without a copy where nothing is left out."""
+    if rows != list(range(t.shape[0])):
+        t = t[rows]
+    return t if heads is None else t[:, heads]
+
+
+def take(w: HeadWeights, rows: list[int], heads: list[int] | None = None) -> HeadWeights:
+    """The heads ``heads`` (default: all) of the layer rows ``rows`` of ``w``: what ``head_weights`` of
+    those layers gives, without stacking the model's weights again."""
+    return HeadWeights(*(_pick(m, rows, heads) for m in (w.W_Q, w.W_K, w.W_V, w.W_O)),
+                       tuple(w.layers[r] for r in rows), w.heads_per_kv, w.norm_folded)
 
 
 def qr_r(a: Float[Tensor, "... m r"]) -> Float[Tensor, "... r r"]:
@@ -118,6 +146,11 @@ def factored_svd(a: Float[Tensor, "... m r"], b: Float[Tensor, "... r n"]) -> Fa
     core = ra @ rb.mT  # a b = qa (ra rb^T) qb^T: [.., r, r]
     u, s, wh = torch.linalg.svd(core)
     return FactoredSVD((qa @ u).to(dtype), s.to(dtype), (wh @ qb.mT).to(dtype))
+
+
+def take_svd(svd: FactoredSVD, rows: list[int], heads: list[int] | None = None) -> FactoredSVD:
+    """Per-head SVDs of the layer rows ``rows`` and heads ``heads`` (as :func:`take` picks weights)."""
+    return FactoredSVD(*(_pick(m, rows, heads) for m in (svd.U, svd.S, svd.Vh)))
 
 
 def ov_svd(w: HeadWeights) -> FactoredSVD:

@@ -15,7 +15,8 @@ class Analysis:
     ``compute(model, config)`` does the work and returns a ``result_cls``; it is only
     ever called through the cache (see :func:`workbench.analyses.run_analysis`).
     ``in_report``: whether ``workbench report`` runs it with its default config on the
-    report's model (experiments that need a choice from the user say no).
+    report's model (experiments that need a choice from the user say no); ``report_subject(model)``,
+    when set, gives what the report runs it on instead (e.g. a demo model the analysis needs).
     ``version``: bump it when a change of the code changes results, so cached ones are not reused.
     """
 
@@ -27,6 +28,7 @@ class Analysis:
     compute: Callable
     in_report: bool = True
     version: int = 1
+    report_subject: Callable | None = None
 
 
 _REGISTRY: dict[str, Analysis] = {}

@@ -13,7 +13,7 @@ from torch import Tensor
 from ..errors import InputError
 from ..results import Result
 from .composition import KINDS, all_compositions, null_scores, rotated_null_scores
-from .head_svd import HeadWeights, check_weights, head_weights, ov_svd, qk_svd, spectrum_stats
+from .head_svd import check_weights, head_weights, layer_rows, ov_svd, qk_svd, spectrum_stats, take, take_svd
 from .registry import Analysis
 
 
@@ -148,15 +148,14 @@ class HeadCompositionResult(Result):
 
 
 # ------------------------------------------------------------------ compute
-def _select(w: HeadWeights, heads: tuple[int, ...] | None) -> tuple[HeadWeights, list[int]]:
-    n = w.n_heads
+def _head_index(n: int, heads: tuple[int, ...] | None) -> list[int] | None:
+    """Sorted distinct head indices, checked; None (all heads) stays None."""
     if heads is None:
-        return w, list(range(n))
+        return None
     idx = sorted({int(h) for h in heads})
     if not idx or idx[0] < 0 or idx[-1] >= n:
         raise InputError(f"head indices must lie in [0, {n}), got {heads}")
-    pick = lambda m: m[:, idx]  # noqa: E731
-    return HeadWeights(pick(w.W_Q), pick(w.W_K), pick(w.W_V), pick(w.W_O), w.layers, w.heads_per_kv, w.norm_folded), idx
+    return idx
 
 
 def _grid(*sizes: int) -> list[np.ndarray]:
@@ -256,12 +255,18 @@ def compute_head_composition(model, config: HeadCompositionConfig) -> HeadCompos
     if not kinds or set(kinds) - set(KINDS):
         raise InputError(f"kinds must be a non-empty subset of {KINDS}, got {config.kinds}")
     everything = head_weights(model, fold_norm=config.fold_norm)
-    sv = {"OV": ov_svd(everything).S.cpu(), "QK": qk_svd(everything).S.cpu()}
-    writers, w_heads = _select(head_weights(model, config.writer_layers, fold_norm=config.fold_norm), config.writer_heads)
-    readers, r_heads = _select(head_weights(model, config.reader_layers, fold_norm=config.fold_norm), config.reader_heads)
+    ov = ov_svd(everything)
+    sv = {"OV": ov.S.cpu(), "QK": qk_svd(everything).S.cpu()}
+    # writers / readers are rows of ``everything``, and the writers' OV SVD rows of ``ov``: nothing is stacked
+    # or decomposed twice
+    w_rows, r_rows = layer_rows(everything, config.writer_layers), layer_rows(everything, config.reader_layers)
+    w_idx, r_idx = _head_index(everything.n_heads, config.writer_heads), _head_index(everything.n_heads, config.reader_heads)
+    writers, readers = take(everything, w_rows, w_idx), take(everything, r_rows, r_idx)
+    w_heads, r_heads = (list(range(everything.n_heads)) if i is None else i for i in (w_idx, r_idx))
     if not any(a < b for a in writers.layers for b in readers.layers):
         raise InputError(f"no reader layer comes after a writer layer (writers {writers.layers}, readers {readers.layers})")
-    comps = {k: type(c)(c.component.cpu(), c.head.cpu(), c.share.cpu()) for k, c in all_compositions(writers, readers, kinds).items()}
+    comps = {k: type(c)(c.component.cpu(), c.head.cpu(), c.share.cpu())
+             for k, c in all_compositions(writers, readers, kinds, ov=take_svd(ov, w_rows, w_idx)).items()}
     null, rotated = ({}, {}) if config.null_samples < 2 else (
         null_scores(everything, kinds, config.null_samples, config.seed),
         rotated_null_scores(everything, kinds, config.null_samples, config.seed + 1))

@@ -13,10 +13,9 @@ def run(args) -> None:
     if args.method == "reagent":
         options.update(n_probes=args.probes, max_steps=args.max_steps, seed=args.seed)
     result = attribute(load(args), args.prompt, args.method, args.target, **options)
-    table = result.to_frame("attribution")
     for row in result.tables["targets"].itertuples():
         print(f"target {row.target_index}: {readable_token(row.target)!r}  (p = {row.probability:.3f})")
-        top = table[table["target_index"] == row.target_index].nsmallest(args.top, "rank")
+        top = result.top_tokens(row.target_index, args.top)
         top = top.assign(context_token=top["context_token"].map(readable_token))
         print_frame(top[["rank", "context_position", "context_token", "importance"]])
         print()

@@ -24,3 +24,16 @@ def print_frame(df: pd.DataFrame, max_rows: int = 60) -> None:
     with pd.option_context("display.max_rows", max_rows, "display.width", 160, "display.max_columns", 20,
                            "display.float_format", "{:.4g}".format):
         print(df.to_string(index=False))
+
+
+def print_summary(result) -> None:
+    """A result's summary lines, keys right-aligned."""
+    lines = result.summary()
+    width = max(len(key) for key, _ in lines)
+    for key, value in lines:
+        print(f"{key:>{width}}  {value}")
+
+
+def given(args, *names: str, convert=lambda v: v) -> dict:
+    """The options among ``names`` that were given on the command line (not None), as ``convert(value)``."""
+    return {name: convert(getattr(args, name)) for name in names if getattr(args, name) is not None}

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from .common import add_model_args, load, print_frame
+from .common import add_model_args, given, load, print_frame, print_summary
 
 
 def run(args) -> None:
     from ..analyses import head_composition
 
-    options = {}
-    if args.kinds:
-        options["kinds"] = tuple(args.kinds)
-    if args.writer_layers:
-        options["writer_layers"] = tuple(args.writer_layers)
-    if args.reader_layers:
-        options["reader_layers"] = tuple(args.reader_layers)
+    options = given(args, "kinds", "writer_layers", "reader_layers", convert=tuple)
     result = head_composition(load(args), **options)
-    for key, value in result.summary():
-        print(f"{key:>28}  {value}")
+    print_summary(result)
     pairs = result.to_frame("pairs")
     for kind in result.kinds:
         print(f"\ntop {kind}-composition pairs (score: ||OV_A R_B||_F / (||OV_A||_F ||R_B||_F); vs_null: / random q99)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import add_model_args, load, print_frame
+from .common import add_model_args, given, load, print_frame, print_summary
 
 COLUMNS = ["layer", "row", "col", "weight", "weight_rank", "in_value", "out_value", "position", "token", "round",
            "delta_loss", "kl", "effect_vs_random", "role"]
@@ -11,17 +11,15 @@ COLUMNS = ["layer", "row", "col", "weight", "weight_rank", "in_value", "out_valu
 def run(args) -> None:
     from ..analyses.super_weights.api import super_weights
 
-    options = {k: v for k, v in (("eval_windows", args.eval_windows), ("window", args.window),
-                                 ("max_rounds", args.max_rounds), ("out_factor", args.out_factor)) if v is not None}
+    options = given(args, "eval_windows", "window", "max_rounds", "out_factor")
     result = super_weights(load(args), prompts=args.prompts, eval_file=args.eval_file, cache=not args.no_cache, **options)
-    for key, value in result.summary():
-        print(f"{key:>16}  {value}")
+    print_summary(result)
     print()
     table = result.candidates
     if table.empty:
         print("no layer spiked: no candidates")
     else:
-        print_frame(table[table["role"] == "super weight"][COLUMNS] if args.only_super else table[COLUMNS])
+        print_frame((result.super_weights if args.only_super else table)[COLUMNS])
     published = result.compare_published()
     if published is not None:
         print("\npublished index:")

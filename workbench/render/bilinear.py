@@ -47,6 +47,21 @@ def _image(vec: np.ndarray, shape) -> np.ndarray:
     return vec[: h * w].reshape(h, w)
 
 
+def _eigen_heatmap(v: np.ndarray, shape) -> go.Heatmap:
+    """An eigenvector as an image; its sign is arbitrary, so the peak is shown positive."""
+    v = v * np.sign(v[np.abs(v).argmax()])
+    lim = float(np.abs(v).max()) or 1.0
+    return go.Heatmap(z=_image(v, shape)[::-1], colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim,
+                      showscale=False, hovertemplate="%{z:.3f}<extra></extra>")
+
+
+def _image_grid_layout(fig: go.Figure, height: int, title: str) -> go.Figure:
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, scaleanchor="x")
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=20, r=20, t=80, b=20), title=title)
+    return fig
+
+
 def eigenvector_figure(result, direction: str | int = 0, n: int | None = None) -> go.Figure:
     """The top positive and top negative eigenvectors of one direction: images for image models, else
     their eigenvalues labelled with what each eigenvector reads (tokens or input coordinates)."""
@@ -62,16 +77,8 @@ def eigenvector_figure(result, direction: str | int = 0, n: int | None = None) -
         fig = make_subplots(rows=2, cols=n, horizontal_spacing=0.01, vertical_spacing=0.12,
                             subplot_titles=[f"λ={vals[i]:+.3g}" for i, _ in picks])
         for b, (i, _) in enumerate(picks):
-            v = vecs[i]
-            v = v * np.sign(v[np.abs(v).argmax()])  # sign is arbitrary: show the peak as positive
-            lim = float(np.abs(v).max()) or 1.0
-            fig.add_trace(go.Heatmap(z=_image(v, shape)[::-1], colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim,
-                                     showscale=False, hovertemplate="%{z:.3f}<extra></extra>"), row=b // n + 1, col=b % n + 1)
-        fig.update_xaxes(visible=False)
-        fig.update_yaxes(visible=False, scaleanchor="x")
-        fig.update_layout(template=TEMPLATE, height=330, margin=dict(l=20, r=20, t=80, b=20),
-                          title=_title(result, f"Top positive (row 1) and negative (row 2) eigenvectors: {name}"))
-        return fig
+            fig.add_trace(_eigen_heatmap(vecs[i], shape), row=b // n + 1, col=b % n + 1)
+        return _image_grid_layout(fig, 330, _title(result, f"Top positive (row 1) and negative (row 2) eigenvectors: {name}"))
     table = result.tables["eigenvectors"]
     rows = table[table.direction == name]
     rows = rows[rows["rank"].abs() <= n]
@@ -101,16 +108,8 @@ def class_eigenvectors_figure(result) -> go.Figure:
                         + [f"{vals[j, n_top]:+.2f}" for j in range(k)])
     for row, idx in ((1, 0), (2, n_top)):
         for j in range(k):
-            v = vecs[j, idx]
-            v = v * np.sign(v[np.abs(v).argmax()])
-            lim = float(np.abs(v).max()) or 1.0
-            fig.add_trace(go.Heatmap(z=_image(v, shape)[::-1], colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim,
-                                     showscale=False, hovertemplate="%{z:.3f}<extra></extra>"), row=row, col=j + 1)
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False, scaleanchor="x")
-    fig.update_layout(template=TEMPLATE, height=300, margin=dict(l=20, r=20, t=80, b=20),
-                      title=_title(result, "Top positive (row 1) and top negative (row 2) eigenvector per class"))
-    return fig
+            fig.add_trace(_eigen_heatmap(vecs[j, idx], shape), row=row, col=j + 1)
+    return _image_grid_layout(fig, 300, _title(result, "Top positive (row 1) and top negative (row 2) eigenvector per class"))
 
 
 def contributions_figure(result, input_index: int = 0, direction: str | int = 0) -> go.Figure:

@@ -101,10 +101,7 @@ def last_logits(model, ids: Int[Tensor, "batch pos"], *, max_tokens: int = 8192)
     Only the last position goes through the unembedding (``logits_to_keep=1``).
     """
     rows = max(1, max_tokens // ids.shape[1])
-    out = []
-    for chunk in ids.split(rows):
-        out.append(_forward_last(model.hf_model, input_ids=chunk.to(model.device)))
-    return torch.cat(out)
+    return torch.cat([_forward_last(model.hf_model, input_ids=chunk.to(model.device)) for chunk in ids.split(rows)])
 
 
 def _forward_last(hf_model, **inputs) -> Tensor:

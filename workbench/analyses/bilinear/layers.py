@@ -195,8 +195,9 @@ class BilinearLM(_Fingerprinted):
             if mlp_inputs is not None:  # the bilinear layer's input: the attention output, normed
                 h = block.norm1(x)
                 mid = x + block.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
-                mlp_inputs.append(block.norm2(mid).detach())
-                x = mid + block.mlp(block.norm2(mid))
+                normed = block.norm2(mid)
+                mlp_inputs.append(normed.detach())
+                x = mid + block.mlp(normed)
             else:
                 x = block(x, mask)
         return self.unembed(self.norm(x))

@@ -29,7 +29,7 @@ from ...errors import InputError, UnsupportedModelError
 from ...models import hook_names as hn
 from ..registry import Analysis
 from .layers import BilinearMLP, BilinearWeights
-from .spectrum import BilinearSpectrumResult, LayerView, SpectrumConfig, analyse_layer
+from .spectrum import BilinearSpectrumResult, LayerView, SpectrumConfig, _homogeneous, analyse_layer
 
 
 @dataclass(frozen=True)
@@ -84,13 +84,8 @@ class BilinearReplacementResult(BilinearSpectrumResult):
 
     def replacement(self) -> BilinearMLP:
         """The fitted replacement as a :class:`BilinearMLP` (d_model -> d_mlp -> d_model)."""
-        W = self.tensors["W"]
-        layer = BilinearMLP(W.shape[1], W.shape[0], W.shape[1], name=f"{self.model_id} layer {self.meta['layer']} replacement")
-        with torch.no_grad():
-            layer.W.weight.copy_(W)
-            layer.V.weight.copy_(self.tensors["V"])
-            layer.P.weight.copy_(self.tensors["P"])
-        return layer
+        return BilinearMLP.from_weights(self.tensors["W"], self.tensors["V"], self.tensors["P"],
+                                        name=f"{self.model_id} layer {self.meta['layer']} replacement")
 
 
 class _Stop(Exception):
@@ -259,15 +254,14 @@ def compute_replacement(model, config: ReplacementConfig) -> BilinearReplacement
     predict = lambda inp: _hidden(W, V, inp) @ P.mT  # noqa: E731
     y_hat = predict(x_te)
     init_ev = _ev(y_te, _hidden(mlp.W_gate.mT.float(), mlp.W_in.mT.float(), x_te) @ P0.mT)
-    ones = lambda a: torch.cat([a, torch.ones_like(a[:, :1])], 1)  # noqa: E731
-    lin, _ = ridge_select(ones(x_tr), y_tr, config.ridges)  # linear baseline with bias: [d + 1, d]
+    lin, _ = ridge_select(_homogeneous(x_tr, True), y_tr, config.ridges)  # linear baseline with bias: [d + 1, d]
     mean_out = y_tr.mean(0)
     hold = tokens[-n_hold:]
     loss_orig = _losses(model, hold, layer, config.batch_windows, None)
     loss_rep = _losses(model, hold, layer, config.batch_windows, lambda xi, yo: predict(xi.float().flatten(0, 1)).reshape(yo.shape))
     loss_abl = _losses(model, hold, layer, config.batch_windows, lambda xi, yo: mean_out.expand(yo.shape))
     approximation = {
-        "explained_variance": _ev(y_te, y_hat), "init_ev": init_ev, "linear_ev": _ev(y_te, ones(x_te) @ lin),
+        "explained_variance": _ev(y_te, y_hat), "init_ev": init_ev, "linear_ev": _ev(y_te, _homogeneous(x_te, True) @ lin),
         "loss_original": loss_orig, "loss_replaced": loss_rep, "loss_mean_ablated": loss_abl,
         # undefined when mean-ablating the MLP hardly changes the loss (e.g. random tiny models)
         "loss_recovered": (loss_abl - loss_rep) / (loss_abl - loss_orig) if abs(loss_abl - loss_orig) > 1e-3 else float("nan"),

@@ -46,10 +46,9 @@ def _experiment(name: str, model, weights, cache, options):
 
             raise InputError(f"wb.super_weights found no super weights in {model.name}; pass weights=((layer, row, col), ...)")
     options["weights"] = tuple(tuple(int(v) for v in w) for w in weights)
-    if options.get("prompts") is not None and isinstance(options["prompts"], str):
-        options["prompts"] = (options["prompts"],)
-    elif options.get("prompts") is not None:
-        options["prompts"] = tuple(options["prompts"])
+    prompts = options.get("prompts")
+    if prompts is not None:
+        options["prompts"] = (prompts,) if isinstance(prompts, str) else tuple(prompts)
     options["eval_digest"] = text_digest(options.get("eval_file"))
     return run_analysis(name, model, None, cache=cache, **options)
 

@@ -46,7 +46,7 @@ from ...errors import InputError
 from ...results import Result
 from ..registry import Analysis
 from ...corpus import evaluate
-from .evaluate import check_prompts, eval_windows
+from .evaluate import check_prompts, eval_windows, scaled
 from .published import compare_published
 from .scan import ScanStats, StreamingRecorder, require_mlp_hooks, spiking_layers
 
@@ -109,7 +109,9 @@ class SuperWeightResult(Result):
 
     def coordinates(self, role: str | None = "super weight") -> tuple[tuple[int, int, int], ...]:
         """(layer, row, col) of the candidates with ``role`` (``None``: all candidates)."""
-        table = self.candidates if role is None else self.candidates[self.candidates["role"] == role]
+        table = self.candidates
+        if role is not None:
+            table = table[table["role"] == role]
         return tuple((int(r.layer), int(r.row), int(r.col)) for r in table.itertuples())
 
     def trace(self, index: int) -> tuple[Tensor, Tensor]:
@@ -206,12 +208,9 @@ def _weight_rank(W: Float[Tensor, "d_mlp d_model"], value: float) -> int:
 
 def _zeroed(model, coords, windows, config, reference, recorder=None) -> tuple[float, float]:
     """(eval loss, KL from the intact predictions) with every (layer, row, col) in ``coords`` zeroed; restored on return."""
-    views = {layer: model.mlp_weights(layer).W_out for layer in {c[0] for c in coords}}
-    with model.restoring(*views.values()), torch.no_grad():
-        for layer, row, col in coords:
-            views[layer][col, row] = 0.0
+    with scaled(model, coords, 0.0):
         loss, kl, _ = evaluate(model, windows, batch_size=config.batch_size, recorder=recorder, reference=reference)
-        return loss, kl
+    return loss, kl
 
 
 def _random_controls(model, candidates: list[dict], config: SuperWeightConfig) -> list[tuple[int, int, int]]:
@@ -305,13 +304,21 @@ def compute(model, config: SuperWeightConfig) -> SuperWeightResult:
     if len(table):
         table = table.astype({"layer": "int64", "row": "int64", "col": "int64", "weight_rank": "int64", "in_channel": "int64",
                               "batch": "int64", "position": "int64", "round": "int64"})
-    layers = pd.DataFrame([
-        {"round": r, "layer": l, "in_max": float(s.in_max[l]), "in_ratio": float(s.in_ratio[l]),
-         "in_channel": int(s.in_spike[l, 2]), "out_max": float(s.out_max[l]), "out_ratio": float(s.out_ratio[l]),
-         "out_channel": int(s.out_spike[l, 2]), "out_position": int(s.out_spike[l, 1]),
-         "spike": bool(spiking_layers(s, config.in_factor, config.out_factor)[l])}
-        for r, s in enumerate(rounds) for l in range(model.info.n_layers)
-    ])
+    # Per-round layer statistics, each reduced once (the ratios take a median over every channel).
+    per_round = {"in_max": [], "in_ratio": [], "out_max": [], "out_ratio": []}
+    layer_rows = []
+    for r, s in enumerate(rounds):
+        for key in per_round:
+            per_round[key].append(getattr(s, key))
+        in_max, in_ratio, out_max, out_ratio = (per_round[key][-1] for key in per_round)
+        spike = spiking_layers(s, config.in_factor, config.out_factor)
+        layer_rows += [
+            {"round": r, "layer": l, "in_max": float(in_max[l]), "in_ratio": float(in_ratio[l]),
+             "in_channel": int(s.in_spike[l, 2]), "out_max": float(out_max[l]), "out_ratio": float(out_ratio[l]),
+             "out_channel": int(s.out_spike[l, 2]), "out_position": int(s.out_spike[l, 1]), "spike": bool(spike[l])}
+            for l in range(model.info.n_layers)
+        ]
+    layers = pd.DataFrame(layer_rows)
     del reference  # the intact log-probs: the largest thing this analysis holds
     trace = pd.DataFrame([
         {"candidate": i, "layer": c["layer"], "row": c["row"], "col": c["col"], "after_layer": a - 1,
@@ -324,8 +331,7 @@ def compute(model, config: SuperWeightConfig) -> SuperWeightResult:
     return SuperWeightResult(
         config=config, model_id=model.name, fingerprint=fingerprint,
         tensors={
-            "in_max": torch.stack([s.in_max for s in rounds]), "out_max": torch.stack([s.out_max for s in rounds]),
-            "in_ratio": torch.stack([s.in_ratio for s in rounds]), "out_ratio": torch.stack([s.out_ratio for s in rounds]),
+            **{key: torch.stack(values) for key, values in per_round.items()},
             "resid_intact": resid_intact, "resid_ablated": resid_ablated, "resid_without_super": resid_without,
         },
         tables={"candidates": table, "layers": layers, "controls": control_table, "super_activation": trace},

@@ -1,8 +1,9 @@
-"""Model quality on the evaluation text, and next-token distributions, for weight experiments."""
+"""Model quality on the evaluation text, next-token distributions, and the weight edit, for weight experiments."""
 
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from typing import Sequence
 
 import pandas as pd
@@ -40,6 +41,16 @@ def next_token_table(model, prompts: Sequence[str], setting: str, top_k: int = 5
         for i, prompt in enumerate(prompts) for r in range(p.shape[1])
     ]
     return pd.DataFrame(rows)
+
+
+@contextmanager
+def scaled(model, coords, scale: float):
+    """The ``W_out`` weights at ``coords`` (layer, row, col) multiplied by ``scale`` inside the block; restored after."""
+    views = {layer: model.mlp_weights(layer).W_out for layer in sorted({c[0] for c in coords})}
+    with model.restoring(*views.values()), torch.no_grad():
+        for layer, row, col in coords:
+            views[layer][col, row] *= scale
+        yield
 
 
 def check_prompts(prompts) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ edit happens inside ``model.restoring``: the model is restored bit for bit, even
 from __future__ import annotations
 
 import math
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import pandas as pd
@@ -27,7 +27,7 @@ from ...models import hook_names as H
 from ...results import Result
 from ..registry import Analysis
 from ...corpus import evaluate
-from .evaluate import check_prompts, eval_windows, next_token_table
+from .evaluate import check_prompts, eval_windows, next_token_table, scaled
 from .quantize import blockwise_rtn
 
 Coord = tuple[int, int, int]
@@ -177,20 +177,6 @@ class _Evaluator:
         )
 
 
-def _views(model, coords) -> dict[int, torch.Tensor]:
-    return {layer: model.mlp_weights(layer).W_out for layer in sorted({c[0] for c in coords})}
-
-
-@contextmanager
-def _scaled(model, coords, scale: float):
-    """The weights at ``coords`` multiplied by ``scale`` inside the block; restored after."""
-    views = _views(model, coords)
-    with model.restoring(*views.values()), torch.no_grad():
-        for layer, row, col in coords:
-            views[layer][col, row] *= scale
-        yield
-
-
 # ------------------------------------------------------------------ experiments
 def compute_prune(model, config: PruneConfig) -> PruneResult:
     coords = _check(model, config)
@@ -226,7 +212,7 @@ def compute_prune(model, config: PruneConfig) -> PruneResult:
 
         return hook
 
-    with _scaled(model, coords, 0.0):
+    with scaled(model, coords, 0.0):
         ev.measure("pruned", before)
         with model.hooks([(H.mlp_out(l), restorer(l, r)) for l, r in channels]):
             ev.measure("pruned + super activation restored", before)
@@ -244,7 +230,7 @@ def compute_scale(model, config: ScaleConfig) -> ScaleResult:
         if float(s) == 1.0:
             ev.same_as_intact(f"scale {s:g}", scale=1.0)
             continue
-        with _scaled(model, coords, float(s)):
+        with scaled(model, coords, float(s)):
             ev.measure(f"scale {s:g}", scale=float(s))
     return ev.result(ScaleResult, fingerprint)
 
@@ -270,11 +256,11 @@ def compute_outliers(model, config: OutlierConfig) -> OutlierResult:
     others = top_outliers(model, n, coords)
     ev = _Evaluator(model, config)
     ev.measure("intact", pruned=0)
-    with _scaled(model, coords, 0.0):
+    with scaled(model, coords, 0.0):
         ev.measure("super weights pruned", pruned=len(coords))
-    with _scaled(model, others, 0.0):
+    with scaled(model, others, 0.0):
         ev.measure(f"top {n} other outliers pruned, super weights kept", pruned=n)
-        with _scaled(model, coords, 0.0):
+        with scaled(model, coords, 0.0):
             ev.measure("both pruned", pruned=n + len(coords))
     return ev.result(OutlierResult, fingerprint, n_outliers=n, smallest_pruned=float(
         min(abs(float(model.mlp_weights(l).W_out[c, r])) for l, r, c in others)))

@@ -12,12 +12,11 @@ import torch
 import workbench as wb
 from workbench.analyses.super_weights import DEFAULT_PROMPTS, compare_published, published_for, published_index
 from workbench.analyses.super_weights.evaluate import eval_windows
-from workbench.corpus import mean_loss
 from workbench.analyses.super_weights.experiments import top_outliers
 from workbench.analyses.super_weights.quantize import blockwise_rtn
 from workbench.analyses.super_weights.scan import scan
 from workbench.cli import main
-from workbench.corpus import eval_text, token_windows
+from workbench.corpus import eval_text, mean_loss, token_windows
 from workbench.errors import InputError, UnsupportedModelError
 
 FAST = dict(eval_windows=2, window=32, cache=False)  # small evaluation: tiny models, seconds

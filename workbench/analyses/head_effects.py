@@ -123,14 +123,21 @@ def _ablation_hook(slices, model, directions, means):
             else:
                 v, w = directions[(layer, head, comp)]
                 W_O = model.attention_weights(layer).W_O[head].to(z.dtype)  # [d_head, d_model]
-                coef = z[sl, :, head] @ (W_O @ v.to(z.device))  # component coefficient: [b, pos]
-                target = 0.0 if means is None else (means[(layer, head)] @ (W_O @ v.to(z.device)))
+                read = W_O @ v.to(z.device)  # z @ read: the component's coefficient
+                coef = z[sl, :, head] @ read  # [b, pos]
+                target = 0.0 if means is None else means[(layer, head)] @ read
                 z[sl, :, head] = z[sl, :, head] - (coef - target)[..., None] * w.to(z.device)
         return z
     return hook
 
 
-def _capture(model, ids, layers, rotary, extra_hooks=()):
+def _reader_names(layer: int, rotary: bool) -> tuple[str, str, str]:
+    """The hook names of a layer's (rotary-embedded, if any) queries, keys and values."""
+    return hk.attn_q(layer, rotated=rotary), hk.attn_k(layer, rotated=rotary), hk.attn_v(layer)
+
+
+def _capture(model, ids, names, extra_hooks=()):
+    """One forward pass with ``extra_hooks`` on; the activations at ``names``, keyed by those names."""
     store: dict[str, Tensor] = {}
 
     def keep(name):
@@ -138,7 +145,6 @@ def _capture(model, ids, layers, rotary, extra_hooks=()):
             store[name] = t.detach()
         return hook
 
-    names = [n for l in layers for n in (hk.attn_q(l, rotated=rotary), hk.attn_k(l, rotated=rotary), hk.attn_v(l))]
     with model.hooks([*extra_hooks, *((n, keep(n)) for n in names)]):
         model(ids)
     return store
@@ -171,10 +177,10 @@ def compute_head_effects(model, config: HeadEffectsConfig) -> HeadEffectsResult:
     rotary = hk.attn_q(0, rotated=True) in model.hook_names()
     ids, mask = model.to_tokens_batch(list(config.prompts))
     layers = list(range(min(w[0] for w in writers) + 1, n_layers))
-    seen = _Keeper()
-    clean = _capture(model, ids, layers, rotary, [(hk.attn_pattern(layers[0]), seen)])
-    check = attention_pattern(clean[hk.attn_q(layers[0], rotated=rotary)], clean[hk.attn_k(layers[0], rotated=rotary)])
-    if (check - seen.value).abs().max() > 1e-3:
+    names = [n for layer in layers for n in _reader_names(layer, rotary)]
+    clean = _capture(model, ids, [*names, hk.attn_pattern(layers[0])])
+    check = attention_pattern(*(clean[n] for n in _reader_names(layers[0], rotary)[:2]))
+    if (check - clean[hk.attn_pattern(layers[0])]).abs().max() > 1e-3:
         raise UnsupportedModelError(f"{model.name}'s attention is not a plain causal softmax(q k^T / sqrt(d)) "
                                     "(e.g. soft-capping, ALiBi, sliding windows); measured effects need that")
     means = _z_means(model, ids, mask, writers) if config.ablation == "mean" else None
@@ -188,15 +194,14 @@ def compute_head_effects(model, config: HeadEffectsConfig) -> HeadEffectsResult:
         for layer in sorted({w[0] for w in chunk}):
             slices = [(slice(i * P, (i + 1) * P), *w) for i, w in enumerate(chunk) if w[0] == layer]
             hooks.append((hk.attn_z(layer), _ablation_hook(slices, model, directions, means)))
-        abl = _capture(model, ids.repeat(len(chunk), 1), layers, rotary, hooks)
+        abl = _capture(model, ids.repeat(len(chunk), 1), names, hooks)
         for i, writer in enumerate(chunk):
             sl = slice(i * P, (i + 1) * P)
             for layer in layers:
                 if layer <= writer[0]:
                     continue
-                names = (hk.attn_q(layer, rotated=rotary), hk.attn_k(layer, rotated=rotary), hk.attn_v(layer))
-                q, k, v = (clean[n] for n in names)
-                qa, ka, va = (abl[n][sl] for n in names)
+                q, k, v = (clean[n] for n in _reader_names(layer, rotary))
+                qa, ka, va = (abl[n][sl] for n in _reader_names(layer, rotary))
                 effects = _effects(q, k, v, qa, ka, va, mask, model.attention_weights(layer).W_O, kinds)
                 for kind, values in effects.items():
                     for head, value in enumerate(values.tolist()):
@@ -208,13 +213,6 @@ def compute_head_effects(model, config: HeadEffectsConfig) -> HeadEffectsResult:
         tables={"effects": table, "correlation": _correlations(table)},
         meta={"writers": [list(w) for w in writers], "ablation": config.ablation, "rotary": rotary},
     )
-
-
-class _Keeper:
-    value: Tensor
-
-    def __call__(self, t, hook):
-        self.value = t.detach()
 
 
 def _effects(q, k, v, qa, ka, va, mask, W_O, kinds) -> dict[str, Tensor]:

@@ -244,8 +244,7 @@ class LaundryListResult(Result):
 @torch.no_grad()
 def _run(model, prompts: list[ListPrompt], batch_size: int) -> dict[str, Tensor]:
     outs: dict[str, list[Tensor]] = {}
-    starts = [s for s in range(0, len(prompts), batch_size)]
-    for start in progress(starts, desc="laundry list"):
+    for start in progress(range(0, len(prompts), batch_size), desc="laundry list"):
         chunk = prompts[start:start + batch_size]
         if len({len(p.items) for p in chunk}) != 1:
             raise InputError("internal: a batch mixes list lengths")

@@ -70,8 +70,9 @@ class HeadCompositionResult(Result):
         wi, whi = self._index("writer", *writer)
         ri, rhi = self._index("reader", *reader)
         comp = self.tensors[f"component/{kind}"][wi, whi, :, ri, rhi]
-        share = self.shares(kind)[wi, whi, :, ri, rhi]
         s = self.tensors["sv/OV"][writer[0], writer[1]]
+        weighted = (s * comp).square()  # as in :meth:`shares`, for this one pair only
+        share = weighted / weighted.sum().clamp_min(1e-30)
         return pd.DataFrame({"component": np.arange(len(comp)), "singular_value": s.numpy(),
                              "score": comp.numpy(), "share": share.numpy()})
 

@@ -50,8 +50,7 @@ def trace_figure(result, index: int | None = None) -> go.Figure:
     """Residual max |value| in the candidate's output channel after every layer: intact vs zeroed."""
     index = strongest(result) if index is None else index
     if index is None:
-        fig = figure("Super activation: no candidates found")
-        return fig
+        return figure("Super activation: no candidates found")
     row = result.candidates.iloc[index]
     intact, ablated = result.trace(index)
     channel = int(row["row"])

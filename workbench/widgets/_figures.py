@@ -19,5 +19,5 @@ def replace_figure(target: go.FigureWidget, source: go.Figure) -> None:
 def _json_safe(trace):
     z = getattr(trace, "z", None)
     if z is not None:
-        trace.z = [[None if v != v else float(v) for v in row] for row in z]
+        trace.z = [[None if v is None or v != v else float(v) for v in row] for row in z]
     return trace

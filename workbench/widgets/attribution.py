@@ -6,6 +6,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from ..render import attribution as render
+from ._figures import replace_figure
 
 
 def _target_options(tokens: list[str], n_prompt: int, n_targets: int) -> list[tuple[str, int]]:
@@ -56,11 +57,7 @@ class AttributionWidget(widgets.VBox):
             self.results[method] = attribute(self.model, cfg.prompt, method, target,
                                              max_new_tokens=cfg.max_new_tokens, prepend_bos=cfg.prepend_bos)
         self.result = self.results[method]
-        fig = render.heatmap_figure(self.result)
-        with self.heatmap.batch_update():
-            self.heatmap.data = []
-            self.heatmap.add_traces(fig.data)
-            self.heatmap.layout = fig.layout
+        replace_figure(self.heatmap, render.heatmap_figure(self.result))
         self._update()
 
 

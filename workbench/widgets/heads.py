@@ -18,8 +18,6 @@ from ._figures import replace_figure
 _LABEL = re.compile(r"L(\d+)H(\d+)")
 
 
-
-
 class HeadCompositionWidget(widgets.VBox):
     """Kind selector + layer / head heat map; the chosen pair's breakdown and spectra below.
 
@@ -124,8 +122,13 @@ def parse_edits(text: str) -> tuple[tuple[int, int, tuple[int, ...], float], ...
         if match is None:
             raise InputError(f"cannot read {part!r}: write edits as L<layer>H<head>:<components>x<scale>; ...")
         layer, head, comps, scale = match.groups()
-        edits.append((int(layer), int(head), tuple(int(c) for c in re.split(r"[,\s]+", comps.strip()) if c), float(scale)))
+        edits.append((int(layer), int(head), _ints(comps), float(scale)))
     return tuple(edits)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    """``"0, 3"`` -> (0, 3)."""
+    return tuple(int(c) for c in re.split(r"[,\s]+", text.strip()) if c)
 
 
 def format_edits(edits) -> str:
@@ -169,8 +172,7 @@ class LaundryListPanel(widgets.VBox):
         self.components.value = str(int(breakdown.share.idxmax()))
 
     def intervention(self) -> tuple[int, int, tuple[int, ...], float]:
-        comps = tuple(int(c) for c in re.split(r"[,\s]+", self.components.value.strip()) if c)
-        return (self.layer.value, self.head.value, comps, float(self.scale.value))
+        return (self.layer.value, self.head.value, _ints(self.components.value), float(self.scale.value))
 
     def add(self) -> None:
         self.edits.value = format_edits((*parse_edits(self.edits.value), self.intervention()))

@@ -158,10 +158,13 @@ class _Block(nn.Module):
         self.norm2 = nn.RMSNorm(d_model)
         self.mlp = BilinearMLP(d_model, d_hidden, d_model)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor, mlp_inputs: list | None = None) -> Tensor:
         h = self.norm1(x)
         x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
-        return x + self.mlp(self.norm2(x))
+        normed = self.norm2(x)
+        if mlp_inputs is not None:  # the bilinear layer's input: the attention output, normed
+            mlp_inputs.append(normed.detach())
+        return x + self.mlp(normed)
 
 
 class BilinearLM(_Fingerprinted):
@@ -192,14 +195,7 @@ class BilinearLM(_Fingerprinted):
         x = self.embed(tokens) + self.pos(torch.arange(n, device=tokens.device))  # [batch, pos, d_model]
         mask = torch.ones(n, n, dtype=torch.bool, device=tokens.device).triu(1)  # True = may not attend
         for block in self.blocks:
-            if mlp_inputs is not None:  # the bilinear layer's input: the attention output, normed
-                h = block.norm1(x)
-                mid = x + block.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
-                normed = block.norm2(mid)
-                mlp_inputs.append(normed.detach())
-                x = mid + block.mlp(normed)
-            else:
-                x = block(x, mask)
+            x = block(x, mask, mlp_inputs)
         return self.unembed(self.norm(x))
 
     def layer(self, layer: int) -> BilinearMLP:

@@ -248,12 +248,12 @@ def compute_replacement(model, config: ReplacementConfig) -> BilinearReplacement
     x_te, y_te = x[-n_hold:, first:].flatten(0, 1), y[-n_hold:, first:].flatten(0, 1)
 
     W, V, P, P0, fit_table = fit_replacement(x_tr, y_tr, mlp.W_gate, mlp.W_in, mlp.W_out, config)
+    init_ev = _ev(y_te, _hidden(W, V, x_te) @ P0.mT)  # the rescaled SwiGLU weights, before any refinement
     if config.fit_steps:
         with torch.enable_grad():
             W, V, P = _refine(W, V, P, x_tr, y_tr, config)
     predict = lambda inp: _hidden(W, V, inp) @ P.mT  # noqa: E731
     y_hat = predict(x_te)
-    init_ev = _ev(y_te, _hidden(mlp.W_gate.mT.float(), mlp.W_in.mT.float(), x_te) @ P0.mT)
     lin, _ = ridge_select(_homogeneous(x_tr, True), y_tr, config.ridges)  # linear baseline with bias: [d + 1, d]
     mean_out = y_tr.mean(0)
     hold = tokens[-n_hold:]

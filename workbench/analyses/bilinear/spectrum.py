@@ -193,8 +193,8 @@ def _lm_view(model: BilinearLM, layer: int) -> LayerView:
     layer %= n
     block = model.blocks[layer]
     _, _, val = lm_text_split(eval_text(), 0.1)
-    ids = model.encode(val)[: 8 * model.arch["n_ctx"]]
     n_ctx = model.arch["n_ctx"]
+    ids = model.encode(val)[: 8 * n_ctx]
     windows = ids[: len(ids) // n_ctx * n_ctx].reshape(-1, n_ctx).to(model.embed.weight.device)  # [w, n_ctx]
     if len(windows) == 0:
         raise InputError("the evaluation text is too short for one context window")
@@ -312,13 +312,13 @@ def analyse_layer(view: LayerView, config: SpectrumConfig) -> tuple[dict, dict, 
         "output_std": full.std(0).cpu().numpy(),
     })
     readouts = _readouts(view, top_vectors)
+    values, top_share = top_values.tolist(), share[:, keep].tolist()  # one transfer, not one per entry
     eig_rows = []
     for j in range(k):
         for b in range(2 * n_top):
             rank = b + 1 if b < n_top else -(b - n_top + 1)
-            eig_rows.append({"direction": names[j], "rank": rank, "eigenvalue": float(top_values[j, b]),
-                             "share": float(top_values[j, b].abs() / lam[j].abs().sum().clamp_min(1e-300)),
-                             "reads": readouts[j][b]})
+            eig_rows.append({"direction": names[j], "rank": rank, "eigenvalue": values[j][b],
+                             "share": top_share[j][b], "reads": readouts[j][b]})
 
     n_s = min(config.n_inputs, len(X))
     pick = torch.linspace(0, len(X) - 1, n_s).round().long() if view.classes is None else torch.arange(n_s)

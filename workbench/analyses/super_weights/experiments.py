@@ -15,7 +15,6 @@ edit happens inside ``model.restoring``: the model is restored bit for bit, even
 from __future__ import annotations
 
 import math
-from contextlib import ExitStack
 from dataclasses import dataclass
 
 import pandas as pd
@@ -237,7 +236,7 @@ def compute_scale(model, config: ScaleConfig) -> ScaleResult:
 
 def top_outliers(model, n: int, exclude: tuple[Coord, ...]) -> list[Coord]:
     """The ``n`` largest-|w| entries over all W_out matrices, as (layer, row, col), ``exclude`` skipped."""
-    W = model.W_out.abs()  # [layer, d_mlp, d_model], a stacked copy
+    W = model.W_out.abs_()  # [layer, d_mlp, d_model]: a stacked copy, so |.| in place
     for layer, row, col in exclude:
         W[layer, col, row] = -1.0  # never picked
     flat = W.flatten().topk(n).indices
@@ -292,8 +291,7 @@ def compute_quantize(model, config: QuantizeConfig) -> QuantizeResult:
     originals = {(l, r, c): float(model.mlp_weights(l).W_out[c, r]) for l, r, c in coords}
     settings = [(b, s, m) for b in config.bits for s in config.block_sizes for m in ("rtn", "clip + restore")]
     for bits, block, method in progress(settings, desc="quantizing"):
-        with ExitStack() as stack, torch.no_grad():
-            stack.enter_context(model.restoring(*(v for v, _, _ in views.values())))
+        with model.restoring(*(v for v, _, _ in views.values())), torch.no_grad():
             for name in matrices:
                 # Same-shape matrices of all layers quantized in one batched call.
                 stacked = torch.stack([views[(l, name)][1](views[(l, name)][0]) for l in range(model.info.n_layers)])  # [L, in, out]

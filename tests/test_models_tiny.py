@@ -227,3 +227,12 @@ def test_every_hook_name_helper_names_a_real_hook_point(fixture, request):
         names += [hn.attn_q(1, rotated=True), hn.attn_k(1, rotated=True)]
     for name in names:
         assert model.check_hook_name(name) == name
+
+
+def test_norm_gains_are_the_hf_norm_weights(tiny_llama):
+    base = tiny_llama.hf_model.model
+    assert torch.equal(tiny_llama.norm_gain(1, "attn"), base.layers[1].input_layernorm.weight)
+    assert torch.equal(tiny_llama.norm_gain(1, "mlp"), base.layers[1].post_attention_layernorm.weight)
+    assert torch.equal(tiny_llama.norm_gain(None), base.norm.weight)
+    with pytest.raises(wb.InputError, match="before"):
+        tiny_llama.norm_gain(0, "ffn")

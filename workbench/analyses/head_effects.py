@@ -178,12 +178,13 @@ def compute_head_effects(model, config: HeadEffectsConfig) -> HeadEffectsResult:
     ids, mask = model.to_tokens_batch(list(config.prompts))
     layers = list(range(min(w[0] for w in writers) + 1, n_layers))
     names = [n for layer in layers for n in _reader_names(layer, rotary)]
-    clean = _capture(model, ids, [*names, hk.attn_pattern(layers[0])])
+    z_names = [hk.attn_z(l) for l in sorted({w[0] for w in writers})] if config.ablation == "mean" else []
+    clean = _capture(model, ids, [*names, hk.attn_pattern(layers[0]), *z_names])  # one clean pass for everything
     check = attention_pattern(*(clean[n] for n in _reader_names(layers[0], rotary)[:2]))
     if (check - clean[hk.attn_pattern(layers[0])]).abs().max() > 1e-3:
         raise UnsupportedModelError(f"{model.name}'s attention is not a plain causal softmax(q k^T / sqrt(d)) "
                                     "(e.g. soft-capping, ALiBi, sliding windows); measured effects need that")
-    means = _z_means(model, ids, mask, writers) if config.ablation == "mean" else None
+    means = _z_means(clean, mask, writers) if config.ablation == "mean" else None
     directions = component_directions(model, writers, config.fold_norm, hw=everything, svd=ov)
     P = ids.shape[0]
     per_chunk = max(1, config.batch_size // P)
@@ -234,9 +235,8 @@ def _effects(q, k, v, qa, ka, va, mask, W_O, kinds) -> dict[str, Tensor]:
     return out
 
 
-def _z_means(model, ids, mask, writers) -> dict[tuple[int, int], Tensor]:
-    layers = sorted({w[0] for w in writers})
-    _, cache = model.run_with_cache(ids, names=[hk.attn_z(l) for l in layers])
+def _z_means(cache: dict[str, Tensor], mask, writers) -> dict[tuple[int, int], Tensor]:
+    """Each writer head's mean ``hook_z`` over the real positions of the clean run (``cache``)."""
     m = mask[:, :, None, None].to(torch.float32)
     out = {}
     for layer, head, _ in writers:

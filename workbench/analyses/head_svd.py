@@ -54,14 +54,6 @@ class HeadWeights:
         return self.W_Q.shape[1]
 
 
-def _norm_gain(model, layer: int) -> Tensor | None:
-    """The gain of the norm in front of ``layer``'s attention, or None if there is none."""
-    block = model.bridge.blocks[layer]
-    norm = getattr(block, "ln1", None)
-    weight = getattr(norm, "weight", None) if norm is not None else None
-    return None if weight is None else weight.detach()
-
-
 def _chosen_layers(n_layers: int, layers: tuple[int, ...] | None) -> tuple[int, ...]:
     """``layers`` (default: all) as sorted distinct indices in [0, n_layers); negative ones count from the end."""
     layers = tuple(range(n_layers)) if layers is None else tuple(sorted({int(l) % n_layers for l in layers}))
@@ -82,7 +74,7 @@ def head_weights(model, layers: tuple[int, ...] | None = None, *, fold_norm: boo
         attn = attn.expanded()
         wq, wk, wv = attn.W_Q.to(dtype), attn.W_K.to(dtype), attn.W_V.to(dtype)
         if fold_norm:
-            gain = _norm_gain(model, layer)
+            gain = model.norm_gain(layer, "attn")
             if gain is None:
                 folded = False
             else:

@@ -163,12 +163,12 @@ def _grid(*sizes: int) -> list[np.ndarray]:
     return [g.ravel() for g in np.meshgrid(*[np.arange(s) for s in sizes], indexing="ij")]
 
 
-def _pairs_table(comps, shares, w_layers, w_heads, r_layers, r_heads, null_q99, null_comp_q99, rotated_q99) -> pd.DataFrame:
+def _pairs_table(comps, w_layers, w_heads, r_layers, r_heads, null_q99, null_comp_q99, rotated_q99) -> pd.DataFrame:
     frames = []
     wl, wh, rl, rh = _grid(len(w_layers), len(w_heads), len(r_layers), len(r_heads))
     valid = np.array(w_layers)[wl] < np.array(r_layers)[rl]
     for kind, comp in comps.items():
-        share = shares[kind].permute(0, 1, 3, 4, 2).reshape(-1, shares[kind].shape[2])  # [pairs, comp]
+        share = comp.share.permute(0, 1, 3, 4, 2).reshape(-1, comp.share.shape[2])  # [pairs, comp]
         per_comp = comp.component.permute(0, 1, 3, 4, 2).reshape(share.shape)  # [pairs, comp]
         ordered = share.sort(dim=-1, descending=True)
         cum = ordered.values.cumsum(-1)
@@ -188,7 +188,7 @@ def _pairs_table(comps, shares, w_layers, w_heads, r_layers, r_heads, null_q99, 
     return table.sort_values("score", ascending=False, ignore_index=True)
 
 
-def _components_table(pairs, comps, shares, sv_ov, meta, n_pairs: int, n_comp: int) -> pd.DataFrame:
+def _components_table(pairs, comps, sv_ov, meta, n_pairs: int, n_comp: int) -> pd.DataFrame:
     rows = []
     pos = {side: ({l: i for i, l in enumerate(meta[f"{side}_layers"])}, {h: i for i, h in enumerate(meta[f"{side}_heads"])})
            for side in ("writer", "reader")}
@@ -196,7 +196,7 @@ def _components_table(pairs, comps, shares, sv_ov, meta, n_pairs: int, n_comp: i
         for r in pairs[pairs.kind == kind].head(n_pairs).itertuples():
             wi, whi = pos["writer"][0][r.writer_layer], pos["writer"][1][r.writer_head]
             ri, rhi = pos["reader"][0][r.reader_layer], pos["reader"][1][r.reader_head]
-            share = shares[kind][wi, whi, :, ri, rhi]
+            share = comps[kind].share[wi, whi, :, ri, rhi]
             for c in share.argsort(descending=True)[:n_comp].tolist():
                 rows.append({"writer_layer": r.writer_layer, "writer_head": r.writer_head, "component": c,
                              "singular_value": float(sv_ov[r.writer_layer, r.writer_head, c]),
@@ -281,8 +281,7 @@ def compute_head_composition(model, config: HeadCompositionConfig) -> HeadCompos
     meta = {"kinds": list(kinds), "writer_layers": list(writers.layers), "writer_heads": w_heads,
             "reader_layers": list(readers.layers), "reader_heads": r_heads, "norm_folded": writers.norm_folded,
             "heads_per_kv": writers.heads_per_kv, "n_layers": model.info.n_layers, "n_heads": model.info.n_heads}
-    shares = {k: c.share for k, c in comps.items()}
-    pairs = _pairs_table(comps, shares, writers.layers, w_heads, readers.layers, r_heads, q99, q99c, q99r)
+    pairs = _pairs_table(comps, writers.layers, w_heads, readers.layers, r_heads, q99, q99c, q99r)
     meta["concentration"] = _concentration(pairs, config.table_pairs)
     tensors = {"sv/OV": sv["OV"], "sv/QK": sv["QK"]}
     for k, c in comps.items():
@@ -295,7 +294,7 @@ def compute_head_composition(model, config: HeadCompositionConfig) -> HeadCompos
     return HeadCompositionResult(
         config=config, model_id=model.name, fingerprint=model.fingerprint(), tensors=tensors,
         tables={"pairs": pairs,
-                "components": _components_table(pairs, comps, shares, sv["OV"], meta, config.table_pairs, config.table_components),
+                "components": _components_table(pairs, comps, sv["OV"], meta, config.table_pairs, config.table_components),
                 "spectra": _spectra_table(sv), "null": null_tab},
         meta=meta,
     )

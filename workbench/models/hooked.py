@@ -257,6 +257,13 @@ class HookedModel:
         """Raw MLP weights of ``layer`` (``W_gate`` only for gated MLPs such as SwiGLU)."""
         return W.mlp_weights(self.bridge, self._layer(layer), self.info.gated_mlp)
 
+    def norm_gain(self, layer: int | None, before: str = "attn") -> Tensor | None:
+        """Gain of the norm in front of ``layer``'s attention (``before="attn"``) or MLP (``"mlp"``), or of
+        the final norm (``layer=None``); None when there is none. Weight analyses fold it into what it feeds."""
+        if before not in W.NORMS:
+            raise InputError(f"before must be one of {sorted(W.NORMS)}, got {before!r}")
+        return W.norm_gain(self.bridge, None if layer is None else self._layer(layer), before)
+
     def _stacked(self, pick: Callable[[int], Tensor | None]) -> Tensor:
         return W.stack([pick(layer) for layer in range(self.info.n_layers)])
 

@@ -110,6 +110,16 @@ def mlp_weights(bridge, layer: int, gated: bool) -> MLPWeights:
     )
 
 
+NORMS = {"attn": "ln1", "mlp": "ln2"}  # which norm sits in front of which sublayer
+
+
+def norm_gain(bridge, layer: int | None, before: str) -> Tensor | None:
+    """Gain of the norm in front of ``layer``'s ``before`` sublayer ("attn" / "mlp"), or of the final norm
+    (``layer=None``); None when the architecture has no such gain."""
+    module = bridge.ln_final if layer is None else getattr(bridge.blocks[layer], NORMS[before], None)
+    return None if module is None else _get(module, "weight")
+
+
 def stack(per_layer: list[Tensor]) -> Tensor:
     """Stack per-layer tensors on one device (layers may sit on several GPUs)."""
     device = per_layer[0].device

@@ -184,16 +184,6 @@ def _losses(model, tokens: Tensor, layer: int, batch: int, replace) -> float:
         return mean_loss(model, tokens, batch_size=batch)
 
 
-def _norm_weight(model, layer: int | None) -> Tensor | None:
-    """The RMSNorm gain before ``layer``'s MLP (or the final norm), where the HF module layout exposes it."""
-    try:
-        base = model.hf_model.model
-        norm = base.norm if layer is None else base.layers[layer].post_attention_layernorm
-        return norm.weight.detach().float()
-    except AttributeError:
-        return None
-
-
 def _vocab(model) -> list[str]:
     """Every token as text. Byte-level BPE tokens are mapped back to their bytes and decoded (a split
     multi-byte character shows as U+FFFD); one call per vocabulary, not one decode per token."""
@@ -269,9 +259,9 @@ def compute_replacement(model, config: ReplacementConfig) -> BilinearReplacement
     }
 
     vocab = _vocab(model)
-    final_gain, mlp_gain = _norm_weight(model, None), _norm_weight(model, layer)
-    unembed = model.W_U.float() * (final_gain[:, None] if final_gain is not None else 1)  # [d, vocab]
-    embed = model.W_E.float() * (mlp_gain if mlp_gain is not None else 1)  # [vocab, d]
+    final_gain, mlp_gain = model.norm_gain(None), model.norm_gain(layer, "mlp")
+    unembed = model.W_U.float() * (final_gain.float()[:, None] if final_gain is not None else 1)  # [d, vocab]
+    embed = model.W_E.float() * (mlp_gain.float() if mlp_gain is not None else 1)  # [vocab, d]
     special = sorted(set(model.tokenizer.all_special_ids) | set(getattr(model.tokenizer, "added_tokens_decoder", {})))
     special = torch.tensor([i for i in special if i < model.info.d_vocab], dtype=torch.long, device=unembed.device)
     unembed, embed = unembed.index_fill(1, special, 0.0), embed.index_fill(0, special, 0.0)  # readouts: text tokens only

@@ -8,6 +8,7 @@ from .analyses import get_analysis, list_analyses, model_overview, register_anal
 # the four analyses
 from .analyses.super_weights.api import (
     prune_outliers, prune_super_weights, quantize_super_weights, scale_super_weights, super_weights,
+    trace_super_weight,
 )
 from .analyses.heads_api import head_composition, head_effects, laundry_component_scan, laundry_list
 from .analyses.bilinear import BilinearMLP
@@ -23,6 +24,7 @@ __all__ = [
     "get_analysis", "get_cache", "hook_names", "list_analyses", "load_model", "model_overview", "register_analysis",
     "report", "run_analysis", "set_progress",
     "prune_outliers", "prune_super_weights", "quantize_super_weights", "scale_super_weights", "super_weights",
+    "trace_super_weight",
     "head_composition", "head_effects", "laundry_component_scan", "laundry_list",
     "BilinearMLP", "bilinear_replacement", "bilinear_spectrum", "train_bilinear_lm", "train_digits", "train_toy",
     "MaskedLM", "attribute", "compare_attributions", "reagent",

@@ -120,6 +120,12 @@ def norm_gain(bridge, layer: int | None, before: str) -> Tensor | None:
     return None if module is None else _get(module, "weight")
 
 
+def norm_bias(bridge, layer: int | None, before: str) -> Tensor | None:
+    """Additive bias of that norm (LayerNorm), or None (RMSNorm has none)."""
+    module = bridge.ln_final if layer is None else getattr(bridge.blocks[layer], NORMS[before], None)
+    return None if module is None else _get(module, "bias")
+
+
 def stack(per_layer: list[Tensor]) -> Tensor:
     """Stack per-layer tensors on one device (layers may sit on several GPUs)."""
     device = per_layer[0].device

@@ -1,6 +1,8 @@
 """Super-weight explorer: spikes per layer, a candidate picker (coordinates, effect, super-activation
-trace), and a scale slider over the quality curve. No maths here: everything is re-sliced from
-results, and the scale sweep comes from the cached ``wb.scale_super_weights``."""
+trace), a scale slider over the quality curve, and a link onward: trace the picked weight on a
+prompt to the heads and tokens that drive its super activation and the heads that read it. No maths
+here: everything is re-sliced from results; the scale sweep and the trace come from the cached
+``wb.scale_super_weights`` / ``wb.trace_super_weight``."""
 
 from __future__ import annotations
 
@@ -35,9 +37,16 @@ class SuperWeightWidget(widgets.VBox):
         self.compute_button = widgets.Button(description="compute scale sweep", disabled=model is None or not result.coordinates())
         self.quality_plot = go.FigureWidget()
         self.tokens_plot = go.FigureWidget()
+        from ..analyses.super_weights.trace import TraceConfig
+
+        self.trace_prompt = widgets.Text(value=TraceConfig.prompt, description="prompt", layout=widgets.Layout(width="420px"))
+        self.trace_button = widgets.Button(description="trace this weight", disabled=model is None or first is None,
+                                           tooltip="drivers and readers of the picked weight on the prompt (needs model=)")
+        self.trace_view = TraceView()
         self.candidate.observe(self._on_candidate, names="value")
         self.scale.observe(self._on_scale, names="value")
         self.compute_button.on_click(self._on_compute)
+        self.trace_button.on_click(self._on_trace)
         self._on_candidate()
         if scale is not None:
             self._use_scale(scale)
@@ -48,6 +57,9 @@ class SuperWeightWidget(widgets.VBox):
             self.trace_plot,
             widgets.HBox([self.scale] + ([] if scale is not None else [self.compute_button])),
             self.quality_plot, self.tokens_plot,
+            widgets.HTML("<h4>Follow the weight: what drives it, who reads it</h4>"),
+            widgets.HBox([self.trace_prompt, self.trace_button]),
+            self.trace_view,
         ])
 
     # ----------------------------------------------------------- callbacks
@@ -90,3 +102,38 @@ class SuperWeightWidget(widgets.VBox):
         s = float(self.scale.value)
         replace_figure(self.quality_plot, render.quality_figure(self.scale_result, highlight=s))
         replace_figure(self.tokens_plot, render.next_tokens_figure(self.scale_result, setting=f"scale {s:g}"))
+
+    def _on_trace(self, _button=None) -> None:
+        from ..analyses.super_weights.api import trace_super_weight
+
+        row = self.result.candidates.iloc[self.candidate.value]
+        self.trace_button.description = "tracing..."
+        try:
+            self.trace_view.show(trace_super_weight(self.model, (row["layer"], row["row"], row["col"]),
+                                                    self.trace_prompt.value))
+        except Exception as err:  # shown in the widget: a bad prompt must not break the explorer
+            self.trace_view.error(err)
+        finally:
+            self.trace_button.description = "trace this weight"
+
+
+class TraceView(widgets.VBox):
+    """A :class:`~workbench.analyses.super_weights.trace.TraceResult`: summary, per-token super activation,
+    the residual-stream parts that drive it, and the heads whose attention it moves."""
+
+    def __init__(self, result=None):
+        self.text = widgets.HTML()
+        self.plots = {name: go.FigureWidget() for name in ("tokens", "drivers", "readers")}
+        super().__init__([self.text, *self.plots.values()])
+        if result is not None:
+            self.show(result)
+
+    def show(self, result) -> None:
+        self.text.value = "<table>" + "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in result.summary()
+        ) + "</table>"
+        for name, fig in result.figures().items():
+            replace_figure(self.plots[name], fig)
+
+    def error(self, err: Exception) -> None:
+        self.text.value = f"<p style='color:#b00'>{html.escape(str(err))}</p>"

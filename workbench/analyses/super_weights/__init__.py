@@ -2,14 +2,15 @@
 
 ``detect``: the streaming, iterative scan and ablation (:func:`workbench.super_weights`);
 ``experiments``: prune / restore / scale / outliers / quantize, each returning a result;
+``trace``: one super weight on one prompt, its drivers and readers;
 ``quantize``: batched block-wise round-to-nearest; ``published``: the published index.
 """
 
-from . import detect, experiments
+from . import detect, experiments, trace
 from .detect import DEFAULT_PROMPTS, SuperWeightConfig, SuperWeightResult
 from .published import compare_published, published_for, published_index
 
-ANALYSES = (detect.ANALYSIS, *experiments.ANALYSES)
+ANALYSES = (detect.ANALYSIS, *experiments.ANALYSES, trace.ANALYSIS)
 
 __all__ = ["ANALYSES", "DEFAULT_PROMPTS", "SuperWeightConfig", "SuperWeightResult", "compare_published", "detect",
            "published_for", "published_index"]

@@ -76,3 +76,26 @@ def quantize_super_weights(model, weights=None, *, cache=True, **options):
     """Block-wise round-to-nearest quantization for each of ``bits`` x ``block_sizes``: plain vs clip
     outliers + restore the super weights in full precision. Options: :class:`QuantizeConfig`."""
     return _experiment("super_weight_quantize", model, weights, cache, options)
+
+
+def trace_super_weight(model, weight=None, prompt: str | None = None, *, cache=True, **options):
+    """Follow one super weight on ``prompt``: where its super activation appears, which parts of the
+    residual stream (heads, MLPs, embeddings) drive its input channel, and which later heads attend to
+    it, intact vs with the weight zeroed. ``weight``: (layer, row, col), default the super weight with
+    the largest loss effect found by :func:`super_weights`. Options: :class:`~.trace.TraceConfig`.
+
+    >>> t = wb.trace_super_weight(model)
+    >>> t.top_drivers(), t.top_readers()
+    """
+    if weight is None:
+        found = super_weights(model, cache=cache).super_weights
+        if found.empty:
+            from ...errors import InputError
+
+            raise InputError(f"wb.super_weights found no super weights in {model.name}; pass weight=(layer, row, col)")
+        best = found.sort_values("delta_loss", ascending=False).iloc[0]
+        weight = (best["layer"], best["row"], best["col"])
+    options["weight"] = tuple(int(v) for v in weight)
+    if prompt is not None:
+        options["prompt"] = prompt
+    return run_analysis("super_weight_trace", model, None, cache=cache, **options)

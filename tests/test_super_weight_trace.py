@@ -1,0 +1,123 @@
+"""Super-weight trace (the link from a super weight to the heads and tokens around it): exact
+decomposition of the stream into parts, a planted driver head found, readers measured as the
+attention patterns say, errors, restoration, widget; real tier on the embedded model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import workbench as wb
+from workbench.analyses.super_weights.trace import channel_contributions, residual_parts
+from workbench.errors import InputError
+from workbench.models import hook_names as H
+
+PROMPT = "The quick brown fox jumps over the lazy dog."
+
+
+def _planted(name: str, layer: int = 1):
+    """A tiny model with a super weight in ``layer`` (input channel boosted, weight large)."""
+    model = wb.load_model(name)
+    mlp = model.mlp_weights(layer)
+    col, row = 7, 11
+    with torch.no_grad():
+        mlp.W_in[:, col] *= 40.0
+        mlp.W_out[col, row] = 25.0
+    return model, (layer, row, col)
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+def test_parts_sum_to_the_stream_and_to_the_measured_pre_activation(name):
+    model, (layer, row, col) = _planted(name)
+    ids = model.to_tokens(PROMPT)
+    names = [H.resid_pre(0), H.resid_mid(layer), H.mlp_pre(layer)] + [H.attn_z(l) for l in range(layer + 1)]
+    names += [H.attn_out(l) for l in range(layer + 1)] + [H.mlp_out(l) for l in range(layer)]
+    _, cache = model.run_with_cache(ids, names=names)
+    for pos in (0, 3, ids.shape[1] - 1):
+        labels, parts = residual_parts(model, cache, layer, pos)
+        assert len(labels) == parts.shape[0] == 1 + 2 * (model.info.n_heads + 1) + layer
+        torch.testing.assert_close(parts.sum(0), cache[H.resid_mid(layer)][0, pos].float(), rtol=1e-5, atol=1e-5)
+        contrib = channel_contributions(model, parts, layer, col)
+        key = "gate" if model.info.gated_mlp else "up"
+        total = contrib[key].sum() + contrib[f"{key}_const"]
+        torch.testing.assert_close(total, cache[H.mlp_pre(layer)][0, pos, col].float(), rtol=1e-4, atol=1e-4)
+
+
+def test_trace_of_a_planted_weight_with_a_planted_driver_head():
+    model, (layer, row, col) = _planted("tiny-llama")
+    # Plant a driver: head 2 of layer 0 writes along the direction layer 1 reads channel ``col`` from.
+    mlp, gain = model.mlp_weights(layer), model.norm_gain(layer, "mlp")
+    direction = gain * (mlp.W_gate[:, col] + mlp.W_in[:, col])
+    W_O = model.attention_weights(0).W_O  # [head, d_head, d_model]
+    with torch.no_grad():
+        W_O[2] += 3.0 * torch.outer(torch.ones(W_O.shape[1]), direction / direction.norm())
+    before = model.fingerprint()
+    trace = wb.trace_super_weight(model, (layer, row, col), PROMPT, cache=False)
+    assert model.fingerprint() == before  # the zeroed weight was put back
+
+    tokens = trace.to_frame("tokens")
+    pos = trace.meta["spike_position"]
+    assert pos == int(tokens["mlp_out"].abs().argmax())
+    # Zeroing the weight removes exactly its own product from its output channel.
+    removed = tokens["mlp_out"] - tokens["mlp_out_zeroed"]
+    expected = tokens["input"] * float(mlp.W_out[col, row])
+    torch.testing.assert_close(torch.tensor(removed.to_numpy()), torch.tensor(expected.to_numpy()), rtol=1e-3, atol=1e-3)
+    assert trace.meta["decomposition_error"] < 1e-4
+
+    top = trace.top_drivers(1).iloc[0]
+    assert (top["part"], top["kind"], top["layer"], top["head"]) == ("L0H2", "head", 0, 2)
+    assert top["attends_to"]  # where that head reads from
+
+    # Readers: the intact column is the attention mass the patterns give, recomputed here.
+    readers = trace.to_frame("readers")
+    spikes = trace.meta["spike_positions"]
+    assert set(readers["layer"]) == set(range(layer + 1, model.info.n_layers))
+    if not readers.empty:
+        _, cache = model.run_with_cache(model.to_tokens(PROMPT), names=[H.attn_pattern(l) for l in range(layer + 1, model.info.n_layers)])
+        after = slice(max(spikes) + 1, None) if max(spikes) + 1 < len(tokens) else slice(None)
+        first = readers.iloc[0]
+        mass = cache[H.attn_pattern(int(first["layer"]))][0, int(first["head"])][after][:, spikes].sum(-1).mean()
+        assert first["intact"] == pytest.approx(float(mass), abs=1e-5)
+
+
+def test_trace_defaults_errors_and_views(tiny_llama):
+    model, weight = _planted("tiny-llama", layer=0)  # layer 1 reads it
+    with pytest.raises(InputError, match="outside"):
+        wb.trace_super_weight(model, (5, 0, 0), cache=False)
+    with pytest.raises(InputError, match="non-empty"):
+        wb.trace_super_weight(model, weight, "", cache=False)
+    with pytest.raises(InputError, match="layer, row, col"):
+        wb.trace_super_weight(model, (1, 2), cache=False)
+    with pytest.raises(InputError, match="no super weights"):
+        wb.trace_super_weight(tiny_llama, None, PROMPT, cache=False)  # random weights: nothing to trace
+
+    trace = wb.trace_super_weight(model, weight, PROMPT, cache=False)
+    assert set(trace.figures()) == {"tokens", "drivers", "readers"}
+    assert all(len(fig.data) for fig in trace.figures().values())
+    assert dict(trace.summary())["weight"] == f"layer 0 down_proj[{weight[1]}, {weight[2]}]"
+    view = trace.widget()
+    assert len(view.plots["drivers"].data) == 1
+
+    # The super-weight explorer links onward: its trace button fills the trace view.
+    explorer = wb.super_weights(model, eval_windows=2, window=32, cache=False).widget(model=model)
+    assert not explorer.trace_button.disabled
+    explorer.trace_prompt.value = PROMPT
+    explorer._on_trace()
+    assert len(explorer.trace_view.plots["readers"].data) == 1 and "down_proj" in explorer.trace_view.text.value
+    explorer.trace_prompt.value = ""
+    explorer._on_trace()  # a bad prompt is reported in the view, not raised
+    assert "non-empty" in explorer.trace_view.text.value
+
+
+@pytest.mark.real
+def test_trace_on_the_embedded_model(embedded):
+    before = embedded.fingerprint()
+    trace = wb.trace_super_weight(embedded)  # the strongest super weight: layer 11 [507, 1229]
+    assert embedded.fingerprint() == before
+    assert trace.weight[1] == 507
+    assert trace.meta["decomposition_error"] < 1e-4
+    assert trace.meta["spike_position"] == 0  # the super activation sits on the first token
+    assert abs(trace.meta["zeroed_value"]) < 0.5 * abs(trace.meta["spike_value"])
+    readers = trace.to_frame("readers")
+    # The attention sink on the first token collapses in late heads when the weight is zeroed.
+    assert readers["change"].min() < -0.5

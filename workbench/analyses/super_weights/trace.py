@@ -1,0 +1,269 @@
+"""Trace one super weight through the model on a prompt: what drives its super activation, and who reads it.
+
+The link from the super-weight view to the heads and tokens around it:
+
+- **tokens**: at which positions the weight's output channel spikes (the super activation),
+  intact and with the weight zeroed;
+- **drivers**: the residual stream entering the weight's MLP at the spike position, split
+  into its exact parts (embeddings, every earlier attention head, every earlier MLP, biases),
+  and each part's direct contribution to the gate and up pre-activations of the weight's
+  input channel (through the norm, whose scale is fixed by the whole stream). The parts sum
+  to the measured pre-activations; the head rows say which heads (and, through their
+  attention, which tokens) feed the spike;
+- **readers**: every later head's attention to the spike positions, intact and with the
+  weight zeroed: super activations make attention sinks, and zeroing the weight moves them.
+
+Coordinates as everywhere in this package: (layer, row, col) = HF ``down_proj.weight[row, col]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ...errors import InputError
+from ...models import hook_names as H
+from ...results import Result
+from ..registry import Analysis
+from .evaluate import check_prompts, scaled
+from .scan import require_mlp_hooks
+
+
+@dataclass(frozen=True)
+class TraceConfig:
+    weight: tuple[int, int, int] = ()  # (layer, row, col); wb.trace_super_weight fills in the strongest super weight
+    prompt: str = "Summer is hot. Winter is"  # the text traced (BOS prepended as the model's tokenizer does)
+    spike_fraction: float = 0.5  # spike positions: |super activation| >= this x its largest |value| on the prompt
+
+
+@dataclass(frozen=True)
+class TraceResult(Result):
+    """Tables: ``tokens`` (one row per position: super activation in the MLP output and in the
+    residual stream, intact and with the weight zeroed), ``drivers`` (one row per part of the
+    residual stream at the strongest spike position: its contribution to the gate / up
+    pre-activation of the weight's input channel), ``readers`` (one row per later head: mean
+    attention mass on the spike positions from the positions after them, intact and zeroed)."""
+
+    analysis = "super_weight_trace"
+    title = "Super-weight trace"
+
+    @property
+    def weight(self) -> tuple[int, int, int]:
+        return tuple(self.config.weight)
+
+    def top_drivers(self, n: int = 10) -> pd.DataFrame:
+        """The ``n`` parts with the largest |contribution| to the input channel's activation."""
+        table = self.to_frame("drivers")
+        return table.reindex(table["effect"].abs().sort_values(ascending=False).index).head(n).reset_index(drop=True)
+
+    def top_readers(self, n: int = 10) -> pd.DataFrame:
+        """The ``n`` heads whose attention to the spike positions changes most when the weight is zeroed."""
+        table = self.to_frame("readers")
+        return table.reindex(table["change"].abs().sort_values(ascending=False).index).head(n).reset_index(drop=True)
+
+    def summary(self) -> list[tuple[str, str]]:
+        layer, row, col = self.weight
+        meta = self.meta
+        drivers = self.top_drivers(3)
+        readers = self.top_readers(3)
+        return [
+            ("weight", f"layer {layer} down_proj[{row}, {col}]"),
+            ("prompt", repr(self.config.prompt)),
+            ("spike", f"{meta['spike_value']:.4g} at position {meta['spike_position']} "
+                      f"({meta['spike_token']!r}); {meta['zeroed_value']:.4g} with the weight zeroed"),
+            ("top drivers", ", ".join(f"{r.part} ({r.effect:+.3g})" for r in drivers.itertuples()) or "none"),
+            ("top readers", ", ".join(f"L{r.layer}H{r.head} ({r.intact:.2f} → {r.zeroed:.2f})"
+                                      for r in readers.itertuples()) or "none"),
+            ("decomposition error", f"{meta['decomposition_error']:.2e} (parts vs measured pre-activation)"),
+        ]
+
+    def figures(self) -> dict:
+        from ...render.super_weight_trace import trace_figures
+
+        return trace_figures(self)
+
+    def widget(self):
+        from ...widgets.super_weights import TraceView
+
+        return TraceView(self)
+
+
+# ------------------------------------------------------------------ parts of the residual stream
+@torch.no_grad()
+def residual_parts(model, cache: dict[str, Tensor], layer: int, pos: int) -> tuple[list[dict], Float[Tensor, "part d_model"]]:
+    """The residual stream entering ``layer``'s MLP at ``pos`` as a list of exact parts.
+
+    Returns (labels, vectors): embeddings, then per earlier layer each attention head
+    (its z times its W_O slice), the attention output bias, and the MLP output; then the
+    heads of ``layer`` itself. The parts sum to ``resid_mid(layer)`` at ``pos``.
+    """
+    labels, vectors = [{"part": "embeddings", "kind": "embeddings", "layer": -1, "head": -1}], [cache[H.resid_pre(0)][0, pos]]
+    for l in range(layer + 1):
+        W_O = model.attention_weights(l).W_O  # [head, d_head, d_model]
+        heads = torch.einsum("hd,hdm->hm", cache[H.attn_z(l)][0, pos].to(W_O.dtype), W_O)  # [head, d_model]
+        for h in range(heads.shape[0]):
+            labels.append({"part": f"L{l}H{h}", "kind": "head", "layer": l, "head": h})
+        vectors += list(heads)
+        rest = cache[H.attn_out(l)][0, pos] - heads.sum(0)  # b_O (zero for bias-free models)
+        labels.append({"part": f"L{l} attn bias", "kind": "bias", "layer": l, "head": -1})
+        vectors.append(rest)
+        if l < layer:
+            labels.append({"part": f"MLP{l}", "kind": "mlp", "layer": l, "head": -1})
+            vectors.append(cache[H.mlp_out(l)][0, pos])
+    return labels, torch.stack(vectors).float()
+
+
+def _norm_scale(model, x: Float[Tensor, "d_model"], rms: bool) -> Float[Tensor, ""]:
+    """1 / (RMS or std) of ``x``: the factor the norm in front of the MLP multiplies every part by."""
+    eps = float(getattr(model.bridge.cfg, "eps", 1e-5))
+    centred = x if rms else x - x.mean()
+    return torch.rsqrt(centred.pow(2).mean() + eps)
+
+
+@torch.no_grad()
+def channel_contributions(model, parts: Float[Tensor, "part d_model"], layer: int, col: int) -> dict[str, Tensor]:
+    """Each part's direct contribution to the gate / up (``in``) pre-activations of MLP input channel ``col``.
+
+    The norm is linear once its scale is fixed by the whole stream (the parts' sum); for a
+    LayerNorm each part is centred first, and its bias joins the constant term."""
+    rms = bool(getattr(model.bridge.cfg, "uses_rms_norm", True))
+    whole = parts.sum(0)
+    scale = _norm_scale(model, whole, rms)
+    centred = parts if rms else parts - parts.mean(-1, keepdim=True)
+    gain = model.norm_gain(layer, "mlp")
+    normed = centred * scale * (gain.float() if gain is not None else 1.0)  # [part, d_model]
+    mlp = model.mlp_weights(layer)
+    norm_bias = _norm_bias(model, layer)
+    out = {}
+    for key, W, b in (("gate", mlp.W_gate, None), ("up", mlp.W_in, mlp.b_in)):
+        if W is None:
+            continue
+        w = W[:, col].float()  # [d_model]
+        const = (float(b[col]) if b is not None else 0.0) + (float(norm_bias.float() @ w) if norm_bias is not None else 0.0)
+        out[key] = normed @ w  # [part]
+        out[f"{key}_const"] = torch.tensor(const)
+    return out
+
+
+def _norm_bias(model, layer: int) -> Tensor | None:
+    """The additive bias of a LayerNorm in front of ``layer``'s MLP (None for RMSNorm)."""
+    from ...models import weights as W
+
+    return W.norm_bias(model.bridge, model._layer(layer), "mlp")
+
+
+def _activation(model, pre: Tensor) -> Tensor:
+    return torch.nn.functional.silu(pre) if model.info.gated_mlp else torch.nn.functional.gelu(pre)
+
+
+# ------------------------------------------------------------------ compute
+def _check(model, config: TraceConfig) -> tuple[int, int, int]:
+    if len(config.weight) != 3:
+        raise InputError("weight must be (layer, row, col): HF down_proj.weight[row, col] of that layer")
+    layer, row, col = (int(v) for v in config.weight)
+    n, d_model, d_mlp = model.info.n_layers, model.info.d_model, model.info.d_mlp
+    if not (0 <= layer < n and 0 <= row < d_model and 0 <= col < d_mlp):
+        raise InputError(f"weight {config.weight} is outside {model.name}: layers 0..{n - 1}, rows (d_model) "
+                         f"0..{d_model - 1}, cols (d_mlp) 0..{d_mlp - 1}")
+    if not 0 < config.spike_fraction <= 1:
+        raise InputError(f"spike_fraction must be in (0, 1], got {config.spike_fraction}")
+    return layer, row, col
+
+
+@torch.no_grad()
+def compute(model, config: TraceConfig) -> TraceResult:
+    layer, row, col = _check(model, config)
+    (prompt,) = check_prompts(config.prompt)
+    require_mlp_hooks(model)
+    model.require_finite_weights()
+    n_layers = model.info.n_layers
+    ids = model.to_tokens(prompt)  # [1, pos]
+    tokens = model.to_str_tokens(ids[0])
+    later = range(layer + 1, n_layers)
+    names = [H.resid_pre(0), H.resid_mid(layer), H.mlp_pre(layer), H.mlp_post(layer), H.mlp_out(layer), H.resid_post(layer)]
+    names += [H.attn_z(l) for l in range(layer + 1)] + [H.attn_out(l) for l in range(layer + 1)]
+    names += [H.mlp_out(l) for l in range(layer)] + [H.attn_pattern(l) for l in range(n_layers)]
+    _, cache = model.run_with_cache(ids, names=sorted(set(names)))
+    with scaled(model, [(layer, row, col)], 0.0):
+        _, zeroed = model.run_with_cache(ids, names=[H.mlp_out(layer), H.resid_post(layer)] + [H.attn_pattern(l) for l in later])
+
+    # tokens: where the channel spikes
+    act = cache[H.mlp_out(layer)][0, :, row].float()  # [pos]
+    spike_pos = int(act.abs().argmax())
+    spikes = (act.abs() >= config.spike_fraction * act.abs().max()).nonzero().flatten().tolist()
+    token_table = pd.DataFrame({
+        "position": range(len(tokens)), "token": tokens,
+        "input": cache[H.mlp_post(layer)][0, :, col].float().tolist(),  # the weight's input channel
+        "mlp_out": act.tolist(), "mlp_out_zeroed": zeroed[H.mlp_out(layer)][0, :, row].float().tolist(),
+        "resid": cache[H.resid_post(layer)][0, :, row].float().tolist(),
+        "resid_zeroed": zeroed[H.resid_post(layer)][0, :, row].float().tolist(),
+        "spike": [p in spikes for p in range(len(tokens))],
+    })
+
+    # drivers: the parts of the stream at the strongest spike, through the norm into channel col
+    labels, parts = residual_parts(model, cache, layer, spike_pos)
+    contrib = channel_contributions(model, parts, layer, col)
+    pre = cache[H.mlp_pre(layer)][0, spike_pos, col].float()
+    key = "gate" if "gate" in contrib else "up"
+    measured_pre = contrib[key].sum() + contrib[f"{key}_const"]
+    error = float((measured_pre - pre).abs() / pre.abs().clamp_min(1e-6))
+    drivers = pd.DataFrame(labels)
+    for k in ("gate", "up"):
+        drivers[k] = contrib[k].tolist() if k in contrib else float("nan")
+    # effect: the change of the input channel's activation if this part alone were removed (norm scale held)
+    hidden = cache[H.mlp_post(layer)][0, spike_pos, col].float()
+    total = {k: contrib[k].sum() + contrib[f"{k}_const"] for k in ("gate", "up") if k in contrib}
+    if "gate" in total:
+        without = _activation(model, total["gate"] - contrib["gate"]) * (total["up"] - contrib["up"])
+    else:
+        without = _activation(model, total["up"] - contrib["up"])
+    drivers["effect"] = (hidden - without).tolist()
+    drivers["attends_to"] = _attended_tokens(cache, labels, spike_pos, tokens)
+
+    # readers: attention mass on the spike positions from the positions after them
+    after = slice(max(spikes) + 1, len(tokens)) if max(spikes) + 1 < len(tokens) else slice(0, len(tokens))
+    reader_rows = []
+    for l in later:
+        mass = cache[H.attn_pattern(l)][0][:, after][..., spikes].sum(-1).mean(-1).float()  # [head]
+        mass_z = zeroed[H.attn_pattern(l)][0][:, after][..., spikes].sum(-1).mean(-1).float()
+        reader_rows += [{"layer": l, "head": h, "intact": float(mass[h]), "zeroed": float(mass_z[h])} for h in range(len(mass))]
+    readers = pd.DataFrame(reader_rows, columns=["layer", "head", "intact", "zeroed"])
+    readers["change"] = readers["zeroed"] - readers["intact"]
+
+    return TraceResult(
+        config=config, model_id=model.name, fingerprint=model.fingerprint(),
+        tensors={"parts_gate": contrib.get("gate", contrib["up"]), "parts_up": contrib["up"]},
+        tables={"tokens": token_table, "drivers": drivers, "readers": readers},
+        meta={"spike_position": spike_pos, "spike_token": tokens[spike_pos], "spike_value": float(act[spike_pos]),
+              "zeroed_value": float(zeroed[H.mlp_out(layer)][0, spike_pos, row]), "spike_positions": spikes,
+              "input_value": float(hidden), "decomposition_error": error, "n_layers": n_layers},
+    )
+
+
+def _attended_tokens(cache, labels: list[dict], pos: int, tokens: list[str]) -> list[str]:
+    """For head parts: the token that head attends to most from ``pos``, with its attention weight
+    (where the head's contribution comes from); empty for other parts."""
+    out = []
+    for label in labels:
+        if label["kind"] != "head":
+            out.append("")
+            continue
+        row = cache[H.attn_pattern(label["layer"])][0, label["head"], pos]  # [key_pos]
+        k = int(row.argmax())
+        out.append(f"{tokens[k]!r} @{k} ({float(row[k]):.2f})")
+    return out
+
+
+ANALYSIS = Analysis(
+    name="super_weight_trace",
+    title="Super-weight trace",
+    description="One super weight on one prompt: the heads and tokens that drive its super activation, and the "
+                "later heads whose attention sinks on it",
+    config_cls=TraceConfig,
+    result_cls=TraceResult,
+    compute=compute,
+)

@@ -88,7 +88,7 @@ def test_trace_defaults_errors_and_views(tiny_llama):
         wb.trace_super_weight(model, weight, "", cache=False)
     with pytest.raises(InputError, match="layer, row, col"):
         wb.trace_super_weight(model, (1, 2), cache=False)
-    with pytest.raises(InputError, match="no super weights"):
+    with pytest.raises(wb.UnsupportedModelError, match="no super weights"):
         wb.trace_super_weight(tiny_llama, None, PROMPT, cache=False)  # random weights: nothing to trace
 
     trace = wb.trace_super_weight(model, weight, PROMPT, cache=False)
@@ -121,3 +121,12 @@ def test_trace_on_the_embedded_model(embedded):
     readers = trace.to_frame("readers")
     # The attention sink on the first token collapses in late heads when the weight is zeroed.
     assert readers["change"].min() < -0.5
+
+
+def test_cli_traces_a_given_weight(capsys):
+    from workbench.cli import main
+
+    main(["super-weights", "--model", "tiny-llama", "--eval-windows", "2", "--window", "32", "--no-cache",
+          "--trace", PROMPT, "--weight", "0", "3", "5"])
+    out = capsys.readouterr().out
+    assert "layer 0 down_proj[3, 5]" in out and "drive its input channel" in out and "L1H" in out

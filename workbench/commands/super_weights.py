@@ -1,4 +1,5 @@
-"""``workbench super-weights``: detect super weights and print the candidates table."""
+"""``workbench super-weights``: detect super weights and print the candidates table; ``--trace PROMPT``
+follows the strongest one (or ``--weight L ROW COL``) to its driving and reading heads on a prompt."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ COLUMNS = ["layer", "row", "col", "weight", "weight_rank", "in_value", "out_valu
 
 
 def run(args) -> None:
-    from ..analyses.super_weights.api import super_weights
+    from ..analyses.super_weights.api import super_weights, trace_super_weight
 
+    model = load(args)
     options = given(args, "eval_windows", "window", "max_rounds", "out_factor")
-    result = super_weights(load(args), prompts=args.prompts, eval_file=args.eval_file, cache=not args.no_cache, **options)
+    result = super_weights(model, prompts=args.prompts, eval_file=args.eval_file, cache=not args.no_cache, **options)
     print_summary(result)
     print()
     table = result.candidates
@@ -24,6 +26,14 @@ def run(args) -> None:
     if published is not None:
         print("\npublished index:")
         print_frame(published)
+    if args.trace is not None:
+        trace = trace_super_weight(model, args.weight, args.trace or None, cache=not args.no_cache)
+        print("\ntrace:")
+        print_summary(trace)
+        print("\nparts of the residual stream that drive its input channel:")
+        print_frame(trace.top_drivers(10))
+        print("\nlater heads whose attention on the spike tokens moves most when it is zeroed:")
+        print_frame(trace.top_readers(10))
 
 
 def add_parser(sub) -> None:
@@ -35,6 +45,10 @@ def add_parser(sub) -> None:
     p.add_argument("--max-rounds", type=int, default=None, help="most scan rounds of the iterative search")
     p.add_argument("--out-factor", type=float, default=None, help="spike: top channel / median channel of the MLP output")
     p.add_argument("--only-super", action="store_true", help="print only the candidates labelled 'super weight'")
+    p.add_argument("--trace", nargs="?", const="", default=None, metavar="PROMPT",
+                   help="follow a super weight on PROMPT (default prompt if none): its drivers and reading heads")
+    p.add_argument("--weight", nargs=3, type=int, default=None, metavar=("LAYER", "ROW", "COL"),
+                   help="the weight --trace follows (default: the strongest super weight)")
     p.add_argument("--no-cache", action="store_true", help="recompute even if a cached result exists")
     add_model_args(p)
     p.set_defaults(func=run)

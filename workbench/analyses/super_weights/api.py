@@ -87,15 +87,20 @@ def trace_super_weight(model, weight=None, prompt: str | None = None, *, cache=T
     >>> t = wb.trace_super_weight(model)
     >>> t.top_drivers(), t.top_readers()
     """
-    if weight is None:
-        found = super_weights(model, cache=cache).super_weights
-        if found.empty:
-            from ...errors import InputError
-
-            raise InputError(f"wb.super_weights found no super weights in {model.name}; pass weight=(layer, row, col)")
-        best = found.sort_values("delta_loss", ascending=False).iloc[0]
-        weight = (best["layer"], best["row"], best["col"])
-    options["weight"] = tuple(int(v) for v in weight)
+    if weight is not None:
+        options["weight"] = tuple(int(v) for v in weight)
     if prompt is not None:
         options["prompt"] = prompt
     return run_analysis("super_weight_trace", model, None, cache=cache, **options)
+
+
+def strongest_super_weight(model) -> tuple[int, int, int]:
+    """(layer, row, col) of the super weight with the largest loss effect (cached :func:`super_weights`)."""
+    found = super_weights(model).super_weights
+    if found.empty:
+        from ...errors import UnsupportedModelError
+
+        raise UnsupportedModelError(f"wb.super_weights found no super weights in {model.name}: nothing to trace "
+                                    "by default; pass weight=(layer, row, col)")
+    best = found.sort_values("delta_loss", ascending=False).iloc[0]
+    return int(best["layer"]), int(best["row"]), int(best["col"])

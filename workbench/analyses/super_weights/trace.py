@@ -18,7 +18,7 @@ Coordinates as everywhere in this package: (layer, row, col) = HF ``down_proj.we
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import torch
@@ -35,7 +35,7 @@ from .scan import require_mlp_hooks
 
 @dataclass(frozen=True)
 class TraceConfig:
-    weight: tuple[int, int, int] = ()  # (layer, row, col); wb.trace_super_weight fills in the strongest super weight
+    weight: tuple[int, ...] = ()  # (layer, row, col); () = the strongest super weight wb.super_weights finds
     prompt: str = "Summer is hot. Winter is"  # the text traced (BOS prepended as the model's tokenizer does)
     spike_fraction: float = 0.5  # spike positions: |super activation| >= this x its largest |value| on the prompt
 
@@ -162,6 +162,10 @@ def _activation(model, pre: Tensor) -> Tensor:
 
 # ------------------------------------------------------------------ compute
 def _check(model, config: TraceConfig) -> tuple[int, int, int]:
+    if not config.weight:
+        from .api import strongest_super_weight
+
+        return _check(model, replace(config, weight=strongest_super_weight(model)))
     if len(config.weight) != 3:
         raise InputError("weight must be (layer, row, col): HF down_proj.weight[row, col] of that layer")
     layer, row, col = (int(v) for v in config.weight)
@@ -177,6 +181,7 @@ def _check(model, config: TraceConfig) -> tuple[int, int, int]:
 @torch.no_grad()
 def compute(model, config: TraceConfig) -> TraceResult:
     layer, row, col = _check(model, config)
+    config = replace(config, weight=(layer, row, col))  # the default resolved, so the result names its weight
     (prompt,) = check_prompts(config.prompt)
     require_mlp_hooks(model)
     model.require_finite_weights()
@@ -266,4 +271,5 @@ ANALYSIS = Analysis(
     config_cls=TraceConfig,
     result_cls=TraceResult,
     compute=compute,
+    in_report=True,  # the strongest super weight on the default prompt: under a second once detection is cached
 )

@@ -34,7 +34,7 @@ def drivers_figure(result, n: int = 15) -> go.Figure:
     """The ``n`` parts of the residual stream with the largest direct effect on the weight's input channel."""
     top = result.top_drivers(n).iloc[::-1]  # largest at the top of a horizontal bar chart
     meta = result.meta
-    fig = figure(f"What drives the input channel {result.weight[2]} at {plot_text(repr(meta['spike_token']))} "
+    fig = figure(f"What drives the input channel {result.weight[2]} at {meta['spike_token']!r} "
                  f"(position {meta['spike_position']})", height=max(320, 24 * len(top) + 120))
     text = [plot_text(f"{r.part}: gate {r.gate:+.3g}, up {r.up:+.3g}" + (f"; attends to {r.attends_to}" if r.attends_to else ""))
             for r in top.itertuples()]

@@ -67,9 +67,11 @@ class HeadCompositionWidget(widgets.VBox):
         self.pair.value = value
 
     def _on_kind(self, _change=None) -> None:
+        before = self.pair.value
         self._fill_pairs()
         self._draw_heatmap()
-        self._draw_pair()
+        if self.pair.value == before:  # otherwise the pair's own observer has drawn it already
+            self._draw_pair()
 
     # ------------------------------------------------------------- figures
     def _draw_heatmap(self) -> None:

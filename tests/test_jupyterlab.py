@@ -1,0 +1,80 @@
+"""The four explorers in real JupyterLab: notebooks/explorers.ipynb run in a server started here and
+opened in headless Chromium; every explorer renders (widget views, drawn plotly figures) and a
+control change updates its view.
+
+The latency of each control change (in the page: change dispatched -> last DOM mutation of the
+view) is printed and recorded as a test property; nothing asserts on it. For repeated figures and
+the Python-only side, run ``benchmarks/widgets.py``. Skipped without /usr/bin/chromium or Playwright.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jupyterlab_session import Control, browser_available, lab_session
+
+NOTEBOOK = Path(__file__).parent.parent / "notebooks" / "explorers.ipynb"
+# explorer -> a text only its cell's source contains
+MARKERS = {
+    "super_weights": "sw.widget(",
+    "heads": "comp.widget(",
+    "bilinear": "spectrum.widget(",
+    "reagent": "attribution.widget(",
+}
+CONTROLS = (
+    Control("super_weights", "candidate"),
+    Control("heads", "kind", "toggle"),
+    Control("bilinear", "direction"),
+    Control("reagent", "target"),
+)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    reason = browser_available()
+    if reason:
+        pytest.skip(reason)
+    with lab_session(NOTEBOOK, tmp_path_factory.mktemp("jupyterlab")) as page:
+        seconds = page.run_all()
+        print(f"\nexplorers.ipynb ran in JupyterLab in {seconds:.1f} s")
+        yield page
+
+
+@pytest.mark.browser
+@pytest.mark.real
+def test_every_explorer_renders(lab):
+    assert sorted(lab.mark_explorers(MARKERS)) == sorted(MARKERS)
+    for name in MARKERS:
+        state = lab.wait_rendered(name)
+        assert state is not None, f"{name}: no output area"
+        assert "Error displaying widget" not in state["text"], f"{name}: {state['text'][:500]}"
+        assert state["views"] > 0, f"{name}: no ipywidgets view"
+        assert state["controls"] > 0, f"{name}: no controls rendered"
+        assert state["plots"] > 0 and state["drawn"] == state["plots"], f"{name}: figures not drawn: {state}"
+        assert state["with_data"] > 0, f"{name}: every figure is empty"
+
+
+@pytest.mark.browser
+@pytest.mark.real
+@pytest.mark.parametrize("control", CONTROLS, ids=lambda c: f"{c.explorer}-{c.description}")
+def test_control_change_updates_view(lab, control, record_property):
+    lab.mark_explorers(MARKERS)
+    assert lab.wait_rendered(control.explorer) is not None
+    result = lab.change(control)
+    assert "error" not in result, result["error"]
+    assert result["changed"], f"{control}: the view did not change after choosing {result['chosen']!r}"
+    record_property("latency_ms", round(result["last_ms"], 1))
+    print(f"\n{control.explorer} / {control.description} -> {result['chosen']!r}: "
+          f"first update {result['first_ms']:.0f} ms, settled {result['last_ms']:.0f} ms")
+    # once more: the control keeps working
+    again = lab.change(control)
+    assert "error" not in again and again["changed"], again
+    assert not [m for m in lab.console if m.startswith("pageerror")], lab.console
+
+
+@pytest.mark.browser
+@pytest.mark.real
+def test_page_stays_offline(lab):
+    assert lab.refused == []  # JupyterLab and the widgets asked for nothing but the local server

@@ -47,7 +47,7 @@ SETTINGS = {
 @dataclass(frozen=True)
 class Control:
     """One control of one explorer: ``explorer`` (a name given to :meth:`LabPage.mark_explorers`), the
-    control's ipywidgets ``description`` and its ``kind`` ('dropdown' or 'toggle')."""
+    control's ipywidgets ``description`` and its ``kind`` ('dropdown', 'toggle' or 'button')."""
 
     explorer: str
     description: str
@@ -255,6 +255,12 @@ _CHANGE_JS = """async ({name, description, kind, quietMs, timeoutMs}) => {
     const next = (select.selectedIndex + 1) % select.options.length;
     chosen = select.options[next].textContent.replace(/\u00a0/g, ' ');
     act = () => { select.selectedIndex = next; select.dispatchEvent(new Event('change', {bubbles: true})); };
+  } else if (kind === 'button') {
+    control = Array.from(root.querySelectorAll('button.widget-button')).find(b => b.textContent.trim() === description);
+    if (!control) return {error: `no button '${description}' in ${name}`};
+    chosen = description;
+    const button = control;
+    act = () => button.click();
   } else {
     control = labelled('.widget-toggle-buttons', '.widget-label');
     const buttons = control ? Array.from(control.querySelectorAll('button')) : [];

@@ -76,5 +76,19 @@ def test_control_change_updates_view(lab, control, record_property):
 
 @pytest.mark.browser
 @pytest.mark.real
+def test_linked_trace_from_the_super_weight_explorer(lab, record_property):
+    # Across analyses: the picked super weight, traced to the heads that drive and read it.
+    lab.mark_explorers(MARKERS)
+    result = lab.change(Control("super_weights", "trace this weight", "button"))
+    assert "error" not in result, result["error"]
+    assert result["changed"], "the trace view did not fill in"
+    state = lab.wait_rendered("super_weights")
+    assert "down_proj" in state["text"] and state["drawn"] == state["plots"], state
+    record_property("latency_ms", round(result["last_ms"], 1))
+    print(f"\nsuper_weights / trace this weight: settled {result['last_ms']:.0f} ms (computed, then cached)")
+
+
+@pytest.mark.browser
+@pytest.mark.real
 def test_page_stays_offline(lab):
     assert lab.refused == []  # JupyterLab and the widgets asked for nothing but the local server

@@ -11,7 +11,7 @@ import workbench as wb
 from attribution_planted import COPY_POSITION, build_copy_model
 from workbench.analyses.attribution import baselines
 from workbench.analyses.attribution.common import prepare
-from workbench.analyses.attribution.faithfulness import distance, faithfulness, normalise, summarise
+from workbench.analyses.attribution.faithfulness import FaithfulnessParams, distance, faithfulness, kl, normalise, summarise
 from workbench.analyses.attribution.reagent import ReagentParams, reagent_sequence
 from workbench.analyses.attribution.replacers import build_sampler, candidate_ids, special_ids
 
@@ -70,17 +70,18 @@ def test_integrated_gradients_completeness(copy_model):
     assert torch.nansum(ig[0]).item() == pytest.approx((lp[0] - lp[1]).item(), rel=0.02, abs=0.02)
 
 
-def test_faithfulness_of_the_perfect_attribution_beats_random(copy_model):
+@pytest.mark.parametrize("s0_metric, margin", [("hellinger", 0.5), ("kl", 0.05)])  # "kl" compresses Soft-NS
+def test_faithfulness_of_the_perfect_attribution_beats_random(copy_model, s0_metric, margin):
     seq = prepare(copy_model, PROMPT, None, max_new_tokens=2)
     W = len(seq.ids) - 1
     perfect = torch.zeros(seq.n_targets, W)
     perfect[:, COPY_POSITION] = 1.0
     wrong = torch.ones(seq.n_targets, W)  # everything but the copied token
     wrong[:, COPY_POSITION] = 0.0
-    table = faithfulness(copy_model, seq, {"perfect": perfect, "wrong": wrong})
+    table = faithfulness(copy_model, seq, {"perfect": perfect, "wrong": wrong}, FaithfulnessParams(s0_metric=s0_metric))
     summary = summarise(table).set_index(["method", "metric"])
     for metric in ("soft_ns", "soft_nc"):
-        assert summary.loc[("perfect", metric), "log_ratio"] > 0.5
+        assert summary.loc[("perfect", metric), "log_ratio"] > margin
         assert summary.loc[("perfect", metric), "mean"] > summary.loc[("wrong", metric), "mean"]
     # hard metrics: removing the copied token destroys the prediction, keeping it alone suffices
     assert summary.loc[("perfect", "comp_aopc"), "mean"] > 0.75
@@ -88,9 +89,13 @@ def test_faithfulness_of_the_perfect_attribution_beats_random(copy_model):
     assert summary.loc[("wrong", "comp_aopc"), "mean"] < 0.05
 
 
-def test_distance_and_normalise():
+def test_distance_kl_and_normalise():
     p = torch.tensor([0.5, 0.5, 0.0])
     q = torch.tensor([0.0, 0.0, 1.0])
+    assert kl(p, p).item() == pytest.approx(0.0)
+    assert kl(p, torch.tensor([0.25, 0.25, 0.5])).item() == pytest.approx(math.log(2.0))
+    with pytest.raises(wb.InputError, match="s0_metric"):
+        faithfulness(None, None, {}, FaithfulnessParams(s0_metric="js"))
     assert distance(p, p).item() == pytest.approx(0.0)
     assert distance(p, q).item() == pytest.approx(1.0)  # disjoint supports: the largest Hellinger distance
     r = torch.tensor([0.25, 0.25, 0.5])

@@ -13,7 +13,12 @@ original next-token distribution p:
 * D is the Hellinger distance, D(p, q) = ||sqrt p - sqrt q||_2 / sqrt 2 in [0, 1], as the authors'
   code computes it (REFERENCES.md writes the sum of squares without the square root; that can
   exceed 1 and make Soft-S negative, so we follow the code);
-* S0 = Soft-S with every attributable embedding zeroed;
+* S0 = the sufficiency of the empty rationale (every attributable embedding zeroed):
+  1 - D(p, p_zero) (``s0_metric="hellinger"``, the default: the same scale as Soft-S). The authors'
+  code scores S0 with hard sufficiency instead, 1 - max(0, KL(p || p_zero)) (``"kl"``): that S0 is
+  usually negative, so every attribution, random included, gets a large Soft-NS and the log ratios
+  shrink towards 0 (a one-hot perfect attribution of the planted copy model: +0.19 with "kl",
+  +5.0 with "hellinger"); with "hellinger", spread-out attributions often score Soft-NS 0;
   Soft-NS = max(0, Soft-S - S0) / (1 - S0),  Soft-NC = Soft-C / (1 - S0);
 * masks are averaged over ``n_mask_samples`` draws. The paper reports
   log(sum metric_method / sum metric_random) over all targets: > 0 means better than random.
@@ -49,6 +54,7 @@ class FaithfulnessParams:
     n_mask_samples: int = 8  # Bernoulli soft masks per target and method (averaged)
     ratios: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)  # hard rationale sizes as fractions of the context
     faithfulness_seed: int = 0  # masks and the random-importance baseline
+    s0_metric: str = "hellinger"  # S0 (empty rationale): "hellinger" (same scale as Soft-S) or "kl" (authors' code)
 
 
 def distance(p: Float[Tensor, "... vocab"], q: Float[Tensor, "... vocab"]) -> Float[Tensor, "..."]:
@@ -63,6 +69,11 @@ def normalise(importance: Float[Tensor, "pos"], attributable: Tensor) -> Tensor:
     if total <= 0:
         return attributable.float() / attributable.sum()
     return imp / total
+
+
+def kl(p: Float[Tensor, "... vocab"], q: Float[Tensor, "... vocab"]) -> Float[Tensor, "..."]:
+    """KL(p || q) in nats (terms with p = 0 contribute 0)."""
+    return torch.where(p > 0, p * (p.clamp_min(1e-30).log() - q.clamp_min(1e-30).log()), 0.0).sum(-1)
 
 
 def random_importance(attributable: Tensor, gen: torch.Generator) -> Tensor:
@@ -99,6 +110,8 @@ def faithfulness(model, seq: Sequence, importances: dict[str, Tensor], params: F
     plus the ``random`` baseline. One batched forward per target."""
     if params.n_mask_samples < 1 or not params.ratios or not all(0 < r <= 1 for r in params.ratios):
         raise InputError("n_mask_samples must be >= 1 and ratios fractions in (0, 1]")
+    if params.s0_metric not in ("kl", "hellinger"):
+        raise InputError(f"s0_metric must be 'kl' or 'hellinger', got {params.s0_metric!r}")
     gen = torch.Generator().manual_seed(params.faithfulness_seed)
     rows = []
     for j in range(seq.n_targets):
@@ -117,7 +130,7 @@ def faithfulness(model, seq: Sequence, importances: dict[str, Tensor], params: F
         x = torch.cat(batch).to(model.device, model.hf_model.dtype)
         probs = torch.softmax(last_logits_from_embeds(model, x, max_tokens=max_batch_tokens).float(), -1).cpu()
         p, p_zero = probs[0], probs[1]
-        s0 = 1 - distance(p_zero, p)
+        s0 = 1 - (kl(p, p_zero).clamp_min(0) if params.s0_metric == "kl" else distance(p_zero, p))
         denom = max(float(1 - s0), 1e-12)
         at = 2
         for name, layout in layouts:

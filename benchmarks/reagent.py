@@ -27,8 +27,9 @@ torch threads. Faithfulness of both attributions is then scored by the same code
 (``workbench.analyses.attribution.faithfulness``: Soft-NS / Soft-NC, log ratio vs random importance;
 hard comprehensiveness / sufficiency AOPC).
 
-A second table repeats ours with ``probe_dtype="bfloat16"`` (probe forwards under torch.autocast),
-same hyperparameters and seed, against the same Inseq run.
+The first table runs ours with float32 probes (``probe_dtype=None``, Inseq's precision); a second
+repeats it with the library default ``probe_dtype="auto"`` (bfloat16 autocast on a CPU with AMX or a
+CUDA GPU, float32 elsewhere), same hyperparameters and seed, against the same Inseq run.
 
 Baselines (per method): ours (batched over targets) vs Inseq's saliency / input_x_gradient /
 integrated_gradients / occlusion / attention on the same prompt and generated tokens.
@@ -58,6 +59,7 @@ import torch  # noqa: E402
 
 import workbench as wb  # noqa: E402
 from workbench.analyses.attribution.common import prepare  # noqa: E402
+from workbench.analyses.attribution.reagent import ReagentParams, probe_dtype  # noqa: E402
 from workbench.analyses.attribution.faithfulness import FaithfulnessParams, faithfulness, summarise  # noqa: E402
 from workbench.analyses.attribution.replacers import candidate_ids  # noqa: E402
 
@@ -152,10 +154,10 @@ def bench_reagent(args, model, inseq, hf, tok) -> list[dict]:
             out, t = timed(lambda: im.attribute(prompt, generation_args=gen, show_progress=False))
             times["inseq"] += t
             ours, t = timed(lambda: wb.reagent(model, prompt, cache=False, max_new_tokens=args.new_tokens,
-                                               prepend_bos=False, seed=seed, **params))
+                                               prepend_bos=False, seed=seed, probe_dtype=None, **params))
             times["ours"] += t
             fast, t = timed(lambda: wb.reagent(model, prompt, cache=False, max_new_tokens=args.new_tokens,
-                                               prepend_bos=False, seed=seed, probe_dtype="bfloat16", **params))
+                                               prepend_bos=False, seed=seed, probe_dtype=args.fast_dtype, **params))
             times["bf16"] += t
             same &= [t.id for t in out.sequence_attributions[0].target[seq.n_prompt:]] == seq.ids[seq.n_prompt:].tolist()
             imps = {"ours": ours.tensors["importance"], "inseq": inseq_importance(out, seq.n_prompt, seq.n_targets),
@@ -185,7 +187,7 @@ def bench_reagent(args, model, inseq, hf, tok) -> list[dict]:
     total["bf16_speedup"] = total["inseq_s"] / total["bf16_s"]
     rows.append(total)
     print_table(
-        f"ReAGent: ours vs Inseq 0.7.1 (probes {args.probes}, max steps {args.max_steps}, top-n {args.top_n}, "
+        f"ReAGent, float32 probes: ours vs Inseq 0.7.1 (probes {args.probes}, max steps {args.max_steps}, top-n {args.top_n}, "
         f"top-k {args.top_k}, ratio {args.ratio}, {args.seeds} seed(s) each, times summed; speedup = Inseq s / ours s; "
         "faithfulness = log(sum / sum random) over targets x seeds, higher is better)",
         rows,
@@ -195,7 +197,8 @@ def bench_reagent(args, model, inseq, hf, tok) -> list[dict]:
          ("inseq_nc", "NC Inseq", "+.2f"), ("ours_comp", "comp ours", ".3f"), ("inseq_comp", "comp Inseq", ".3f"),
          ("same_targets", "same targets", ""), ("inseq_nan_targets", "Inseq NaN", "d")],
     )
-    print_table("ReAGent with probe_dtype='bfloat16' (autocast; same hyperparameters, same seeds)", rows,
+    print_table(f"ReAGent with probe_dtype={args.fast_dtype!r} (resolved here: "
+                f"{probe_dtype(model, ReagentParams(probe_dtype=args.fast_dtype))}; same hyperparameters, same seeds)", rows,
                 [("prompt", "prompt", ""), ("bf16_s", "ours bf16 s", ".1f"), ("inseq_s", "Inseq s", ".1f"),
                  ("bf16_speedup", "speedup", ".2f"), ("bf16_ns", "NS bf16", "+.2f"), ("inseq_ns", "NS Inseq", "+.2f"),
                  ("bf16_nc", "NC bf16", "+.2f"), ("inseq_nc", "NC Inseq", "+.2f"), ("bf16_comp", "comp bf16", ".3f"),
@@ -250,6 +253,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's)")
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--no-inseq-baselines", action="store_true", help="time our baselines only")
+    p.add_argument("--fast-dtype", default="auto", help="probe_dtype of the second table (default: the library default)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     if args.quick:

@@ -12,7 +12,7 @@ from attribution_planted import COPY_POSITION, build_copy_model
 from workbench.analyses.attribution import baselines
 from workbench.analyses.attribution.common import prepare
 from workbench.analyses.attribution.faithfulness import FaithfulnessParams, distance, faithfulness, kl, normalise, summarise
-from workbench.analyses.attribution.reagent import ReagentParams, reagent_sequence
+from workbench.analyses.attribution.reagent import ReagentParams, probe_dtype, reagent_sequence
 from workbench.analyses.attribution.replacers import build_sampler, candidate_ids, special_ids
 
 PROMPT = "The quick brown fox jumps over"  # position 2 (after BOS) is 'h': the model predicts 'h'
@@ -252,8 +252,17 @@ def test_bad_options(copy_model):
         wb.compare_attributions(copy_model, [PROMPT], ["lime"], cache=False)
 
 
-def test_reduced_precision_probes_find_the_same_token(copy_model):
-    out = wb.reagent(copy_model, PROMPT, probe_dtype="bfloat16", **FAST)
+@pytest.mark.parametrize("dtype", ["bfloat16", None, "auto"])
+def test_every_probe_precision_finds_the_same_token(copy_model, dtype):
+    out = wb.reagent(copy_model, PROMPT, probe_dtype=dtype, **FAST)
     assert (out.tables["targets"]["top_context_position"] == COPY_POSITION).all()
+    resolved = probe_dtype(copy_model, ReagentParams(probe_dtype=dtype))
+    assert out.meta["probe_dtype"] == (resolved or "float32")
+    assert resolved in ((dtype,) if dtype != "auto" else ("bfloat16", None))
+
+
+def test_auto_precision_leaves_half_precision_models_alone():
+    half = wb.load_model("tiny-llama", dtype="bfloat16", progress=False)
+    assert probe_dtype(half, ReagentParams()) is None  # "auto" by default
     with pytest.raises(wb.InputError, match="probe_dtype"):
-        wb.reagent(copy_model, PROMPT, probe_dtype="int8", **FAST)
+        wb.reagent(half, PROMPT, probe_dtype="int8", **FAST)

@@ -63,8 +63,9 @@ class ReagentParams:
     seed: int = 0  # all draws come from torch.Generator(seed): same seed, same result
     max_batch_tokens: int = 8192  # tokens per forward pass (rows x context length); lower it to save memory
     chunk_tokens: int = 0  # tokens per forward the step chunks aim at; 0: auto (CPU 512, 4096 with probe_dtype; GPU 32768)
-    probe_dtype: str | None = None  # "bfloat16" / "float16": probe forwards under torch.autocast (3-5x faster on
-    #                                 CPUs with AMX / AVX512-BF16; probabilities move by ~1e-2); None: the model's dtype
+    probe_dtype: str | None = "auto"  # "bfloat16" / "float16": probe forwards under torch.autocast (3x faster per
+    #   token on CPUs with AMX; probabilities move by ~1e-2); None: the model's own dtype; "auto": bfloat16 where
+    #   the device runs it fast (a CUDA GPU with bfloat16, a CPU with AMX tiles) and the model is float32, else None
 
 
 @dataclass(frozen=True)
@@ -86,15 +87,27 @@ def check_params(p: ReagentParams) -> None:
         raise InputError("stop_top_k must be at least 1")
     if p.replacer not in REPLACERS:
         raise InputError(f"unknown replacer {p.replacer!r}; choose one of {', '.join(REPLACERS)}")
-    if p.probe_dtype not in (None, "bfloat16", "float16"):
-        raise InputError(f"probe_dtype must be None, 'bfloat16' or 'float16', got {p.probe_dtype!r}")
+    if p.probe_dtype not in (None, "auto", "bfloat16", "float16"):
+        raise InputError(f"probe_dtype must be None, 'auto', 'bfloat16' or 'float16', got {p.probe_dtype!r}")
 
 
-def _precision(model, params: ReagentParams):
-    """The autocast context for probe forwards (a no-op context without ``probe_dtype``)."""
-    if params.probe_dtype is None:
+def probe_dtype(model, params: ReagentParams) -> str | None:
+    """The dtype probe forwards run in: ``params.probe_dtype`` with "auto" resolved for this model and device."""
+    if params.probe_dtype != "auto":
+        return params.probe_dtype
+    if model.hf_model.dtype != torch.float32:
+        return None  # already half precision: nothing to gain
+    device = model.device
+    fast = torch.cuda.is_bf16_supported() if device.type == "cuda" else (
+        device.type == "cpu" and getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    return "bfloat16" if fast else None
+
+
+def _precision(model, dtype: str | None):
+    """The autocast context for probe forwards (a no-op context for ``None``)."""
+    if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=model.device.type, dtype=getattr(torch, params.probe_dtype))
+    return torch.autocast(device_type=model.device.type, dtype=getattr(torch, dtype))
 
 
 def _first_true(hit: Bool[Tensor, "a c"]) -> Int[Tensor, "a"]:
@@ -121,7 +134,8 @@ def reagent_target(
     keep_n = params.keep_top_n or math.ceil(params.keep_ratio * n_attr)
     keep_n = max(1, min(keep_n, n_attr))
 
-    precision = _precision(model, params)  # p_orig and every probe in the same precision: no offset in Delta
+    dtype = probe_dtype(model, params)
+    precision = _precision(model, dtype)  # p_orig and every probe in the same precision: no offset in Delta
     with precision:
         p_orig = torch.softmax(last_logits(model, ctx[None]).float(), -1)[0, target].cpu()
     scores = torch.rand(P, T, generator=generator).masked_fill(~attr, float("-inf"))  # [probe, ctx]
@@ -129,7 +143,7 @@ def reagent_target(
     stopped = torch.zeros(P, dtype=torch.bool)
     active = torch.arange(P)
     # fp32 on CPU runs fastest at ~512 tokens per forward; autocast amortises its weight casts over larger batches
-    aim = params.chunk_tokens or (32768 if model.device.type != "cpu" else 4096 if params.probe_dtype else 512)
+    aim = params.chunk_tokens or (32768 if model.device.type != "cpu" else 4096 if dtype else 512)
     done, chunk = 0, 1
     bar = progress(desc="ReAGent steps", total=params.max_steps)
     while len(active) and done < params.max_steps:
@@ -213,7 +227,9 @@ def compute_reagent(model, config: ReagentConfig, mlm: MaskedLM | None = None) -
     check_params(config)
     seq = prepare(model, config.prompt, config.target, max_new_tokens=config.max_new_tokens, prepend_bos=config.prepend_bos)
     tensors = reagent_sequence(model, seq, config, mlm)
-    return attribution_result(ReagentResult, model, config, seq, "reagent", tensors)
+    result = attribution_result(ReagentResult, model, config, seq, "reagent", tensors)
+    result.meta["probe_dtype"] = probe_dtype(model, config) or str(model.hf_model.dtype).removeprefix("torch.")
+    return result
 
 
 class ReagentResult(AttributionResult):
@@ -230,5 +246,6 @@ class ReagentResult(AttributionResult):
         steps = self.tensors["probe_steps"].float()
         lines.append(("probes", f"{int(stopped.sum())} of {stopped.numel()} stopped; "
                                 f"steps per probe: median {steps.median():.0f}, max {steps.max():.0f} "
-                                f"(max_steps {self.config.max_steps})"))
+                                f"(max_steps {self.config.max_steps})"
+                                + (f"; probe forwards in {self.meta['probe_dtype']}" if "probe_dtype" in self.meta else "")))
         return lines

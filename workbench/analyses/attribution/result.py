@@ -60,10 +60,11 @@ class AttributionResult(Result):
 
         return result_heatmaps_html(self)
 
-    def widget(self):
+    def widget(self, model=None):
+        """The explorer; with ``model``, its method selector computes other methods on the same prompt (cached)."""
         from ...widgets.attribution import AttributionWidget
 
-        return AttributionWidget(self)
+        return AttributionWidget(self, model=model)
 
 
 def attribution_tables(tokens: list[str], ids: list[int], n_prompt: int, importance: Tensor,

@@ -157,7 +157,11 @@ def _norm_bias(model, layer: int) -> Tensor | None:
 
 
 def _activation(model, pre: Tensor) -> Tensor:
-    return torch.nn.functional.silu(pre) if model.info.gated_mlp else torch.nn.functional.gelu(pre)
+    """The MLP's own activation function, as the HF config names it."""
+    from transformers.activations import ACT2FN
+
+    config = model.hf_model.config
+    return ACT2FN[getattr(config, "hidden_act", None) or getattr(config, "activation_function", "gelu")](pre)
 
 
 # ------------------------------------------------------------------ compute
@@ -241,7 +245,7 @@ def compute(model, config: TraceConfig) -> TraceResult:
 
     return TraceResult(
         config=config, model_id=model.name, fingerprint=model.fingerprint(),
-        tensors={"parts_gate": contrib.get("gate", contrib["up"]), "parts_up": contrib["up"]},
+        tensors={"parts_gate": contrib.get("gate", contrib["up"]).cpu(), "parts_up": contrib["up"].cpu()},
         tables={"tokens": token_table, "drivers": drivers, "readers": readers},
         meta={"spike_position": spike_pos, "spike_token": tokens[spike_pos], "spike_value": float(act[spike_pos]),
               "zeroed_value": float(zeroed[H.mlp_out(layer)][0, spike_pos, row]), "spike_positions": spikes,

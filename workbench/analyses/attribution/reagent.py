@@ -15,10 +15,15 @@ Batched here: the replacements of an update step do not depend on the scores, so
 of C steps for all active probes runs as one batch of probes x C rows; the scores after
 each of the C steps are cumulative sums, so the C stopping checks also run as one batch, and
 each probe freezes at its first successful check, exactly as the step-by-step loop would
-(same distribution of draws; different draw order than a sequential loop). Stopped probes
-leave the batch (Inseq keeps computing them). Chunks start at one step and grow up to
-``chunk_tokens`` per forward but never beyond the number of steps already run, so a probe
-that stops early wastes little. Only the last position is unembedded.
+(same distribution of draws; different draw order than a sequential loop). The checks of
+one chunk share a forward pass with the updates of the next (speculative for the probes
+the checks stop; their rows are dropped), and the first pass also carries the unchanged
+context for p(y | x): about one forward per chunk instead of two, which is what counts
+where a forward costs the same however few rows it has (small batches on a CPU stream
+every weight from memory; GPUs are latency-bound). Stopped probes leave the batch (Inseq
+keeps computing them). Chunks start at one step and grow up to ``chunk_tokens`` per
+forward but never beyond the number of steps already run, so a probe that stops early
+wastes little. Only the last position is unembedded.
 """
 
 from __future__ import annotations
@@ -136,8 +141,6 @@ def reagent_target(
 
     dtype = probe_dtype(model, params)
     precision = _precision(model, dtype)  # p_orig and every probe in the same precision: no offset in Delta
-    with precision:
-        p_orig = torch.softmax(last_logits(model, ctx[None]).float(), -1)[0, target].cpu()
     scores = torch.rand(P, T, generator=generator).masked_fill(~attr, float("-inf"))  # [probe, ctx]
     steps = torch.zeros(P, dtype=torch.long)
     stopped = torch.zeros(P, dtype=torch.bool)
@@ -145,41 +148,56 @@ def reagent_target(
     # fp32 on CPU runs fastest at ~512 tokens per forward; autocast amortises its weight casts over larger batches
     aim = params.chunk_tokens or (32768 if model.device.type != "cpu" else 4096 if dtype else 512)
     done, chunk = 0, 1
+    p_orig = None  # p(target | context), from the first forward's extra row
+    pending = None  # the last chunk's stopping checks: they share a forward with the next chunk's updates
     bar = progress(desc="ReAGent steps", total=params.max_steps)
-    while len(active) and done < params.max_steps:
-        A, C = len(active), min(chunk, params.max_steps - done)
-        # update step, C steps at once: [A, C, T] replaced-position masks and substitutes
+    while True:
+        A = len(active)
+        C = min(chunk, params.max_steps - done) if A else 0
+        if C == 0 and pending is None:
+            break
+        # C update steps for every probe not known to have stopped: [A, C, T] masks and substitutes. For a
+        # probe whose pending check stops it, these rows are speculation and are dropped below.
         replaced = (torch.rand(A, C, T, generator=generator) < params.replacing_ratio) & attr
-        subs = sampler.draw(A * C, T, generator).view(A, C, T)
-        probed = torch.where(replaced, subs, ctx)
-        with precision:
-            p_rep = torch.softmax(last_logits(model, probed.view(-1, T), max_tokens=params.max_batch_tokens).float(), -1)
-        delta = (p_orig - p_rep[:, target].cpu()).view(A, C, 1)  # [A, C, 1]
+        probed = torch.where(replaced, sampler.draw(A * C, T, generator).view(A, C, T), ctx)
+        rows = ([ctx[None]] if p_orig is None else []) + [probed.view(-1, T)]
+        rows += [pending["checked"].view(-1, T)] if pending is not None else []
+        with precision:  # one forward: [original] + updates + stopping checks
+            logits = last_logits(model, torch.cat(rows), max_tokens=params.max_batch_tokens).float()
+        if p_orig is None:
+            p_orig, logits = torch.softmax(logits[0], -1)[target].cpu(), logits[1:]
+        p_rep = torch.softmax(logits[: A * C], -1)[:, target].cpu().view(A, C)
+
+        alive = torch.ones(A, dtype=torch.bool)
+        if pending is not None:  # resolve the last chunk: each probe freezes at its first successful check
+            Cp = pending["C"]
+            hit = (logits[A * C:].topk(params.stop_top_k, dim=-1).indices == target).any(-1).cpu().view(A, Cp)
+            first = _first_true(hit)  # [A]
+            alive = first >= Cp
+            at = torch.where(alive, Cp - 1, first)
+            scores[active] = pending["cum"][torch.arange(A), at]
+            steps[active] += at + 1
+            stopped[active[~alive]] = True
+            pending = None
+            bar.set_postfix_str(f"{int(stopped.sum())}/{P} probes stopped")
+        active, replaced, p_rep = active[alive], replaced[alive], p_rep[alive]
+        A = len(active)
+        if C == 0 or A == 0:
+            continue
+
+        # apply the C updates: Delta per step, +logit for replaced positions, -logit for the others
+        delta = (p_orig - p_rep)[..., None]  # [A, C, 1]
         d = torch.where(replaced, delta, -delta)
         inc = torch.logit((0.5 * d + 0.5).clamp(_EPS, 1 - _EPS)).masked_fill(~attr, 0.0)
         cum = scores[active, None] + inc.cumsum(1)  # [A, C, T] scores after each of the C steps
-
-        # stopping check after each step: keep the top-n positions, replace the other attributable ones
+        # their stopping checks (run with the next forward): keep the top-n positions, replace the other ones
         top = cum.topk(keep_n, dim=-1).indices
         keep = torch.zeros(A, C, T, dtype=torch.bool).scatter_(-1, top, True)
-        subs = sampler.draw(A * C, T, generator).view(A, C, T)
-        checked = torch.where(attr & ~keep, subs, ctx)
-        with precision:
-            logits = last_logits(model, checked.view(-1, T), max_tokens=params.max_batch_tokens)
-        hit = (logits.topk(params.stop_top_k, dim=-1).indices == target).any(-1).cpu().view(A, C)
-
-        first = _first_true(hit)  # [A]
-        stop_now = first < C
-        at = torch.where(stop_now, first, C - 1)
-        scores[active] = cum[torch.arange(A), at]
-        steps[active] += at + 1
-        stopped[active[stop_now]] = True
-        active = active[~stop_now]
+        checked = torch.where(attr & ~keep, sampler.draw(A * C, T, generator).view(A, C, T), ctx)
+        pending = {"C": C, "cum": cum, "checked": checked}
         done += C
         bar.update(C)
-        bar.set_postfix_str(f"{P - len(active)}/{P} probes stopped")
-        if len(active):  # never speculate further ahead than the steps already run
-            chunk = min(done, max(1, round(aim / (len(active) * T))))
+        chunk = min(done, max(1, round(aim / (A * T))))  # never speculate further ahead than the steps already run
 
     bar.close()
     probs = torch.softmax(scores, -1)  # [P, T]; special positions (-inf) get 0

@@ -260,9 +260,16 @@ class HookedModel:
     def norm_gain(self, layer: int | None, before: str = "attn") -> Tensor | None:
         """Gain of the norm in front of ``layer``'s attention (``before="attn"``) or MLP (``"mlp"``), or of
         the final norm (``layer=None``); None when there is none. Weight analyses fold it into what it feeds."""
+        return self._norm_param(layer, before, "weight")
+
+    def norm_bias(self, layer: int | None, before: str = "attn") -> Tensor | None:
+        """Additive bias of that norm (LayerNorm), or None (RMSNorm has none)."""
+        return self._norm_param(layer, before, "bias")
+
+    def _norm_param(self, layer: int | None, before: str, name: str) -> Tensor | None:
         if before not in W.NORMS:
             raise InputError(f"before must be one of {sorted(W.NORMS)}, got {before!r}")
-        return W.norm_gain(self.bridge, None if layer is None else self._layer(layer), before)
+        return W.norm_param(self.bridge, None if layer is None else self._layer(layer), before, name)
 
     def _stacked(self, pick: Callable[[int], Tensor | None]) -> Tensor:
         return W.stack([pick(layer) for layer in range(self.info.n_layers)])

@@ -113,17 +113,11 @@ def mlp_weights(bridge, layer: int, gated: bool) -> MLPWeights:
 NORMS = {"attn": "ln1", "mlp": "ln2"}  # which norm sits in front of which sublayer
 
 
-def norm_gain(bridge, layer: int | None, before: str) -> Tensor | None:
-    """Gain of the norm in front of ``layer``'s ``before`` sublayer ("attn" / "mlp"), or of the final norm
-    (``layer=None``); None when the architecture has no such gain."""
+def norm_param(bridge, layer: int | None, before: str, name: str = "weight") -> Tensor | None:
+    """Gain (``name="weight"``) or LayerNorm bias (``"bias"``) of the norm in front of ``layer``'s ``before``
+    sublayer ("attn" / "mlp"), or of the final norm (``layer=None``); None when the architecture has none."""
     module = bridge.ln_final if layer is None else getattr(bridge.blocks[layer], NORMS[before], None)
-    return None if module is None else _get(module, "weight")
-
-
-def norm_bias(bridge, layer: int | None, before: str) -> Tensor | None:
-    """Additive bias of that norm (LayerNorm), or None (RMSNorm has none)."""
-    module = bridge.ln_final if layer is None else getattr(bridge.blocks[layer], NORMS[before], None)
-    return None if module is None else _get(module, "bias")
+    return None if module is None else _get(module, name)
 
 
 def stack(per_layer: list[Tensor]) -> Tensor:

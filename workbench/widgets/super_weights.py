@@ -129,9 +129,7 @@ class TraceView(widgets.VBox):
             self.show(result)
 
     def show(self, result) -> None:
-        self.text.value = "<table>" + "".join(
-            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in result.summary()
-        ) + "</table>"
+        self.text.value = result.summary_html()
         for name, fig in result.figures().items():
             replace_figure(self.plots[name], fig)
 

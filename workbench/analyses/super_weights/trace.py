@@ -137,7 +137,7 @@ def channel_contributions(model, parts: Float[Tensor, "part d_model"], layer: in
     gain = model.norm_gain(layer, "mlp")
     normed = centred * scale * (gain.float() if gain is not None else 1.0)  # [part, d_model]
     mlp = model.mlp_weights(layer)
-    norm_bias = _norm_bias(model, layer)
+    norm_bias = model.norm_bias(layer, "mlp")
     out = {}
     for key, W, b in (("gate", mlp.W_gate, None), ("up", mlp.W_in, mlp.b_in)):
         if W is None:
@@ -147,13 +147,6 @@ def channel_contributions(model, parts: Float[Tensor, "part d_model"], layer: in
         out[key] = normed @ w  # [part]
         out[f"{key}_const"] = torch.tensor(const)
     return out
-
-
-def _norm_bias(model, layer: int) -> Tensor | None:
-    """The additive bias of a LayerNorm in front of ``layer``'s MLP (None for RMSNorm)."""
-    from ...models import weights as W
-
-    return W.norm_bias(model.bridge, model._layer(layer), "mlp")
 
 
 def _activation(model, pre: Tensor) -> Tensor:
@@ -216,16 +209,14 @@ def compute(model, config: TraceConfig) -> TraceResult:
     # drivers: the parts of the stream at the strongest spike, through the norm into channel col
     labels, parts = residual_parts(model, cache, layer, spike_pos)
     contrib = channel_contributions(model, parts, layer, col)
-    pre = cache[H.mlp_pre(layer)][0, spike_pos, col].float()
-    key = "gate" if "gate" in contrib else "up"
-    measured_pre = contrib[key].sum() + contrib[f"{key}_const"]
-    error = float((measured_pre - pre).abs() / pre.abs().clamp_min(1e-6))
+    total = {k: contrib[k].sum() + contrib[f"{k}_const"] for k in ("gate", "up") if k in contrib}  # pre-activations
+    pre = cache[H.mlp_pre(layer)][0, spike_pos, col].float()  # measured: the gate's (the input's if not gated)
+    error = float((total.get("gate", total["up"]) - pre).abs() / pre.abs().clamp_min(1e-6))
     drivers = pd.DataFrame(labels)
     for k in ("gate", "up"):
         drivers[k] = contrib[k].tolist() if k in contrib else float("nan")
     # effect: the change of the input channel's activation if this part alone were removed (norm scale held)
     hidden = cache[H.mlp_post(layer)][0, spike_pos, col].float()
-    total = {k: contrib[k].sum() + contrib[f"{k}_const"] for k in ("gate", "up") if k in contrib}
     if "gate" in total:
         without = _activation(model, total["gate"] - contrib["gate"]) * (total["up"] - contrib["up"])
     else:

@@ -12,6 +12,8 @@ from torch import Tensor
 
 from ..errors import InputError, UnsupportedModelError
 from . import weights as W
+from . import writes
+from .architecture import Architecture, architecture_of
 from .fingerprint import scan_weights
 from .info import ModelInfo
 
@@ -35,6 +37,7 @@ class HookedModel:
         self.info = info
         self._hook_names = frozenset(bridge.hook_dict)
         self._weight_check: tuple[tuple[int, ...], tuple[str, list[str]]] | None = None
+        self.arch: Architecture = architecture_of(bridge, hf_model)  # the family's facts (models/architecture.py)
 
     # ------------------------------------------------------------------ facts
     @property
@@ -258,18 +261,66 @@ class HookedModel:
         return W.mlp_weights(self.bridge, self._layer(layer), self.info.gated_mlp)
 
     def norm_gain(self, layer: int | None, before: str = "attn") -> Tensor | None:
-        """Gain of the norm in front of ``layer``'s attention (``before="attn"``) or MLP (``"mlp"``), or of
-        the final norm (``layer=None``); None when there is none. Weight analyses fold it into what it feeds."""
-        return self._norm_param(layer, before, "weight")
+        """Effective gain of the norm in front of ``layer``'s attention (``before="attn"``) or MLP (``"mlp"``), or
+        of the final norm (``layer=None``): the stored weight plus the family's offset (Gemma: ``1 + w``).
+        None when there is none (post-norm-only or non-parametric norms). Weight analyses fold it into what
+        it feeds."""
+        return self._gain(self._norm_param(layer, before, "weight"))
 
     def norm_bias(self, layer: int | None, before: str = "attn") -> Tensor | None:
         """Additive bias of that norm (LayerNorm), or None (RMSNorm has none)."""
         return self._norm_param(layer, before, "bias")
 
-    def _norm_param(self, layer: int | None, before: str, name: str) -> Tensor | None:
+    def output_norm_gain(self, layer: int, sublayer: str = "attn") -> Tensor | None:
+        """Effective gain of the norm on ``sublayer``'s output (sandwich / post-norm families), or None."""
+        return self._gain(self._norm_param(layer, sublayer, "weight", post=True)) if self.arch.post_norms else None
+
+    def norm_bias_param(self, layer: int, sublayer: str, *, post: bool = False) -> Tensor | None:
+        """Bias of a block norm: in front of ``sublayer`` or (``post=True``) on its output."""
+        return self._norm_param(layer, sublayer, "bias", post=post)
+
+    def qk_norm_gains(self, layer: int) -> tuple[Float[Tensor, "head d_head"], Float[Tensor, "kv_head d_head"]] | None:
+        """Effective gains of the query / key norms per head, or None when the family has none."""
+        found = W.qk_norm_params(self.bridge, self._layer(layer)) if self.arch.attention.qk_norm else None
+        if found is None:
+            return None
+        d = self.info.d_head
+        return tuple(self._gain(g).reshape(-1, d).expand(n, d) if g.numel() == d else self._gain(g).reshape(n, d)
+                     for g, n in zip(found, (self.info.n_heads, self.info.n_kv_heads)))
+
+    def _gain(self, stored: Tensor | None) -> Tensor | None:
+        return None if stored is None else stored + self.arch.gain_offset
+
+    def _norm_param(self, layer: int | None, before: str, name: str, post: bool = False) -> Tensor | None:
         if before not in W.NORMS:
             raise InputError(f"before must be one of {sorted(W.NORMS)}, got {before!r}")
-        return W.norm_param(self.bridge, None if layer is None else self._layer(layer), before, name)
+        return W.norm_param(self.bridge, None if layer is None else self._layer(layer), before, name, post=post)
+
+    # ------------------------------------------------- the residual stream
+    def effective_attention_weights(self, layer: int, *, fold_input_norm: bool = True) -> W.AttentionWeights:
+        """Attention weights as they act on the residual stream: input-norm and q/k-norm gains folded into
+        W_Q / W_K / W_V, the output norm's gain and the residual multiplier into W_O (models/writes.py)."""
+        return writes.effective_attention(self, self._layer(layer), fold_input_norm=fold_input_norm)
+
+    def effective_mlp_weights(self, layer: int, *, fold_input_norm: bool = True) -> W.MLPWeights:
+        """MLP weights as they act on the residual stream (see :meth:`effective_attention_weights`)."""
+        return writes.effective_mlp(self, self._layer(layer), fold_input_norm=fold_input_norm)
+
+    def attn_write_name(self, layer: int) -> str:
+        """Hook carrying exactly what ``layer``'s attention adds to the residual stream (after any post-norm)."""
+        return writes.attn_write_name(self, self._layer(layer))
+
+    def mlp_write_name(self, layer: int) -> str:
+        """Hook carrying exactly what ``layer``'s MLP adds to the residual stream (after any post-norm)."""
+        return writes.mlp_write_name(self, self._layer(layer))
+
+    def head_write_names(self, layer: int) -> list[str]:
+        """Activations :meth:`head_writes` needs from a forward pass."""
+        return writes.head_write_names(self, self._layer(layer))
+
+    def head_writes(self, layer: int, acts: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Per-head exact writes [batch, pos, head, d_model] and the rest (biases) [batch, pos, d_model]."""
+        return writes.head_writes(self, self._layer(layer), acts)
 
     def _stacked(self, pick: Callable[[int], Tensor | None]) -> Tensor:
         return W.stack([pick(layer) for layer in range(self.info.n_layers)])

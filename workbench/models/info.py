@@ -57,7 +57,7 @@ def info_from_bridge(bridge, hf_model, tokenizer, name: str, source: str) -> Mod
         n_heads=n_heads,
         n_kv_heads=n_kv,
         d_head=int(cfg.d_head),
-        d_mlp=int(cfg.d_mlp),
+        d_mlp=_d_mlp(bridge),
         d_vocab=int(cfg.d_vocab),
         n_ctx=int(cfg.n_ctx),
         act_fn=str(cfg.act_fn),
@@ -70,3 +70,11 @@ def info_from_bridge(bridge, hf_model, tokenizer, name: str, source: str) -> Mod
         bos_token=tokenizer.bos_token,
         eos_token=tokenizer.eos_token,
     )
+
+
+def _d_mlp(bridge) -> int:
+    """The MLP's hidden width as stored (the bridge's config can disagree, e.g. OPT's ``ffn_dim``)."""
+    try:
+        return int(bridge.blocks[0].mlp.W_out.shape[0])
+    except (AttributeError, ValueError, RuntimeError):  # mixtures of experts: no single W_out
+        return int(bridge.cfg.d_mlp)

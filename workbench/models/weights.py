@@ -111,13 +111,28 @@ def mlp_weights(bridge, layer: int, gated: bool) -> MLPWeights:
 
 
 NORMS = {"attn": "ln1", "mlp": "ln2"}  # which norm sits in front of which sublayer
+POST_NORMS = {"attn": "ln1_post", "mlp": "ln2_post"}  # which norm sits on which sublayer's output (sandwich)
 
 
-def norm_param(bridge, layer: int | None, before: str, name: str = "weight") -> Tensor | None:
-    """Gain (``name="weight"``) or LayerNorm bias (``"bias"``) of the norm in front of ``layer``'s ``before``
-    sublayer ("attn" / "mlp"), or of the final norm (``layer=None``); None when the architecture has none."""
-    module = bridge.ln_final if layer is None else getattr(bridge.blocks[layer], NORMS[before], None)
+def norm_param(bridge, layer: int | None, before: str, name: str = "weight", *, post: bool = False) -> Tensor | None:
+    """Stored gain (``name="weight"``) or LayerNorm bias (``"bias"``) of the norm in front of ``layer``'s
+    ``before`` sublayer ("attn" / "mlp"), of its output norm (``post=True``), or of the final norm
+    (``layer=None``); None when the architecture has none."""
+    if layer is None:
+        module = bridge.ln_final
+    else:
+        module = getattr(bridge.blocks[layer], (POST_NORMS if post else NORMS)[before], None)
     return None if module is None else _get(module, name)
+
+
+def qk_norm_params(bridge, layer: int) -> tuple[Tensor, Tensor] | None:
+    """Stored gains of the query and key norms of ``layer`` (Qwen3, Gemma 3, OLMo 2), or None."""
+    attn = bridge.blocks[layer].attn
+    if not hasattr(attn, "q_norm"):
+        return None
+    q, k = (getattr(getattr(attn, n), "_original_component", None) for n in ("q_norm", "k_norm"))
+    found = [_get(m, "weight") if m is not None else None for m in (q, k)]
+    return None if None in found else (found[0], found[1])
 
 
 def stack(per_layer: list[Tensor]) -> Tensor:

@@ -1,0 +1,84 @@
+"""Tiny random models of many Hugging Face architecture families, built from their configs.
+
+Each family is a config class name and the few fields that make it tiny (2 layers, d_model 64,
+4 heads, the byte-level vocabulary of the workbench's own tiny models). ``save_family`` writes
+the seeded model and the byte tokenizer to a folder that ``wb.load_model(folder)`` loads, the
+path a researcher's own checkpoint takes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+VOCAB = 259  # the byte tokenizer: 256 bytes + <bos> <eos> <pad>
+BOS, EOS, PAD = 256, 257, 258
+
+_COMMON = dict(vocab_size=VOCAB, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD, tie_word_embeddings=False)
+_LLAMA_LIKE = dict(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+    max_position_embeddings=256,
+)
+
+# family -> (config class, fields). Kept close to each family's real quirks: GQA where the family has it,
+# partial rotary where it has it, sliding windows and soft-capping for Gemma 2/3, parallel blocks for
+# GPT-J / GPT-NeoX / Phi-2 / Falcon, experts for the mixtures.
+FAMILIES: dict[str, tuple[str, dict]] = {
+    "llama": ("LlamaConfig", dict(_LLAMA_LIKE)),
+    "mistral": ("MistralConfig", dict(_LLAMA_LIKE, sliding_window=None)),
+    "qwen2": ("Qwen2Config", dict(_LLAMA_LIKE)),
+    "qwen3": ("Qwen3Config", dict(_LLAMA_LIKE, head_dim=16)),
+    "gemma": ("GemmaConfig", dict(_LLAMA_LIKE, head_dim=16)),
+    "gemma2": ("Gemma2Config", dict(_LLAMA_LIKE, head_dim=16, sliding_window=4, query_pre_attn_scalar=16,
+                                    attn_logit_softcapping=50.0, final_logit_softcapping=30.0)),
+    "gemma3": ("Gemma3TextConfig", dict(_LLAMA_LIKE, head_dim=16, sliding_window=4, query_pre_attn_scalar=16,
+                                        layer_types=["sliding_attention", "full_attention"])),
+    "phi3": ("Phi3Config", dict(_LLAMA_LIKE, num_key_value_heads=4)),
+    "phi": ("PhiConfig", dict(_LLAMA_LIKE, num_key_value_heads=4, partial_rotary_factor=0.5)),
+    "gpt2": ("GPT2Config", dict(n_embd=64, n_layer=2, n_head=4, n_positions=256)),
+    "gpt_neox": ("GPTNeoXConfig", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                       num_attention_heads=4, max_position_embeddings=256, rotary_pct=0.5)),
+    "gptj": ("GPTJConfig", dict(n_embd=64, n_layer=2, n_head=4, n_positions=256, rotary_dim=8)),
+    "opt": ("OPTConfig", dict(hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
+                              max_position_embeddings=256, word_embed_proj_dim=64)),
+    "olmo": ("OlmoConfig", dict(_LLAMA_LIKE)),
+    "olmo2": ("Olmo2Config", dict(_LLAMA_LIKE)),
+    "falcon": ("FalconConfig", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                    parallel_attn=True, new_decoder_architecture=False, multi_query=True)),
+    "stablelm": ("StableLmConfig", dict(_LLAMA_LIKE, partial_rotary_factor=0.25)),
+    "bloom": ("BloomConfig", dict(hidden_size=64, n_layer=2, n_head=4)),
+    "granite": ("GraniteConfig", dict(_LLAMA_LIKE, attention_multiplier=0.2, residual_multiplier=0.5,
+                                      embedding_multiplier=2.0, logits_scaling=4.0)),
+    "mixtral": ("MixtralConfig", dict(_LLAMA_LIKE, num_local_experts=4, num_experts_per_tok=2)),
+    "qwen2_moe": ("Qwen2MoeConfig", dict(_LLAMA_LIKE, moe_intermediate_size=32, shared_expert_intermediate_size=64,
+                                         num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1)),
+}
+
+
+def build_family(family: str, seed: int = 0):
+    """The family's tiny model, weights drawn from ``seed``, in eval mode (eager attention)."""
+    import transformers
+
+    class_name, fields = FAMILIES[family]
+    config = getattr(transformers, class_name)(**_COMMON, **fields)
+    config._attn_implementation = "eager"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = transformers.AutoModelForCausalLM.from_config(config)
+        # Norm gains initialise to ones (or zeros for 1 + w): randomise them so that folding them is tested.
+        for name, param in model.named_parameters():
+            if "norm" in name.lower() or "ln" in name.lower():
+                with torch.no_grad():
+                    param.add_(0.3 * torch.randn_like(param))
+    return model.eval()
+
+
+def save_family(family: str, folder: Path, seed: int = 0) -> Path:
+    """Write the family's tiny model and the byte tokenizer to ``folder``; return it."""
+    from workbench.models.tiny import byte_tokenizer
+
+    folder = Path(folder)
+    build_family(family, seed).save_pretrained(folder)
+    byte_tokenizer(folder.parent / ".tokenizer").save_pretrained(folder)
+    return folder

@@ -12,16 +12,18 @@ chosen component's part of it) and measure, for every reader head in a later lay
 
 This is activation patching of one reader input at a time; the ablated run's queries/keys/values
 carry the writer's effect through every path (direct and through intermediate heads/MLPs).
-Patterns are recomputed from the captured (rotary-embedded) queries and keys, batched over all
-readers; the recomputation is checked against the model's own pattern on the clean run.
+Patterns are measured, not recomputed: a patched run overwrites every reader layer's queries,
+keys and values (hooks before any q/k norm and rotary embedding) with the clean or the ablated
+run's, and the model's own attention turns them into the pattern — so sliding windows,
+soft-capping, ALiBi, attention multipliers, partial rotary and q/k norms are right by construction.
+That the patch reaches the attention is checked on every run (a zeroed query must move the pattern).
 
 Writers of many runs share one batched forward: the prompts are repeated once per writer and
-each copy gets its own ablation.
+each copy gets its own ablation; the patched runs of a chunk (Q, K and V copies) share another.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,15 +84,6 @@ def _label(layer: int, head: int, component: int) -> str:
     return f"L{layer}H{head}" + ("" if component < 0 else f".c{component}")
 
 
-def attention_pattern(q: Tensor, k: Tensor) -> Tensor:
-    """Causal softmax pattern [.., head, q_pos, k_pos] from q [.., pos, head, d], k [.., pos, kv_head, d]."""
-    k = k.repeat_interleave(q.shape[-2] // k.shape[-2], dim=-2)  # GQA: query head h reads kv head h // n
-    scores = torch.einsum("...qhd,...khd->...hqk", q, k) / math.sqrt(q.shape[-1])
-    n = q.shape[-3]
-    causal = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
-    return scores.masked_fill(~causal, float("-inf")).softmax(-1)
-
-
 def component_directions(model, writers, fold_norm: bool, *, hw: HeadWeights | None = None,
                          svd: FactoredSVD | None = None) -> dict[tuple[int, int, int], tuple[Tensor, Tensor]]:
     """For each component writer: (v_i [d_model] the written direction, w_i [d_head] with w_i^T W_O = v_i^T).
@@ -131,9 +124,9 @@ def _ablation_hook(slices, model, directions, means):
     return hook
 
 
-def _reader_names(layer: int, rotary: bool) -> tuple[str, str, str]:
-    """The hook names of a layer's (rotary-embedded, if any) queries, keys and values."""
-    return hk.attn_q(layer, rotated=rotary), hk.attn_k(layer, rotated=rotary), hk.attn_v(layer)
+def _reader_names(layer: int) -> tuple[str, str, str]:
+    """A layer's queries, keys and values as its projections make them (before q/k norms and rotary)."""
+    return hk.attn_q(layer), hk.attn_k(layer), hk.attn_v(layer)
 
 
 def _capture(model, ids, names, extra_hooks=()):
@@ -147,7 +140,34 @@ def _capture(model, ids, names, extra_hooks=()):
 
     with model.hooks([*extra_hooks, *((n, keep(n)) for n in names)]):
         model(ids)
+    missing = [n for n in names if n not in store]
+    if missing:
+        raise UnsupportedModelError(f"{model.name}'s hook point {missing[0]} never fires; measured head effects "
+                                    "need each layer's queries, keys, values and pattern")
     return store
+
+
+def _replace_with(source: Tensor):
+    def hook(t, hook):
+        return source.to(t.dtype)
+    return hook
+
+
+def _patched_patterns(model, ids, layers, sources: dict[str, Tensor]) -> dict[str, Tensor]:
+    """One run whose reader inputs are overwritten by ``sources`` (name -> activation of the whole batch):
+    the model's own patterns and z at every reader layer."""
+    hooks = [(name, _replace_with(t)) for name, t in sources.items()]
+    return _capture(model, ids, [n for l in layers for n in (hk.attn_pattern(l), hk.attn_z(l))], hooks)
+
+
+def _check_patch_reaches(model, ids, layer: int, clean: dict[str, Tensor]) -> None:
+    """The q hook must feed the attention (some bridges list hooks their forward never uses)."""
+    q, k, v = _reader_names(layer)
+    zeroed = {q: torch.zeros_like(clean[q]), k: clean[k], v: clean[v]}
+    moved = _patched_patterns(model, ids, [layer], zeroed)[hk.attn_pattern(layer)]
+    if (moved - clean[hk.attn_pattern(layer)]).abs().max() < 1e-7:
+        raise UnsupportedModelError(f"patching {model.name}'s queries at {q} does not change its attention; "
+                                    "measured head effects need hooks in the attention's path")
 
 
 def _tv(p: Tensor, q: Tensor, mask: Tensor) -> Tensor:
@@ -174,20 +194,18 @@ def compute_head_effects(model, config: HeadEffectsConfig) -> HeadEffectsResult:
         if not (0 <= layer < n_layers - 1 and 0 <= head < n_heads and -1 <= comp < model.info.d_head):
             raise InputError(f"writer {(layer, head, comp)} out of range: layer < {n_layers - 1}, head < {n_heads}, "
                              f"component in [-1, {model.info.d_head})")
-    rotary = hk.attn_q(0, rotated=True) in model.hook_names()
     ids, mask = model.to_tokens_batch(list(config.prompts))
     layers = list(range(min(w[0] for w in writers) + 1, n_layers))
-    names = [n for layer in layers for n in _reader_names(layer, rotary)]
+    names = [n for layer in layers for n in _reader_names(layer)]
     z_names = [hk.attn_z(l) for l in sorted({w[0] for w in writers})] if config.ablation == "mean" else []
-    clean = _capture(model, ids, [*names, hk.attn_pattern(layers[0]), *z_names])  # one clean pass for everything
-    check = attention_pattern(*(clean[n] for n in _reader_names(layers[0], rotary)[:2]))
-    if (check - clean[hk.attn_pattern(layers[0])]).abs().max() > 1e-3:
-        raise UnsupportedModelError(f"{model.name}'s attention is not a plain causal softmax(q k^T / sqrt(d)) "
-                                    "(e.g. soft-capping, ALiBi, sliding windows); measured effects need that")
+    clean = _capture(model, ids, sorted({*names, *(n for l in layers for n in (hk.attn_pattern(l), hk.attn_z(l))),
+                                        *z_names}))  # one clean pass for everything
+    _check_patch_reaches(model, ids, layers[0], clean)
     means = _z_means(clean, mask, writers) if config.ablation == "mean" else None
     directions = component_directions(model, writers, config.fold_norm, hw=everything, svd=ov)
+    W_O = {l: model.effective_attention_weights(l).W_O for l in layers}  # what a head's output writes
     P = ids.shape[0]
-    per_chunk = max(1, config.batch_size // P)
+    per_chunk = max(1, config.batch_size // (P * len(kinds)))
     rows = []
     for start in progress(range(0, len(writers), per_chunk), desc="ablating writers"):
         chunk = writers[start:start + per_chunk]
@@ -195,15 +213,21 @@ def compute_head_effects(model, config: HeadEffectsConfig) -> HeadEffectsResult:
         for layer in sorted({w[0] for w in chunk}):
             slices = [(slice(i * P, (i + 1) * P), *w) for i, w in enumerate(chunk) if w[0] == layer]
             hooks.append((hk.attn_z(layer), _ablation_hook(slices, model, directions, means)))
-        abl = _capture(model, ids.repeat(len(chunk), 1), names, hooks)
+        n = len(chunk)
+        abl = _capture(model, ids.repeat(n, 1), names, hooks)
+        # Patched runs: for each kind one copy of the chunk, its reader input from the ablated run, the rest clean.
+        sources = {}
+        for layer in layers:
+            for kind, name in zip("QKV", _reader_names(layer)):
+                rep = clean[name].repeat(n, *([1] * (clean[name].ndim - 1)))
+                sources[name] = torch.cat([abl[name] if kind == k else rep for k in kinds])
+        patched = _patched_patterns(model, ids.repeat(n * len(kinds), 1), layers, sources)
         for i, writer in enumerate(chunk):
-            sl = slice(i * P, (i + 1) * P)
             for layer in layers:
                 if layer <= writer[0]:
                     continue
-                q, k, v = (clean[n] for n in _reader_names(layer, rotary))
-                qa, ka, va = (abl[n][sl] for n in _reader_names(layer, rotary))
-                effects = _effects(q, k, v, qa, ka, va, mask, model.attention_weights(layer).W_O, kinds)
+                effects = _effects(clean, patched, layer, kinds, [slice((j * n + i) * P, (j * n + i + 1) * P)
+                                                                   for j in range(len(kinds))], mask, W_O[layer])
                 for kind, values in effects.items():
                     for head, value in enumerate(values.tolist()):
                         rows.append((*writer, layer, head, kind, value))
@@ -212,26 +236,23 @@ def compute_head_effects(model, config: HeadEffectsConfig) -> HeadEffectsResult:
     return HeadEffectsResult(
         config=config, model_id=model.name, fingerprint=model.fingerprint(),
         tables={"effects": table, "correlation": _correlations(table)},
-        meta={"writers": [list(w) for w in writers], "ablation": config.ablation, "rotary": rotary},
+        meta={"writers": [list(w) for w in writers], "ablation": config.ablation, "measured": "patched hooks"},
     )
 
 
-def _effects(q, k, v, qa, ka, va, mask, W_O, kinds) -> dict[str, Tensor]:
-    """Per reader head of one layer: Q / K pattern change (TV) and V relative output change."""
-    clean = attention_pattern(q, k)  # [b, head, q, k]
+def _effects(clean, patched, layer: int, kinds, slices, mask, W_O) -> dict[str, Tensor]:
+    """Per reader head of one layer: Q / K pattern change (TV) and V relative output change, from the
+    model's own patterns and z in the patched copies ``slices`` (one per kind, in ``kinds`` order)."""
+    pattern, z = hk.attn_pattern(layer), hk.attn_z(layer)
     out = {}
-    if "Q" in kinds:
-        out["Q"] = _tv(attention_pattern(qa, k), clean, mask)
-    if "K" in kinds:
-        out["K"] = _tv(attention_pattern(q, ka), clean, mask)
-    if "V" in kinds:
-        n = q.shape[-2] // v.shape[-2]
-        m = mask[:, :, None, None].to(v.dtype)
-        vv, dv = v.repeat_interleave(n, dim=-2) * m, (va - v).repeat_interleave(n, dim=-2) * m  # [b, pos, head, d]
-        z, dz = (torch.einsum("bhqk,bkhd->bqhd", clean, x) * m for x in (vv, dv))
-        W = W_O.to(z.dtype)  # [head, d_head, d_model]
-        norm = lambda t: torch.einsum("bqhd,hde->bqhe", t, W).square().sum((0, 1, 3)).sqrt()  # noqa: E731
-        out["V"] = norm(dz) / norm(z).clamp_min(1e-30)
+    for kind, sl in zip(kinds, slices):
+        if kind in "QK":
+            out[kind] = _tv(patched[pattern][sl], clean[pattern], mask)
+        else:  # the pattern is clean here: z' - z = P (v' - v)
+            m = mask[:, :, None, None].to(torch.float32)
+            W = W_O.float()  # [head, d_head, d_model]
+            norm = lambda t: torch.einsum("bqhd,hde->bqhe", t.float() * m, W).square().sum((0, 1, 3)).sqrt()  # noqa: E731
+            out[kind] = norm(patched[z][sl] - clean[z]) / norm(clean[z]).clamp_min(1e-30)
     return out
 
 

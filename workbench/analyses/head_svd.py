@@ -13,8 +13,11 @@ W_Q differ), but the same V (resp. K) input subspace.
 
 Norm folding: a head reads ``norm(x) = g * x / rms(x)``, so the reader-side weights it really
 applies to the residual direction are ``diag(g) W_Q`` (and W_K, W_V). ``fold_norm=True`` folds the
-norm's gain ``g`` in (LayerNorm's centering is not folded); the scalar ``1/rms(x)`` cannot be and
-cancels in every normalised score anyway. Writers' W_O are untouched (they write the raw stream).
+norm's effective gain ``g`` in (Gemma's ``1 + w`` included; LayerNorm's centering is not folded); the
+scalar ``1/rms(x)`` cannot be and cancels in every normalised score anyway. What the family fixes is
+always folded: query / key norm gains into W_Q / W_K, and on the writing side the gain of a norm on the
+attention's output (Gemma 2/3, OLMo 2) and a residual multiplier (Granite) into W_O — a head's write
+is what reaches the residual stream (``HookedModel.effective_attention_weights``).
 
 Factored SVD: for ``M = A B`` with ``A`` [m, r], ``B`` [r, n], r << m, n: QR ``A = Q_a R_a`` and
 ``B^T = Q_b R_b``, so ``M = Q_a (R_a R_b^T) Q_b^T`` and the SVD of the r x r core gives everything.
@@ -69,17 +72,13 @@ def head_weights(model, layers: tuple[int, ...] | None = None, *, fold_norm: boo
     qs, ks, vs, os_ = [], [], [], []
     heads_per_kv, folded = 1, fold_norm
     for layer in layers:
-        attn = model.attention_weights(layer)
+        # What the heads really read and write (models/writes.py): q/k-norm gains, output norms and residual
+        # multipliers always folded in; the input norm's gain when fold_norm (the family may have none).
+        attn = model.effective_attention_weights(layer, fold_input_norm=fold_norm)
+        folded = folded and model.norm_gain(layer, "attn") is not None
         heads_per_kv = attn.heads_per_kv
         attn = attn.expanded()
         wq, wk, wv = attn.W_Q.to(dtype), attn.W_K.to(dtype), attn.W_V.to(dtype)
-        if fold_norm:
-            gain = model.norm_gain(layer, "attn")
-            if gain is None:
-                folded = False
-            else:
-                g = gain.to(wq.device, dtype)[None, :, None]  # [1, d_model, 1]: scales the rows that read x
-                wq, wk, wv = wq * g, wk * g, wv * g
         qs.append(wq)
         ks.append(wk)
         vs.append(wv)

@@ -51,6 +51,7 @@ class Architecture:
     known: bool  # the family is in the workbench's table (its facts were checked there)
     parallel_blocks: bool  # attention and MLP both read the block's input (GPT-J, GPT-NeoX, Phi-2, Falcon)
     pre_norms: bool  # a norm in front of each sublayer
+    shared_input_norm: bool  # parallel blocks whose attention and MLP read one norm (GPT-J, Phi-2, Falcon)
     post_norms: bool  # a norm on each sublayer's output before it joins the residual (Gemma 2/3, OLMo 2)
     norm: str  # "rms", "layernorm" or "nonparametric" (LayerNorm without gain or bias, OLMo)
     gain_offset: float  # a norm multiplies by (gain_offset + stored weight): 1 for Gemma, else 0
@@ -130,6 +131,7 @@ def architecture_of(bridge, hf_model) -> Architecture:
         known=family in _FAMILIES,
         parallel_blocks=f"blocks.0.hook_resid_mid" not in names,
         pre_norms=pre_norms,
+        shared_input_norm=pre_norms and not hasattr(block, "ln2"),
         post_norms=post_norms,
         norm=norm,
         gain_offset=float(table.get("gain_offset", 0.0)),

@@ -38,8 +38,14 @@ def attn_z(layer: int) -> str:
 
 
 def attn_out(layer: int) -> str:
-    """Attention block output added to the residual: [batch, pos, d_model]."""
+    """What the attention adds to the residual, exactly: [batch, pos, d_model]. In sandwich-norm families
+    (Gemma 2/3, OLMo 2) this is after the output norm, and with a residual multiplier (Granite) after it."""
     return f"blocks.{layer}.hook_attn_out"
+
+
+def attn_raw_out(layer: int) -> str:
+    """The attention's own output ``z W_O + b_O``, before any output norm or multiplier: [batch, pos, d_model]."""
+    return f"blocks.{layer}.attn.hook_out"
 
 
 def mlp_in(layer: int) -> str:
@@ -58,8 +64,13 @@ def mlp_post(layer: int) -> str:
 
 
 def mlp_out(layer: int) -> str:
-    """MLP output added to the residual: [batch, pos, d_model]."""
+    """What the MLP adds to the residual, exactly (after any output norm or multiplier): [batch, pos, d_model]."""
     return f"blocks.{layer}.hook_mlp_out"
+
+
+def mlp_raw_out(layer: int) -> str:
+    """The MLP's own output ``mlp_post W_out + b_out``, before any output norm or multiplier."""
+    return f"blocks.{layer}.mlp.hook_out"
 
 
 def attn_q(layer: int, *, rotated: bool = False) -> str:

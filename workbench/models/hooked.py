@@ -294,7 +294,15 @@ class HookedModel:
     def _norm_param(self, layer: int | None, before: str, name: str, post: bool = False) -> Tensor | None:
         if before not in W.NORMS:
             raise InputError(f"before must be one of {sorted(W.NORMS)}, got {before!r}")
+        if layer is not None and not post and before == "mlp" and self.arch.shared_input_norm:
+            before = "attn"  # parallel blocks with one norm (GPT-J, Phi-2, Falcon): the MLP reads it too
         return W.norm_param(self.bridge, None if layer is None else self._layer(layer), before, name, post=post)
+
+    def mlp_activation(self, pre: Tensor) -> Tensor:
+        """The MLP's own activation function (as the family's config names it) applied to ``pre``."""
+        from transformers.activations import ACT2FN
+
+        return ACT2FN[self.arch.act_fn](pre)
 
     # ------------------------------------------------- the residual stream
     def effective_attention_weights(self, layer: int, *, fold_input_norm: bool = True) -> W.AttentionWeights:
@@ -305,14 +313,6 @@ class HookedModel:
     def effective_mlp_weights(self, layer: int, *, fold_input_norm: bool = True) -> W.MLPWeights:
         """MLP weights as they act on the residual stream (see :meth:`effective_attention_weights`)."""
         return writes.effective_mlp(self, self._layer(layer), fold_input_norm=fold_input_norm)
-
-    def attn_write_name(self, layer: int) -> str:
-        """Hook carrying exactly what ``layer``'s attention adds to the residual stream (after any post-norm)."""
-        return writes.attn_write_name(self, self._layer(layer))
-
-    def mlp_write_name(self, layer: int) -> str:
-        """Hook carrying exactly what ``layer``'s MLP adds to the residual stream (after any post-norm)."""
-        return writes.mlp_write_name(self, self._layer(layer))
 
     def head_write_names(self, layer: int) -> list[str]:
         """Activations :meth:`head_writes` needs from a forward pass."""

@@ -67,25 +67,15 @@ def effective_mlp(model, layer: int, *, fold_input_norm: bool = True) -> MLPWeig
                    else None, W_out=_scale_cols(raw.W_out, out), b_out=_scale_cols(raw.b_out, out))
 
 
-def attn_write_name(model, layer: int) -> str:
-    """Hook whose activation is exactly what the layer's attention adds to the residual stream."""
-    return f"blocks.{layer}.ln1_post.hook_out" if model.arch.post_norms else hn.attn_out(layer)
-
-
-def mlp_write_name(model, layer: int) -> str:
-    """Hook whose activation is exactly what the layer's MLP adds to the residual stream."""
-    return f"blocks.{layer}.ln2_post.hook_out" if model.arch.post_norms else hn.mlp_out(layer)
-
-
-def _post_norm_input_name(layer: int, sublayer: str) -> str:
-    return f"blocks.{layer}.{'ln1_post' if sublayer == 'attn' else 'ln2_post'}.hook_in"
+def _raw_out_name(layer: int, sublayer: str) -> str:
+    return hn.attn_raw_out(layer) if sublayer == "attn" else hn.mlp_raw_out(layer)
 
 
 def head_write_names(model, layer: int) -> list[str]:
     """The activations :func:`head_writes` needs."""
     names = [hn.attn_z(layer)]
     if model.arch.post_norms:
-        names.append(_post_norm_input_name(layer, "attn"))
+        names.append(_raw_out_name(layer, "attn"))
     return names
 
 
@@ -95,7 +85,7 @@ def _post_norm_map(model, layer: int, sublayer: str, acts: dict[str, Tensor]):
     m = arch.residual_multiplier
     if not arch.post_norms:
         return (lambda t: m * t), None
-    x = acts[_post_norm_input_name(layer, sublayer)].float()  # [b, pos, d]: the whole sublayer output
+    x = acts[_raw_out_name(layer, sublayer)].float()  # [b, pos, d]: the whole sublayer output
     if arch.norm == "rms":
         center = lambda t: t  # noqa: E731
         scale = (x.square().mean(-1, keepdim=True) + arch.norm_eps).sqrt()
@@ -119,7 +109,7 @@ def head_writes(model, layer: int, acts: dict[str, Tensor]) -> tuple[
     """Each head's exact write into the residual stream, and the rest (output bias, norm bias).
 
     ``acts``: the activations named by :func:`head_write_names` for one forward pass. The heads'
-    writes plus the rest equal the activation at :func:`attn_write_name` (to float rounding)."""
+    writes plus the rest equal the activation at ``hook_attn_out`` (to float rounding)."""
     w = model.attention_weights(layer)
     z = acts[hn.attn_z(layer)].float()  # [b, pos, head, d_head]
     per_head = torch.einsum("bphd,hde->bphe", z, w.W_O.float())

@@ -1,7 +1,9 @@
 """Streaming statistics of one forward pass: per-layer spikes without caching activations.
 
 Hooks on every layer's MLP hidden activation (the input X of the down projection
-``W_out``) and MLP output Y keep only small summaries: per-channel maxima of |.|,
+``W_out``) and the MLP's write into the residual stream Y (after the output norm in sandwich-norm
+families such as Gemma 2/3 and OLMo 2, where that norm's gain is what makes the spike) keep only
+small summaries: per-channel maxima of |.|,
 the position and channel of the largest |Y|, and which input channel k contributes
 most to that output, ``X[pos, k] * W_out[k, j]``. X is held from its hook until the
 same layer's output hook and then dropped, so at most one layer's activations are
@@ -26,7 +28,7 @@ def require_mlp_hooks(model) -> None:
     """Raise :class:`UnsupportedModelError` unless every layer exposes W_out and its MLP hooks."""
     names = set(model.hook_names())
     for layer in range(model.info.n_layers):
-        missing = [n for n in (H.mlp_post(layer), H.mlp_out(layer)) if n not in names]
+        missing = [n for n in (H.mlp_post(layer), H.mlp_raw_out(layer), H.mlp_out(layer)) if n not in names]
         if missing:
             raise UnsupportedModelError(
                 f"{model.name} has no MLP hook point {missing[0]!r}; super-weight detection needs each layer's "
@@ -47,6 +49,7 @@ class ScanStats:
     top_col: Int[Tensor, "L"]  # k = argmax_k |X[b, pos, k] * W_out[k, j]| at the output spike
     top_input: Float[Tensor, "L"]  # X[b, pos, k]
     top_contribution: Float[Tensor, "L"]  # X[b, pos, k] * W_out[k, j]
+    raw_value: Float[Tensor, "L"]  # the MLP's own output (X W_out + b_out, before any output norm) at the spike
     resid_channel_max: Float[Tensor, "Lp1 d_model"] | None  # max |residual| per channel: embed, after each layer
 
     @property
@@ -68,8 +71,9 @@ class ScanStats:
 
     @property
     def share(self) -> Tensor:
-        """|top contribution| / |Y at the spike|: how much of the spike one weight explains."""
-        return self.top_contribution.abs() / self.out_value.abs().clamp_min(1e-12)
+        """|top contribution| / |MLP output at the spike|: how much of the spike one weight explains. Measured
+        before the output norm, which scales every input channel's part at a position alike."""
+        return self.top_contribution.abs() / self.raw_value.abs().clamp_min(1e-12)
 
 
 def _masked_abs(t: Tensor, mask: Tensor | None) -> Tensor:
@@ -106,8 +110,10 @@ class StreamingRecorder:
         self.top_col = torch.zeros(L, dtype=torch.long)
         self.top_input = torch.zeros(L)
         self.top_contribution = torch.zeros(L)
+        self.raw_value = torch.zeros(L)
         self.resid_channel_max = torch.zeros(L + 1, info.d_model)
-        self._held: dict[int, Tensor] = {}  # layer -> X, only between its two hooks
+        self._held: dict[int, Tensor] = {}  # layer -> X, only between its hooks
+        self._held_raw: dict[int, Tensor] = {}  # layer -> the MLP's own output, until its write hook
         self._offset = 0  # batch index offset of the current chunk
 
     # ---------------------------------------------------------------- hooks
@@ -124,9 +130,16 @@ class StreamingRecorder:
 
         return hook
 
+    def _on_mlp_raw_out(self, layer: int):
+        def hook(y: Tensor, hook=None):
+            self._held_raw[layer] = y.detach()
+            return None
+
+        return hook
+
     def _on_mlp_out(self, layer: int):
         def hook(y: Tensor, hook=None):
-            x = self._held.pop(layer)
+            x, raw = self._held.pop(layer), self._held_raw.pop(layer)
             a = _masked_abs(y, self.mask)  # [batch, pos, d_model]
             value, (b, p, j) = _argmax3(a)
             if value.item() > self.out_channel_max[layer].max().item():
@@ -137,6 +150,7 @@ class StreamingRecorder:
                 self.top_col[layer] = k.cpu()
                 self.top_input[layer] = x[b, p, k].float().cpu()
                 self.top_contribution[layer] = contrib[k].cpu()
+                self.raw_value[layer] = raw[b, p, j].float().cpu()
             torch.maximum(self.out_channel_max[layer], a.amax((0, 1)).cpu(), out=self.out_channel_max[layer])
             return None
 
@@ -154,7 +168,8 @@ class StreamingRecorder:
         out = []
         for layer in range(self.n_layers):
             if self.mlp:
-                out += [(H.mlp_post(layer), self._on_mlp_in(layer)), (H.mlp_out(layer), self._on_mlp_out(layer))]
+                out += [(H.mlp_post(layer), self._on_mlp_in(layer)), (H.mlp_raw_out(layer), self._on_mlp_raw_out(layer)),
+                        (H.mlp_out(layer), self._on_mlp_out(layer))]
             if self.resid:
                 out.append((H.resid_post(layer), self._on_resid(layer + 1)))
         if self.resid:
@@ -168,6 +183,7 @@ class StreamingRecorder:
                 yield self
             finally:
                 self._held.clear()
+                self._held_raw.clear()
 
     def run(self, tokens: Tensor, mask: Tensor | None = None, *, offset: int = 0) -> Tensor:
         """One forward pass of ``tokens`` [batch, pos] with the hooks on; returns the logits."""
@@ -179,7 +195,7 @@ class StreamingRecorder:
         return ScanStats(
             self.in_channel_max.clone(), self.out_channel_max.clone(), self.in_spike.clone(), self.out_spike.clone(),
             self.out_value.clone(), self.top_col.clone(), self.top_input.clone(), self.top_contribution.clone(),
-            self.resid_channel_max.clone() if self.resid else None,
+            self.raw_value.clone(), self.resid_channel_max.clone() if self.resid else None,
         )
 
 

@@ -93,51 +93,59 @@ class TraceResult(Result):
 
 
 # ------------------------------------------------------------------ parts of the residual stream
+def mlp_input_names(model, layer: int) -> list[str]:
+    """The activations :func:`residual_parts` needs for ``layer``'s MLP."""
+    names = [H.resid_pre(0)]
+    for l in range(layer + 1):
+        if l < layer or not model.arch.parallel_blocks:
+            names += [*model.head_write_names(l), H.attn_out(l)]
+        if l < layer:
+            names.append(H.mlp_out(l))
+    return names
+
+
 @torch.no_grad()
 def residual_parts(model, cache: dict[str, Tensor], layer: int, pos: int) -> tuple[list[dict], Float[Tensor, "part d_model"]]:
-    """The residual stream entering ``layer``'s MLP at ``pos`` as a list of exact parts.
+    """The residual stream that ``layer``'s MLP reads at ``pos``, as a list of exact parts.
 
-    Returns (labels, vectors): embeddings, then per earlier layer each attention head
-    (its z times its W_O slice), the attention output bias, and the MLP output; then the
-    heads of ``layer`` itself. The parts sum to ``resid_mid(layer)`` at ``pos``.
+    Returns (labels, vectors): embeddings, then per earlier layer each attention head's write
+    (after any output norm, ``HookedModel.head_writes``), the attention's remaining write
+    (biases), and the MLP's write; then the heads of ``layer`` itself unless the block is
+    parallel (its MLP reads the block's input). The parts sum to the MLP's input stream.
     """
     labels, vectors = [{"part": "embeddings", "kind": "embeddings", "layer": -1, "head": -1}], [cache[H.resid_pre(0)][0, pos]]
     for l in range(layer + 1):
-        W_O = model.attention_weights(l).W_O  # [head, d_head, d_model]
-        heads = torch.einsum("hd,hdm->hm", cache[H.attn_z(l)][0, pos].to(W_O.dtype), W_O)  # [head, d_model]
-        for h in range(heads.shape[0]):
+        if l == layer and model.arch.parallel_blocks:
+            break
+        heads, rest = model.head_writes(l, {k: v[:1, pos:pos + 1] for k, v in cache.items()})  # [1, 1, head, d]
+        for h in range(heads.shape[2]):
             labels.append({"part": f"L{l}H{h}", "kind": "head", "layer": l, "head": h})
-        vectors += list(heads)
-        rest = cache[H.attn_out(l)][0, pos] - heads.sum(0)  # b_O (zero for bias-free models)
+        vectors += list(heads[0, 0])
         labels.append({"part": f"L{l} attn bias", "kind": "bias", "layer": l, "head": -1})
-        vectors.append(rest)
+        vectors.append(rest[0, 0])
         if l < layer:
             labels.append({"part": f"MLP{l}", "kind": "mlp", "layer": l, "head": -1})
             vectors.append(cache[H.mlp_out(l)][0, pos])
-    return labels, torch.stack(vectors).float()
-
-
-def _norm_scale(model, x: Float[Tensor, "d_model"], rms: bool) -> Float[Tensor, ""]:
-    """1 / (RMS or std) of ``x``: the factor the norm in front of the MLP multiplies every part by."""
-    eps = float(getattr(model.bridge.cfg, "eps", 1e-5))
-    centred = x if rms else x - x.mean()
-    return torch.rsqrt(centred.pow(2).mean() + eps)
+    return labels, torch.stack([v.float() for v in vectors])
 
 
 @torch.no_grad()
 def channel_contributions(model, parts: Float[Tensor, "part d_model"], layer: int, col: int) -> dict[str, Tensor]:
     """Each part's direct contribution to the gate / up (``in``) pre-activations of MLP input channel ``col``.
 
-    The norm is linear once its scale is fixed by the whole stream (the parts' sum); for a
-    LayerNorm each part is centred first, and its bias joins the constant term."""
-    rms = bool(getattr(model.bridge.cfg, "uses_rms_norm", True))
-    whole = parts.sum(0)
-    scale = _norm_scale(model, whole, rms)
-    centred = parts if rms else parts - parts.mean(-1, keepdim=True)
-    gain = model.norm_gain(layer, "mlp")
-    normed = centred * scale * (gain.float() if gain is not None else 1.0)  # [part, d_model]
+    The norm in front of the MLP (if any) is linear once its scale is fixed by the whole stream
+    (the parts' sum); for a LayerNorm each part is centred first, and its bias joins the constant."""
+    arch = model.arch
+    normed = parts
+    if arch.pre_norms:
+        rms = arch.norm == "rms"
+        centred = parts if rms else parts - parts.mean(-1, keepdim=True)
+        whole = centred.sum(0)
+        scale = torch.rsqrt(whole.pow(2).mean() + arch.norm_eps)  # 1 / (RMS or std) of the whole stream
+        gain = model.norm_gain(layer, "mlp")
+        normed = centred * scale * (gain.float() if gain is not None else 1.0)  # [part, d_model]
     mlp = model.mlp_weights(layer)
-    norm_bias = model.norm_bias(layer, "mlp")
+    norm_bias = model.norm_bias(layer, "mlp") if arch.pre_norms else None
     out = {}
     for key, W, b in (("gate", mlp.W_gate, None), ("up", mlp.W_in, mlp.b_in)):
         if W is None:
@@ -147,14 +155,6 @@ def channel_contributions(model, parts: Float[Tensor, "part d_model"], layer: in
         out[key] = normed @ w  # [part]
         out[f"{key}_const"] = torch.tensor(const)
     return out
-
-
-def _activation(model, pre: Tensor) -> Tensor:
-    """The MLP's own activation function, as the HF config names it."""
-    from transformers.activations import ACT2FN
-
-    config = model.hf_model.config
-    return ACT2FN[getattr(config, "hidden_act", None) or getattr(config, "activation_function", "gelu")](pre)
 
 
 # ------------------------------------------------------------------ compute
@@ -186,9 +186,8 @@ def compute(model, config: TraceConfig) -> TraceResult:
     ids = model.to_tokens(prompt)  # [1, pos]
     tokens = model.to_str_tokens(ids[0])
     later = range(layer + 1, n_layers)
-    names = [H.resid_pre(0), H.resid_mid(layer), H.mlp_pre(layer), H.mlp_post(layer), H.mlp_out(layer), H.resid_post(layer)]
-    names += [H.attn_z(l) for l in range(layer + 1)] + [H.attn_out(l) for l in range(layer + 1)]
-    names += [H.mlp_out(l) for l in range(layer)] + [H.attn_pattern(l) for l in range(n_layers)]
+    names = [H.mlp_pre(layer), H.mlp_post(layer), H.mlp_out(layer), H.resid_post(layer), *mlp_input_names(model, layer)]
+    names += [H.attn_pattern(l) for l in range(n_layers)]
     _, cache = model.run_with_cache(ids, names=sorted(set(names)))
     with scaled(model, [(layer, row, col)], 0.0):
         _, zeroed = model.run_with_cache(ids, names=[H.mlp_out(layer), H.resid_post(layer)] + [H.attn_pattern(l) for l in later])
@@ -218,9 +217,9 @@ def compute(model, config: TraceConfig) -> TraceResult:
     # effect: the change of the input channel's activation if this part alone were removed (norm scale held)
     hidden = cache[H.mlp_post(layer)][0, spike_pos, col].float()
     if "gate" in total:
-        without = _activation(model, total["gate"] - contrib["gate"]) * (total["up"] - contrib["up"])
+        without = model.mlp_activation(total["gate"] - contrib["gate"]) * (total["up"] - contrib["up"])
     else:
-        without = _activation(model, total["up"] - contrib["up"])
+        without = model.mlp_activation(total["up"] - contrib["up"])
     drivers["effect"] = (hidden - without).tolist()
     drivers["attends_to"] = _attended_tokens(cache, labels, spike_pos, tokens)
 
@@ -236,7 +235,7 @@ def compute(model, config: TraceConfig) -> TraceResult:
 
     return TraceResult(
         config=config, model_id=model.name, fingerprint=model.fingerprint(),
-        tensors={"parts_gate": contrib.get("gate", contrib["up"]).cpu(), "parts_up": contrib["up"].cpu()},
+        tensors={"parts_gate": contrib.get("gate", contrib["up"]).cpu().clone(), "parts_up": contrib["up"].cpu().clone()},
         tables={"tokens": token_table, "drivers": drivers, "readers": readers},
         meta={"spike_position": spike_pos, "spike_token": tokens[spike_pos], "spike_value": float(act[spike_pos]),
               "zeroed_value": float(zeroed[H.mlp_out(layer)][0, spike_pos, row]), "spike_positions": spikes,

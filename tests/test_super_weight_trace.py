@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.analyses.super_weights.trace import channel_contributions, residual_parts
+from workbench.analyses.super_weights.trace import channel_contributions, mlp_input_names, residual_parts
 from workbench.errors import InputError
 from workbench.models import hook_names as H
 
@@ -30,8 +30,7 @@ def _planted(name: str, layer: int = 1):
 def test_parts_sum_to_the_stream_and_to_the_measured_pre_activation(name):
     model, (layer, row, col) = _planted(name)
     ids = model.to_tokens(PROMPT)
-    names = [H.resid_pre(0), H.resid_mid(layer), H.mlp_pre(layer)] + [H.attn_z(l) for l in range(layer + 1)]
-    names += [H.attn_out(l) for l in range(layer + 1)] + [H.mlp_out(l) for l in range(layer)]
+    names = sorted({H.resid_mid(layer), H.mlp_pre(layer), *mlp_input_names(model, layer)})
     _, cache = model.run_with_cache(ids, names=names)
     for pos in (0, 3, ids.shape[1] - 1):
         labels, parts = residual_parts(model, cache, layer, pos)

@@ -7,7 +7,7 @@ from ._progress import set_progress
 from .analyses import get_analysis, list_analyses, model_overview, register_analysis, run_analysis
 # the four analyses
 from .analyses.super_weights.api import (
-    prune_outliers, prune_super_weights, quantize_super_weights, scale_super_weights, super_weights,
+    prune_outliers, prune_super_weights, quantize_super_weights, scale_super_weights, super_experts, super_weights,
     trace_super_weight,
 )
 from .analyses.heads_api import head_composition, head_effects, laundry_component_scan, laundry_list
@@ -23,7 +23,8 @@ __all__ = [
     "UnsupportedModelError", "WorkbenchError", "__version__", "available_models", "build_report", "clear_cache",
     "get_analysis", "get_cache", "hook_names", "list_analyses", "load_model", "model_overview", "register_analysis",
     "report", "run_analysis", "set_progress",
-    "prune_outliers", "prune_super_weights", "quantize_super_weights", "scale_super_weights", "super_weights",
+    "prune_outliers", "prune_super_weights", "quantize_super_weights", "scale_super_weights", "super_experts",
+    "super_weights",
     "trace_super_weight",
     "head_composition", "head_effects", "laundry_component_scan", "laundry_list",
     "BilinearMLP", "bilinear_replacement", "bilinear_spectrum", "train_bilinear_lm", "train_digits", "train_toy",

@@ -45,6 +45,7 @@ class OverviewResult(Result):
             ("model", self.model_id),
             ("architecture", f"{arch['architecture']}: {arch['n_layers']} layers, d_model {arch['d_model']}, "
                              f"{arch['n_heads']} heads ({arch['n_kv_heads']} key/value), d_mlp {arch['d_mlp']}"),
+            *((k, v) for k, v in self.meta.get("family", {}).items() if k != "family"),
             ("parameters", f"{arch['n_params']:,}"),
             ("fingerprint", self.fingerprint),
         ]
@@ -66,19 +67,27 @@ class OverviewResult(Result):
 
 
 def _matrices(model, layer: int) -> dict[str, Tensor]:
-    """Each weight matrix of ``layer`` as 2-D [in, out], heads concatenated."""
+    """Each weight matrix of ``layer`` as 2-D [in, out], heads (and experts) concatenated."""
     attn = model.attention_weights(layer)
-    mlp = model.mlp_weights(layer)
     out = {
         "W_Q": attn.W_Q.permute(1, 0, 2).flatten(1),  # [d_model, head * d_head]
         "W_K": attn.W_K.permute(1, 0, 2).flatten(1),
         "W_V": attn.W_V.permute(1, 0, 2).flatten(1),
         "W_O": attn.W_O.flatten(0, 1),  # [head * d_head, d_model]
-        "W_in": mlp.W_in,
     }
-    if mlp.W_gate is not None:
-        out["W_gate"] = mlp.W_gate
-    out["W_out"] = mlp.W_out
+    if model.arch.mlp == "moe":  # a mixture of experts: the router, the experts side by side, the shared expert
+        moe = model.expert_weights(layer)
+        out["W_router"] = moe.W_router
+        out.update({f"experts {n}": m.permute(1, 0, 2).flatten(1) for n, m in (("W_in", moe.W_in), ("W_gate", moe.W_gate))})
+        out["experts W_out"] = moe.W_out.flatten(0, 1)  # [expert * d_ff, d_model]
+        mlp, prefix = moe.shared, "shared "
+    else:
+        mlp, prefix = model.mlp_weights(layer), ""
+    if mlp is not None:
+        out[prefix + "W_in"] = mlp.W_in
+        if mlp.W_gate is not None:
+            out[prefix + "W_gate"] = mlp.W_gate
+        out[prefix + "W_out"] = mlp.W_out
     return out
 
 
@@ -97,9 +106,9 @@ def matrix_stats(sv: Float[Tensor, "layer rank"], weights: Float[Tensor, "layer 
     }
 
 
-def _parameter_table(hf_model) -> pd.DataFrame:
+def _parameter_table(model) -> pd.DataFrame:
     groups: dict[str, int] = {}
-    for name, param in hf_model.named_parameters():
+    for name, param in model.named_parameters():
         low = name.lower()
         if "lm_head" in low:
             group = "unembedding"
@@ -109,7 +118,7 @@ def _parameter_table(hf_model) -> pd.DataFrame:
             group = "norms"
         elif any(k in low for k in ("attn", "attention")):
             group = "attention"
-        elif any(k in low for k in ("mlp", "ffn", "feed_forward")):
+        elif any(k in low for k in ("mlp", "ffn", "feed_forward", "expert", "moe")):
             group = "mlp"
         else:
             group = "other"
@@ -146,8 +155,8 @@ def compute_overview(model, config: OverviewConfig) -> OverviewResult:
         model_id=model.name,
         fingerprint=model.fingerprint(),
         tensors=tensors,
-        tables={"matrices": pd.DataFrame(rows), "parameters": _parameter_table(model.hf_model), "tokens": tokens},
-        meta={"architecture": info.to_dict(), "sample_text": config.sample_text},
+        tables={"matrices": pd.DataFrame(rows), "parameters": _parameter_table(model), "tokens": tokens},
+        meta={"architecture": info.to_dict(), "family": dict(model.arch.describe()), "sample_text": config.sample_text},
     )
 
 

@@ -44,7 +44,8 @@ def attn_out(layer: int) -> str:
 
 
 def attn_raw_out(layer: int) -> str:
-    """The attention's own output ``z W_O + b_O``, before any output norm or multiplier: [batch, pos, d_model]."""
+    """Inside the attention, after its output projection: [batch, pos, d_model]. Usually ``z W_O + b_O``
+    before any output norm or multiplier, but not in every bridge: use ``HookedModel.own_output_name``."""
     return f"blocks.{layer}.attn.hook_out"
 
 
@@ -69,7 +70,7 @@ def mlp_out(layer: int) -> str:
 
 
 def mlp_raw_out(layer: int) -> str:
-    """The MLP's own output ``mlp_post W_out + b_out``, before any output norm or multiplier."""
+    """Inside the MLP, after its down projection: usually ``mlp_post W_out + b_out`` (see ``attn_raw_out``)."""
     return f"blocks.{layer}.mlp.hook_out"
 
 

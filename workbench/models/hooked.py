@@ -78,6 +78,15 @@ class HookedModel:
             self._weight_check = (versions, scan_weights(self.hf_model))
         return self._weight_check[1]
 
+    def named_parameters(self) -> Iterator[tuple[str, Tensor]]:
+        """Every parameter by its Hugging Face name (frozen; edit through the weight accessors)."""
+        return self.hf_model.named_parameters()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the weights are stored in."""
+        return next(self.hf_model.parameters()).dtype
+
     def hook_names(self) -> list[str]:
         """Every hook point name, sorted."""
         return sorted(self._hook_names)
@@ -239,6 +248,32 @@ class HookedModel:
                 for weight, original in saved:
                     weight.copy_(original)
 
+    def logits(self, *, input_ids: Tensor | None = None, inputs_embeds: Tensor | None = None,
+               keep: int | None = None) -> Float[Tensor, "batch pos d_vocab"]:
+        """Logits of the plain model (no hooks run: the fast path for many forwards), from token ids or input
+        embeddings (:meth:`embed`); ``keep``: only the last ``keep`` positions go through the unembedding."""
+        inputs = {"input_ids": input_ids.to(self.device)} if input_ids is not None else {"inputs_embeds": inputs_embeds}
+        if keep is None:
+            return self.hf_model(**inputs).logits
+        try:
+            return self.hf_model(**inputs, logits_to_keep=keep).logits
+        except TypeError:  # heads without logits_to_keep
+            return self.hf_model(**inputs).logits[:, -keep:]
+
+    def embed(self, ids: Tensor) -> Float[Tensor, "... pos d_model"]:
+        """Token embeddings as the first layer's ``inputs_embeds`` (before any family's embedding scale)."""
+        return self.hf_model.get_input_embeddings()(ids.to(self.device))
+
+    @torch.no_grad()
+    def greedy_ids(self, ids: Int[Tensor, "pos"], n: int) -> Int[Tensor, "n"]:
+        """``n`` greedy next token ids after ``ids`` (KV-cached generation)."""
+        tok = self.tokenizer
+        out = self.hf_model.generate(
+            ids[None], attention_mask=torch.ones_like(ids[None]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+        )
+        return out[0, len(ids):]
+
     @torch.no_grad()
     def generate(self, prompt: str, max_new_tokens: int = 20, *, prepend_bos: bool | None = None) -> str:
         """Greedy continuation of ``prompt`` (the new text only)."""
@@ -258,7 +293,31 @@ class HookedModel:
 
     def mlp_weights(self, layer: int) -> W.MLPWeights:
         """Raw MLP weights of ``layer`` (``W_gate`` only for gated MLPs such as SwiGLU)."""
+        if self.arch.mlp == "moe":
+            raise UnsupportedModelError(
+                f"{self.name}'s MLPs are mixtures of {self.arch.n_experts} experts, with no single W_in / W_out; "
+                "use model.expert_weights(layer) for the experts and wb.super_experts(model) for super experts "
+                "and the super weights inside them")
         return W.mlp_weights(self.bridge, self._layer(layer), self.info.gated_mlp)
+
+    def expert_weights(self, layer: int) -> W.ExpertWeights:
+        """Router, routed experts and shared expert of a mixture-of-experts ``layer`` (views of the parameters)."""
+        found = W.expert_weights(self.bridge, self._layer(layer)) if self.arch.mlp == "moe" else None
+        if found is None:
+            raise UnsupportedModelError(
+                f"{self.name} layer {layer} is not a mixture of experts the workbench can read "
+                f"({self.arch.mlp} MLP); use model.mlp_weights(layer) instead")
+        return found
+
+    def route(self, layer: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The router of MoE ``layer`` on normed inputs ``x`` [.., d_model]: (probabilities [.., expert],
+        chosen experts [.., top_k], their weights [.., top_k]), as the family computes them."""
+        w = self.expert_weights(layer)
+        probs = (x.float() @ w.W_router.float()).softmax(-1)
+        top_w, top_i = probs.topk(w.top_k, dim=-1)
+        if w.renormalize:
+            top_w = top_w / top_w.sum(-1, keepdim=True)
+        return probs, top_i, top_w
 
     def norm_gain(self, layer: int | None, before: str = "attn") -> Tensor | None:
         """Effective gain of the norm in front of ``layer``'s attention (``before="attn"``) or MLP (``"mlp"``), or
@@ -314,9 +373,18 @@ class HookedModel:
         """MLP weights as they act on the residual stream (see :meth:`effective_attention_weights`)."""
         return writes.effective_mlp(self, self._layer(layer), fold_input_norm=fold_input_norm)
 
+    def own_output_name(self, layer: int, sublayer: str = "mlp") -> str:
+        """Hook carrying ``sublayer``'s own output, before any output norm or residual multiplier."""
+        return writes.own_output_name(self, self._layer(layer), sublayer)
+
     def head_write_names(self, layer: int) -> list[str]:
         """Activations :meth:`head_writes` needs from a forward pass."""
         return writes.head_write_names(self, self._layer(layer))
+
+    def expert_writes(self, layer: int, x: Tensor):
+        """A mixture-of-experts layer's write split over experts, from its normed input ``x`` [token, d_model]
+        (``hook_names.mlp_in``): (per-expert writes, shared expert's write, routing weights, hidden activations)."""
+        return writes.expert_writes(self, self._layer(layer), x)
 
     def head_writes(self, layer: int, acts: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Per-head exact writes [batch, pos, head, d_model] and the rest (biases) [batch, pos, d_model]."""

@@ -118,3 +118,12 @@ def load_model(
     finally:
         steps.close()
     return HookedModel(bridge, hf_model, tokenizer, info)
+
+
+def load_masked_lm(folder, device: str | torch.device | None = None):
+    """A saved HF masked language model and its tokenizer, offline (ReAGent's masked-LM replacer)."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    model = AutoModelForMaskedLM.from_pretrained(folder, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return (model if device is None else model.to(device)), tokenizer

@@ -139,3 +139,51 @@ def stack(per_layer: list[Tensor]) -> Tensor:
     """Stack per-layer tensors on one device (layers may sit on several GPUs)."""
     device = per_layer[0].device
     return torch.stack([t.to(device) for t in per_layer])
+
+
+@dataclass(frozen=True)
+class ExpertWeights:
+    """One mixture-of-experts layer: router, routed experts (views of the stored fused tensors, so an
+    edit of ``W_out[e, k, j]`` edits the model) and, where the family has one, the always-on shared expert.
+
+    A token's MoE output is ``sum_{e in top-k} r_e * (act(x W_gate[e]) * (x W_in[e])) W_out[e]``
+    (+ ``sigmoid(x W_shared_gate) * shared(x)``), with ``r`` the softmax of ``x W_router`` over the
+    top-k experts (renormalised over them when ``renormalize``)."""
+
+    W_router: Float[Tensor, "d_model expert"]
+    W_in: Float[Tensor, "expert d_model d_ff"]
+    W_gate: Float[Tensor, "expert d_model d_ff"]
+    W_out: Float[Tensor, "expert d_ff d_model"]
+    top_k: int
+    renormalize: bool
+    shared: MLPWeights | None
+    W_shared_gate: Float[Tensor, "d_model 1"] | None
+
+    @property
+    def n_experts(self) -> int:
+        return self.W_out.shape[0]
+
+
+def expert_weights(bridge, layer: int) -> ExpertWeights | None:
+    """The experts of ``layer`` when it is a mixture of experts with fused expert tensors (Mixtral,
+    Qwen2-MoE, ... in transformers 5), else None."""
+    block = getattr(bridge.blocks[layer].mlp, "_original_component", None)
+    experts, router = getattr(block, "experts", None), getattr(block, "gate", None)
+    if experts is None or router is None or not hasattr(experts, "gate_up_proj"):
+        return None
+    d_ff = experts.down_proj.shape[-1]
+    gate_up = experts.gate_up_proj.detach()  # [expert, 2 d_ff, d_model]: gate rows first, then up
+    shared = getattr(block, "shared_expert", None)
+    shared_gate = getattr(block, "shared_expert_gate", None)
+    return ExpertWeights(
+        W_router=router.weight.detach().T,
+        W_in=gate_up[:, d_ff:].transpose(1, 2),
+        W_gate=gate_up[:, :d_ff].transpose(1, 2),
+        W_out=experts.down_proj.detach().transpose(1, 2),
+        top_k=int(router.top_k),
+        renormalize=bool(getattr(router, "norm_topk_prob", True)),
+        shared=None if shared is None else MLPWeights(
+            W_in=shared.up_proj.weight.detach().T, W_gate=shared.gate_proj.weight.detach().T,
+            W_out=shared.down_proj.weight.detach().T, b_in=None, b_out=None),
+        W_shared_gate=None if shared_gate is None else shared_gate.weight.detach().T,
+    )

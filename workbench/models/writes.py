@@ -67,15 +67,20 @@ def effective_mlp(model, layer: int, *, fold_input_norm: bool = True) -> MLPWeig
                    else None, W_out=_scale_cols(raw.W_out, out), b_out=_scale_cols(raw.b_out, out))
 
 
-def _raw_out_name(layer: int, sublayer: str) -> str:
-    return hn.attn_raw_out(layer) if sublayer == "attn" else hn.mlp_raw_out(layer)
+def own_output_name(model, layer: int, sublayer: str) -> str:
+    """Hook carrying the sublayer's own output (``z W_O + b_O``, ``mlp_post W_out + b_out``), before any output
+    norm or residual multiplier. The inner hooks are used only where the write differs from it: some bridges
+    (BLOOM) add the residual inside the sublayer, so there the inner hook is not the output."""
+    if model.arch.post_norms or model.arch.residual_multiplier != 1:
+        return hn.attn_raw_out(layer) if sublayer == "attn" else hn.mlp_raw_out(layer)
+    return hn.attn_out(layer) if sublayer == "attn" else hn.mlp_out(layer)
 
 
 def head_write_names(model, layer: int) -> list[str]:
     """The activations :func:`head_writes` needs."""
     names = [hn.attn_z(layer)]
     if model.arch.post_norms:
-        names.append(_raw_out_name(layer, "attn"))
+        names.append(own_output_name(model, layer, "attn"))
     return names
 
 
@@ -85,7 +90,7 @@ def _post_norm_map(model, layer: int, sublayer: str, acts: dict[str, Tensor]):
     m = arch.residual_multiplier
     if not arch.post_norms:
         return (lambda t: m * t), None
-    x = acts[_raw_out_name(layer, sublayer)].float()  # [b, pos, d]: the whole sublayer output
+    x = acts[own_output_name(model, layer, sublayer)].float()  # [b, pos, d]: the whole sublayer output
     if arch.norm == "rms":
         center = lambda t: t  # noqa: E731
         scale = (x.square().mean(-1, keepdim=True) + arch.norm_eps).sqrt()
@@ -121,3 +126,28 @@ def head_writes(model, layer: int, acts: dict[str, Tensor]) -> tuple[
     if const is not None:
         rest = rest + const
     return heads, rest
+
+
+def expert_writes(model, layer: int, x: Tensor) -> tuple[
+        Float[Tensor, "token expert d_model"], Float[Tensor, "token d_model"], Float[Tensor, "token expert"],
+        Float[Tensor, "token expert d_ff"]]:
+    """A mixture-of-experts layer's write, split over its experts, from its normed input ``x`` [token, d_model].
+
+    Returns (per-expert writes, the shared expert's write (zeros without one), routing weights (0 for experts
+    not chosen), each expert's hidden activation). The writes sum to the layer's measured write
+    (``hook_mlp_out``; asserted in the tests)."""
+    w = model.expert_weights(layer)
+    x = x.float()
+    _, top_i, top_w = model.route(layer, x)
+    routing = torch.zeros(x.shape[0], w.n_experts, device=x.device).scatter(1, top_i, top_w.float())
+    hidden = model.mlp_activation(torch.einsum("td,edf->tef", x, w.W_gate.float())) \
+        * torch.einsum("td,edf->tef", x, w.W_in.float())  # [token, expert, d_ff]
+    m = model.arch.residual_multiplier
+    per_expert = m * routing[..., None] * torch.einsum("tef,efd->ted", hidden, w.W_out.float())
+    shared = torch.zeros_like(x)
+    if w.shared is not None:
+        s = w.shared
+        out = (model.mlp_activation(x @ s.W_gate.float()) * (x @ s.W_in.float())) @ s.W_out.float()
+        gate = torch.sigmoid(x @ w.W_shared_gate.float()) if w.W_shared_gate is not None else 1.0
+        shared = m * gate * out
+    return per_expert, shared, routing, hidden

@@ -88,6 +88,30 @@ def detection_figures(result) -> dict[str, go.Figure]:
     return {"spikes": spikes_figure(result), "trace": trace_figure(result), "effects": effects_figure(result)}
 
 
+def super_expert_figures(result) -> dict[str, go.Figure]:
+    """Each expert's largest write (log scale) and, for the removed ones, the KL its removal costs."""
+    table = result.experts
+    labels = [f"L{r.layer}E{r.expert}" for r in table.itertuples()]
+    colors = ["#d62728" if role == "super expert" else ("#ff7f0e" if spike else "#1f77b4")
+              for role, spike in zip(table["role"], table["spike"])]
+    writes = figure("Largest write of each expert into one residual channel")
+    writes.add_bar(x=labels, y=table["max_write"], marker_color=colors, customdata=table[["row", "load"]],
+                   hovertemplate="%{x}: %{y:.4g} in channel %{customdata[0]}, routed %{customdata[1]:.0%}<extra></extra>")
+    writes.update_yaxes(title="max |write|", type="log")
+    removed = table[table["kl"].notna()]
+    effects = figure("Removing one expert: KL of the next-token predictions")
+    effects.add_bar(x=[f"L{r.layer}E{r.expert}" for r in removed.itertuples()], y=removed["kl"],
+                    marker_color=["#d62728" if r == "super expert" else "#7f7f7f" for r in removed["role"]],
+                    hovertemplate="%{x}: KL %{y:.4g}<extra></extra>")
+    effects.update_yaxes(title="KL (nats)", type="log")
+    router = figure("Router load per expert")
+    router.add_heatmap(z=table.pivot(index="layer", columns="expert", values="load").to_numpy(),
+                       colorscale="Blues", hovertemplate="layer %{y}, expert %{x}: %{z:.0%} of tokens<extra></extra>")
+    router.update_xaxes(title="expert")
+    router.update_yaxes(title="layer")
+    return {"writes": writes, "effects": effects, "router": router}
+
+
 def candidates_html(result) -> str:
     """What the candidates are, which ones are super weights, and the published comparison; all escaped.
 

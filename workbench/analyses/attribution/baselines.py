@@ -56,7 +56,7 @@ def _mask_outside(seq: Sequence, scores: Float[Tensor, "target pos"]) -> Tensor:
 def _target_logprobs(model, embeds: Float[Tensor, "rows pos d_model"], seq: Sequence, rows_target: Tensor) -> Tensor:
     """log p(target) for each row; row r is read at the position predicting target ``rows_target[r]``."""
     J = seq.n_targets
-    logits = model.hf_model(inputs_embeds=embeds, logits_to_keep=J).logits  # [rows, J, vocab]: positions n_prompt-1 ...
+    logits = model.logits(inputs_embeds=embeds, keep=J)  # [rows, J, vocab]: positions n_prompt-1 ...
     logp = torch.log_softmax(logits.float(), -1)
     targets = seq.ids[seq.n_prompt:].to(logp.device)[rows_target.to(logp.device)]
     return logp[torch.arange(len(rows_target)), rows_target.to(logp.device), targets]
@@ -119,7 +119,7 @@ def occlusion(model, seq: Sequence, params: BaselineParams = BaselineParams()) -
     targets = seq.ids[seq.n_prompt:].to(E.device)
     probs = []
     for chunk in rows.split(per_chunk):
-        logits = model.hf_model(inputs_embeds=chunk, logits_to_keep=J).logits  # [rows, J, vocab]
+        logits = model.logits(inputs_embeds=chunk, keep=J)  # [rows, J, vocab]
         probs.append(torch.softmax(logits.float(), -1)[:, torch.arange(J), targets])  # [rows, J]
     p = torch.cat(probs)  # [W + 1, J]
     drop = p[-1][None] - p[:-1]  # [W, J]

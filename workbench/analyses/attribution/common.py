@@ -87,12 +87,7 @@ def prepare(model, prompt: str, target=None, *, max_new_tokens: int = 3, prepend
 
 def greedy(model, ids: Int[Tensor, "pos"], n: int) -> Int[Tensor, "n"]:
     """``n`` greedy next tokens after ``ids`` (a KV-cached HF generate)."""
-    tok = model.tokenizer
-    out = model.hf_model.generate(
-        ids[None], attention_mask=torch.ones_like(ids[None]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
-        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-    )
-    return out[0, len(ids):]
+    return model.greedy_ids(ids, n)
 
 
 def last_logits(model, ids: Int[Tensor, "batch pos"], *, max_tokens: int = 8192) -> Float[Tensor, "batch vocab"]:
@@ -101,22 +96,15 @@ def last_logits(model, ids: Int[Tensor, "batch pos"], *, max_tokens: int = 8192)
     Only the last position goes through the unembedding (``logits_to_keep=1``).
     """
     rows = max(1, max_tokens // ids.shape[1])
-    return torch.cat([_forward_last(model.hf_model, input_ids=chunk.to(model.device)) for chunk in ids.split(rows)])
-
-
-def _forward_last(hf_model, **inputs) -> Tensor:
-    try:
-        return hf_model(**inputs, logits_to_keep=1).logits[:, -1]
-    except TypeError:  # older or custom heads without logits_to_keep
-        return hf_model(**inputs).logits[:, -1]
+    return torch.cat([model.logits(input_ids=chunk, keep=1)[:, -1] for chunk in ids.split(rows)])
 
 
 def embed(model, ids: Int[Tensor, "... pos"]) -> Float[Tensor, "... pos d_model"]:
     """Token embeddings as the HF model's first layer sees them (``inputs_embeds``)."""
-    return model.hf_model.get_input_embeddings()(ids.to(model.device))
+    return model.embed(ids)
 
 
 def last_logits_from_embeds(model, embeds: Float[Tensor, "batch pos d_model"], *, max_tokens: int = 8192) -> Tensor:
     """Next-token logits after each row of input embeddings, chunked like :func:`last_logits`."""
     rows = max(1, max_tokens // embeds.shape[1])
-    return torch.cat([_forward_last(model.hf_model, inputs_embeds=chunk) for chunk in embeds.split(rows)])
+    return torch.cat([model.logits(inputs_embeds=chunk, keep=1)[:, -1] for chunk in embeds.split(rows)])

@@ -127,7 +127,7 @@ def faithfulness(model, seq: Sequence, importances: dict[str, Tensor], params: F
             r, layout = _masked_rows(E, attr, normalise(imp, attr), params.n_mask_samples, params.ratios, gen)
             batch.append(r)
             layouts.append((name, layout))
-        x = torch.cat(batch).to(model.device, model.hf_model.dtype)
+        x = torch.cat(batch).to(model.device, model.dtype)
         probs = torch.softmax(last_logits_from_embeds(model, x, max_tokens=max_batch_tokens).float(), -1).cpu()
         p, p_zero = probs[0], probs[1]
         s0 = 1 - (kl(p, p_zero).clamp_min(0) if params.s0_metric == "kl" else distance(p_zero, p))

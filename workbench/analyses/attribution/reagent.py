@@ -100,7 +100,7 @@ def probe_dtype(model, params: ReagentParams) -> str | None:
     """The dtype probe forwards run in: ``params.probe_dtype`` with "auto" resolved for this model and device."""
     if params.probe_dtype != "auto":
         return params.probe_dtype
-    if model.hf_model.dtype != torch.float32:
+    if model.dtype != torch.float32:
         return None  # already half precision: nothing to gain
     device = model.device
     fast = torch.cuda.is_bf16_supported() if device.type == "cuda" else (
@@ -246,7 +246,7 @@ def compute_reagent(model, config: ReagentConfig, mlm: MaskedLM | None = None) -
     seq = prepare(model, config.prompt, config.target, max_new_tokens=config.max_new_tokens, prepend_bos=config.prepend_bos)
     tensors = reagent_sequence(model, seq, config, mlm)
     result = attribution_result(ReagentResult, model, config, seq, "reagent", tensors)
-    result.meta["probe_dtype"] = probe_dtype(model, config) or str(model.hf_model.dtype).removeprefix("torch.")
+    result.meta["probe_dtype"] = probe_dtype(model, config) or str(model.dtype).removeprefix("torch.")
     return result
 
 

@@ -77,7 +77,7 @@ def predictions_sampler(model, ids: Int[Tensor, "pos"], candidates: Tensor) -> S
     One forward over the sequence gives every position's distribution (causal: the
     prediction at t-1 sees only the original prefix). Position 0 has no prefix: uniform.
     """
-    logits = model.hf_model(input_ids=ids[None].to(model.device)).logits[0].cpu()  # [pos, vocab]
+    logits = model.logits(input_ids=ids[None])[0].cpu()  # [pos, vocab]
     vocab = model.info.d_vocab
     shifted = torch.cat([torch.zeros(1, logits.shape[-1]), logits[:-1]])[:, :vocab]  # [pos, vocab]
     return Sampler(candidates, _table_from_logits(shifted, ids.cpu(), candidates))
@@ -101,15 +101,12 @@ class MaskedLM:
     @classmethod
     def from_folder(cls, folder: str | Path, device: str | torch.device | None = None) -> "MaskedLM":
         """Load a saved HF masked LM (``save_pretrained`` folder) and its tokenizer, offline."""
-        from transformers import AutoModelForMaskedLM, AutoTokenizer
+        from ...models.loading import load_masked_lm
 
         folder = Path(folder)
         if not folder.is_dir():
             raise InputError(f"masked LM folder {folder} does not exist; save one with save_pretrained(folder)")
-        model = AutoModelForMaskedLM.from_pretrained(folder, local_files_only=True)
-        tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        if device is not None:
-            model = model.to(device)
+        model, tok = load_masked_lm(folder, device)
         return cls(model, tok, str(folder))
 
     def check_vocabulary(self, model) -> None:

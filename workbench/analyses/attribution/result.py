@@ -109,6 +109,6 @@ def attribution_result(cls, model, config, seq, method: str, tensors: dict[str, 
 def target_probabilities(model, seq) -> Tensor:
     """p(target_j | context_j) for every target, from one forward over the sequence."""
     with torch.no_grad():
-        logits = model.hf_model(input_ids=seq.ids[None, :-1].to(model.device)).logits[0, seq.n_prompt - 1:]
+        logits = model.logits(input_ids=seq.ids[None, :-1])[0, seq.n_prompt - 1:]
     probs = torch.softmax(logits.float(), -1)
     return probs[torch.arange(seq.n_targets), seq.ids[seq.n_prompt:].to(probs.device)].cpu()

@@ -38,6 +38,20 @@ def super_weights(
     return run_analysis("super_weights", model, config, cache=cache, **options)
 
 
+def super_experts(model, prompts: Sequence[str] | None = None, *, cache=True, **options):
+    """Mixture-of-experts models: the experts whose removal destroys the model ("super experts"), the
+    super weight inside each, and router statistics (load, mean routing weight). Options:
+    :class:`~workbench.analyses.super_weights.experts.SuperExpertConfig`.
+
+    >>> se = wb.super_experts(moe_model)
+    >>> se.super_experts            # layer, expert, its largest write, removal KL, weight [row, col] inside
+    """
+    if prompts is not None:
+        options["prompts"] = check_prompts(prompts)
+    options["eval_digest"] = text_digest(options.get("eval_file"))
+    return run_analysis("super_experts", model, None, cache=cache, **options)
+
+
 def _experiment(name: str, model, weights, cache, options):
     if weights is None:
         weights = super_weights(model, cache=cache).coordinates()

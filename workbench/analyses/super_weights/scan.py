@@ -28,7 +28,7 @@ def require_mlp_hooks(model) -> None:
     """Raise :class:`UnsupportedModelError` unless every layer exposes W_out and its MLP hooks."""
     names = set(model.hook_names())
     for layer in range(model.info.n_layers):
-        missing = [n for n in (H.mlp_post(layer), H.mlp_raw_out(layer), H.mlp_out(layer)) if n not in names]
+        missing = [n for n in (H.mlp_post(layer), H.mlp_out(layer)) if n not in names]
         if missing:
             raise UnsupportedModelError(
                 f"{model.name} has no MLP hook point {missing[0]!r}; super-weight detection needs each layer's "
@@ -100,7 +100,8 @@ class StreamingRecorder:
         self.model, self.mlp, self.resid = model, mlp, resid
         self.n_layers = info.n_layers
         self.mask: Tensor | None = None
-        self._w_out = [model.mlp_weights(l).W_out for l in range(info.n_layers)] if mlp else []
+        weights = [model.mlp_weights(l) for l in range(info.n_layers)] if mlp else []
+        self._w_out, self._b_out = [w.W_out for w in weights], [w.b_out for w in weights]
         L, dev = info.n_layers, torch.device("cpu")
         self.in_channel_max = torch.zeros(L, info.d_mlp, device=dev)
         self.out_channel_max = torch.zeros(L, info.d_model, device=dev)
@@ -113,7 +114,6 @@ class StreamingRecorder:
         self.raw_value = torch.zeros(L)
         self.resid_channel_max = torch.zeros(L + 1, info.d_model)
         self._held: dict[int, Tensor] = {}  # layer -> X, only between its hooks
-        self._held_raw: dict[int, Tensor] = {}  # layer -> the MLP's own output, until its write hook
         self._offset = 0  # batch index offset of the current chunk
 
     # ---------------------------------------------------------------- hooks
@@ -130,16 +130,9 @@ class StreamingRecorder:
 
         return hook
 
-    def _on_mlp_raw_out(self, layer: int):
-        def hook(y: Tensor, hook=None):
-            self._held_raw[layer] = y.detach()
-            return None
-
-        return hook
-
     def _on_mlp_out(self, layer: int):
         def hook(y: Tensor, hook=None):
-            x, raw = self._held.pop(layer), self._held_raw.pop(layer)
+            x = self._held.pop(layer)
             a = _masked_abs(y, self.mask)  # [batch, pos, d_model]
             value, (b, p, j) = _argmax3(a)
             if value.item() > self.out_channel_max[layer].max().item():
@@ -150,7 +143,8 @@ class StreamingRecorder:
                 self.top_col[layer] = k.cpu()
                 self.top_input[layer] = x[b, p, k].float().cpu()
                 self.top_contribution[layer] = contrib[k].cpu()
-                self.raw_value[layer] = raw[b, p, j].float().cpu()
+                b_out = self._b_out[layer]  # the MLP's own output at the spike, before any output norm:
+                self.raw_value[layer] = (contrib.sum() + (b_out[j].float() if b_out is not None else 0.0)).cpu()
             torch.maximum(self.out_channel_max[layer], a.amax((0, 1)).cpu(), out=self.out_channel_max[layer])
             return None
 
@@ -168,8 +162,7 @@ class StreamingRecorder:
         out = []
         for layer in range(self.n_layers):
             if self.mlp:
-                out += [(H.mlp_post(layer), self._on_mlp_in(layer)), (H.mlp_raw_out(layer), self._on_mlp_raw_out(layer)),
-                        (H.mlp_out(layer), self._on_mlp_out(layer))]
+                out += [(H.mlp_post(layer), self._on_mlp_in(layer)), (H.mlp_out(layer), self._on_mlp_out(layer))]
             if self.resid:
                 out.append((H.resid_post(layer), self._on_resid(layer + 1)))
         if self.resid:
@@ -183,7 +176,6 @@ class StreamingRecorder:
                 yield self
             finally:
                 self._held.clear()
-                self._held_raw.clear()
 
     def run(self, tokens: Tensor, mask: Tensor | None = None, *, offset: int = 0) -> Tensor:
         """One forward pass of ``tokens`` [batch, pos] with the hooks on; returns the logits."""

@@ -1,4 +1,5 @@
-"""Bilinear replacement of a gated MLP: fit, fidelity, splicing, restoration; real tier on the embedded model."""
+"""Bilinear replacement of an MLP (gated: from its weights; plain: fitted from activations): fit, fidelity,
+splicing, restoration, a planted bilinear map recovered; real tier on the embedded model."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import pytest
 import torch
 
 import workbench as wb
+from support.families import save_family
+from workbench.analyses.bilinear.interaction import interaction_matrices
+from workbench.analyses.bilinear.replacement import PLAIN_INIT, ReplacementConfig, fit_from_activations
 from workbench.models import hook_names as hn
 
 
@@ -67,6 +71,53 @@ def test_replacement_directions_and_errors(tiny_llama):
         wb.bilinear_replacement(tiny_llama, layer=7, cache=False)
     with pytest.raises(wb.InputError, match="holdout"):
         wb.bilinear_replacement(tiny_llama, layer=0, holdout=1.5, cache=False)
+    with pytest.raises(wb.InputError, match="plain MLPs only"):
+        wb.bilinear_replacement(tiny_llama, layer=0, d_hidden=32, cache=False)
+
+
+def test_plain_mlp_replacement_is_fitted_from_activations(tiny_gpt2):
+    fp, before = tiny_gpt2.fingerprint(), tiny_gpt2("Hello there, general Kenobi.")
+    result = wb.bilinear_replacement(tiny_gpt2, layer=1, n_directions=4, cache=False)
+    assert tiny_gpt2.fingerprint() == fp and torch.equal(tiny_gpt2("Hello there, general Kenobi."), before)
+    assert result.meta["init"] == result.init == PLAIN_INIT
+    assert result.tensors["W"].shape == (tiny_gpt2.info.d_mlp, tiny_gpt2.info.d_model)
+    _check_replacement(tiny_gpt2, result, min_ev=0.85)
+    assert "untrained start" in result.to_frame("fidelity").measure.iloc[2]
+    # training is what fits it: the same seeded start with no Adam steps explains far less
+    a = result.meta["approximation"]
+    untrained = wb.bilinear_replacement(tiny_gpt2, layer=1, fit_steps=0, n_top=2, cache=False).meta["approximation"]
+    assert untrained["explained_variance"] == pytest.approx(a["init_ev"])
+    assert a["explained_variance"] > untrained["explained_variance"] + 0.1
+    narrow = wb.bilinear_replacement(tiny_gpt2, layer=1, d_hidden=16, fit_steps=0, n_top=2, cache=False)
+    assert narrow.tensors["W"].shape == (16, tiny_gpt2.info.d_model)
+
+
+def test_fit_from_activations_recovers_a_planted_bilinear_map():
+    g = torch.Generator().manual_seed(1)
+    W, V, P = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g), torch.randn(12, 8, generator=g)
+    layer = lambda x, W, V, P: ((x @ W.mT) * (x @ V.mT)) @ P.mT  # noqa: E731
+    x = 5.0 * torch.randn(3000, 16, generator=g)  # scales far from 1: the fit must not depend on them
+    y = 1e-3 * layer(x, W, V, P)
+    fitted, start, _ = fit_from_activations(x[:2400], y[:2400], 16, ReplacementConfig())  # twice the planted width
+    held_out_ev = lambda WVP: 1 - (y[2400:] - layer(x[2400:], *WVP)).square().sum() / (y[2400:] - y[2400:].mean(0)).square().sum()  # noqa: E731
+    assert held_out_ev(fitted) > 0.99 and held_out_ev(start) < 0.5
+    W2, V2, P2 = fitted
+    # the fitted layer's interaction matrices are the planted ones (a quadratic form is unique)
+    u = torch.eye(12)[:3]
+    q_planted, q_fitted = interaction_matrices(W, V, 1e-3 * u @ P), interaction_matrices(W2, V2, u @ P2)
+    assert (q_fitted - q_planted).norm() < 0.1 * q_planted.norm()
+
+
+# OPT: ReLU MLPs; BLOOM: its MLP module adds the residual inside (mlp.hook_out), so the fit must read hook_mlp_out
+@pytest.mark.parametrize("family", ["opt", "bloom"])
+def test_plain_mlp_replacement_on_more_families(family, tmp_path):
+    model = wb.load_model(save_family(family, tmp_path / family))
+    result = wb.bilinear_replacement(model, layer=1, n_directions=2, n_top=2, cache=False)
+    a = result.meta["approximation"]
+    assert result.meta["init"] == PLAIN_INIT
+    assert a["explained_variance"] > max(0.9, a["init_ev"])
+    assert abs(a["loss_replaced"] - a["loss_original"]) < 0.01
+    _check_replacement(model, result, min_ev=0.9)
 
 
 @pytest.mark.real

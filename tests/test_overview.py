@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -90,11 +91,18 @@ def test_cli_report(tmp_path, capsys):
     assert out.is_file() and str(out) in capsys.readouterr().out
 
 
-def test_cli_report_skips_an_analysis_the_model_cannot_run(tmp_path, capsys):
+def test_cli_report_skips_an_analysis_the_model_cannot_run(tmp_path, capsys, monkeypatch):
+    from workbench.analyses import registry
+
+    def refuse(model, config):  # as an analysis does for a model it cannot read (e.g. MoE MLPs have no single W_in)
+        raise wb.UnsupportedModelError(f"{model.name}'s MLPs are mixtures of experts")
+
+    spec = registry.get_analysis("bilinear_replacement")  # version -1: no cached result stands in for the refusal
+    monkeypatch.setitem(registry._REGISTRY, spec.name, dataclasses.replace(spec, compute=refuse, version=-1))
     out = tmp_path / "r.html"
-    assert main(["report", "--model", "tiny-gpt2", "--out", str(out)]) == 0  # plain GELU MLPs: no bilinear replacement
+    assert main(["report", "--model", "tiny-gpt2", "--out", str(out)]) == 0
     captured = capsys.readouterr()
-    assert "skipped bilinear_replacement" in captured.err and "gated" in captured.err
+    assert "skipped bilinear_replacement" in captured.err and "mixtures of experts" in captured.err
     page = out.read_text()
     assert "Super weights" in page and "ReAGent" in page and "bilinear replacement" not in page.lower()
 

@@ -82,3 +82,57 @@ def save_family(family: str, folder: Path, seed: int = 0) -> Path:
     build_family(family, seed).save_pretrained(folder)
     byte_tokenizer(folder.parent / ".tokenizer").save_pretrained(folder)
     return folder
+
+
+# ---------------------------------------------------------------- the families x analyses matrix
+PROMPT = "The cat sat on the mat. The cat"
+
+
+def analysis_runs(model) -> dict:
+    """Every analysis with small settings (tiny models, seconds): name -> a call returning its Result."""
+    import workbench as wb
+
+    fast = dict(eval_windows=2, window=32, cache=False)
+    return {
+        "overview": lambda: wb.model_overview(model, cache=False),
+        "head composition": lambda: wb.head_composition(model, null_samples=8, cache=False),
+        "head effects": lambda: wb.head_effects(model, prompts=(PROMPT,), n_writers=1, cache=False),
+        "super weights": lambda: wb.super_weights(model, prompts=(PROMPT,), **fast),
+        "super-weight trace": lambda: wb.trace_super_weight(model, weight=(1, 3, 5), prompt=PROMPT, cache=False),
+        "super experts": lambda: wb.super_experts(model, prompts=(PROMPT,), **fast),
+        "bilinear replacement": lambda: wb.bilinear_replacement(model, layer=0, cache=False),
+        "ReAGent": lambda: wb.reagent(model, PROMPT, max_steps=10, cache=False),
+    }
+
+
+def outcome(run) -> tuple[str, object]:
+    """("yes", result) or ("refused: <why>", None) for an analysis that raises UnsupportedModelError."""
+    import workbench as wb
+
+    try:
+        return "yes", run()
+    except wb.UnsupportedModelError as exc:
+        return f"refused: {exc}", None
+
+
+def readme_table(outcomes: dict[tuple[str, str], str]) -> str:
+    """Markdown: families x analyses (yes / no, with the reasons for each refusal below the table)."""
+    families = sorted({f for f, _ in outcomes})
+    analyses = list(dict.fromkeys(a for _, a in outcomes))
+    lines = ["| family | " + " | ".join(analyses) + " |", "|---" * (len(analyses) + 1) + "|"]
+    reasons: dict[str, list[str]] = {}
+    for family in families:
+        cells = []
+        for analysis in analyses:
+            text = outcomes[(family, analysis)]
+            if text == "yes":
+                cells.append("yes")
+            else:
+                why = text.removeprefix("refused: ").replace(family, "the model", 1)
+                reasons.setdefault(f"{analysis}: {why}", []).append(family)
+                cells.append("no")
+        config = FAMILIES[family][0].removesuffix("Config")
+        lines.append(f"| {family} ({config}) | " + " | ".join(cells) + " |")
+    lines += ["", "yes: the analysis ran and its identities held; no: it refused, saying why:", ""]
+    lines += [f"- {why} ({', '.join(fams)})" for why, fams in reasons.items()]
+    return "\n".join(lines)

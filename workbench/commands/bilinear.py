@@ -1,5 +1,5 @@
 """``workbench bilinear``: the digits demo (train a bilinear classifier, eigendecompose each class),
-or with ``--layer L`` a bilinear replacement of an LM's gated MLP and its fidelity."""
+or with ``--layer L`` a bilinear replacement of an LM's MLP (gated or plain) and its fidelity."""
 
 from __future__ import annotations
 

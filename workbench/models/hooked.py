@@ -334,6 +334,11 @@ class HookedModel:
         """Effective gain of the norm on ``sublayer``'s output (sandwich / post-norm families), or None."""
         return self._gain(self._norm_param(layer, sublayer, "weight", post=True)) if self.arch.post_norms else None
 
+    def norm_weight(self, layer: int, sublayer: str, *, post: bool = False) -> Tensor | None:
+        """The stored weight of a block norm (a view: edit it to edit the model; the effective gain is this plus
+        ``arch.gain_offset``): in front of ``sublayer`` or (``post=True``) on its output."""
+        return self._norm_param(layer, sublayer, "weight", post=post)
+
     def norm_bias_param(self, layer: int, sublayer: str, *, post: bool = False) -> Tensor | None:
         """Bias of a block norm: in front of ``sublayer`` or (``post=True``) on its output."""
         return self._norm_param(layer, sublayer, "bias", post=post)

@@ -1,5 +1,5 @@
 """Bilinear MLPs (Pearce et al. 2024): layers, offline training, interaction-matrix eigendecomposition,
-and bilinear replacements of the gated MLPs of pretrained models."""
+and bilinear replacements of the MLPs (gated or plain) of pretrained models."""
 
 from . import interaction, replacement, spectrum, training
 from .layers import BilinearClassifier, BilinearLM, BilinearMLP, BilinearWeights

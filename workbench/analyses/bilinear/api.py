@@ -47,11 +47,13 @@ def bilinear_spectrum(model, config: SpectrumConfig | None = None, *, directions
 
 
 def bilinear_replacement(model, config=None, *, layer: int | None = None, directions=None, cache=True, **options):
-    """Fit a bilinear replacement of ``layer``'s gated MLP on the model's own activations (the evaluation
+    """Fit a bilinear replacement of ``layer``'s MLP on the model's own activations (the evaluation
     corpus), report its fidelity (held-out explained variance, loss with it spliced in), and eigendecompose it.
 
-    Every number of the result is about the replacement; its summary and figures carry the approximation
-    error. Options: see :class:`~workbench.analyses.bilinear.replacement.ReplacementConfig`.
+    A gated MLP (SwiGLU) starts from its gate/up weights in closed form; a plain one (GPT-2, Pythia, OPT, ...)
+    has no second factor to start from, so its replacement is trained from a random start (``meta["init"]``
+    says which). Every number of the result is about the replacement; its summary and figures carry the
+    approximation error. Options: see :class:`~workbench.analyses.bilinear.replacement.ReplacementConfig`.
     """
     if layer is not None:
         options["layer"] = layer

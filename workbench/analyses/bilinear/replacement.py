@@ -1,13 +1,24 @@
-"""``bilinear_replacement``: the supported route from a pretrained LM's gated MLP to bilinear eigen-analysis.
+"""``bilinear_replacement``: the supported route from a pretrained LM's MLP to bilinear eigen-analysis.
 
-Gated MLPs (SwiGLU: W_out (silu(W_gate x) * (W_in x))) are not bilinear, so their interaction matrices
-do not exist. We fit a bilinear layer  y ~ P ((W x) * (V x))  to one layer's MLP on the model's own
-activations (``mlp_in`` -> ``mlp_out`` hooks over the evaluation corpus), then analyse that replacement.
+Neither gated MLPs (SwiGLU: W_out (silu(W_gate x) * (W_in x))) nor plain ones (W_out act(W_in x + b))
+are bilinear, so their interaction matrices do not exist. We fit a bilinear layer  y ~ P ((W x) * (V x))
+to one layer's MLP on the model's own activations (``mlp_in`` -> ``mlp_out`` hooks over the evaluation
+corpus), then analyse that replacement. How the fit starts depends on the MLP:
 
-Fit (closed form, seconds): W = W_gate^T, V = W_in^T (silu(z) * u ~ a z * u); per hidden unit the
-least-squares scale a_o of z_o u_o onto silu(z_o) u_o gives P0 = W_out^T diag(a); then P is refit by
-ridge regression on the hidden activations, shrunk towards P0, with the ridge picked on a validation
-slice of the training tokens. Optional Adam steps then tune W, V and P together.
+- gated, from the gate/up weights (closed form, seconds): W = W_gate^T, V = W_in^T (silu(z) * u ~ a z * u);
+  per hidden unit the least-squares scale a_o of z_o u_o onto silu(z_o) u_o gives P0 = W_out^T diag(a);
+  then P is refit by ridge regression on the hidden activations, shrunk towards P0, with the ridge picked
+  on a validation slice of the training tokens. Optional Adam steps then tune W, V and P together.
+- plain (and mixtures of experts, replaced as a whole, with the width of the experts a token uses),
+  fitted from activations: a plain MLP has one input projection and no second factor to start from, so W, V [d_mlp, d_model] are drawn at random (seeded), P is the ridge least-squares readout of
+  those random bilinear features (a warm start: training then moves W, V from a fitted layer, not from
+  noise), and the same Adam loop trains W, V, P. It runs on inputs and outputs scaled to unit rms, so
+  one learning rate suits every model's activation scale.
+
+The fit's target and the splice point are the MLP's own output (``HookedModel.own_output_name``): before
+the output norm of sandwich-norm families (Gemma 2/3, OLMo 2) and a residual multiplier (Granite), which
+then act on the replacement as they act on the MLP; elsewhere ``hook_mlp_out`` (``blocks.L.mlp.hook_out``
+is not the output everywhere: BLOOM's MLP adds the residual inside it).
 
 Fidelity, always on held-out windows: explained variance of the MLP output (next to a linear
 regression baseline), and the model's next-token loss with the replacement spliced in, next to
@@ -25,7 +36,7 @@ from torch import Tensor
 
 from ..._progress import progress
 from ...corpus import mean_loss, token_windows
-from ...errors import InputError, UnsupportedModelError
+from ...errors import InputError
 from ...models import hook_names as hn
 from ..registry import Analysis
 from .layers import BilinearMLP, BilinearWeights
@@ -39,8 +50,11 @@ class ReplacementConfig:
     max_windows: int = 32  # windows of the evaluation corpus, evenly spread (None: all)
     holdout: float = 0.25  # share of windows held out for every fidelity number
     ridges: tuple[float, ...] = (1e-3, 1e-2, 0.1, 0.3, 1.0, 3.0, 10.0)  # candidates, relative to the mean hidden energy
-    fit_steps: int = 0  # Adam steps on W, V, P after the closed-form fit (0: closed form only)
-    lr: float = 1e-4
+    fit_steps: int | None = None  # Adam steps on W, V, P after the initial fit (None: 0 for gated MLPs, whose
+    #                               closed form starts close; 1000 for plain ones, whose start is random features)
+    lr: float | None = None  # Adam rate (None: 1e-4 gated, in the model's units; 1e-3 plain, in unit-rms units)
+    d_hidden: int | None = None  # plain MLPs: hidden width of the fitted layer (None: the MLP's d_mlp)
+    seed: int = 0  # plain MLPs: the random initialisation
     batch_windows: int = 8  # windows per forward pass
     directions: str = "auto"  # "pca" (principal directions of the MLP's real output), "svd", "tokens", "vectors"
     tokens: tuple[str, ...] = ()  # token-logit directions through the unembedding
@@ -55,16 +69,24 @@ class ReplacementConfig:
 
 @dataclass(frozen=True)
 class BilinearReplacementResult(BilinearSpectrumResult):
-    """A bilinear replacement of one gated MLP, its fidelity, and the eigen-analysis of the replacement.
+    """A bilinear replacement of one MLP (gated or plain), its fidelity, and the eigen-analysis of the replacement.
 
     On top of :class:`BilinearSpectrumResult`: table ``fidelity`` (one row per measure), table ``fit``
-    (per candidate ridge: the share of what the rescaled SwiGLU weights miss that the refit explains on a
-    validation slice of the training tokens), tensors ``W``, ``V`` [d_mlp, d_model], ``P`` [d_model, d_mlp] of the
-    replacement (:meth:`replacement` rebuilds it), and per-direction ``replacement_ev`` in ``directions``.
+    (per candidate ridge, on a validation slice of the training tokens: gated, the share of what the rescaled
+    SwiGLU weights miss that the refit explains; plain, the share of the output the random features' readout
+    explains), tensors ``W``, ``V`` [d_hidden, d_model], ``P`` [d_model, d_hidden] of the replacement
+    (:meth:`replacement` rebuilds it), per-direction ``replacement_ev`` in ``directions``, and ``meta["init"]``:
+    how the fit started ("from gate/up weights" or "fitted from activations, random init").
     """
 
     analysis = "bilinear_replacement"
-    title = "Bilinear replacement of a gated MLP: eigenvectors"
+    title = "Bilinear replacement of an MLP: eigenvectors"
+
+    @property
+    def init(self) -> str:
+        """How the fit started: "from gate/up weights" or "fitted from activations, random init" (results
+        saved before plain MLPs were supported have no ``init`` and are all gated)."""
+        return self.meta.get("init", GATED_INIT)
 
     def approximation_note(self) -> str:
         a = self.meta["approximation"]
@@ -76,7 +98,7 @@ class BilinearReplacementResult(BilinearSpectrumResult):
         lines = [
             ("approximation", self.approximation_note()),
             ("fidelity", f"held-out EV {a['explained_variance']:.3f} (linear regression {a['linear_ev']:.3f}, "
-                         f"rescaled SwiGLU weights alone {a['init_ev']:.3f}); loss recovered " + (
+                         f"{_START[self.init]} {a['init_ev']:.3f}); loss recovered " + (
                              f"{a['loss_recovered']:.1%}" if a["loss_recovered"] == a["loss_recovered"]
                              else "n/a (mean-ablating this MLP barely changes the loss)")),
         ]
@@ -103,7 +125,7 @@ def _collect(model, tokens: Tensor, layer: int, batch: int) -> tuple[Tensor, Ten
         outs.append(act.detach())
         raise _Stop
 
-    with model.hooks([(hn.mlp_in(layer), grab_in), (hn.mlp_out(layer), grab_out)]):
+    with model.hooks([(hn.mlp_in(layer), grab_in), (model.own_output_name(layer, "mlp"), grab_out)]):
         for start in progress(range(0, len(tokens), batch), desc=f"layer {layer} MLP activations"):
             try:
                 model(tokens[start:start + batch])
@@ -132,6 +154,11 @@ def _ridge(G: Tensor, R: Tensor, alphas: list[float]) -> list[Tensor]:
     return [torch.cholesky_solve(rhs, torch.linalg.cholesky(gram + a * scale * eye)).float() for a in alphas]
 
 
+GATED_INIT, PLAIN_INIT = "from gate/up weights", "fitted from activations, random init"
+_START = {GATED_INIT: "rescaled SwiGLU weights only", PLAIN_INIT: "untrained start (random W, V; least-squares P)"}  # init_ev's layer
+Layer = tuple[Tensor, Tensor, Tensor]  # W, V [h, d], P [d, h]
+
+
 def fit_replacement(x_tr: Tensor, y_tr: Tensor, W_gate: Tensor, W_up: Tensor, W_out: Tensor,
                     config: ReplacementConfig) -> tuple[Tensor, Tensor, Tensor, Tensor, pd.DataFrame]:
     """Closed-form bilinear fit (see the module docstring): W, V [h, d], P and the unrefit P0 [d, h], the ridge table."""
@@ -144,6 +171,36 @@ def fit_replacement(x_tr: Tensor, y_tr: Tensor, W_gate: Tensor, W_up: Tensor, W_
     return W, V, P0 + D.mT, P0, table
 
 
+def fit_gated(x_tr: Tensor, y_tr: Tensor, mlp, config: ReplacementConfig) -> tuple[Layer, Layer, pd.DataFrame]:
+    """A gated MLP's replacement: the closed form from its weights, then ``fit_steps`` (default 0) Adam steps.
+    Returns the fitted layer, the starting layer whose fidelity is reported beside it (the rescaled SwiGLU
+    weights, before the ridge refit), and the ridge table."""
+    W, V, P, P0, table = fit_replacement(x_tr, y_tr, mlp.W_gate, mlp.W_in, mlp.W_out, config)
+    fitted = _refine(W, V, P, x_tr, y_tr, config.fit_steps or 0, 1e-4 if config.lr is None else config.lr)
+    return fitted, (W, V, P0), table
+
+
+def fit_from_activations(x_tr: Tensor, y_tr: Tensor, d_hidden: int,
+                         config: ReplacementConfig) -> tuple[Layer, Layer, pd.DataFrame]:
+    """A bilinear layer of width ``d_hidden`` fitted to map ``x_tr`` to ``y_tr`` with no weights to start from
+    (plain MLPs, or any planted map). Returns the fitted layer, its random start (least-squares P), the ridge table.
+
+    Training runs on x and y scaled to unit rms per coordinate: W, V ~ N(0, 1/d) then give O(1) hidden
+    activations whatever the model's activation scale, and one Adam rate moves every tensor by a similar
+    relative step. The scales are folded back into W, V, P afterwards.
+    """
+    sx, sy = (t.square().mean().clamp_min(1e-30).rsqrt() for t in (x_tr, y_tr))
+    x, y = x_tr * sx, y_tr * sy
+    d = x.shape[1]
+    g = torch.Generator().manual_seed(config.seed)
+    W, V = (torch.randn(2, d_hidden, d, generator=g) / d ** 0.5).to(x.device)
+    D, table = ridge_select(_hidden(W, V, x), y, config.ridges)  # the least-squares warm start
+    steps = 1000 if config.fit_steps is None else config.fit_steps
+    fitted = _refine(W, V, D.mT, x, y, steps, 1e-3 if config.lr is None else config.lr)
+    unscale = lambda W, V, P: (W * sx, V * sx, P / sy)  # noqa: E731  (W sx) x = W (sx x); P / sy undoes y sy
+    return unscale(*fitted), unscale(W, V, D.mT), table
+
+
 def ridge_select(G: Tensor, R: Tensor, ridges: tuple[float, ...]) -> tuple[Tensor, pd.DataFrame]:
     """Ridge solution of R ~ G D with the ridge picked on the last fifth of the rows, then refit on all rows."""
     n_val = max(1, len(G) // 5)
@@ -154,17 +211,22 @@ def ridge_select(G: Tensor, R: Tensor, ridges: tuple[float, ...]) -> tuple[Tenso
     return _ridge(G, R, [best])[0], table
 
 
-def _refine(W, V, P, x, y, config: ReplacementConfig):
+def _refine(W, V, P, x, y, steps: int, lr: float) -> Layer:
+    """``steps`` Adam steps on W, V, P together (mean squared error on minibatches of 2048 rows); the one
+    training loop of both starts. With 0 steps the tensors come back as given."""
+    if not steps:
+        return W, V, P
     params = [t.clone().requires_grad_(True) for t in (W, V, P)]
-    opt = torch.optim.Adam(params, lr=config.lr)
+    opt = torch.optim.Adam(params, lr=lr)
     g = torch.Generator().manual_seed(0)
-    for _ in progress(range(config.fit_steps), desc="refining the replacement"):
-        idx = torch.randint(0, len(x), (min(2048, len(x)),), generator=g).to(x.device)
-        loss = ((_hidden(params[0], params[1], x[idx]) @ params[2].mT - y[idx]).square().mean())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return [p.detach() for p in params]
+    with torch.enable_grad():
+        for _ in progress(range(steps), desc="fitting the replacement"):
+            idx = torch.randint(0, len(x), (min(2048, len(x)),), generator=g).to(x.device)
+            loss = ((_hidden(params[0], params[1], x[idx]) @ params[2].mT - y[idx]).square().mean())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return tuple(p.detach() for p in params)
 
 
 def _losses(model, tokens: Tensor, layer: int, batch: int, replace) -> float:
@@ -179,7 +241,7 @@ def _losses(model, tokens: Tensor, layer: int, batch: int, replace) -> float:
         new[:, 0] = act[:, 0]  # BOS keeps its original output
         return new
 
-    hooks = [(hn.mlp_in(layer), keep_in), (hn.mlp_out(layer), swap_out)] if replace else []
+    hooks = [(hn.mlp_in(layer), keep_in), (model.own_output_name(layer, "mlp"), swap_out)] if replace else []
     with model.hooks(hooks):
         return mean_loss(model, tokens, batch_size=batch)
 
@@ -217,16 +279,17 @@ def _principal(y: Tensor, unembed: Tensor, vocab: list[str], n: int) -> tuple[Te
 @torch.no_grad()
 def compute_replacement(model, config: ReplacementConfig) -> BilinearReplacementResult:
     model.require_finite_weights()
-    if not model.info.gated_mlp:
-        raise UnsupportedModelError(
-            f"{model.name} has plain (non-gated) MLPs; bilinear_replacement starts from a gated MLP's gate and up "
-            "projections (SwiGLU / GeGLU). For bilinear analysis train a bilinear model: wb.train_digits(), wb.train_bilinear_lm()"
-        )
     if not 0 < config.holdout < 1:
         raise InputError(f"holdout must lie in (0, 1), got {config.holdout}")
+    gated = model.arch.mlp == "gated"  # mixtures of experts are fitted from activations, like plain MLPs
+    if config.d_hidden is not None and (gated or config.d_hidden < 1):
+        raise InputError(f"d_hidden must be a positive width, for plain MLPs only (a gated MLP's replacement keeps "
+                         f"its d_mlp); got {config.d_hidden} for {'a gated' if gated else 'a plain'} MLP")
     chosen = model.info.n_layers // 5 if config.layer is None else config.layer
-    mlp = model.mlp_weights(chosen)  # validates the layer
+    if not -model.info.n_layers <= chosen < model.info.n_layers:
+        raise InputError(f"layer {chosen} out of range: {model.name} has {model.info.n_layers} layers")
     layer = chosen % model.info.n_layers
+    mlp = model.mlp_weights(layer) if model.arch.mlp != "moe" else None
     tokens = token_windows(model, window=config.window, max_windows=config.max_windows)  # [w, pos]
     n_hold = max(1, round(len(tokens) * config.holdout))
     if len(tokens) - n_hold < 1:
@@ -237,11 +300,13 @@ def compute_replacement(model, config: ReplacementConfig) -> BilinearReplacement
     x_tr, y_tr = x[:-n_hold, first:].flatten(0, 1), y[:-n_hold, first:].flatten(0, 1)
     x_te, y_te = x[-n_hold:, first:].flatten(0, 1), y[-n_hold:, first:].flatten(0, 1)
 
-    W, V, P, P0, fit_table = fit_replacement(x_tr, y_tr, mlp.W_gate, mlp.W_in, mlp.W_out, config)
-    init_ev = _ev(y_te, _hidden(W, V, x_te) @ P0.mT)  # the rescaled SwiGLU weights, before any refinement
-    if config.fit_steps:
-        with torch.enable_grad():
-            W, V, P = _refine(W, V, P, x_tr, y_tr, config)
+    if gated:
+        (W, V, P), start, fit_table = fit_gated(x_tr, y_tr, mlp, config)
+    else:
+        width = mlp.W_in.shape[1] if mlp is not None else model.info.d_mlp * max(1, model.arch.experts_per_token)
+        (W, V, P), start, fit_table = fit_from_activations(x_tr, y_tr, config.d_hidden or width, config)
+    init = GATED_INIT if gated else PLAIN_INIT
+    init_ev = _ev(y_te, _hidden(start[0], start[1], x_te) @ start[2].mT)  # where the fit started, before any training
     predict = lambda inp: _hidden(W, V, inp) @ P.mT  # noqa: E731
     y_hat = predict(x_te)
     lin, _ = ridge_select(_homogeneous(x_tr, True), y_tr, config.ridges)  # linear baseline with bias: [d + 1, d]
@@ -276,7 +341,7 @@ def compute_replacement(model, config: ReplacementConfig) -> BilinearReplacement
     view = LayerView(
         "bilinear replacement", BilinearWeights(W, V, P, None, False), [f"d{i}" for i in range(W.shape[1])],
         x_te[pick.to(x_te.device)], labels, unembed=unembed, embed=embed, vocab=vocab,
-        principal=principal, principal_names=names, extra_meta={"layer": layer, "approximation": approximation},
+        principal=principal, principal_names=names, extra_meta={"layer": layer, "approximation": approximation, "init": init},
     )
     spec = SpectrumConfig(**{f: getattr(config, f) for f in ("directions", "tokens", "vectors", "n_directions", "n_top",
                                                              "n_inputs", "method", "float64")})
@@ -287,7 +352,7 @@ def compute_replacement(model, config: ReplacementConfig) -> BilinearReplacement
     fidelity = pd.DataFrame([
         {"measure": "explained variance (held out)", "value": approximation["explained_variance"]},
         {"measure": "explained variance, linear regression", "value": approximation["linear_ev"]},
-        {"measure": "explained variance, rescaled SwiGLU weights only", "value": init_ev},
+        {"measure": f"explained variance, {_START[init]}", "value": init_ev},
         {"measure": "loss, original model", "value": loss_orig},
         {"measure": "loss, replacement spliced in", "value": loss_rep},
         {"measure": "loss, MLP mean-ablated", "value": loss_abl},
@@ -302,7 +367,7 @@ def compute_replacement(model, config: ReplacementConfig) -> BilinearReplacement
 ANALYSIS = Analysis(
     name="bilinear_replacement",
     title=BilinearReplacementResult.title,
-    description="fit a bilinear replacement of one gated MLP on the model's own activations; its fidelity and eigenvectors",
+    description="fit a bilinear replacement of one MLP on the model's own activations; its fidelity and eigenvectors",
     config_cls=ReplacementConfig,
     result_cls=BilinearReplacementResult,
     compute=compute_replacement,

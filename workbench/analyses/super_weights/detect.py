@@ -22,7 +22,14 @@ Method (Yu et al. 2024, see REFERENCES.md section 1), as done here:
    from the intact model's, and the residual stream's
    max |value| in its output channel after every layer (the super activation).
    Random weights of the same matrices are zeroed as controls.
-5. Roles: the ablation effect is the mean KL(intact || ablated) of the next-token
+5. Massive activations are reported whatever the weights say: the residual stream's largest |value|
+   on the evaluation text, its channel, and the layer where it builds up (first reaches half its
+   peak). With no candidate at all, the best one (the layer whose output stands out most, and the
+   weight contributing most there) is measured anyway, so the table says what the best single
+   weight does instead of being empty. In sandwich-norm families the MLP's output norm gain of a
+   spike channel is what turns it into a spike (Gemma 3): those gains are zeroed and measured too
+   (table ``norm_gains``).
+6. Roles: the ablation effect is the mean KL(intact || ablated) of the next-token
    predictions over the evaluation text (it is positive, and unlike the loss change it
    also shows damage in an untrained model). ``super weight`` when the effect is at
    least ``min_effect_share`` of the strongest candidate's and at least ``min_vs_random``
@@ -119,6 +126,24 @@ class SuperWeightResult(Result):
         row = int(self.candidates["row"].iloc[index])
         return self.tensors["resid_intact"][:, row], self.tensors["resid_ablated"][index]
 
+    def _no_super_weight(self) -> str:
+        """Plainly, when no single weight is load-bearing: the massive activation and the best weight's effect."""
+        m = self.meta.get("massive")
+        text = "none"
+        if m:
+            text += (f"; the residual stream's largest activation is {m['value']:.4g} in channel {m['channel']} "
+                     f"after layer {m['layer']} ({m['ratio']:.3g}x the typical channel; it builds up at layer "
+                     f"{m['builds_up_at']})")
+        best = self.candidates.sort_values("kl", ascending=False).head(1)
+        for r in best.itertuples():
+            text += f"; the best single weight, layer {r.layer} [{r.row}, {r.col}], costs {r.delta_loss:+.3g} nats when zeroed"
+        gains = self.tables.get("norm_gains")
+        if gains is not None and len(gains):
+            g = gains.sort_values("kl", ascending=False).iloc[0]
+            text += (f"; the MLP output norm gain of layer {int(g.layer)} channel {int(g.channel)} ({g.gain:.3g}) "
+                     f"costs {g.delta_loss:+.3g} nats when zeroed")
+        return text
+
     def compare_published(self, name: str | None = None) -> pd.DataFrame | None:
         """This scan's super weights against the published index for ``name`` (default: the model's id)."""
         return compare_published(name or self.model_id, self.coordinates())
@@ -129,7 +154,8 @@ class SuperWeightResult(Result):
         lines = [
             ("model", self.model_id),
             ("candidates", f"{len(self.candidates)} in {meta['rounds']} scan round(s); {len(sw)} super weight(s)"),
-            ("super weights", ", ".join(f"layer {r.layer} [{r.row}, {r.col}] ({r.delta_loss:+.3f})" for r in sw.itertuples()) or "none"),
+            ("super weights", ", ".join(f"layer {r.layer} [{r.row}, {r.col}] ({r.delta_loss:+.3f})" for r in sw.itertuples())
+             or self._no_super_weight()),
             ("eval loss", f"{meta['intact_loss']:.4f} intact"
              + (f", {meta['loss_without_super']:.4f} without all super weights" if meta.get("loss_without_super") is not None else "")
              + f" ({meta['eval_tokens']} tokens)"),
@@ -174,6 +200,18 @@ def _candidates_of_round(stats: ScanStats, config: SuperWeightConfig, found: set
     return new
 
 
+def _best_candidate(stats: ScanStats) -> list[dict]:
+    """The weight behind the layer whose output stands out most, spike rule or not (when nothing passed it)."""
+    layer = int(stats.out_ratio.argmax())
+    if stats.top_contribution[layer] == 0:
+        return []
+    b, p, j = stats.out_spike[layer].tolist()
+    return [{"layer": layer, "row": j, "col": int(stats.top_col[layer]), "batch": b, "position": p,
+             "in_value": float(stats.top_input[layer]), "in_max": float(stats.in_max[layer]),
+             "in_channel": int(stats.in_spike[layer, 2]), "out_value": float(stats.out_value[layer]),
+             "out_max": float(stats.out_max[layer]), "share": float(stats.share[layer])}]
+
+
 def iterative_scan(model, prompts: tuple[str, ...], config: SuperWeightConfig) -> tuple[list[dict], list[ScanStats]]:
     """Rounds of (scan, zero the new candidates) until nothing new; the model is restored afterwards."""
     ids, mask = model.to_tokens_batch(list(prompts))
@@ -185,6 +223,9 @@ def iterative_scan(model, prompts: tuple[str, ...], config: SuperWeightConfig) -
             stats = recorder.stats()
             rounds.append(stats)
             new = _candidates_of_round(stats, config, found)
+            fallback = not new and round_ == 0  # nothing passed the spike rule: measure the best weight anyway
+            if fallback:
+                new = [dict(c, below_threshold=True) for c in _best_candidate(stats)]
             if not new:
                 break
             for cand in new:
@@ -198,6 +239,8 @@ def iterative_scan(model, prompts: tuple[str, ...], config: SuperWeightConfig) -
                 W_out[cand["col"], cand["row"]] = 0.0
                 found.add((cand["layer"], cand["row"], cand["col"]))
             candidates += new
+            if fallback:
+                break
     return candidates, rounds
 
 
@@ -230,6 +273,8 @@ def _random_controls(model, candidates: list[dict], config: SuperWeightConfig) -
 
 
 def _roles(candidates: list[dict], config: SuperWeightConfig) -> list[str]:
+    if any(c.get("below_threshold") for c in candidates):  # measured, but no layer's output spiked
+        return ["best candidate (no spike)"] * len(candidates)
     top = max((c["kl"] for c in candidates), default=0.0)
     strong = [c["kl"] >= config.min_effect_share * top and not c["effect_vs_random"] < config.min_vs_random  # NaN: no controls
               for c in candidates]
@@ -243,6 +288,39 @@ def _roles(candidates: list[dict], config: SuperWeightConfig) -> list[str]:
         else:
             roles.append("minor")
     return roles
+
+
+def massive_activation(resid: Float[Tensor, "Lp1 d_model"]) -> dict:
+    """The residual stream's largest |value| (after any layer), its channel, where it builds up (the first
+    layer after which that channel reaches half its peak) and how far it stands above the typical channel."""
+    after = resid[1:]  # [L, d_model]: after each layer
+    layer, channel = divmod(int(after.argmax()), after.shape[1])
+    peak = float(after[layer, channel])
+    builds = int((after[:, channel] >= 0.5 * peak).nonzero()[0])
+    typical = float(after[layer].median())
+    return {"value": peak, "channel": channel, "layer": layer, "builds_up_at": builds,
+            "ratio": peak / max(typical, 1e-12)}
+
+
+def _norm_gain_effects(model, stats: ScanStats, config, windows, reference, intact) -> pd.DataFrame:
+    """Sandwich-norm families: the MLP output norm's gain in each spiking layer's spike channel, zeroed and measured.
+    That gain multiplies the channel's whole write, so it can make a spike no single weight of W_out makes."""
+    columns = ["layer", "channel", "gain", "gain_rank", "delta_loss", "kl"]
+    if not model.arch.post_norms:
+        return pd.DataFrame(columns=columns)
+    spikes = spiking_layers(stats, config.in_factor, config.out_factor)
+    layers = torch.nonzero(spikes).flatten().tolist() or [int(stats.out_ratio.argmax())]
+    rows = []
+    for layer in layers:
+        channel = int(stats.out_spike[layer, 2])
+        stored = model.norm_weight(layer, "mlp", post=True)
+        gain = stored + model.arch.gain_offset
+        with model.restoring(stored), torch.no_grad():
+            stored[channel] = -model.arch.gain_offset  # effective gain 0: the channel's write is gone
+            loss, kl, _ = evaluate(model, windows, batch_size=config.batch_size, reference=reference)
+        rows.append({"layer": layer, "channel": channel, "gain": float(gain[channel]),
+                     "gain_rank": int((gain.abs() > gain[channel].abs()).sum()) + 1, "delta_loss": loss - intact, "kl": kl})
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _validate(config: SuperWeightConfig) -> None:
@@ -290,6 +368,7 @@ def compute(model, config: SuperWeightConfig) -> SuperWeightResult:
     for cand, role in zip(candidates, _roles(candidates, config)):
         cand["role"] = role
 
+    gains = _norm_gain_effects(model, rounds[0], config, windows, reference, intact)
     supers = [(c["layer"], c["row"], c["col"]) for c in candidates if c["role"] == "super weight"]
     resid_without = resid_intact.clone()
     loss_without = None
@@ -301,6 +380,7 @@ def compute(model, config: SuperWeightConfig) -> SuperWeightResult:
     columns = ["layer", "row", "col", "weight", "weight_rank", "in_value", "in_max", "in_channel", "out_value", "out_max",
                "share", "batch", "position", "token", "round", "delta_loss", "kl", "effect_vs_random", "role"]
     table = pd.DataFrame([{k: c[k] for k in columns} for c in candidates], columns=columns)
+    table["below_threshold"] = [bool(c.get("below_threshold", False)) for c in candidates]
     if len(table):
         table = table.astype({"layer": "int64", "row": "int64", "col": "int64", "weight_rank": "int64", "in_channel": "int64",
                               "batch": "int64", "position": "int64", "round": "int64"})
@@ -334,9 +414,10 @@ def compute(model, config: SuperWeightConfig) -> SuperWeightResult:
             **{key: torch.stack(values) for key, values in per_round.items()},
             "resid_intact": resid_intact, "resid_ablated": resid_ablated, "resid_without_super": resid_without,
         },
-        tables={"candidates": table, "layers": layers, "controls": control_table, "super_activation": trace},
+        tables={"candidates": table, "layers": layers, "controls": control_table, "super_activation": trace,
+                "norm_gains": gains},
         meta={
-            "rounds": len(rounds), "intact_loss": intact, "loss_without_super": loss_without,
+            "massive": massive_activation(resid_intact), "rounds": len(rounds), "intact_loss": intact, "loss_without_super": loss_without,
             "eval_tokens": int(windows.shape[0] * (windows.shape[1] - 1)), "n_layers": model.info.n_layers,
             "published": None if published is None else published.to_dict("records"),
         },

@@ -13,7 +13,8 @@ KIND_COLORS = {"head": "#2ca02c", "mlp": "#9467bd", "embeddings": "#8c564b", "bi
 
 def _weight_label(result) -> str:
     layer, row, col = result.weight
-    return f"layer {layer} [{row}, {col}]"
+    expert = getattr(result.config, "expert", -1)  # results saved before experts were traced have none
+    return f"layer {layer}" + (f" expert {expert}" if expert >= 0 else "") + f" [{row}, {col}]"
 
 
 def tokens_figure(result) -> go.Figure:

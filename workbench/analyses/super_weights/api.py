@@ -92,11 +92,14 @@ def quantize_super_weights(model, weights=None, *, cache=True, **options):
     return _experiment("super_weight_quantize", model, weights, cache, options)
 
 
-def trace_super_weight(model, weight=None, prompt: str | None = None, *, cache=True, **options):
+def trace_super_weight(model, weight=None, prompt: str | None = None, *, expert: int | None = None, cache=True,
+                       **options):
     """Follow one super weight on ``prompt``: where its super activation appears, which parts of the
     residual stream (heads, MLPs, embeddings) drive its input channel, and which later heads attend to
     it, intact vs with the weight zeroed. ``weight``: (layer, row, col), default the super weight with
-    the largest loss effect found by :func:`super_weights`. Options: :class:`~.trace.TraceConfig`.
+    the largest loss effect found by :func:`super_weights`; in a mixture of experts also ``expert``, the
+    expert it sits in (default: inside the strongest super expert of :func:`super_experts`).
+    Options: :class:`~.trace.TraceConfig`.
 
     >>> t = wb.trace_super_weight(model)
     >>> t.top_drivers(), t.top_readers()
@@ -105,16 +108,27 @@ def trace_super_weight(model, weight=None, prompt: str | None = None, *, cache=T
         options["weight"] = tuple(int(v) for v in weight)
     if prompt is not None:
         options["prompt"] = prompt
+    if expert is not None:
+        options["expert"] = int(expert)
     return run_analysis("super_weight_trace", model, None, cache=cache, **options)
 
 
-def strongest_super_weight(model) -> tuple[int, int, int]:
-    """(layer, row, col) of the super weight with the largest loss effect (cached :func:`super_weights`)."""
+def strongest_super_weight(model) -> tuple[tuple[int, int, int], int]:
+    """((layer, row, col), expert) of the super weight with the largest loss effect (cached :func:`super_weights`;
+    for a mixture of experts, the weight inside the super expert whose removal costs most, from :func:`super_experts`;
+    expert -1 for dense MLPs)."""
+    from ...errors import UnsupportedModelError
+
+    if model.arch.mlp == "moe":
+        found = super_experts(model).super_experts
+        if found.empty:
+            raise UnsupportedModelError(f"wb.super_experts found no super expert in {model.name}: nothing to trace by "
+                                        "default; pass weight=(layer, row, col) and expert=e")
+        best = found.sort_values("kl", ascending=False).iloc[0]
+        return (int(best["layer"]), int(best["row"]), int(best["col"])), int(best["expert"])
     found = super_weights(model).super_weights
     if found.empty:
-        from ...errors import UnsupportedModelError
-
         raise UnsupportedModelError(f"wb.super_weights found no super weights in {model.name}: nothing to trace "
                                     "by default; pass weight=(layer, row, col)")
     best = found.sort_values("delta_loss", ascending=False).iloc[0]
-    return int(best["layer"]), int(best["row"]), int(best["col"])
+    return (int(best["layer"]), int(best["row"]), int(best["col"])), -1

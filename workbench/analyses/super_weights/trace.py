@@ -13,11 +13,15 @@ The link from the super-weight view to the heads and tokens around it:
 - **readers**: every later head's attention to the spike positions, intact and with the
   weight zeroed: super activations make attention sinks, and zeroing the weight moves them.
 
-Coordinates as everywhere in this package: (layer, row, col) = HF ``down_proj.weight[row, col]``.
+Coordinates as everywhere in this package: (layer, row, col) = HF ``down_proj.weight[row, col]``. In a
+mixture of experts the weight sits in one expert (``expert``): its input channel's activation is that
+expert's hidden activation times its routing weight (zero where the router did not pick it), and the
+trace says whether, and how strongly, the expert fired at the spike.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import pandas as pd
@@ -29,7 +33,7 @@ from ...errors import InputError
 from ...models import hook_names as H
 from ...results import Result
 from ..registry import Analysis
-from .evaluate import check_prompts, scaled
+from .evaluate import check_prompts
 from .scan import require_mlp_hooks
 
 
@@ -38,6 +42,7 @@ class TraceConfig:
     weight: tuple[int, ...] = ()  # (layer, row, col); () = the strongest super weight wb.super_weights finds
     prompt: str = "Summer is hot. Winter is"  # the text traced (BOS prepended as the model's tokenizer does)
     spike_fraction: float = 0.5  # spike positions: |super activation| >= this x its largest |value| on the prompt
+    expert: int = -1  # mixtures of experts: the expert the weight sits in (-1: a dense MLP)
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,9 @@ class TraceResult(Result):
         drivers = self.top_drivers(3)
         readers = self.top_readers(3)
         return [
-            ("weight", f"layer {layer} down_proj[{row}, {col}]"),
+            ("weight", f"layer {layer} " + (f"expert {self.config.expert} " if self.config.expert >= 0 else "")
+                       + f"down_proj[{row}, {col}]" + (f" (routing weight at the spike: {meta['routing_weight']:.3g})"
+                                                       if meta.get("routing_weight") is not None else "")),
             ("prompt", repr(self.config.prompt)),
             ("spike", f"{meta['spike_value']:.4g} at position {meta['spike_position']} "
                       f"({meta['spike_token']!r}); {meta['zeroed_value']:.4g} with the weight zeroed"),
@@ -129,8 +136,18 @@ def residual_parts(model, cache: dict[str, Tensor], layer: int, pos: int) -> tup
     return labels, torch.stack([v.float() for v in vectors])
 
 
+def mlp_of(model, layer: int, expert: int = -1) -> tuple[Tensor | None, Tensor, Tensor | None, Tensor]:
+    """(W_gate, W_in, b_in, W_out) of the MLP a weight sits in: the layer's own, or one of its experts."""
+    if expert < 0:
+        m = model.mlp_weights(layer)
+        return m.W_gate, m.W_in, m.b_in, m.W_out
+    w = model.expert_weights(layer)
+    return w.W_gate[expert], w.W_in[expert], None, w.W_out[expert]
+
+
 @torch.no_grad()
-def channel_contributions(model, parts: Float[Tensor, "part d_model"], layer: int, col: int) -> dict[str, Tensor]:
+def channel_contributions(model, parts: Float[Tensor, "part d_model"], layer: int, col: int,
+                          expert: int = -1) -> dict[str, Tensor]:
     """Each part's direct contribution to the gate / up (``in``) pre-activations of MLP input channel ``col``.
 
     The norm in front of the MLP (if any) is linear once its scale is fixed by the whole stream
@@ -144,10 +161,10 @@ def channel_contributions(model, parts: Float[Tensor, "part d_model"], layer: in
         scale = torch.rsqrt(whole.pow(2).mean() + arch.norm_eps)  # 1 / (RMS or std) of the whole stream
         gain = model.norm_gain(layer, "mlp")
         normed = centred * scale * (gain.float() if gain is not None else 1.0)  # [part, d_model]
-    mlp = model.mlp_weights(layer)
+    W_gate, W_in, b_in, _ = mlp_of(model, layer, expert)
     norm_bias = model.norm_bias(layer, "mlp") if arch.pre_norms else None
     out = {}
-    for key, W, b in (("gate", mlp.W_gate, None), ("up", mlp.W_in, mlp.b_in)):
+    for key, W, b in (("gate", W_gate, None), ("up", W_in, b_in)):
         if W is None:
             continue
         w = W[:, col].float()  # [d_model]
@@ -158,11 +175,18 @@ def channel_contributions(model, parts: Float[Tensor, "part d_model"], layer: in
 
 
 # ------------------------------------------------------------------ compute
-def _check(model, config: TraceConfig) -> tuple[int, int, int]:
+def _resolve(model, config: TraceConfig) -> TraceConfig:
+    """The config with its default weight filled in (so the result names its weight), validated."""
     if not config.weight:
         from .api import strongest_super_weight
 
-        return _check(model, replace(config, weight=strongest_super_weight(model)))
+        weight, expert = strongest_super_weight(model)
+        return _resolve(model, replace(config, weight=weight, expert=expert))
+    moe = model.arch.mlp == "moe"
+    if moe != (config.expert >= 0) or config.expert >= max(model.arch.n_experts, 1):
+        raise InputError(f"{model.name} has {model.arch.mlp} MLPs: " + (
+            f"pass expert= one of 0..{model.arch.n_experts - 1} (wb.super_experts names the experts that matter)"
+            if moe else "expert= is for mixtures of experts only"))
     if len(config.weight) != 3:
         raise InputError("weight must be (layer, row, col): HF down_proj.weight[row, col] of that layer")
     layer, row, col = (int(v) for v in config.weight)
@@ -172,33 +196,59 @@ def _check(model, config: TraceConfig) -> tuple[int, int, int]:
                          f"0..{d_model - 1}, cols (d_mlp) 0..{d_mlp - 1}")
     if not 0 < config.spike_fraction <= 1:
         raise InputError(f"spike_fraction must be in (0, 1], got {config.spike_fraction}")
-    return layer, row, col
+    return replace(config, weight=(layer, row, col))
+
+
+@contextmanager
+def _zeroed(model, layer: int, row: int, col: int, expert: int):
+    """The weight set to zero inside the block; restored after."""
+    W_out = mlp_of(model, layer, expert)[3]
+    with model.restoring(W_out), torch.no_grad():
+        W_out[col, row] = 0.0
+        yield
+
+
+def _hidden(model, cache, layer: int, col: int, expert: int) -> tuple[Tensor, Tensor, Tensor]:
+    """At every position: the weight's input (what multiplies it), the MLP's own hidden activation of channel
+    ``col``, and its gate pre-activation (the input's, if not gated). For an expert, recomputed exactly from
+    the measured normed input (the input includes the routing weight: zero where the expert did not fire)."""
+    if expert < 0:
+        hidden = cache[H.mlp_post(layer)][0, :, col].float()
+        return hidden, hidden, cache[H.mlp_pre(layer)][0, :, col].float()
+    x = cache[H.mlp_in(layer)][0]  # [pos, d_model]
+    _, _, routing, hidden = model.expert_writes(layer, x)
+    W_gate, W_in, _, _ = mlp_of(model, layer, expert)
+    pre = x.float() @ (W_gate if W_gate is not None else W_in)[:, col].float()
+    return routing[:, expert] * hidden[:, expert, col], hidden[:, expert, col], pre
 
 
 @torch.no_grad()
 def compute(model, config: TraceConfig) -> TraceResult:
-    layer, row, col = _check(model, config)
-    config = replace(config, weight=(layer, row, col))  # the default resolved, so the result names its weight
+    config = _resolve(model, config)
+    (layer, row, col), expert = config.weight, config.expert
     (prompt,) = check_prompts(config.prompt)
-    require_mlp_hooks(model)
+    if expert < 0:
+        require_mlp_hooks(model)
     model.require_finite_weights()
     n_layers = model.info.n_layers
     ids = model.to_tokens(prompt)  # [1, pos]
     tokens = model.to_str_tokens(ids[0])
     later = range(layer + 1, n_layers)
-    names = [H.mlp_pre(layer), H.mlp_post(layer), H.mlp_out(layer), H.resid_post(layer), *mlp_input_names(model, layer)]
+    inner = [H.mlp_pre(layer), H.mlp_post(layer)] if expert < 0 else [H.mlp_in(layer)]
+    names = [*inner, H.mlp_out(layer), H.resid_post(layer), *mlp_input_names(model, layer)]
     names += [H.attn_pattern(l) for l in range(n_layers)]
     _, cache = model.run_with_cache(ids, names=sorted(set(names)))
-    with scaled(model, [(layer, row, col)], 0.0):
+    with _zeroed(model, layer, row, col, expert):
         _, zeroed = model.run_with_cache(ids, names=[H.mlp_out(layer), H.resid_post(layer)] + [H.attn_pattern(l) for l in later])
 
     # tokens: where the channel spikes
+    weight_input, hidden_all, pre_all = _hidden(model, cache, layer, col, expert)
     act = cache[H.mlp_out(layer)][0, :, row].float()  # [pos]
     spike_pos = int(act.abs().argmax())
     spikes = (act.abs() >= config.spike_fraction * act.abs().max()).nonzero().flatten().tolist()
     token_table = pd.DataFrame({
         "position": range(len(tokens)), "token": tokens,
-        "input": cache[H.mlp_post(layer)][0, :, col].float().tolist(),  # the weight's input channel
+        "input": weight_input.tolist(),  # what multiplies the weight (an expert's: times its routing weight)
         "mlp_out": act.tolist(), "mlp_out_zeroed": zeroed[H.mlp_out(layer)][0, :, row].float().tolist(),
         "resid": cache[H.resid_post(layer)][0, :, row].float().tolist(),
         "resid_zeroed": zeroed[H.resid_post(layer)][0, :, row].float().tolist(),
@@ -207,15 +257,15 @@ def compute(model, config: TraceConfig) -> TraceResult:
 
     # drivers: the parts of the stream at the strongest spike, through the norm into channel col
     labels, parts = residual_parts(model, cache, layer, spike_pos)
-    contrib = channel_contributions(model, parts, layer, col)
+    contrib = channel_contributions(model, parts, layer, col, expert)
     total = {k: contrib[k].sum() + contrib[f"{k}_const"] for k in ("gate", "up") if k in contrib}  # pre-activations
-    pre = cache[H.mlp_pre(layer)][0, spike_pos, col].float()  # measured: the gate's (the input's if not gated)
+    pre = pre_all[spike_pos]  # measured: the gate's (the input's if not gated)
     error = float((total.get("gate", total["up"]) - pre).abs() / pre.abs().clamp_min(1e-6))
     drivers = pd.DataFrame(labels)
     for k in ("gate", "up"):
         drivers[k] = contrib[k].tolist() if k in contrib else float("nan")
     # effect: the change of the input channel's activation if this part alone were removed (norm scale held)
-    hidden = cache[H.mlp_post(layer)][0, spike_pos, col].float()
+    hidden = hidden_all[spike_pos]
     if "gate" in total:
         without = model.mlp_activation(total["gate"] - contrib["gate"]) * (total["up"] - contrib["up"])
     else:
@@ -239,7 +289,8 @@ def compute(model, config: TraceConfig) -> TraceResult:
         tables={"tokens": token_table, "drivers": drivers, "readers": readers},
         meta={"spike_position": spike_pos, "spike_token": tokens[spike_pos], "spike_value": float(act[spike_pos]),
               "zeroed_value": float(zeroed[H.mlp_out(layer)][0, spike_pos, row]), "spike_positions": spikes,
-              "input_value": float(hidden), "decomposition_error": error, "n_layers": n_layers},
+              "input_value": float(hidden), "decomposition_error": error, "n_layers": n_layers,
+              "routing_weight": float(weight_input[spike_pos] / hidden) if expert >= 0 and float(hidden) else None},
     )
 
 

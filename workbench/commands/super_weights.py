@@ -18,9 +18,9 @@ def run(args) -> None:
     print_summary(result)
     print()
     table = result.candidates
-    if table.empty:
-        print("no layer spiked: no candidates")
-    else:
+    if not result.spiked:
+        print("no layer spiked: no candidates" + ("; the best single weight, measured anyway:" if len(table) else ""))
+    if len(table):
         print_frame((result.super_weights if args.only_super else table)[COLUMNS])
     published = result.compare_published()
     if published is not None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import os
+import signal
+import threading
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -230,7 +233,8 @@ class HookedModel:
 
     @contextmanager
     def restoring(self, *weights: Tensor) -> Iterator["HookedModel"]:
-        """Undo every in-place edit of ``weights`` on leaving the block, even on error or Ctrl-C.
+        """Undo every in-place edit of ``weights`` on leaving the block, even on error or Ctrl-C (an interrupt
+        that lands while the originals are copied back is held until they all are, then raised).
 
         Pass the weight views you are about to edit (e.g. ``model.mlp_weights(2).W_out``);
         only those are copied, so this costs one copy of the edited matrices::
@@ -244,35 +248,7 @@ class HookedModel:
         try:
             yield self
         finally:
-            with torch.no_grad():
-                for weight, original in saved:
-                    weight.copy_(original)
-
-    def logits(self, *, input_ids: Tensor | None = None, inputs_embeds: Tensor | None = None,
-               keep: int | None = None) -> Float[Tensor, "batch pos d_vocab"]:
-        """Logits of the plain model (no hooks run: the fast path for many forwards), from token ids or input
-        embeddings (:meth:`embed`); ``keep``: only the last ``keep`` positions go through the unembedding."""
-        inputs = {"input_ids": input_ids.to(self.device)} if input_ids is not None else {"inputs_embeds": inputs_embeds}
-        if keep is None:
-            return self.hf_model(**inputs).logits
-        try:
-            return self.hf_model(**inputs, logits_to_keep=keep).logits
-        except TypeError:  # heads without logits_to_keep
-            return self.hf_model(**inputs).logits[:, -keep:]
-
-    def embed(self, ids: Tensor) -> Float[Tensor, "... pos d_model"]:
-        """Token embeddings as the first layer's ``inputs_embeds`` (before any family's embedding scale)."""
-        return self.hf_model.get_input_embeddings()(ids.to(self.device))
-
-    @torch.no_grad()
-    def greedy_ids(self, ids: Int[Tensor, "pos"], n: int) -> Int[Tensor, "n"]:
-        """``n`` greedy next token ids after ``ids`` (KV-cached generation)."""
-        tok = self.tokenizer
-        out = self.hf_model.generate(
-            ids[None], attention_mask=torch.ones_like(ids[None]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
-            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-        )
-        return out[0, len(ids):]
+            _restore(saved)
 
     @torch.no_grad()
     def generate(self, prompt: str, max_new_tokens: int = 20, *, prepend_bos: bool | None = None) -> str:
@@ -439,6 +415,41 @@ class HookedModel:
         if not -self.info.n_layers <= layer < self.info.n_layers:
             raise InputError(f"layer {layer} out of range: {self.name} has {self.info.n_layers} layers")
         return layer % self.info.n_layers
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold SIGINT (Ctrl-C) until the block ends, then deliver it. Only the main thread receives signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[tuple] = []
+    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            if callable(previous):
+                previous(*caught[0])  # Python's default handler raises KeyboardInterrupt here
+            elif previous == signal.SIG_DFL:
+                os.kill(os.getpid(), signal.SIGINT)
+
+
+def _restore(saved: list[tuple[Tensor, Tensor]]) -> None:
+    """Copy every original back, whatever signal arrives: an interrupt is held while copying and raised after.
+    One that lands before the hold takes effect just starts the (idempotent) copy again."""
+    interrupted = None
+    while True:
+        try:
+            with _interrupts_held(), torch.no_grad():
+                for weight, original in saved:
+                    weight.copy_(original)
+            break
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
 
 
 def _flat_ids(ids) -> list[int]:

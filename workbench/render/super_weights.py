@@ -118,8 +118,8 @@ def candidates_html(result) -> str:
     (The report appends every table itself; this is the text above the figures.)
     """
     cands = result.candidates
-    if cands.empty:
-        return "<p>No layer spiked: no super-weight candidates.</p>"
+    if not result.spiked:
+        return f"<p>No layer spiked: no super-weight candidates. {html.escape(result.summary()[2][1])}.</p>"
     counts = cands["role"].value_counts()
     roles = ", ".join(f"{n} {role}{'s' if n > 1 else ''}" for role, n in counts.items())
     items = "".join(

@@ -114,6 +114,12 @@ class SuperWeightResult(Result):
         table = self.candidates
         return table[table["role"] == "super weight"].reset_index(drop=True)
 
+    @property
+    def spiked(self) -> bool:
+        """Whether any layer's output spiked (otherwise the table holds only the best weight, measured anyway)."""
+        table = self.candidates
+        return bool(len(table)) and not table.get("below_threshold", pd.Series(False, index=table.index)).all()
+
     def coordinates(self, role: str | None = "super weight") -> tuple[tuple[int, int, int], ...]:
         """(layer, row, col) of the candidates with ``role`` (``None``: all candidates)."""
         table = self.candidates

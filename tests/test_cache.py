@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -181,3 +182,28 @@ def test_entry_with_a_stale_layout_is_recomputed(tiny_llama, tmp_path):
     with pytest.warns(UserWarning, match="not a readable workbench result"):
         _overview(tiny_llama, cache)
     assert cache.stats["corrupt"] == 1
+
+
+def test_a_valid_result_of_another_analysis_under_a_key_is_not_returned(tiny_llama, tmp_path):
+    cache = wb.ResultCache(tmp_path)
+    composition = wb.head_composition(tiny_llama, cache=cache, null_samples=8)
+    (composition_path,) = cache.root.glob("*.safetensors")
+    wb.model_overview(tiny_llama, cache=cache)
+    (overview_path,) = [p for p in cache.root.glob("*.safetensors") if p != composition_path]
+    shutil.copy(composition_path, overview_path)  # the composition file under the overview's key
+    cache.clear(memory_only=True)
+    with pytest.warns(UserWarning, match="holds a head_composition result"):
+        again = wb.model_overview(tiny_llama, cache=cache)
+    assert type(again).__name__ == "OverviewResult" and type(composition).__name__ == "HeadCompositionResult"
+
+
+def test_a_directory_where_an_entry_should_be_is_replaced(tiny_llama, tmp_path):
+    cache = wb.ResultCache(tmp_path)
+    first = wb.model_overview(tiny_llama, cache=cache)
+    (path,) = cache.root.glob("*.safetensors")
+    path.unlink()
+    path.mkdir()
+    cache.clear(memory_only=True)
+    with pytest.warns(UserWarning, match="not a file"):
+        again = wb.model_overview(tiny_llama, cache=cache)
+    assert path.is_file() and again.fingerprint == first.fingerprint

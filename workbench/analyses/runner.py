@@ -36,4 +36,4 @@ def run_analysis(name: str, model, config=None, *, cache: bool | ResultCache = T
         return spec.compute(model, config)
     store = cache if isinstance(cache, ResultCache) else get_cache()
     key = cache_key(name, config, model.fingerprint(), spec.version)
-    return store.get_or_compute(key, lambda: spec.compute(model, config))
+    return store.get_or_compute(key, lambda: spec.compute(model, config), spec.version)

@@ -47,23 +47,29 @@ class ResultCache:
     def path(self, key: str) -> Path:
         return self.root / f"{key}.safetensors"
 
-    def get(self, key: str) -> Result | None:
-        """The cached result for ``key``, or ``None`` (a damaged file counts as none)."""
+    def get(self, key: str, version: int | None = None) -> Result | None:
+        """The cached result for ``key``, or ``None``. A damaged file or a directory counts as none; so does, when
+        ``version`` (the analysis' revision) is given, a valid result that is not the one ``key`` names (another
+        analysis, config or model: its own key differs)."""
         if key in self._memory:
             self._memory.move_to_end(key)
             self.stats["memory_hits"] += 1
             return self._memory[key]
         path = self.path(key)
-        if not path.is_file():
+        if not path.exists():
             return None
         try:
+            if not path.is_file():
+                raise CacheCorruptError(f"{path} is not a file")
             result = Result.load(path)
+            if version is not None and cache_key(result.analysis, result.config, result.fingerprint, version) != key:
+                raise CacheCorruptError(f"{path} holds a {result.analysis} result of other settings or another model")
         except FileNotFoundError:  # removed by clear() from another process meanwhile
             return None
         except CacheCorruptError as exc:
             self.stats["corrupt"] += 1
             warnings.warn(f"cache entry damaged, recomputing: {exc}", stacklevel=3)
-            path.unlink(missing_ok=True)
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
             return None
         self.stats["disk_hits"] += 1
         self._remember(key, result)
@@ -73,14 +79,15 @@ class ResultCache:
         result.save(self.path(key))
         self._remember(key, result)
 
-    def get_or_compute(self, key: str, compute: Callable[[], Result]) -> Result:
-        """Return the cached result for ``key``, computing and storing it once if missing."""
-        found = self.get(key)
+    def get_or_compute(self, key: str, compute: Callable[[], Result], version: int | None = None) -> Result:
+        """Return the cached result for ``key``, computing and storing it once if missing. ``version``: the
+        analysis' revision the key was made with (to check that an entry is the one the key names)."""
+        found = self.get(key, version)
         if found is not None:
             return found
         self.root.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.path(key)) + ".lock"):
-            found = self.get(key)  # another process may have finished it while we waited
+            found = self.get(key, version)  # another process may have finished it while we waited
             if found is not None:
                 return found
             self.stats["misses"] += 1

@@ -250,6 +250,32 @@ class HookedModel:
         finally:
             _restore(saved)
 
+    def logits(self, *, input_ids: Tensor | None = None, inputs_embeds: Tensor | None = None,
+               keep: int | None = None) -> Float[Tensor, "batch pos d_vocab"]:
+        """Logits of the plain model (no hooks run: the fast path for many forwards), from token ids or input
+        embeddings (:meth:`embed`); ``keep``: only the last ``keep`` positions go through the unembedding."""
+        inputs = {"input_ids": input_ids.to(self.device)} if input_ids is not None else {"inputs_embeds": inputs_embeds}
+        if keep is None:
+            return self.hf_model(**inputs).logits
+        try:
+            return self.hf_model(**inputs, logits_to_keep=keep).logits
+        except TypeError:  # heads without logits_to_keep
+            return self.hf_model(**inputs).logits[:, -keep:]
+
+    def embed(self, ids: Tensor) -> Float[Tensor, "... pos d_model"]:
+        """Token embeddings as the first layer's ``inputs_embeds`` (before any family's embedding scale)."""
+        return self.hf_model.get_input_embeddings()(ids.to(self.device))
+
+    @torch.no_grad()
+    def greedy_ids(self, ids: Int[Tensor, "pos"], n: int) -> Int[Tensor, "n"]:
+        """``n`` greedy next token ids after ``ids`` (KV-cached generation)."""
+        tok = self.tokenizer
+        out = self.hf_model.generate(
+            ids[None], attention_mask=torch.ones_like(ids[None]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+        )
+        return out[0, len(ids):]
+
     @torch.no_grad()
     def generate(self, prompt: str, max_new_tokens: int = 20, *, prepend_bos: bool | None = None) -> str:
         """Greedy continuation of ``prompt`` (the new text only)."""

@@ -256,3 +256,30 @@ def test_only_models_knows_architectures():
             if needle in text:
                 offenders.append(f"{path.relative_to(root)}: {needle}")
     assert not offenders, offenders
+
+
+def test_variants_the_bridge_cannot_decompose_are_refused(tmp_path):
+    """BLOOM with the skip connection taken after the norm: its stream is not a sum of writes, so decompositions
+    refuse (weight analyses still run); OPT with post-block LayerNorm: the bridge cannot run it, so loading says so."""
+    import transformers
+
+    from support.families import BOS, EOS, PAD, VOCAB
+    from workbench.models.tiny import byte_tokenizer
+
+    common = dict(vocab_size=VOCAB, bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD)
+    tokenizer = byte_tokenizer(tmp_path / "tok")
+    variants = {
+        "bloom": transformers.BloomConfig(hidden_size=64, n_layer=2, n_head=4, **common,
+                                          apply_residual_connection_post_layernorm=True),
+        "opt": transformers.OPTConfig(hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
+                                      word_embed_proj_dim=64, do_layer_norm_before=False, **common),
+    }
+    for name, config in variants.items():
+        transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+    bloom = wb.load_model(tmp_path / "bloom", progress=False)
+    with pytest.raises(wb.UnsupportedModelError, match="normed stream"):
+        wb.trace_super_weight(bloom, weight=(1, 3, 5), prompt=PROMPT, cache=False)
+    assert isinstance(wb.head_composition(bloom, null_samples=8, cache=False), wb.Result)
+    with pytest.raises(wb.ModelLoadError, match="cannot run this variant"):
+        wb.load_model(tmp_path / "opt", progress=False)

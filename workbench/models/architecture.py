@@ -58,6 +58,7 @@ class Architecture:
     norm_eps: float
     embed_scale: float  # token embeddings are multiplied by this before the first block
     residual_multiplier: float  # each sublayer's output is multiplied by this before it is added (Granite)
+    residual_from_norm: bool  # the skip connection carries the normed stream, not the stream (some BLOOMs)
     mlp: str  # "plain", "gated" or "moe"
     act_fn: str  # the MLP's activation (HF name)
     n_experts: int  # 0 unless mixture of experts
@@ -84,7 +85,8 @@ class Architecture:
             ("norms", f"{norms}, {self.norm}" + (f", gain 1 + w" if self.gain_offset else "")),
             ("MLP", f"{mlp}, {self.act_fn}"),
             ("attention", f"scale {a.scale:.4g}" + (", " + ", ".join(extras) if extras else "")),
-        ] + ([("residual multiplier", f"{self.residual_multiplier:g}")] if self.residual_multiplier != 1 else []) \
+        ] + ([("residual", "the skip connection carries the normed stream")] if self.residual_from_norm else []) \
+          + ([("residual multiplier", f"{self.residual_multiplier:g}")] if self.residual_multiplier != 1 else []) \
           + ([("embedding scale", f"{self.embed_scale:.4g}")] if self.embed_scale != 1 else [])
 
 
@@ -139,6 +141,7 @@ def architecture_of(bridge, hf_model) -> Architecture:
                               default=getattr(cfg, "eps", 1e-5))),
         embed_scale=embed_scale,
         residual_multiplier=float(_first(config, "residual_multiplier", default=1.0)),
+        residual_from_norm=bool(getattr(config, "apply_residual_connection_post_layernorm", False)),
         mlp=mlp,
         act_fn=str(_first(config, "hidden_act", "activation_function", "activation", default=cfg.act_fn)),
         n_experts=n_experts,

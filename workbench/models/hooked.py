@@ -380,6 +380,10 @@ class HookedModel:
         """MLP weights as they act on the residual stream (see :meth:`effective_attention_weights`)."""
         return writes.effective_mlp(self, self._layer(layer), fold_input_norm=fold_input_norm)
 
+    def require_additive_residual(self) -> None:
+        """Raise :class:`UnsupportedModelError` unless the residual stream is the sum of the blocks' writes."""
+        writes.require_additive_residual(self)
+
     def own_output_name(self, layer: int, sublayer: str = "mlp") -> str:
         """Hook carrying ``sublayer``'s own output, before any output norm or residual multiplier."""
         return writes.own_output_name(self, self._layer(layer), sublayer)

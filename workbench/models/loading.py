@@ -112,12 +112,27 @@ def load_model(
             raise ModelLoadError(
                 f"{src.label} ({type(hf_model).__name__}) loaded, but TransformerLens cannot hook this architecture: {exc}"
             ) from exc
+        _smoke_forward(bridge, hf_model, src.label)
         steps.update()
         info = info_from_bridge(bridge, hf_model, tokenizer, src.label, src.kind)
         steps.update()
     finally:
         steps.close()
     return HookedModel(bridge, hf_model, tokenizer, info)
+
+
+def _smoke_forward(bridge, hf_model, label: str) -> None:
+    """One token through the hooked model: a variant the bridge boots but cannot run fails here, at load, with
+    one clear line, rather than inside the first analysis."""
+    device = hf_model.get_input_embeddings().weight.device
+    try:
+        with torch.no_grad(), _quiet_bridge():
+            bridge(torch.zeros((1, 1), dtype=torch.long, device=device))
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{label} ({type(hf_model).__name__}) loaded, but TransformerLens cannot run this variant of it: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; use the model with transformers directly"
+        ) from exc
 
 
 def load_masked_lm(folder, device: str | torch.device | None = None):

@@ -25,6 +25,17 @@ from . import hook_names as hn
 from .weights import AttentionWeights, MLPWeights
 
 
+def require_additive_residual(model) -> None:
+    """Decompositions of the residual stream need blocks that add their writes to the stream they read."""
+    if model.arch.residual_from_norm:
+        from ..errors import UnsupportedModelError
+
+        raise UnsupportedModelError(
+            f"{model.name}'s blocks add their writes to the normed stream (apply_residual_connection_post_layernorm), "
+            "so the residual stream is not a sum of writes; use the weight analyses (wb.head_composition) or "
+            "wb.reagent instead")
+
+
 def _scale_rows(w: Tensor, gain: Tensor | None) -> Tensor:
     return w if gain is None else w * gain.to(w.dtype)[:, None]  # [.., d_in, d_out]: row i scaled by gain[i]
 
@@ -115,6 +126,7 @@ def head_writes(model, layer: int, acts: dict[str, Tensor]) -> tuple[
 
     ``acts``: the activations named by :func:`head_write_names` for one forward pass. The heads'
     writes plus the rest equal the activation at ``hook_attn_out`` (to float rounding)."""
+    require_additive_residual(model)
     w = model.attention_weights(layer)
     z = acts[hn.attn_z(layer)].float()  # [b, pos, head, d_head]
     per_head = torch.einsum("bphd,hde->bphe", z, w.W_O.float())

@@ -226,6 +226,7 @@ def _hidden(model, cache, layer: int, col: int, expert: int) -> tuple[Tensor, Te
 def compute(model, config: TraceConfig) -> TraceResult:
     config = _resolve(model, config)
     (layer, row, col), expert = config.weight, config.expert
+    model.require_additive_residual()
     (prompt,) = check_prompts(config.prompt)
     if expert < 0:
         require_mlp_hooks(model)

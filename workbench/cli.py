@@ -43,8 +43,12 @@ def cmd_info(args) -> None:
 def cmd_report(args) -> None:
     from .analyses import get_analysis, list_analyses, run_analysis
     from .report import report
+    from .report.build import check_output_path
 
     names = args.analyses or [a.name for a in list_analyses() if a.in_report]
+    for name in names:  # every argument checked before any work
+        get_analysis(name)
+    check_output_path(args.out)
     start = time.perf_counter()
     model = load(args)
     results = []

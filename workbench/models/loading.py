@@ -32,6 +32,22 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_device(device: str | torch.device | None) -> torch.device:
+    """``device`` (default: :func:`default_device`) as a device this machine has, or one clear error."""
+    try:
+        chosen = torch.device(device or default_device())
+    except (RuntimeError, TypeError) as exc:
+        raise ModelLoadError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from exc
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} asked for, but this machine (torch {torch.__version__}) has no CUDA "
+                             "GPU; use --device cpu")
+    if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
+        raise ModelLoadError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if chosen.type not in ("cpu", "cuda"):
+        raise ModelLoadError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
+    return chosen
+
+
 @contextlib.contextmanager
 def _transformers_progress(enabled: bool):
     """Let transformers draw its own loading bars only when we draw ours."""
@@ -91,6 +107,7 @@ def load_model(
     from transformer_lens.model_bridge import TransformerBridge
 
     src = resolve_source(source)
+    placement = check_device(device) if device_map is None or src.kind == "tiny" else None  # before any loading
     root = cache_root(cache_dir)
     steps = progress_bar(total=3, desc=f"loading {src.label}", enabled=progress)
     try:
@@ -99,7 +116,7 @@ def load_model(
             hf_model, tokenizer = load_hf(src, root, dtype=_dtype(dtype), device_map=device_map, seed=seed)
         steps.update()
         if device_map is None or src.kind == "tiny":  # otherwise from_pretrained placed it
-            hf_model = hf_model.to(torch.device(device or default_device()))
+            hf_model = hf_model.to(placement)
         # Name the device unless accelerate spread the model: left out, the bridge assumes CUDA when present.
         dispatched = bool(getattr(hf_model, "hf_device_map", None))
         placed = None if dispatched else str(hf_model.get_input_embeddings().weight.device)

@@ -76,7 +76,22 @@ def _from_pretrained(ref: str, local_files_only: bool = False, **kwargs):
     return model, tokenizer
 
 
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model")
+
+
+def _check_folder(folder: Path) -> None:
+    """A model folder needs weights and a tokenizer beside its config: say which is missing, in one line."""
+    if not any(next(folder.glob(pattern), None) for pattern in WEIGHT_FILES):
+        raise ModelLoadError(f"folder {folder} has a config.json but no weights (model.safetensors or pytorch_model.bin); "
+                             "write them with model.save_pretrained(folder)")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelLoadError(f"folder {folder} has no tokenizer (tokenizer.json or tokenizer_config.json); "
+                             "write it with tokenizer.save_pretrained(folder)")
+
+
 def _load_folder(folder: str, **kwargs):
+    _check_folder(Path(folder))
     try:
         return _from_pretrained(folder, **kwargs)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ... for bad folders

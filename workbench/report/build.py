@@ -85,12 +85,33 @@ def build_report(results: Sequence[Result], *, title: str = "Workbench report") 
     ])
 
 
+def check_output_path(path: str | os.PathLike) -> Path:
+    """``path`` as a file the report can be written to, or :class:`InputError` saying why not (checked before
+    any work: a folder in its place, a parent that is not a folder or cannot be written)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise InputError(f"--out {path} is a folder; name a file, e.g. {path / 'report.html'}")
+    parent = path.parent
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise InputError(f"cannot write {path}: {existing} is a file, not a folder")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {path}: {existing} is not writable; choose another --out")
+    return path
+
+
 def report(results: Sequence[Result], path: str | os.PathLike = "report.html", *, title: str = "Workbench report") -> Path:
-    """Write a self-contained HTML report of ``results`` to ``path`` and return the path."""
+    """Write a self-contained HTML report of ``results`` to ``path`` and return the path (atomically: a
+    failed write leaves neither a partial report nor a temporary file behind)."""
+    path = check_output_path(path)
     text = build_report(results, title=title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise InputError(f"cannot write the report to {path}: {exc.strerror or exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
     return path.resolve()

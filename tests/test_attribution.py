@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import warnings
+
 import pytest
 import torch
 
@@ -266,3 +268,35 @@ def test_auto_precision_leaves_half_precision_models_alone():
     assert probe_dtype(half, ReagentParams()) is None  # "auto" by default
     with pytest.raises(wb.InputError, match="probe_dtype"):
         wb.reagent(half, PROMPT, probe_dtype="int8", **FAST)
+
+
+def test_targets_as_numpy_ints_tensors_and_special_token_text(tiny_llama):
+    import numpy as np
+
+    from workbench.models.tiny import EOS_ID
+
+    small = dict(max_steps=5, n_probes=2, cache=False)
+    by_id = wb.reagent(tiny_llama, "The cat sat", target=ord("x"), **small)
+    for target in (np.int64(ord("x")), torch.tensor(ord("x"))):
+        again = wb.reagent(tiny_llama, "The cat sat", target=target, **small)
+        assert again.config.target == ord("x")
+        torch.testing.assert_close(again.tensors["importance"], by_id.tensors["importance"], equal_nan=True)
+    assert wb.reagent(tiny_llama, "The cat sat", target="<eos>", **small).config.target == "<eos>"
+    assert wb.reagent(tiny_llama, "The cat sat", target=np.int64(EOS_ID), **small).config.target == EOS_ID
+
+
+def test_a_long_run_is_announced_before_it_starts(tiny_llama):
+    import importlib
+
+    from workbench.analyses.attribution.common import prepare
+
+    module = importlib.import_module("workbench.analyses.attribution.reagent")
+
+    seq = prepare(tiny_llama, "word " * 48, target="x")  # 241 tokens: near the tiny model's context
+    config = module.ReagentConfig(prompt="p", n_probes=16, max_steps=3000)  # Inseq's defaults: 1.2e7 positions
+    with pytest.warns(UserWarning, match="can take hours"):
+        work = module.warn_if_costly(tiny_llama, seq, config)
+    assert work == 16 * 3000 * seq.n_prompt
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        module.warn_if_costly(tiny_llama, prepare(tiny_llama, "short", target="x"), module.ReagentConfig(prompt="p"))

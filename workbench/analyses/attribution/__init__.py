@@ -13,6 +13,7 @@ from .compare import ALL_METHODS, CompareConfig, ComparisonResult, compute_compa
 from .faithfulness import faithfulness, summarise
 from .reagent import ReagentConfig, ReagentResult, compute_reagent
 from .replacers import MaskedLM
+from .common import as_target
 from .result import AttributionResult
 
 REAGENT = Analysis(
@@ -57,7 +58,7 @@ def reagent(model, prompt: str | None = None, target: str | int | None = None, *
     if prompt is not None:
         options["prompt"] = prompt
     if target is not None:
-        options["target"] = target
+        options["target"] = as_target(target)
     if mlm is not None:
         options.setdefault("replacer", "mlm")
         return compute_reagent(model, make_config("reagent", config, **options), mlm)
@@ -75,7 +76,8 @@ def attribute(model, prompt: str, method: str = "reagent", target: str | int | N
         from ...errors import InputError
 
         raise InputError(f"unknown attribution method {method!r}; choose one of {', '.join(ALL_METHODS)}")
-    return run_analysis("attribution", model, None, cache=cache, prompt=prompt, method=method, target=target, **options)
+    return run_analysis("attribution", model, None, cache=cache, prompt=prompt, method=method, target=as_target(target),
+                        **options)
 
 
 def compare_attributions(model, prompts=None, methods=None, *, cache=True, mlm: MaskedLM | None = None,

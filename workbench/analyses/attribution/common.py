@@ -8,6 +8,8 @@ generated continuation every generated token is attributed to all tokens before 
 
 from __future__ import annotations
 
+import numbers
+
 from dataclasses import dataclass, field
 
 import torch
@@ -41,7 +43,18 @@ class Sequence:
         return self.ids[: self.n_prompt + j]
 
 
+def as_target(target):
+    """A target as the config stores it: text, or a plain int for any integer id (NumPy integers and 0-d tensors
+    included, as they come out of argmax); anything else is left for :func:`_target_ids` to refuse."""
+    if isinstance(target, Tensor) and target.ndim == 0 and not target.is_floating_point():
+        return int(target)
+    if isinstance(target, numbers.Integral) and not isinstance(target, bool):
+        return int(target)
+    return target
+
+
 def _target_ids(model, target) -> list[int]:
+    target = as_target(target)
     if isinstance(target, bool):
         raise InputError("target must be a string or a token id")
     if isinstance(target, int):
@@ -52,7 +65,9 @@ def _target_ids(model, target) -> list[int]:
         raise InputError("target must be a non-empty string (one or more tokens) or a token id")
     ids = model.tokenizer(target, add_special_tokens=False)["input_ids"]
     unk = model.tokenizer.unk_token_id
-    bad = [i for i in ids if i >= model.info.d_vocab or (unk is not None and i == unk)]
+    unk_text = getattr(model.tokenizer, "unk_token", None)
+    literal = unk_text is not None and unk_text in target  # e.g. "<|endoftext|>" when that is the unknown token
+    bad = [i for i in ids if i >= model.info.d_vocab or (unk is not None and i == unk and not literal)]
     if not ids or bad:
         raise InputError(
             f"target {target!r} is not in {model.name}'s vocabulary (it tokenizes to {ids}); "

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -240,10 +241,29 @@ def reagent_sequence(model, seq: Sequence, params: ReagentParams, mlm: MaskedLM 
     return out
 
 
+LARGE_WORK = 5e6  # token positions through the model in the worst case: about 1 ms each for a 135M model on a CPU
+
+
+def warn_if_costly(model, seq, config: ReagentConfig) -> float:
+    """Say before starting when a run could be long: its worst case is every probe of every target running all
+    ``max_steps`` steps, each a forward pass over the target's context. Returns that many token positions."""
+    contexts = sum(seq.n_prompt + j for j in range(seq.n_targets))
+    work = float(config.n_probes * config.max_steps * contexts)
+    if work > LARGE_WORK and model.device.type == "cpu":
+        warnings.warn(
+            f"ReAGent on {seq.n_prompt} prompt tokens x {seq.n_targets} target(s): up to {config.n_probes} probes x "
+            f"{config.max_steps} steps over contexts of up to {seq.n_prompt + seq.n_targets - 1} tokens, about "
+            f"{work:.2g} token positions through {model.name} on the CPU, which can take hours (early stopping "
+            "usually ends far sooner); shorten the prompt, lower max_steps / n_probes, or use a GPU",
+            stacklevel=4)
+    return work
+
+
 def compute_reagent(model, config: ReagentConfig, mlm: MaskedLM | None = None) -> AttributionResult:
     model.require_finite_weights()
     check_params(config)
     seq = prepare(model, config.prompt, config.target, max_new_tokens=config.max_new_tokens, prepend_bos=config.prepend_bos)
+    warn_if_costly(model, seq, config)
     tensors = reagent_sequence(model, seq, config, mlm)
     result = attribution_result(ReagentResult, model, config, seq, "reagent", tensors)
     result.meta["probe_dtype"] = probe_dtype(model, config) or str(model.dtype).removeprefix("torch.")

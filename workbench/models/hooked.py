@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
@@ -89,6 +90,15 @@ class HookedModel:
     def dtype(self) -> torch.dtype:
         """The dtype the weights are stored in."""
         return next(self.hf_model.parameters()).dtype
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write the model as it is now (edits included) and its tokenizer to a new ``folder`` that
+        ``wb.load_model(folder)`` reloads with the same fingerprint, so cached results carry over.
+
+        The folder is built aside and renamed into place: an interrupted save leaves no half-written folder."""
+        from .saving import save_model
+
+        return save_model(self, Path(folder))
 
     def hook_names(self) -> list[str]:
         """Every hook point name, sorted."""

@@ -207,3 +207,17 @@ def test_a_directory_where_an_entry_should_be_is_replaced(tiny_llama, tmp_path):
     with pytest.warns(UserWarning, match="not a file"):
         again = wb.model_overview(tiny_llama, cache=cache)
     assert path.is_file() and again.fingerprint == first.fingerprint
+
+
+def test_an_edit_through_data_is_seen_by_the_next_cached_call(tmp_path, monkeypatch):
+    from workbench.models import hooked
+
+    cache = wb.ResultCache(tmp_path)
+    for exact in (True, False):  # small models rescan every weight; big ones compare a content sample
+        monkeypatch.setattr(hooked, "EXACT_CHECK_PARAMS", 10**12 if exact else 0)
+        model = wb.load_model("tiny-llama")
+        before = wb.model_overview(model, cache=cache)
+        model.hf_model.model.layers[0].mlp.down_proj.weight.data.mul_(2.0)  # what notebook code often does
+        after = wb.model_overview(model, cache=cache)
+        assert after.fingerprint != before.fingerprint
+        assert after.to_frame()["frobenius"].sum() > before.to_frame()["frobenius"].sum()

@@ -35,5 +35,5 @@ def run_analysis(name: str, model, config=None, *, cache: bool | ResultCache = T
     if cache is False:
         return spec.compute(model, config)
     store = cache if isinstance(cache, ResultCache) else get_cache()
-    key = cache_key(name, config, model.fingerprint(), spec.version)
+    key = cache_key(name, config, model.fingerprint(verify=True), spec.version)  # sees edits through .data too
     return store.get_or_compute(key, lambda: spec.compute(model, config), spec.version)

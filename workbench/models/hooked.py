@@ -22,6 +22,7 @@ from .fingerprint import scan_weights
 from .info import ModelInfo
 
 HookFn = Callable[..., Tensor | None]
+EXACT_CHECK_PARAMS = 300_000_000  # up to this size a cached call rescans every weight (edits through .data)
 Names = str | Sequence[str] | Callable[[str], bool] | None
 Inputs = str | Sequence[str] | Tensor
 
@@ -41,6 +42,7 @@ class HookedModel:
         self.info = info
         self._hook_names = frozenset(bridge.hook_dict)
         self._weight_check: tuple[tuple[int, ...], tuple[str, list[str]]] | None = None
+        self._weight_sample: Tensor | None = None  # big models: a content sample taken with the last scan
         self.arch: Architecture = architecture_of(bridge, hf_model)  # the family's facts (models/architecture.py)
 
     # ------------------------------------------------------------------ facts
@@ -58,13 +60,24 @@ class HookedModel:
         """Prepend BOS unless told otherwise, when the tokenizer has one (TransformerLens' default)."""
         return self.tokenizer.bos_token_id is not None
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, *, verify: bool = False) -> str:
         """Stable id of the current weights (changes when any weight is edited).
 
-        Recomputed only when a parameter's version counter moved, i.e. after an
-        in-place edit through the parameter or any view of it (not through ``.data``).
+        Recomputed when a parameter's version counter moved, i.e. after an in-place edit through the
+        parameter or any view of it. Edits through ``.data`` move no counter: ``verify=True`` (what every
+        cached call does) also looks at the contents — all of them for models up to ``EXACT_CHECK_PARAMS``
+        parameters (~0.2 s per 100M), a fixed sample of every parameter beyond that.
         """
+        if verify and self._contents_moved():
+            self._weight_check = None
         return self._check_weights()[0]
+
+    def _contents_moved(self) -> bool:
+        if self._weight_check is None:
+            return True
+        if self.info.n_params <= EXACT_CHECK_PARAMS:
+            return True  # an exact rescan is cheap enough
+        return not torch.equal(_content_sample(self.hf_model), self._weight_sample)
 
     def require_finite_weights(self) -> None:
         """Raise :class:`UnsupportedModelError` naming every parameter that holds NaN or inf."""
@@ -80,6 +93,8 @@ class HookedModel:
         versions = tuple(p._version for p in self.hf_model.parameters())
         if self._weight_check is None or self._weight_check[0] != versions:
             self._weight_check = (versions, scan_weights(self.hf_model))
+            if self.info.n_params > EXACT_CHECK_PARAMS:
+                self._weight_sample = _content_sample(self.hf_model)
         return self._weight_check[1]
 
     def named_parameters(self) -> Iterator[tuple[str, Tensor]]:
@@ -490,6 +505,12 @@ def _restore(saved: list[tuple[Tensor, Tensor]]) -> None:
             interrupted = exc
     if interrupted is not None:
         raise interrupted
+
+
+@torch.no_grad()
+def _content_sample(hf_model) -> Tensor:
+    """Every 4099th value of every parameter, summed per parameter: a cheap look at the contents."""
+    return torch.stack([p.detach().reshape(-1)[::4099].double().sum().cpu() for p in hf_model.parameters()])
 
 
 def _flat_ids(ids) -> list[int]:

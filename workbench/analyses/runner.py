@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from .._threads import sized_threads
 from ..cache import ResultCache, cache_key, get_cache
 from ..errors import InputError
 from ..results import Result
@@ -32,8 +33,12 @@ def run_analysis(name: str, model, config=None, *, cache: bool | ResultCache = T
     """
     spec = get_analysis(name)
     config = make_config(name, config, **options)
+    def compute() -> Result:
+        with sized_threads():  # only the cores other processes leave free (see workbench/_threads.py)
+            return spec.compute(model, config)
+
     if cache is False:
-        return spec.compute(model, config)
+        return compute()
     store = cache if isinstance(cache, ResultCache) else get_cache()
     key = cache_key(name, config, model.fingerprint(verify=True), spec.version)  # sees edits through .data too
-    return store.get_or_compute(key, lambda: spec.compute(model, config), spec.version)
+    return store.get_or_compute(key, compute, spec.version)

@@ -7,8 +7,9 @@ kind, and the attention's real form. :func:`architecture_of` reads these once, f
 outside ``models/`` reads a config or a module to learn them.
 
 The table below is the only per-family knowledge in the workbench; a family not in it gets the
-facts the bridge's structure and the config show, and ``known=False`` (analyses that decompose
-the residual stream still check their identities at run time, see ``HookedModel.check_writes``).
+facts the bridge's structure and the config show, and ``known=False`` (the analyses that decompose
+the residual stream, the trace and super experts, report their decomposition error with every
+result, so a wrong fact shows as a large error rather than a silent number).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def architecture_of(bridge, hf_model) -> Architecture:
     return Architecture(
         family=family,
         known=family in _FAMILIES,
-        parallel_blocks=f"blocks.0.hook_resid_mid" not in names,
+        parallel_blocks="blocks.0.hook_resid_mid" not in names,
         pre_norms=pre_norms,
         shared_input_norm=pre_norms and not hasattr(block, "ln2"),
         post_norms=post_norms,

@@ -21,6 +21,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..errors import UnsupportedModelError
 from . import hook_names as hn
 from .weights import AttentionWeights, MLPWeights
 
@@ -28,8 +29,6 @@ from .weights import AttentionWeights, MLPWeights
 def require_additive_residual(model) -> None:
     """Decompositions of the residual stream need blocks that add their writes to the stream they read."""
     if model.arch.residual_from_norm:
-        from ..errors import UnsupportedModelError
-
         raise UnsupportedModelError(
             f"{model.name}'s blocks add their writes to the normed stream (apply_residual_connection_post_layernorm), "
             "so the residual stream is not a sum of writes; use the weight analyses (wb.head_composition) or "

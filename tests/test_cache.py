@@ -192,7 +192,7 @@ def test_a_valid_result_of_another_analysis_under_a_key_is_not_returned(tiny_lla
     (overview_path,) = [p for p in cache.root.glob("*.safetensors") if p != composition_path]
     shutil.copy(composition_path, overview_path)  # the composition file under the overview's key
     cache.clear(memory_only=True)
-    with pytest.warns(UserWarning, match="holds a head_composition result"):
+    with pytest.warns(UserWarning, match="holds a head_composition result written for another cache entry"):
         again = wb.model_overview(tiny_llama, cache=cache)
     assert type(again).__name__ == "OverviewResult" and type(composition).__name__ == "HeadCompositionResult"
 
@@ -221,3 +221,15 @@ def test_an_edit_through_data_is_seen_by_the_next_cached_call(tmp_path, monkeypa
         after = wb.model_overview(model, cache=cache)
         assert after.fingerprint != before.fingerprint
         assert after.to_frame()["frobenius"].sum() > before.to_frame()["frobenius"].sum()
+
+
+def test_entries_are_found_again_whatever_their_result_records(tmp_path):
+    """A trained demo model's result records the trained model's fingerprint, not its source's: the entry is still
+    its key's (the check reads the key recorded in the file, it does not re-derive it)."""
+    cache = wb.ResultCache(tmp_path)
+    first = wb.train_digits(cache=cache, epochs=2)
+    cache.clear(memory_only=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = wb.train_digits(cache=cache, epochs=2)
+    assert cache.stats["disk_hits"] == 1 and again.fingerprint == first.fingerprint

@@ -99,13 +99,14 @@ class Result:
         return f"<div><h4>{html.escape(self.title)}</h4>{self.summary_html()}{tables}{hint}</div>"
 
     # ------------------------------------------------------------ files
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the result to ``path`` (``.safetensors``), atomically."""
+    def save(self, path: str | os.PathLike, *, cache_key: str | None = None) -> Path:
+        """Write the result to ``path`` (``.safetensors``), atomically; ``cache_key``: the cache entry it is
+        written for, recorded so that the cache can tell it from a result filed under the wrong key."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(self):x}.tmp")
         try:
-            _write(self, tmp)
+            _write(self, tmp, cache_key)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -149,7 +150,7 @@ def _digest(tensors: dict[str, Tensor], header: str) -> str:
     return h.hexdigest()
 
 
-def _write(result: Result, path: Path) -> None:
+def _write(result: Result, path: Path, cache_key: str | None = None) -> None:
     from safetensors.torch import save_file
 
     tensors = {f"tensor/{k}": v.detach().cpu().contiguous() for k, v in result.tensors.items()}
@@ -178,7 +179,19 @@ def _write(result: Result, path: Path) -> None:
         sort_keys=True,
         default=str,
     )
-    save_file(tensors, str(path), metadata={"workbench": header, "sha256": _digest(tensors, header)})
+    metadata = {"workbench": header, "sha256": _digest(tensors, header)}
+    if cache_key is not None:
+        metadata["cache_key"] = cache_key
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def recorded_cache_key(path: str | os.PathLike) -> str | None:
+    """The cache key a result file was written for (None for files saved outside the cache, or before keys
+    were recorded), read from its header alone."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get("cache_key")
 
 
 def _read(path: Path, expected: type[Result]) -> Result:

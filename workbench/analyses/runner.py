@@ -7,6 +7,7 @@ import dataclasses
 from .._threads import sized_threads
 from ..cache import ResultCache, cache_key, get_cache
 from ..errors import InputError
+from ..models import HookedModel
 from ..results import Result
 from .registry import get_analysis
 
@@ -40,5 +41,7 @@ def run_analysis(name: str, model, config=None, *, cache: bool | ResultCache = T
     if cache is False:
         return compute()
     store = cache if isinstance(cache, ResultCache) else get_cache()
-    key = cache_key(name, config, model.fingerprint(verify=True), spec.version)  # sees edits through .data too
-    return store.get_or_compute(key, compute, spec.version)
+    # a loaded model verifies its weights' contents too (edits through .data); trained demo models, sources, ... do not need to
+    fingerprint = model.fingerprint(verify=True) if isinstance(model, HookedModel) else model.fingerprint()
+    key = cache_key(name, config, fingerprint, spec.version)
+    return store.get_or_compute(key, compute, name)

@@ -24,7 +24,7 @@ from filelock import FileLock
 from .._paths import cache_root
 from .._version import __version__
 from ..errors import CacheCorruptError
-from ..results import Result, config_to_json
+from ..results import Result, config_to_json, recorded_cache_key
 
 
 def cache_key(analysis: str, config, fingerprint: str, version: int = 1) -> str:
@@ -47,10 +47,10 @@ class ResultCache:
     def path(self, key: str) -> Path:
         return self.root / f"{key}.safetensors"
 
-    def get(self, key: str, version: int | None = None) -> Result | None:
-        """The cached result for ``key``, or ``None``. A damaged file or a directory counts as none; so does, when
-        ``version`` (the analysis' revision) is given, a valid result that is not the one ``key`` names (another
-        analysis, config or model: its own key differs)."""
+    def get(self, key: str, analysis: str | None = None) -> Result | None:
+        """The cached result for ``key``, or ``None``. A damaged file or a directory counts as none; so does a
+        valid result written for another key (a file copied or moved into place), or, when ``analysis`` is
+        given, a result of another analysis."""
         if key in self._memory:
             self._memory.move_to_end(key)
             self.stats["memory_hits"] += 1
@@ -62,8 +62,9 @@ class ResultCache:
             if not path.is_file():
                 raise CacheCorruptError(f"{path} is not a file")
             result = Result.load(path)
-            if version is not None and cache_key(result.analysis, result.config, result.fingerprint, version) != key:
-                raise CacheCorruptError(f"{path} holds a {result.analysis} result of other settings or another model")
+            recorded = recorded_cache_key(path)
+            if (recorded is not None and recorded != key) or (analysis is not None and result.analysis != analysis):
+                raise CacheCorruptError(f"{path} holds a {result.analysis} result written for another cache entry")
         except FileNotFoundError:  # removed by clear() from another process meanwhile
             return None
         except CacheCorruptError as exc:
@@ -76,18 +77,18 @@ class ResultCache:
         return result
 
     def put(self, key: str, result: Result) -> None:
-        result.save(self.path(key))
+        result.save(self.path(key), cache_key=key)
         self._remember(key, result)
 
-    def get_or_compute(self, key: str, compute: Callable[[], Result], version: int | None = None) -> Result:
-        """Return the cached result for ``key``, computing and storing it once if missing. ``version``: the
-        analysis' revision the key was made with (to check that an entry is the one the key names)."""
-        found = self.get(key, version)
+    def get_or_compute(self, key: str, compute: Callable[[], Result], analysis: str | None = None) -> Result:
+        """Return the cached result for ``key``, computing and storing it once if missing (``analysis``: the
+        analysis the key names, checked against an entry found)."""
+        found = self.get(key, analysis)
         if found is not None:
             return found
         self.root.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.path(key)) + ".lock"):
-            found = self.get(key, version)  # another process may have finished it while we waited
+            found = self.get(key, analysis)  # another process may have finished it while we waited
             if found is not None:
                 return found
             self.stats["misses"] += 1

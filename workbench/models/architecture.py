@@ -83,7 +83,7 @@ class Architecture:
         return [
             ("family", self.family + ("" if self.known else " (not in the workbench's table: facts inferred)")),
             ("block", "parallel attention + MLP" if self.parallel_blocks else "sequential attention -> MLP"),
-            ("norms", f"{norms}, {self.norm}" + (f", gain 1 + w" if self.gain_offset else "")),
+            ("norms", f"{norms}, {self.norm}" + (", gain 1 + w" if self.gain_offset else "")),
             ("MLP", f"{mlp}, {self.act_fn}"),
             ("attention", f"scale {a.scale:.4g}" + (", " + ", ".join(extras) if extras else "")),
         ] + ([("residual", "the skip connection carries the normed stream")] if self.residual_from_norm else []) \

@@ -189,33 +189,30 @@ class SuperWeightResult(Result):
 
 
 # ------------------------------------------------------------------ detection
+def _candidate(stats: ScanStats, layer: int) -> dict:
+    """The weight behind ``layer``'s output spike, with what the scan saw of it."""
+    b, p, j = stats.out_spike[layer].tolist()
+    return {"layer": layer, "row": j, "col": int(stats.top_col[layer]), "batch": b, "position": p,
+            "in_value": float(stats.top_input[layer]), "in_max": float(stats.in_max[layer]),
+            "in_channel": int(stats.in_spike[layer, 2]), "out_value": float(stats.out_value[layer]),
+            "out_max": float(stats.out_max[layer]), "share": float(stats.share[layer])}
+
+
 def _candidates_of_round(stats: ScanStats, config: SuperWeightConfig, found: set) -> list[dict]:
     spikes = spiking_layers(stats, config.in_factor, config.out_factor) & (stats.share >= config.min_share)
     new = []
     for layer in torch.nonzero(spikes).flatten().tolist():
-        coord = (layer, int(stats.out_spike[layer, 2]), int(stats.top_col[layer]))
-        if coord in found or stats.top_contribution[layer] == 0:  # a zeroed weight cannot be found again
+        cand = _candidate(stats, layer)
+        if (layer, cand["row"], cand["col"]) in found or stats.top_contribution[layer] == 0:  # zeroed: not again
             continue
-        b, p, _ = stats.out_spike[layer].tolist()
-        new.append({
-            "layer": layer, "row": coord[1], "col": coord[2], "batch": b, "position": p,
-            "in_value": float(stats.top_input[layer]), "in_max": float(stats.in_max[layer]),
-            "in_channel": int(stats.in_spike[layer, 2]), "out_value": float(stats.out_value[layer]),
-            "out_max": float(stats.out_max[layer]), "share": float(stats.share[layer]),
-        })
+        new.append(cand)
     return new
 
 
 def _best_candidate(stats: ScanStats) -> list[dict]:
     """The weight behind the layer whose output stands out most, spike rule or not (when nothing passed it)."""
     layer = int(stats.out_ratio.argmax())
-    if stats.top_contribution[layer] == 0:
-        return []
-    b, p, j = stats.out_spike[layer].tolist()
-    return [{"layer": layer, "row": j, "col": int(stats.top_col[layer]), "batch": b, "position": p,
-             "in_value": float(stats.top_input[layer]), "in_max": float(stats.in_max[layer]),
-             "in_channel": int(stats.in_spike[layer, 2]), "out_value": float(stats.out_value[layer]),
-             "out_max": float(stats.out_max[layer]), "share": float(stats.share[layer])}]
+    return [] if stats.top_contribution[layer] == 0 else [_candidate(stats, layer)]
 
 
 def iterative_scan(model, prompts: tuple[str, ...], config: SuperWeightConfig) -> tuple[list[dict], list[ScanStats]]:

@@ -292,12 +292,12 @@ class HookedModel:
         return self.hf_model.get_input_embeddings()(ids.to(self.device))
 
     @torch.no_grad()
-    def greedy_ids(self, ids: Int[Tensor, "pos"], n: int) -> Int[Tensor, "n"]:
-        """``n`` greedy next token ids after ``ids`` (KV-cached generation)."""
+    def greedy_ids(self, ids: Int[Tensor, "pos"], n: int, *, stop_at_eos: bool = False) -> Int[Tensor, "n"]:
+        """``n`` greedy next token ids after ``ids`` (KV-cached generation); fewer if ``stop_at_eos`` and one is EOS."""
         tok = self.tokenizer
         out = self.hf_model.generate(
-            ids[None], attention_mask=torch.ones_like(ids[None]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
-            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+            ids[None], attention_mask=torch.ones_like(ids[None]), max_new_tokens=n, min_new_tokens=0 if stop_at_eos else n,
+            do_sample=False, pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
         )
         return out[0, len(ids):]
 
@@ -306,11 +306,7 @@ class HookedModel:
         """Greedy continuation of ``prompt`` (the new text only)."""
         tokens = self.to_tokens(prompt, prepend_bos=prepend_bos)
         self._check_length(tokens.shape[-1] + max_new_tokens)
-        out = self.hf_model.generate(
-            tokens, attention_mask=torch.ones_like(tokens), max_new_tokens=max_new_tokens, do_sample=False,
-            pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
-        )
-        return self.decode(out[0, tokens.shape[-1]:])
+        return self.decode(self.greedy_ids(tokens[0], max_new_tokens, stop_at_eos=True))
 
     # --------------------------------------------------------------- weights
     def attention_weights(self, layer: int, *, expand_kv: bool = False) -> W.AttentionWeights:
@@ -336,16 +332,6 @@ class HookedModel:
                 f"({self.arch.mlp} MLP); use model.mlp_weights(layer) instead")
         return found
 
-    def route(self, layer: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The router of MoE ``layer`` on normed inputs ``x`` [.., d_model]: (probabilities [.., expert],
-        chosen experts [.., top_k], their weights [.., top_k]), as the family computes them."""
-        w = self.expert_weights(layer)
-        probs = (x.float() @ w.W_router.float()).softmax(-1)
-        top_w, top_i = probs.topk(w.top_k, dim=-1)
-        if w.renormalize:
-            top_w = top_w / top_w.sum(-1, keepdim=True)
-        return probs, top_i, top_w
-
     def norm_gain(self, layer: int | None, before: str = "attn") -> Tensor | None:
         """Effective gain of the norm in front of ``layer``'s attention (``before="attn"``) or MLP (``"mlp"``), or
         of the final norm (``layer=None``): the stored weight plus the family's offset (Gemma: ``1 + w``).
@@ -353,9 +339,10 @@ class HookedModel:
         it feeds."""
         return self._gain(self._norm_param(layer, before, "weight"))
 
-    def norm_bias(self, layer: int | None, before: str = "attn") -> Tensor | None:
-        """Additive bias of that norm (LayerNorm), or None (RMSNorm has none)."""
-        return self._norm_param(layer, before, "bias")
+    def norm_bias(self, layer: int | None, before: str = "attn", *, post: bool = False) -> Tensor | None:
+        """Additive bias of that norm (LayerNorm), or None (RMSNorm has none); ``post=True``: of the norm on
+        ``before``'s output (sandwich / post-norm families)."""
+        return self._norm_param(layer, before, "bias", post=post)
 
     def output_norm_gain(self, layer: int, sublayer: str = "attn") -> Tensor | None:
         """Effective gain of the norm on ``sublayer``'s output (sandwich / post-norm families), or None."""
@@ -365,10 +352,6 @@ class HookedModel:
         """The stored weight of a block norm (a view: edit it to edit the model; the effective gain is this plus
         ``arch.gain_offset``): in front of ``sublayer`` or (``post=True``) on its output."""
         return self._norm_param(layer, sublayer, "weight", post=post)
-
-    def norm_bias_param(self, layer: int, sublayer: str, *, post: bool = False) -> Tensor | None:
-        """Bias of a block norm: in front of ``sublayer`` or (``post=True``) on its output."""
-        return self._norm_param(layer, sublayer, "bias", post=post)
 
     def qk_norm_gains(self, layer: int) -> tuple[Float[Tensor, "head d_head"], Float[Tensor, "kv_head d_head"]] | None:
         """Effective gains of the query / key norms per head, or None when the family has none."""

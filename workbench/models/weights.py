@@ -163,6 +163,14 @@ class ExpertWeights:
     def n_experts(self) -> int:
         return self.W_out.shape[0]
 
+    def routing(self, x: Float[Tensor, "token d_model"]) -> Float[Tensor, "token expert"]:
+        """Each expert's routing weight for normed inputs ``x``, as the family computes it (0: not chosen)."""
+        probs = (x.float() @ self.W_router.float()).softmax(-1)
+        top_w, top_i = probs.topk(self.top_k, dim=-1)
+        if self.renormalize:
+            top_w = top_w / top_w.sum(-1, keepdim=True)
+        return torch.zeros_like(probs).scatter(1, top_i, top_w)
+
 
 def expert_weights(bridge, layer: int) -> ExpertWeights | None:
     """The experts of ``layer`` when it is a mixture of experts with fused expert tensors (Mixtral,

@@ -109,7 +109,7 @@ def _post_norm_map(model, layer: int, sublayer: str, acts: dict[str, Tensor]):
         scale = (x.var(-1, unbiased=False, keepdim=True) + arch.norm_eps).sqrt()
     gain = model.output_norm_gain(layer, sublayer)
     gain = 1.0 if gain is None else gain.float()
-    bias = model.norm_bias_param(layer, sublayer, post=True)
+    bias = model.norm_bias(layer, sublayer, post=True)
     const = None if bias is None else m * bias.float().expand_as(x)
 
     def apply(t: Tensor) -> Tensor:  # t [b, pos, ..., d]: extra dims (heads) broadcast over the scale
@@ -149,8 +149,7 @@ def expert_writes(model, layer: int, x: Tensor) -> tuple[
     (``hook_mlp_out``; asserted in the tests)."""
     w = model.expert_weights(layer)
     x = x.float()
-    _, top_i, top_w = model.route(layer, x)
-    routing = torch.zeros(x.shape[0], w.n_experts, device=x.device).scatter(1, top_i, top_w.float())
+    routing = w.routing(x)
     hidden = model.mlp_activation(torch.einsum("td,edf->tef", x, w.W_gate.float())) \
         * torch.einsum("td,edf->tef", x, w.W_in.float())  # [token, expert, d_ff]
     m = model.arch.residual_multiplier

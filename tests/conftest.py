@@ -13,7 +13,7 @@ os.environ["WORKBENCH_PROGRESS"] = "0"
 # One cache per test session (the embedded model is converted once, ~20 s), unless given.
 os.environ.setdefault("WORKBENCH_CACHE", tempfile.mkdtemp(prefix="workbench-test-cache-"))
 
-import pytest  # noqa: E402
+import pytest
 
 _LOCAL = ("127.", "::1", "localhost", "0.0.0.0")
 _real_connect = socket.socket.connect

@@ -131,7 +131,7 @@ class LabServer:
         ] + (["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else [])
 
     def start(self, timeout: float = 120.0) -> None:
-        log = open(self.log_path, "wb")  # noqa: SIM115  (closed with the process)
+        log = open(self.log_path, "wb")
         self.process = subprocess.Popen(self.command(), env=self.environment(), cwd=self.root, stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
@@ -143,7 +143,7 @@ class LabServer:
                 with urllib.request.urlopen(self.api("status"), timeout=2) as r:
                     if r.status == 200:
                         return
-            except (urllib.error.URLError, ConnectionError, socket.timeout):
+            except (TimeoutError, urllib.error.URLError, ConnectionError):
                 pass
             time.sleep(0.25)
         raise TimeoutError(f"jupyter lab did not answer within {timeout:.0f} s:\n{self.log_tail()}")
@@ -184,7 +184,7 @@ class LabServer:
                 break
         proc.wait(timeout=5)
 
-    def __enter__(self) -> "LabServer":
+    def __enter__(self) -> LabServer:
         try:
             self.start()
         except BaseException:

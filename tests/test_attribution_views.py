@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
+import html
+
 import pytest
 import torch
 
 import workbench as wb
 from workbench.cli import main
 from workbench.render.attribution import readable_token, token_heatmap_html
+from workbench.render.style import plot_text
 
 NASTY = 'a <script>alert("x")</script> & b\n\tc'
+TAG = '<script>alert("x")</script>'
 
 
 @pytest.fixture(scope="module")
 def result(tiny_llama):
     return wb.reagent(tiny_llama, NASTY, cache=False, max_new_tokens=2, max_steps=20)
+
+
+@pytest.fixture(scope="module")
+def tagged(result):
+    """``result`` with every token holding a whole tag: the tiny model's byte-level tokens hold one character
+    each, so only multi-character tokens (as real tokenizers make) show whether a tag gets through unescaped."""
+    tokens = [f"{TAG}{i}" for i in range(len(result.tokens))]
+    return dataclasses.replace(result, meta={**result.meta, "tokens": tokens})
 
 
 def test_readable_tokens():
@@ -25,10 +38,12 @@ def test_readable_tokens():
     assert readable_token("") == "∅"
 
 
-def test_heatmap_html_escapes_every_token(result):
+def test_heatmap_html_escapes_every_token(result, tagged):
     page = result.report_html()  # byte-level tokens: one character per token
-    assert "<script" not in page and "&lt;" in page and "&amp;" in page and "&quot;" in page
+    assert "&lt;" in page and "&amp;" in page and "&quot;" in page
     assert "⏎" in page and "⇥" in page and "·" in page
+    page = tagged.report_html()
+    assert TAG not in page and page.count(html.escape(TAG)) >= len(tagged.tokens)
     line = token_heatmap_html(["<b>", " x", "&"], [0.5, float("nan"), 0.1], 2)
     assert "<b>" not in line.split("</div>", 1)[-1] and "&lt;b&gt;" in line and "·x" in line and "&amp;" in line
     assert "rgba(230,120,20,1.000)" in line  # the largest importance is fully opaque
@@ -47,16 +62,16 @@ def test_result_round_trip_through_the_cache(tiny_llama, tmp_path):
     assert c.meta["tokens"] == a.meta["tokens"]
 
 
-def test_figures_widget_and_report(result, tiny_llama, tmp_path):
-    figs = result.figures()
-    assert set(figs) == {"heatmap", "probes"}
-    heat = figs["heatmap"].data[0]
-    assert len(heat.y) == 2 and all("<script>" not in x for x in heat.x)
+def test_figures_widget_and_report(result, tagged, tiny_llama, tmp_path):
+    assert set(result.figures()) == {"heatmap", "probes"}
+    heat = tagged.figures()["heatmap"].data[0]
+    assert len(heat.y) == 2
+    assert all("<script>" not in x and plot_text(TAG) in x for x in (*heat.x, *heat.y))  # plotly reads tags in labels
     w = result.widget()
     w.target.value = 1
     assert "target 1" in w.tokens.value
-    page = wb.build_report([result])
-    assert "<script>alert" not in page
+    page = wb.build_report([tagged])
+    assert "<script>alert" not in page and html.escape(TAG) in page
     # a method selector re-runs the attribution when the widget has the model
     w2 = wb.attribute(tiny_llama, "hello there", "occlusion", cache=False, max_new_tokens=2).widget()
     assert w2.method.disabled

@@ -95,11 +95,11 @@ def test_plain_mlp_replacement_is_fitted_from_activations(tiny_gpt2):
 def test_fit_from_activations_recovers_a_planted_bilinear_map():
     g = torch.Generator().manual_seed(1)
     W, V, P = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g), torch.randn(12, 8, generator=g)
-    layer = lambda x, W, V, P: ((x @ W.mT) * (x @ V.mT)) @ P.mT  # noqa: E731
+    layer = lambda x, W, V, P: ((x @ W.mT) * (x @ V.mT)) @ P.mT
     x = 5.0 * torch.randn(3000, 16, generator=g)  # scales far from 1: the fit must not depend on them
     y = 1e-3 * layer(x, W, V, P)
     fitted, start, _ = fit_from_activations(x[:2400], y[:2400], 16, ReplacementConfig())  # twice the planted width
-    held_out_ev = lambda WVP: 1 - (y[2400:] - layer(x[2400:], *WVP)).square().sum() / (y[2400:] - y[2400:].mean(0)).square().sum()  # noqa: E731
+    held_out_ev = lambda WVP: 1 - (y[2400:] - layer(x[2400:], *WVP)).square().sum() / (y[2400:] - y[2400:].mean(0)).square().sum()
     assert held_out_ev(fitted) > 0.99 and held_out_ev(start) < 0.5
     W2, V2, P2 = fitted
     # the fitted layer's interaction matrices are the planted ones (a quadratic form is unique)

@@ -155,11 +155,14 @@ def test_clear_cache(tiny_llama, tmp_path, monkeypatch):
     assert wb.get_cache().stats["misses"] == 2  # the memory layer was cleared too
 
 
-def test_cache_false_recomputes(tiny_llama, tmp_path):
-    cache = ResultCache(tmp_path)
+def test_cache_false_recomputes_and_stores_nothing(tiny_llama, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))  # the default cache: cache=True would use it
     a = _overview(tiny_llama, False)
+    assert not (tmp_path / "results").exists()
+    cached = _overview(tiny_llama, True)
     b = _overview(tiny_llama, False)
-    assert a is not b and not cache.root.exists()
+    assert b is not cached and b is not a and b.to_frame().equals(cached.to_frame())
+    assert wb.get_cache().stats == {"memory_hits": 0, "disk_hits": 0, "misses": 1, "corrupt": 0}  # never asked
 
 
 def test_entry_with_a_stale_layout_is_recomputed(tiny_llama, tmp_path):

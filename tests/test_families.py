@@ -22,7 +22,7 @@ from workbench.analyses.composition import dense_score
 from workbench.analyses.super_weights.trace import channel_contributions, mlp_input_names, residual_parts
 from workbench.models import hook_names as hn
 
-from support.families import PROMPT  # noqa: E402
+from support.families import PROMPT
 
 ALL = sorted(FAMILIES)
 _loaded: dict[str, wb.HookedModel] = {}

@@ -226,7 +226,7 @@ def test_effects_follow_the_planted_channel(planted):
     result = compute_head_effects(planted, HeadEffectsConfig(
         prompts=("hello there, general", "a quick test of heads"), writers=((0, 0, -1), (0, 0, 0))))
     e = result.to_frame()
-    get = lambda kind, head, comp: e.query(f"kind == '{kind}' and reader_head == {head} and component == {comp}").effect.item()  # noqa: E731
+    get = lambda kind, head, comp: e.query(f"kind == '{kind}' and reader_head == {head} and component == {comp}").effect.item()
     for comp in (-1, 0):  # A is rank 1: whole head and its single component are the same thing
         assert get("Q", 2, comp) > 4 * get("Q", 3, comp)  # H3 reads q _|_ p: only the norm (1/rms) moves it
         assert get("V", 0, comp) > 0.1

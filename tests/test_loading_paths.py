@@ -21,7 +21,7 @@ from workbench.models import gguf as wb_gguf
 from workbench.models.tiny import BOS_ID, byte_tokenizer, tiny_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gguf_writer import write_tiny_gguf  # noqa: E402
+from gguf_writer import write_tiny_gguf
 
 PROMPTS = ["Hello, workbench!", "a", " two  spaces\tand a tab\n", "héllo wörld ✓ 日本"]
 TOL = 1e-5

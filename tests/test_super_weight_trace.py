@@ -12,18 +12,9 @@ from workbench.analyses.super_weights.trace import channel_contributions, mlp_in
 from workbench.errors import InputError
 from workbench.models import hook_names as H
 
+from support.planted import planted_super_weight as _planted
+
 PROMPT = "The quick brown fox jumps over the lazy dog."
-
-
-def _planted(name: str, layer: int = 1):
-    """A tiny model with a super weight in ``layer`` (input channel boosted, weight large)."""
-    model = wb.load_model(name)
-    mlp = model.mlp_weights(layer)
-    col, row = 7, 11
-    with torch.no_grad():
-        mlp.W_in[:, col] *= 40.0
-        mlp.W_out[col, row] = 25.0
-    return model, (layer, row, col)
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])

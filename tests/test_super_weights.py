@@ -3,6 +3,8 @@ rounds, restoration bit for bit, quantization maths, corpus, published index, er
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import math
 
 import pandas as pd
@@ -322,7 +324,7 @@ def test_result_roundtrip_figures_widget_and_cli(tmp_path, capsys):
     cli = ["super-weights", "--model", "tiny-llama", "--eval-windows", "2", "--window", "32", "--no-cache"]
     assert main(cli) == 0
     assert "no layer spiked" in capsys.readouterr().out  # an untouched random model has no super weight
-    assert main(cli + ["--out-factor", "1", "--max-rounds", "1"]) == 0  # every layer counts as spiking
+    assert main([*cli, "--out-factor", "1", "--max-rounds", "1"]) == 0  # every layer counts as spiking
     out = capsys.readouterr().out
     assert "role" in out and "candidates  2 in 1 scan round(s)" in out
     assert math.isfinite(result.meta["intact_loss"])
@@ -333,6 +335,10 @@ def test_report_section_escapes_model_text():
     plant(model, torch.Generator().manual_seed(4))
     evil = "<img src=x onerror=alert(1)> is a tag"
     result = wb.super_weights(model, prompts=[evil, "Summer is hot. Winter is"], **FAST)
-    page = wb.build_report([result])
-    assert "Super weights" in page and "<img src=x" not in page
     assert result.super_weights.shape[0] == 1
+    # The tiny model's byte-level tokens hold one character: give the spike a whole tag as its token, as a
+    # real tokenizer could, so that the section shows it escaped or fails.
+    candidates = result.candidates.assign(token=evil)
+    page = wb.build_report([dataclasses.replace(result, tables={**result.tables, "candidates": candidates})])
+    assert "Super weights" in page and "<img src=x" not in page
+    assert html.escape(repr(evil)) in page and html.escape(evil, quote=False) in page  # the list, the table

@@ -19,7 +19,10 @@ def cache_root(override: str | os.PathLike | None = None) -> Path:
     return root.expanduser()
 
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+_PACKAGE = Path(__file__).resolve().parent
+# An installed wheel carries the repository's top-level data/ as workbench/data (see setup.py); a checkout,
+# editable install included, reads it where it lies.
+DATA_DIR = _PACKAGE / "data" if (_PACKAGE / "data").is_dir() else _PACKAGE.parent / "data"
 
 
 def data_file(name: str) -> Path:
@@ -28,5 +31,6 @@ def data_file(name: str) -> Path:
     if not path.is_file():
         from .errors import InputError
 
-        raise InputError(f"data file {name!r} is missing from {DATA_DIR}; reinstall the workbench from its repository")
+        raise InputError(f"data file {name!r} is missing from {DATA_DIR}; reinstall the workbench (pip install lm-workbench) "
+                         "or run it from its repository")
     return path

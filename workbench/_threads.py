@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -54,6 +54,8 @@ def free_cores(window: float = 0.05) -> float:
         return float(cores())
     time.sleep(window)
     second, own_after = _cpu_ticks(), _own_ticks()
+    if second is None:  # /proc/stat went away meanwhile
+        return float(cores())
     busy, total = second[0] - first[0], second[1] - first[1]
     if total <= 0:
         return float(cores())

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import torch
 from jaxtyping import Int
@@ -46,7 +47,7 @@ def eval_text(path: str | os.PathLike | None = None) -> str:
 
 
 def token_windows(
-    model: "HookedModel",
+    model: HookedModel,
     text: str | None = None,
     *,
     window: int = 128,

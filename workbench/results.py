@@ -113,7 +113,7 @@ class Result:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Result":
+    def load(cls, path: str | os.PathLike) -> Result:
         """Read a saved result; raises :class:`CacheCorruptError` if the file is damaged."""
         return _read(Path(path), cls)
 
@@ -122,7 +122,7 @@ class Result:
 def config_to_json(config: Any) -> dict:
     if config is None:
         return {}
-    if not dataclasses.is_dataclass(config):
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
         raise TypeError(f"configs must be dataclasses, got {type(config).__name__}")
     return json.loads(json.dumps(dataclasses.asdict(config), default=str))
 
@@ -154,7 +154,7 @@ def _write(result: Result, path: Path, cache_key: str | None = None) -> None:
     from safetensors.torch import save_file
 
     tensors = {f"tensor/{k}": v.detach().cpu().contiguous() for k, v in result.tensors.items()}
-    tables = []  # a list: JSON keys get sorted, and the first table is the main one
+    tables = []  # a list of tables: their order is the result's (the first is the main one)
     for name, df in result.tables.items():
         columns = []
         for col in df.columns:
@@ -176,8 +176,7 @@ def _write(result: Result, path: Path, cache_key: str | None = None) -> None:
             "meta": result.meta,
             "tables": tables,
         },
-        sort_keys=True,
-        default=str,
+        default=str,  # keys keep their order: summaries list meta in it, so a reloaded result reads back the same
     )
     metadata = {"workbench": header, "sha256": _digest(tensors, header)}
     if cache_key is not None:

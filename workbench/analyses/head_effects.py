@@ -116,10 +116,10 @@ def _ablation_hook(slices, model, directions, means):
             else:
                 v, w = directions[(layer, head, comp)]
                 W_O = model.attention_weights(layer).W_O[head].to(z.dtype)  # [d_head, d_model]
-                read = W_O @ v.to(z.device)  # z @ read: the component's coefficient
+                read = W_O @ v.to(z.device, z.dtype)  # z @ read: the component's coefficient (in z's dtype: bfloat16 too)
                 coef = z[sl, :, head] @ read  # [b, pos]
-                target = 0.0 if means is None else means[(layer, head)] @ read
-                z[sl, :, head] = z[sl, :, head] - (coef - target)[..., None] * w.to(z.device)
+                target = 0.0 if means is None else means[(layer, head)].to(z.dtype) @ read
+                z[sl, :, head] = z[sl, :, head] - (coef - target)[..., None] * w.to(z.device, z.dtype)
         return z
     return hook
 
@@ -249,11 +249,14 @@ def _effects(clean, patched, layer: int, kinds, slices, mask, W_O) -> dict[str, 
         if kind in "QK":
             out[kind] = _tv(patched[pattern][sl], clean[pattern], mask)
         else:  # the pattern is clean here: z' - z = P (v' - v)
-            m = mask[:, :, None, None].to(torch.float32)
-            W = W_O.float()  # [head, d_head, d_model]
-            norm = lambda t: torch.einsum("bqhd,hde->bqhe", t.float() * m, W).square().sum((0, 1, 3)).sqrt()  # noqa: E731
-            out[kind] = norm(patched[z][sl] - clean[z]) / norm(clean[z]).clamp_min(1e-30)
+            out[kind] = _write_norm(patched[z][sl] - clean[z], mask, W_O) / _write_norm(clean[z], mask, W_O).clamp_min(1e-30)
     return out
+
+
+def _write_norm(z: Tensor, mask: Tensor, W_O: Tensor) -> Tensor:
+    """Per head: the norm of what ``z`` writes through ``W_O`` [head, d_head, d_model], over the masked positions."""
+    m = mask[:, :, None, None].to(torch.float32)
+    return torch.einsum("bqhd,hde->bqhe", z.float() * m, W_O.float()).square().sum((0, 1, 3)).sqrt()
 
 
 def _z_means(cache: dict[str, Tensor], mask, writers) -> dict[tuple[int, int], Tensor]:

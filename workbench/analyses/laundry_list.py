@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -96,7 +96,7 @@ def generate_prompts(vocab: Sequence[tuple[str, int]], n_items: int, n_prompts: 
 
 
 def list_accuracy(last_logits: Float[Tensor, "prompt vocab"], item_ids: Int[Tensor, "prompt n"],
-                  target: Int[Tensor, "prompt"]) -> dict[str, Tensor]:
+                  target: Int[Tensor, " prompt"]) -> dict[str, Tensor]:
     """Per prompt: ``correct`` (target has the top logit among the items), ``top1`` (over the whole
     vocabulary), ``target_prob`` (softmax over the vocabulary) and ``margin`` (target logit minus the
     best other item's)."""

@@ -19,7 +19,7 @@ def singular_values(stack: Float[Tensor, "... m n"]) -> Float[Tensor, "... k"]:
     return torch.linalg.eigvalsh(gram).flip(-1).clamp_min(0).sqrt().to(stack.dtype)
 
 
-def effective_rank(values: Float[Tensor, "... r"]) -> Float[Tensor, "..."]:
+def effective_rank(values: Float[Tensor, "... r"]) -> Float[Tensor, ...]:
     """exp of the entropy of |v| / sum |v| (Roy & Vetterli), in float64: 1 for one value, r for a flat spectrum.
 
     For singular values or eigenvalues alike (eigenvalues count by magnitude).

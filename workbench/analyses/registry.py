@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ..results import Result
 
 
 @dataclass(frozen=True)
@@ -18,17 +22,21 @@ class Analysis:
     report's model (experiments that need a choice from the user say no); ``report_subject(model)``,
     when set, gives what the report runs it on instead (e.g. a demo model the analysis needs).
     ``version``: bump it when a change of the code changes results, so cached ones are not reused.
+    ``prepare(model, config)``, when set, returns the config with its defaults and derived fields filled in
+    (a digest of an input file, a default chosen from the model) and checked. It runs before the cache key
+    is made, so equal work always gets one key and the result records the config it was computed with.
     """
 
     name: str
     title: str
     description: str
-    config_cls: type
-    result_cls: type
+    config_cls: type[Any]
+    result_cls: type[Result]
     compute: Callable
     in_report: bool = True
     version: int = 1
     report_subject: Callable | None = None
+    prepare: Callable | None = None
 
 
 _REGISTRY: dict[str, Analysis] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from .._threads import sized_threads
 from ..cache import ResultCache, cache_key, get_cache
@@ -12,7 +13,7 @@ from ..results import Result
 from .registry import get_analysis
 
 
-def make_config(name: str, config=None, **options):
+def make_config(name: str, config: Any = None, **options) -> Any:
     """The analysis' config: ``config`` (or the defaults) with ``options`` replaced."""
     spec = get_analysis(name)
     fields = {f.name for f in dataclasses.fields(spec.config_cls)}
@@ -34,6 +35,9 @@ def run_analysis(name: str, model, config=None, *, cache: bool | ResultCache = T
     """
     spec = get_analysis(name)
     config = make_config(name, config, **options)
+    if spec.prepare is not None:
+        config = spec.prepare(model, config)
+
     def compute() -> Result:
         with sized_threads():  # only the cores other processes leave free (see workbench/_threads.py)
             return spec.compute(model, config)

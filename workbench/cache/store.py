@@ -17,7 +17,7 @@ import shutil
 import warnings
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from filelock import FileLock
 
@@ -29,7 +29,7 @@ from ..results import Result, config_to_json, recorded_cache_key
 
 def cache_key(analysis: str, config, fingerprint: str, version: int = 1) -> str:
     """``version``: the analysis' own revision; bump it when its results change for the same inputs."""
-    doc = {"analysis": analysis, "config": config_to_json(config), "fingerprint": fingerprint, "workbench": __version__}
+    doc: dict[str, object] = {"analysis": analysis, "config": config_to_json(config), "fingerprint": fingerprint, "workbench": __version__}
     if version != 1:  # version 1 keeps the keys of entries written before analyses had versions
         doc["version"] = version
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]

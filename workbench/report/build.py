@@ -11,7 +11,7 @@ import html
 import os
 import re
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import InputError

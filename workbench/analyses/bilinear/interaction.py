@@ -117,5 +117,5 @@ def truncated_outputs(
 def log_spaced_ks(r: int, n: int = 24) -> tuple[int, ...]:
     """0, 1, 2, ... r on a roughly logarithmic grid (the truncation curve's x axis)."""
     ks = {0, 1, 2, 3, 4, 5, 6, 8, 10, 20, 30, 50, 100, 200, 300, 500, r}
-    ks.update(int(round(math.exp(t * math.log(r) / (n - 1)))) for t in range(n))
+    ks.update(round(math.exp(t * math.log(r) / (n - 1))) for t in range(n))
     return tuple(sorted(k for k in ks if 0 <= k <= r))

@@ -57,7 +57,7 @@ class BilinearWeights:
     W: Float[Tensor, "d_hidden d_in"]
     V: Float[Tensor, "d_hidden d_in"]
     P: Float[Tensor, "d_out d_hidden"]
-    b_P: Float[Tensor, "d_out"] | None
+    b_P: Float[Tensor, " d_out"] | None
     biased: bool  # the last input coordinate is the constant 1
 
     @property
@@ -84,7 +84,7 @@ class BilinearMLP(_Fingerprinted):
     def from_weights(
         cls, W: Float[Tensor, "d_hidden d_in"], V: Float[Tensor, "d_hidden d_in"],
         P: Float[Tensor, "d_out d_hidden"] | None = None, *, name: str | None = None,
-    ) -> "BilinearMLP":
+    ) -> BilinearMLP:
         """A bias-free layer holding copies of the given matrices (in their dtype), e.g. a planted one."""
         if W.ndim != 2 or W.shape != V.shape or (P is not None and (P.ndim != 2 or P.shape[1] != W.shape[0])):
             from ...errors import InputError
@@ -134,7 +134,7 @@ class BilinearClassifier(_Fingerprinted):
         self.classes = tuple(classes) if classes else tuple(str(i) for i in range(n_classes))
         self.mlp = BilinearMLP(image_shape[0] * image_shape[1], d_hidden, n_classes, bias=bias)
 
-    def forward(self, x: Float[Tensor, "batch *pixels"]) -> Float[Tensor, "batch n_classes"]:
+    def forward(self, x: Float[Tensor, " batch *pixels"]) -> Float[Tensor, "batch n_classes"]:
         return self.mlp(x.flatten(1))
 
     def weights(self) -> BilinearWeights:
@@ -186,7 +186,7 @@ class BilinearLM(_Fingerprinted):
         self.norm = nn.RMSNorm(d_model)
         self.unembed = nn.Linear(d_model, len(vocab), bias=False)
 
-    def encode(self, text: str) -> Int[Tensor, "pos"]:
+    def encode(self, text: str) -> Int[Tensor, " pos"]:
         index = {c: i for i, c in enumerate(self.vocab)}
         return torch.tensor([index[c] for c in text if c in index], dtype=torch.long)
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..runner import run_analysis
 from .detect import SuperWeightConfig, SuperWeightResult
-from .evaluate import check_prompts, text_digest
+from .evaluate import check_prompts
 
 
 def super_weights(
@@ -33,8 +33,6 @@ def super_weights(
         options["prompts"] = check_prompts(prompts)
     if eval_file is not None:
         options["eval_file"] = str(eval_file)
-    path = options.get("eval_file", config.eval_file if config is not None else None)
-    options["eval_digest"] = text_digest(path)
     return run_analysis("super_weights", model, config, cache=cache, **options)
 
 
@@ -48,7 +46,6 @@ def super_experts(model, prompts: Sequence[str] | None = None, *, cache=True, **
     """
     if prompts is not None:
         options["prompts"] = check_prompts(prompts)
-    options["eval_digest"] = text_digest(options.get("eval_file"))
     return run_analysis("super_experts", model, None, cache=cache, **options)
 
 
@@ -63,7 +60,6 @@ def _experiment(name: str, model, weights, cache, options):
     prompts = options.get("prompts")
     if prompts is not None:
         options["prompts"] = (prompts,) if isinstance(prompts, str) else tuple(prompts)
-    options["eval_digest"] = text_digest(options.get("eval_file"))
     return run_analysis(name, model, None, cache=cache, **options)
 
 

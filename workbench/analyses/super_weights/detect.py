@@ -53,7 +53,7 @@ from ...errors import InputError
 from ...results import Result
 from ..registry import Analysis
 from ...corpus import evaluate
-from .evaluate import check_prompts, eval_windows, scaled
+from .evaluate import check_prompts, eval_windows, scaled, with_eval_digest
 from .published import compare_published
 from .scan import ScanStats, StreamingRecorder, require_mlp_hooks, spiking_layers
 
@@ -74,7 +74,7 @@ class SuperWeightConfig:
     min_share: float = 0.2  # a candidate must explain >= this fraction of its layer's output spike
     max_rounds: int = 6  # iterative search: at most this many scans (zero found weights, scan again)
     eval_file: str | None = None  # text for ablation effects (None: the shipped data/eval_corpus.txt)
-    eval_digest: str = ""  # content hash of that text (filled in by wb.super_weights so the cache follows edits)
+    eval_digest: str = ""  # content hash of that text (filled in before the cache key, so the cache follows edits)
     eval_windows: int = 6  # windows of the evaluation text used to measure loss changes
     window: int = 64  # tokens per window (BOS included)
     n_random: int = 1  # random weights zeroed (one at a time) per candidate matrix, as controls
@@ -436,4 +436,5 @@ ANALYSIS = Analysis(
     result_cls=SuperWeightResult,
     compute=compute,
     in_report=True,
+    prepare=with_eval_digest,
 )

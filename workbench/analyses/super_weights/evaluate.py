@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import contextmanager
-from typing import Sequence
+from dataclasses import replace
+from collections.abc import Sequence
 
 import pandas as pd
 import torch
@@ -18,6 +19,12 @@ from ...errors import InputError
 def text_digest(path: str | None) -> str:
     """Short SHA-256 of the evaluation text, so a cached result follows the file's content."""
     return hashlib.sha256(eval_text(path).encode()).hexdigest()[:16]
+
+
+def with_eval_digest(model, config):
+    """``Analysis.prepare`` of the analyses that read an evaluation text: the config with the text's digest
+    filled in (a config's ``eval_digest`` is always derived, never given)."""
+    return replace(config, eval_digest=text_digest(config.eval_file))
 
 
 def eval_windows(model, path: str | None, n_windows: int, window: int) -> Int[Tensor, "n window"]:

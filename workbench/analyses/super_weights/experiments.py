@@ -26,7 +26,7 @@ from ...models import hook_names as H
 from ...results import Result
 from ..registry import Analysis
 from ...corpus import evaluate
-from .evaluate import check_prompts, eval_windows, next_token_table, scaled
+from .evaluate import check_prompts, eval_windows, next_token_table, scaled, with_eval_digest
 from .quantize import blockwise_rtn
 
 Coord = tuple[int, int, int]
@@ -39,7 +39,7 @@ class ExperimentConfig:
     prompts: tuple[str, ...] = ("Summer is hot. Winter is", "The capital of France is")  # next tokens shown per setting
     top_k: int = 5  # next tokens kept per prompt and setting
     eval_file: str | None = None  # evaluation text (None: the shipped data/eval_corpus.txt)
-    eval_digest: str = ""  # content hash of that text (keys the cache)
+    eval_digest: str = ""  # content hash of that text (filled in before the cache key, so the cache follows edits)
     eval_windows: int = 8  # windows of the evaluation text
     window: int = 128  # tokens per window (BOS included)
     batch_size: int = 8  # windows per forward pass
@@ -309,7 +309,7 @@ def compute_quantize(model, config: QuantizeConfig) -> QuantizeResult:
 
 def _spec(name, title, description, config_cls, result_cls, compute) -> Analysis:
     return Analysis(name=name, title=title, description=description, config_cls=config_cls, result_cls=result_cls,
-                    compute=compute, in_report=False)
+                    compute=compute, in_report=False, prepare=with_eval_digest)
 
 
 ANALYSES = (

@@ -32,7 +32,7 @@ from ...models import hook_names as H
 from ...results import Result
 from ..registry import Analysis
 from .detect import DEFAULT_PROMPTS
-from .evaluate import check_prompts, eval_windows
+from .evaluate import check_prompts, eval_windows, with_eval_digest
 from .scan import StreamingRecorder
 
 
@@ -43,7 +43,7 @@ class SuperExpertConfig:
     n_ablate: int = 16  # experts removed one at a time (largest writes first) to measure their effect
     min_effect_share: float = 0.05  # "super expert": removal KL >= this share of the strongest removal's
     eval_file: str | None = None  # text for ablation effects (None: the shipped evaluation corpus)
-    eval_digest: str = ""  # content hash of that text (filled in by wb.super_experts so the cache follows edits)
+    eval_digest: str = ""  # content hash of that text (filled in before the cache key, so the cache follows edits)
     eval_windows: int = 6
     window: int = 64
     batch_size: int = 8
@@ -171,4 +171,5 @@ ANALYSIS = Analysis(
     result_cls=SuperExpertResult,
     compute=compute,
     in_report=False,
+    prepare=with_eval_digest,
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from typing import Iterable
+from collections.abc import Iterable
 
 import pandas as pd
 

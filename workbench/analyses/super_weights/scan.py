@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from jaxtyping import Float, Int
@@ -45,11 +45,11 @@ class ScanStats:
     out_channel_max: Float[Tensor, "L d_model"]  # max |Y| per output channel
     in_spike: Int[Tensor, "L 3"]  # (batch, pos, channel) of max |X|
     out_spike: Int[Tensor, "L 3"]  # (batch, pos, channel j) of max |Y|
-    out_value: Float[Tensor, "L"]  # signed Y at the output spike
-    top_col: Int[Tensor, "L"]  # k = argmax_k |X[b, pos, k] * W_out[k, j]| at the output spike
-    top_input: Float[Tensor, "L"]  # X[b, pos, k]
-    top_contribution: Float[Tensor, "L"]  # X[b, pos, k] * W_out[k, j]
-    raw_value: Float[Tensor, "L"]  # the MLP's own output (X W_out + b_out, before any output norm) at the spike
+    out_value: Float[Tensor, " L"]  # signed Y at the output spike
+    top_col: Int[Tensor, " L"]  # k = argmax_k |X[b, pos, k] * W_out[k, j]| at the output spike
+    top_input: Float[Tensor, " L"]  # X[b, pos, k]
+    top_contribution: Float[Tensor, " L"]  # X[b, pos, k] * W_out[k, j]
+    raw_value: Float[Tensor, " L"]  # the MLP's own output (X W_out + b_out, before any output norm) at the spike
     resid_channel_max: Float[Tensor, "Lp1 d_model"] | None  # max |residual| per channel: embed, after each layer
 
     @property
@@ -100,8 +100,6 @@ class StreamingRecorder:
         self.model, self.mlp, self.resid = model, mlp, resid
         self.n_layers = info.n_layers
         self.mask: Tensor | None = None
-        weights = [model.mlp_weights(l) for l in range(info.n_layers)] if mlp else []
-        self._w_out, self._b_out = [w.W_out for w in weights], [w.b_out for w in weights]
         L, dev = info.n_layers, torch.device("cpu")
         self.in_channel_max = torch.zeros(L, info.d_mlp, device=dev)
         self.out_channel_max = torch.zeros(L, info.d_model, device=dev)
@@ -136,14 +134,16 @@ class StreamingRecorder:
             a = _masked_abs(y, self.mask)  # [batch, pos, d_model]
             value, (b, p, j) = _argmax3(a)
             if value.item() > self.out_channel_max[layer].max().item():
-                contrib = x[b, p].float() * self._w_out[layer][:, j].float()  # [d_mlp]: X_k * W_out[k, j]
+                # read when a spike grows, not held for every layer: an offloaded model reads it back from disk
+                weights = self.model.mlp_weights(layer)
+                contrib = x[b, p].float() * weights.W_out[:, j].float().to(x.device)  # [d_mlp]: X_k * W_out[k, j]
                 k = contrib.abs().argmax()
                 self.out_spike[layer] = torch.stack([b + self._offset, p, j]).cpu()
                 self.out_value[layer] = y[b, p, j].float().cpu()
                 self.top_col[layer] = k.cpu()
                 self.top_input[layer] = x[b, p, k].float().cpu()
                 self.top_contribution[layer] = contrib[k].cpu()
-                b_out = self._b_out[layer]  # the MLP's own output at the spike, before any output norm:
+                b_out = weights.b_out  # the MLP's own output at the spike, before any output norm:
                 self.raw_value[layer] = (contrib.sum() + (b_out[j].float() if b_out is not None else 0.0)).cpu()
             torch.maximum(self.out_channel_max[layer], a.amax((0, 1)).cpu(), out=self.out_channel_max[layer])
             return None
@@ -170,7 +170,7 @@ class StreamingRecorder:
         return out
 
     @contextmanager
-    def attach(self) -> Iterator["StreamingRecorder"]:
+    def attach(self) -> Iterator[StreamingRecorder]:
         with self.model.hooks(self.hooks()):
             try:
                 yield self

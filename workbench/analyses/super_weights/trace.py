@@ -175,13 +175,14 @@ def channel_contributions(model, parts: Float[Tensor, "part d_model"], layer: in
 
 
 # ------------------------------------------------------------------ compute
-def _resolve(model, config: TraceConfig) -> TraceConfig:
-    """The config with its default weight filled in (so the result names its weight), validated."""
+def prepare(model, config: TraceConfig) -> TraceConfig:
+    """``Analysis.prepare``: the config with its default weight filled in (so the cache key and the result name
+    the weight traced), validated."""
     if not config.weight:
         from .api import strongest_super_weight
 
         weight, expert = strongest_super_weight(model)
-        return _resolve(model, replace(config, weight=weight, expert=expert))
+        return prepare(model, replace(config, weight=weight, expert=expert))
     moe = model.arch.mlp == "moe"
     if moe != (config.expert >= 0) or config.expert >= max(model.arch.n_experts, 1):
         raise InputError(f"{model.name} has {model.arch.mlp} MLPs: " + (
@@ -224,8 +225,7 @@ def _hidden(model, cache, layer: int, col: int, expert: int) -> tuple[Tensor, Te
 
 @torch.no_grad()
 def compute(model, config: TraceConfig) -> TraceResult:
-    config = _resolve(model, config)
-    (layer, row, col), expert = config.weight, config.expert
+    (layer, row, col), expert = config.weight, config.expert  # filled in and checked by prepare
     model.require_additive_residual()
     (prompt,) = check_prompts(config.prompt)
     if expert < 0:
@@ -318,4 +318,5 @@ ANALYSIS = Analysis(
     result_cls=TraceResult,
     compute=compute,
     in_report=True,  # the strongest super weight on the default prompt: under a second once detection is cached
+    prepare=prepare,
 )

@@ -2,7 +2,7 @@
 
 from ._version import __version__
 from .errors import CacheCorruptError, InputError, ModelLoadError, UnsupportedModelError, WorkbenchError
-from .models import HookedModel, ModelInfo, available_models, hook_names, load_model
+from .models import CheckpointWeights, HookedModel, ModelInfo, available_models, hook_names, load_model, load_weights
 from ._progress import set_progress
 from .analyses import get_analysis, list_analyses, model_overview, register_analysis, run_analysis
 # the four analyses
@@ -19,9 +19,9 @@ from .report import build_report, report
 from .results import Result
 
 __all__ = [
-    "CacheCorruptError", "HookedModel", "InputError", "ModelInfo", "ModelLoadError", "Result", "ResultCache",
+    "CacheCorruptError", "CheckpointWeights", "HookedModel", "InputError", "ModelInfo", "ModelLoadError", "Result", "ResultCache",
     "UnsupportedModelError", "WorkbenchError", "__version__", "available_models", "build_report", "clear_cache",
-    "get_analysis", "get_cache", "hook_names", "list_analyses", "load_model", "model_overview", "register_analysis",
+    "get_analysis", "get_cache", "hook_names", "list_analyses", "load_model", "load_weights", "model_overview", "register_analysis",
     "report", "run_analysis", "set_progress",
     "prune_outliers", "prune_super_weights", "quantize_super_weights", "scale_super_weights", "super_experts",
     "super_weights",

@@ -22,6 +22,7 @@ All writer components of a layer against all later readers is one matmul
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from jaxtyping import Float
@@ -50,13 +51,23 @@ def read_matrices(w: HeadWeights, kind: str) -> Float[Tensor, "layer head d_mode
 @dataclass(frozen=True)
 class Composition:
     """Scores of one kind. ``component``: [w_layer, w_head, comp, r_layer, r_head] per-component CS;
-    ``head``: [w_layer, w_head, r_layer, r_head] whole-head CS; ``share``: like ``component``, the
-    fraction of ``||OV_A R_B||_F^2`` carried by each writer component. Zero where the reader's layer
-    is not after the writer's."""
+    ``head``: [w_layer, w_head, r_layer, r_head] whole-head CS; ``writer_s``: [w_layer, w_head, comp] the
+    writers' OV singular values. Zero where the reader's layer is not after the writer's."""
 
     component: Float[Tensor, "wl wh comp rl rh"]
     head: Float[Tensor, "wl wh rl rh"]
-    share: Float[Tensor, "wl wh comp rl rh"]
+    writer_s: Float[Tensor, "wl wh comp"]
+
+    def share_of(self, writer_layer: int) -> Float[Tensor, "wh comp rl rh"]:
+        """For the writers of row ``writer_layer``: the fraction of ``||OV_A R_B||_F^2`` carried by each
+        component (``s_i^2 CS_i^2`` normalised over i: the reader's norm cancels)."""
+        weighted = (self.writer_s[writer_layer][..., None, None] * self.component[writer_layer]).square()
+        return weighted / weighted.sum(1, keepdim=True).clamp_min(1e-30)
+
+    @cached_property
+    def share(self) -> Float[Tensor, "wl wh comp rl rh"]:
+        """:meth:`share_of` for every writer row at once (the size of ``component``; big models: use share_of)."""
+        return torch.stack([self.share_of(i) for i in range(self.component.shape[0])])
 
 
 def composition_scores(
@@ -87,13 +98,20 @@ def composition_scores(
         cols = flat_read[:, first * rh * d_head:]
         proj = writer_v[i].reshape(wh * nc, d_model) @ cols  # [wh*comp, later readers * d_head]
         reach[i, :, :, first:] = proj.reshape(wh, nc, rl - first, rh, d_head).norm(dim=-1)
-    component = reach / read_norm.clamp_min(1e-30)
-    weighted = (writer_s[..., None, None] * reach).square()  # s_i^2 ||v_i^T S_B||^2: [wl, wh, comp, rl, rh]
-    total = weighted.sum(2)  # ||OV_A R_B||_F^2
+    return scores_from_reach(writer_s, reach, read_norm)
+
+
+def scores_from_reach(writer_s: Float[Tensor, "wl wh comp"], reach: Float[Tensor, "wl wh comp rl rh"],
+                      read_norm: Float[Tensor, "rl rh"]) -> Composition:
+    """Whole-head and per-component scores from ``reach`` = ``||v_i^T S_B||``, which becomes ``component`` in
+    place (one writer row at a time: nothing of reach's size is allocated beside it)."""
+    head = torch.zeros(reach.shape[:2] + reach.shape[3:], dtype=reach.dtype, device=reach.device)
     s_norm = writer_s.norm(dim=-1)  # ||OV_A||_F: [wl, wh]
-    head = total.sqrt() / (s_norm[:, :, None, None] * read_norm).clamp_min(1e-30)
-    share = weighted / total[:, :, None].clamp_min(1e-30)
-    return Composition(component, head, share)
+    for i in range(reach.shape[0]):
+        total = (writer_s[i][..., None, None] * reach[i]).square().sum(1)  # ||OV_A R_B||_F^2: [wh, rl, rh]
+        head[i] = total.sqrt() / (s_norm[i][:, None, None] * read_norm).clamp_min(1e-30)
+        reach[i] /= read_norm.clamp_min(1e-30)
+    return Composition(reach, head, writer_s)
 
 
 def all_compositions(
@@ -130,25 +148,47 @@ def right_matrix(circuits: dict[str, Tensor], kind: str) -> Tensor:
 
 
 # ---------------------------------------------------------------- null baseline
-def random_like(w: HeadWeights, n: int, generator: torch.Generator) -> HeadWeights:
+@dataclass(frozen=True)
+class HeadNorms:
+    """All the Gaussian null needs of the real heads: the Frobenius norm of every head's W_Q, W_K, W_V, W_O
+    (``norms`` [4, layer*head], layer-major) and the matrices' shapes."""
+
+    norms: Float[Tensor, "4 heads"]
+    shapes: tuple[tuple[int, int], ...]
+    norm_folded: bool
+
+    @staticmethod
+    def of(w: HeadWeights) -> "HeadNorms":
+        mats = (w.W_Q, w.W_K, w.W_V, w.W_O)
+        return HeadNorms(torch.stack([m.flatten(0, 1).flatten(1).norm(dim=-1) for m in mats]),
+                         tuple(tuple(m.shape[2:]) for m in mats), w.norm_folded)
+
+
+def random_like(w: HeadWeights | HeadNorms, n: int, generator: torch.Generator) -> HeadWeights:
     """``n`` random heads: Gaussian matrices with the shapes of ``w``'s and the Frobenius norms of
     randomly chosen real heads (norms do not change a score, but a null should look like the model)."""
-    flat = lambda m: m.flatten(0, 1)  # noqa: E731  [layer*head, ..]
-    pick = torch.randint(0, flat(w.W_Q).shape[0], (n,), generator=generator)
+    w = HeadNorms.of(w) if isinstance(w, HeadWeights) else w
+    pick = torch.randint(0, w.norms.shape[1], (n,), generator=generator)
     mats = []
-    for m in (w.W_Q, w.W_K, w.W_V, w.W_O):
-        real = flat(m)[pick.to(m.device)]  # [n, a, b]
-        g = torch.randn(real.shape, generator=generator, dtype=torch.float64).to(m.device, m.dtype)
-        scale = real.flatten(1).norm(dim=-1) / g.flatten(1).norm(dim=-1).clamp_min(1e-30)
+    for norms, shape in zip(w.norms, w.shapes):
+        g = torch.randn((n, *shape), generator=generator, dtype=torch.float64).to(norms.device, norms.dtype)
+        scale = norms[pick.to(norms.device)] / g.flatten(1).norm(dim=-1).clamp_min(1e-30)
         mats.append((g * scale[:, None, None])[None])  # one pseudo-layer of n heads
     return HeadWeights(*mats, layers=(0,), heads_per_kv=1, norm_folded=w.norm_folded)
 
 
-def null_scores(w: HeadWeights, kinds: tuple[str, ...], n: int, seed: int) -> dict[str, Composition]:
+def null_scores(w: HeadWeights | HeadNorms, kinds: tuple[str, ...], n: int, seed: int) -> dict[str, Composition]:
     """Scores between ``n`` random writer heads and ``n`` random reader heads (all n^2 pairs)."""
     gen = torch.Generator().manual_seed(seed)
     writers, readers = random_like(w, n, gen), random_like(w, n, gen)
     return all_compositions(writers, readers, kinds, causal=False, show_progress=False)
+
+
+def rotated_picks(n_heads: int, n: int, seed: int) -> tuple[torch.Generator, Tensor, Tensor]:
+    """The generator of the rotated null and the real heads it uses (flat layer*head indices): writers, readers.
+    Drawn before any weight is read, so a caller streaming layers can gather just these heads."""
+    gen = torch.Generator().manual_seed(seed)
+    return gen, torch.randint(0, n_heads, (n,), generator=gen), torch.randint(0, n_heads, (n,), generator=gen)
 
 
 def rotated_null_scores(w: HeadWeights, kinds: tuple[str, ...], n: int, seed: int) -> dict[str, Composition]:
@@ -160,15 +200,18 @@ def rotated_null_scores(w: HeadWeights, kinds: tuple[str, ...], n: int, seed: in
     ``W_O = A B`` with orthonormal rows ``B``: replacing ``B`` by a Haar-random orthonormal frame is
     ``W_O @ Q`` for a Haar-random rotation ``Q`` (only W_O's row space moves).
     """
-    gen = torch.Generator().manual_seed(seed)
-    flat = lambda m: m.flatten(0, 1)  # noqa: E731
-    n_heads = flat(w.W_Q).shape[0]
-    pw, pr = (torch.randint(0, n_heads, (n,), generator=gen) for _ in range(2))
-    W_O = flat(w.W_O)[pw.to(w.W_O.device)].double()  # [n, d_head, d_model]
+    gen, pw, pr = rotated_picks(w.W_Q.shape[0] * w.W_Q.shape[1], n, seed)
+    pick = lambda p: HeadWeights(*(m.flatten(0, 1)[p.to(m.device)][None] for m in (w.W_Q, w.W_K, w.W_V, w.W_O)),  # noqa: E731
+                                 (0,), 1, w.norm_folded)
+    return rotated_null_of(pick(pw), pick(pr), kinds, gen)
+
+
+def rotated_null_of(writers: HeadWeights, readers: HeadWeights, kinds: tuple[str, ...],
+                    gen: torch.Generator) -> dict[str, Composition]:
+    """The rotated null from the picked real heads (one pseudo-layer each), ``gen`` as :func:`rotated_picks` left it."""
+    W_O = writers.W_O[0].double()  # [n, d_head, d_model]
     q, r = torch.linalg.qr(W_O.mT)  # W_O = r^T q^T
     frame = torch.linalg.qr(torch.randn(q.shape, generator=gen, dtype=torch.float64))[0].to(q.device)  # Haar frames
-    rotated = (r.mT @ frame.mT).to(w.W_O.dtype)
-    pick = lambda m, p: flat(m)[p.to(m.device)][None]  # noqa: E731  one pseudo-layer of n heads
-    writers = HeadWeights(pick(w.W_Q, pw), pick(w.W_K, pw), pick(w.W_V, pw), rotated[None], (0,), 1, w.norm_folded)
-    readers = HeadWeights(pick(w.W_Q, pr), pick(w.W_K, pr), pick(w.W_V, pr), pick(w.W_O, pr), (0,), 1, w.norm_folded)
-    return all_compositions(writers, readers, kinds, causal=False, show_progress=False)
+    rotated = (r.mT @ frame.mT).to(writers.W_O.dtype)
+    turned = HeadWeights(writers.W_Q, writers.W_K, writers.W_V, rotated[None], (0,), 1, writers.norm_folded)
+    return all_compositions(turned, readers, kinds, causal=False, show_progress=False)

@@ -65,19 +65,30 @@ class HeadEffectsResult(Result):
 
     analysis = "head_effects"
     title = "Composition: weight scores vs measured effects"
+    config_cls = HeadEffectsConfig
+
+    @property
+    def writers(self) -> list[tuple[int, int, int]]:
+        """(layer, head, component) of every writer measured; component -1 = the whole head."""
+        return [(int(l), int(h), int(c)) for l, h, c in self.meta["writers"]]
+
+    @property
+    def effects(self) -> pd.DataFrame:
+        """One row per writer x reader x kind: weight score, weight strength, measured effect."""
+        return self.tables["effects"]
+
+    @property
+    def correlation(self) -> pd.DataFrame:
+        """Per kind and level: Pearson and Spearman between weight scores and measured effects."""
+        return self.tables["correlation"]
 
     def summary(self) -> list[tuple[str, str]]:
         lines = [("model", self.model_id), ("prompts", str(len(self.config.prompts))),
-                 ("writers", ", ".join(_label(*w) for w in self.meta["writers"]))]
-        for r in self.tables["correlation"].itertuples():
+                 ("writers", ", ".join(_label(*w) for w in self.writers))]
+        for r in self.correlation.itertuples():
             lines.append((f"{r.kind} / {r.level}", f"Spearman {r.spearman:.2f}, Pearson {r.pearson:.2f} "
                           f"(strength: Spearman {r.spearman_strength:.2f}) over {r.n} pairs"))
         return lines
-
-    def figures(self) -> dict:
-        from ..render import heads as render
-
-        return render.effects_figures(self)
 
 
 def _label(layer: int, head: int, component: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import torch
@@ -11,6 +12,7 @@ from torch import Tensor
 
 from .._progress import progress
 from ..results import Result
+from ..types import EmbeddingNorms, LayerSpectra, Spectrum
 from .linalg import effective_rank, singular_values
 from .registry import Analysis
 
@@ -31,16 +33,56 @@ class OverviewResult(Result):
 
     analysis = "overview"
     title = "Model overview"
+    config_cls = OverviewConfig
+
+    # --------------------------------------------------------------- contents
+    @property
+    def architecture(self) -> dict[str, Any]:
+        """The model's :class:`~workbench.models.ModelInfo` as a dict."""
+        return dict(self.meta["architecture"])
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.architecture["n_layers"])
+
+    @property
+    def sample_text(self) -> str:
+        return str(self.meta["sample_text"])
+
+    @property
+    def matrix_stats(self) -> pd.DataFrame:
+        """One row per layer x weight matrix: shape, norms, ranks, outlier ratio."""
+        return self.tables["matrices"]
+
+    @property
+    def parameters(self) -> pd.DataFrame:
+        """Parameter count per component."""
+        return self.tables["parameters"]
+
+    @property
+    def sample_tokens(self) -> pd.DataFrame:
+        """The sample text split into tokens: position, id, token."""
+        return self.tables["tokens"]
 
     @property
     def matrices(self) -> list[str]:
-        return list(dict.fromkeys(self.tables["matrices"]["matrix"]))
+        """Names of the weight matrices, in the model's order."""
+        return list(dict.fromkeys(self.matrix_stats["matrix"]))
 
-    def spectrum(self, matrix: str, layer: int) -> Tensor:
-        return self.tensors[f"sv/{matrix}"][layer]
+    @property
+    def embedding_norms(self) -> EmbeddingNorms:
+        """L2 norm of each token's embedding."""
+        return self.tensors["embedding_norms"]
+
+    def singular_values(self, matrix: str) -> LayerSpectra:
+        """Singular values of ``matrix`` in every layer, descending."""
+        return self.tensors[f"sv/{matrix}"]
+
+    def spectrum(self, matrix: str, layer: int) -> Spectrum:
+        return self.singular_values(matrix)[layer]
 
     def summary(self) -> list[tuple[str, str]]:
-        arch = self.meta["architecture"]
+        arch = self.architecture
         return [
             ("model", self.model_id),
             ("architecture", f"{arch['architecture']}: {arch['n_layers']} layers, d_model {arch['d_model']}, "
@@ -49,21 +91,6 @@ class OverviewResult(Result):
             ("parameters", f"{arch['n_params']:,}"),
             ("fingerprint", self.fingerprint),
         ]
-
-    def figures(self) -> dict:
-        from ..render import overview as render
-
-        return render.overview_figures(self)
-
-    def report_html(self) -> str:
-        from ..render.overview import tokens_html
-
-        return tokens_html(self)
-
-    def widget(self):
-        from ..widgets.overview import OverviewWidget
-
-        return OverviewWidget(self)
 
 
 def _matrices(model, layer: int) -> dict[str, Tensor]:
@@ -108,7 +135,7 @@ def matrix_stats(sv: Float[Tensor, "layer rank"], weights: Float[Tensor, "layer 
 
 def _parameter_table(model) -> pd.DataFrame:
     groups: dict[str, int] = {}
-    for name, param in model.named_parameters():
+    for name, size in model.parameter_sizes():  # sizes only: a checkpoint read from shards reads no weight here
         low = name.lower()
         if "lm_head" in low:
             group = "unembedding"
@@ -122,7 +149,7 @@ def _parameter_table(model) -> pd.DataFrame:
             group = "mlp"
         else:
             group = "other"
-        groups[group] = groups.get(group, 0) + param.numel()
+        groups[group] = groups.get(group, 0) + size
     total = sum(groups.values())
     rows = [{"component": g, "parameters": n, "share": n / total} for g, n in groups.items()]
     return pd.DataFrame(rows).sort_values("parameters", ascending=False, ignore_index=True)

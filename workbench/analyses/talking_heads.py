@@ -12,8 +12,10 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..results import Result
-from .composition import KINDS, all_compositions, null_scores, rotated_null_scores
-from .head_svd import check_weights, head_weights, layer_rows, ov_svd, qk_svd, spectrum_stats, take, take_svd
+from ..types import ComponentScores, HeadScores, HeadSpectra, NullScores
+from .composition import KINDS, Composition, null_scores, rotated_null_of
+from .composition_stream import stream_compositions
+from .head_svd import _chosen_layers, check_weights, spectrum_stats
 from .registry import Analysis
 
 
@@ -47,30 +49,96 @@ class HeadCompositionResult(Result):
 
     analysis = "head_composition"
     title = "Attention-head composition (talking heads)"
+    config_cls = HeadCompositionConfig
 
-    # --------------------------------------------------------------- access
+    # --------------------------------------------------------------- contents
     @property
     def kinds(self) -> list[str]:
+        """The composition kinds scored, of Q, K, V."""
         return list(self.meta["kinds"])
 
+    @property
+    def writer_layers(self) -> list[int]:
+        """Layers of the writer heads: the rows of :meth:`head_scores` (dimension ``w_layer``)."""
+        return list(self.meta["writer_layers"])
+
+    @property
+    def writer_heads(self) -> list[int]:
+        return list(self.meta["writer_heads"])
+
+    @property
+    def reader_layers(self) -> list[int]:
+        return list(self.meta["reader_layers"])
+
+    @property
+    def reader_heads(self) -> list[int]:
+        return list(self.meta["reader_heads"])
+
+    @property
+    def norm_folded(self) -> bool:
+        """Whether the readers' pre-attention norm gains were folded into their weights."""
+        return bool(self.meta["norm_folded"])
+
+    @property
+    def heads_per_kv(self) -> int:
+        """Query heads sharing one key/value head (grouped-query attention)."""
+        return int(self.meta["heads_per_kv"])
+
+    @property
+    def concentration(self) -> dict[str, str]:
+        """Per kind, how concentrated composition is in few components (text)."""
+        return dict(self.meta["concentration"])
+
+    @property
+    def pairs(self) -> pd.DataFrame:
+        """One row per writer head x later reader head x kind, best first."""
+        return self.tables["pairs"]
+
+    @property
+    def spectra(self) -> pd.DataFrame:
+        """Spectrum statistics per head and circuit."""
+        return self.tables["spectra"]
+
+    @property
+    def null_quantiles(self) -> pd.DataFrame:
+        """Score quantiles of the Gaussian and the rotated null (empty without null samples)."""
+        return self.tables["null"]
+
+    def head_scores(self, kind: str) -> HeadScores:
+        """Whole-head scores (zero unless the reader's layer is later)."""
+        return self.tensors[f"head/{kind}"]
+
+    def component_scores(self, kind: str) -> ComponentScores:
+        """Scores with the writer's OV replaced by one rank-1 SVD component."""
+        return self.tensors[f"component/{kind}"]
+
+    def singular_values(self, circuit: str) -> HeadSpectra:
+        """Singular values of every head's ``"OV"`` or ``"QK"`` circuit (all layers, not only those scored)."""
+        return self.tensors[f"sv/{circuit}"]
+
+    def null_scores(self, kind: str, *, rotated: bool = False) -> NullScores | None:
+        """Whole-head scores of random pairs: Gaussian matrices, or (``rotated``) real writers randomly
+        rotated; None when no null was drawn."""
+        return self.tensors.get(f"{'null_rotated' if rotated else 'null'}/{kind}")
+
     def _index(self, side: str, layer: int, head: int) -> tuple[int, int]:
-        layers, heads = self.meta[f"{side}_layers"], self.meta[f"{side}_heads"]
+        layers, heads = (self.writer_layers, self.writer_heads) if side == "writer" else (self.reader_layers, self.reader_heads)
         if layer not in layers or head not in heads:
             raise InputError(f"{side} head L{layer}H{head} was not scored (layers {layers}, heads {heads})")
         return layers.index(layer), heads.index(head)
 
-    def shares(self, kind: str) -> Tensor:
-        """[w_layer, w_head, comp, r_layer, r_head]: fraction of ||OV_A R_B||^2 in each writer component."""
-        s = self.tensors["sv/OV"][list(self.meta["writer_layers"])][:, list(self.meta["writer_heads"])]
-        weighted = (s[..., None, None] * self.tensors[f"component/{kind}"]).square()
+    def shares(self, kind: str) -> ComponentScores:
+        """Fraction of ||OV_A R_B||^2 in each writer component."""
+        s = self.singular_values("OV")[self.writer_layers][:, self.writer_heads]
+        weighted = (s[..., None, None] * self.component_scores(kind)).square()
         return weighted / weighted.sum(2, keepdim=True).clamp_min(1e-30)
 
     def breakdown(self, writer: tuple[int, int], reader: tuple[int, int], kind: str) -> pd.DataFrame:
         """One row per component of the writer's OV: singular value, score and share for this pair."""
         wi, whi = self._index("writer", *writer)
         ri, rhi = self._index("reader", *reader)
-        comp = self.tensors[f"component/{kind}"][wi, whi, :, ri, rhi]
-        s = self.tensors["sv/OV"][writer[0], writer[1]]
+        comp = self.component_scores(kind)[wi, whi, :, ri, rhi]
+        s = self.singular_values("OV")[writer[0], writer[1]]
         weighted = (s * comp).square()  # as in :meth:`shares`, for this one pair only
         share = weighted / weighted.sum().clamp_min(1e-30)
         return pd.DataFrame({"component": np.arange(len(comp)), "singular_value": s.numpy(),
@@ -83,9 +151,9 @@ class HeadCompositionResult(Result):
         filtered by ``min_score`` and layers. Unfiltered on a 30-layer model it has millions of rows."""
         frames = []
         for k in ([kind] if kind else self.kinds):
-            comp, share = self.tensors[f"component/{k}"], self.shares(k)
-            wl = np.array(self.meta["writer_layers"])[:, None, None, None, None]
-            rl = np.array(self.meta["reader_layers"])[None, None, None, :, None]
+            comp, share = self.component_scores(k), self.shares(k)
+            wl = np.array(self.writer_layers)[:, None, None, None, None]
+            rl = np.array(self.reader_layers)[None, None, None, :, None]
             keep = (wl < rl) & (comp.numpy() >= min_score)
             if writer_layers is not None:
                 keep &= np.isin(wl, writer_layers)
@@ -93,28 +161,27 @@ class HeadCompositionResult(Result):
                 keep &= np.isin(rl, reader_layers)
             i = np.nonzero(keep)
             frames.append(pd.DataFrame({
-                "writer_layer": np.array(self.meta["writer_layers"])[i[0]], "writer_head": np.array(self.meta["writer_heads"])[i[1]],
-                "component": i[2], "reader_layer": np.array(self.meta["reader_layers"])[i[3]],
-                "reader_head": np.array(self.meta["reader_heads"])[i[4]], "kind": k,
+                "writer_layer": np.array(self.writer_layers)[i[0]], "writer_head": np.array(self.writer_heads)[i[1]],
+                "component": i[2], "reader_layer": np.array(self.reader_layers)[i[3]],
+                "reader_head": np.array(self.reader_heads)[i[4]], "kind": k,
                 "score": comp.numpy()[i], "share": share.numpy()[i]}))
         return pd.concat(frames, ignore_index=True).sort_values("score", ascending=False, ignore_index=True)
 
     def layer_matrix(self, kind: str) -> np.ndarray:
         """[writer layer, reader layer]: the largest whole-head score over head pairs (NaN: no pair)."""
-        head = self.tensors[f"head/{kind}"]
-        m = head.amax(dim=(1, 3)).numpy().astype(float)
-        wl, rl = np.array(self.meta["writer_layers"]), np.array(self.meta["reader_layers"])
+        m = self.head_scores(kind).amax(dim=(1, 3)).numpy().astype(float)
+        wl, rl = np.array(self.writer_layers), np.array(self.reader_layers)
         m[~(wl[:, None] < rl[None, :])] = np.nan
         return m
 
     def null_quantile(self, kind: str, level: str = "head", q: str = "q99", null: str = "gaussian") -> float:
-        table = self.tables["null"]
+        table = self.null_quantiles
         return float(table[(table.null == null) & (table.kind == kind) & (table.level == level)][q].iloc[0])
 
     # ---------------------------------------------------------- presentation
     def summary(self) -> list[tuple[str, str]]:
         lines = [("model", self.model_id)]
-        pairs = self.tables["pairs"]
+        pairs = self.pairs
         for kind in self.kinds:
             top = pairs[pairs.kind == kind].head(1)
             if top.empty:
@@ -124,28 +191,10 @@ class HeadCompositionResult(Result):
                           f"L{r.writer_layer}H{r.writer_head} -> L{r.reader_layer}H{r.reader_head}: {r.score:.3f} "
                           f"({r.vs_null:.1f}x Gaussian-null q99, {r.get('vs_rotated', float('nan')):.1f}x rotated-null q99; "
                           f"component {r.top_component} carries {r.top_share:.0%})"))
-        for key, value in self.meta["concentration"].items():
-            lines.append((key, value))
-        lines.append(("norm gain folded", str(self.meta["norm_folded"])))
-        lines.append(("grouped-query", f"{self.meta['heads_per_kv']} query heads per key/value head; scores per query head"))
+        lines.extend(self.concentration.items())
+        lines.append(("norm gain folded", str(self.norm_folded)))
+        lines.append(("grouped-query", f"{self.heads_per_kv} query heads per key/value head; scores per query head"))
         return lines
-
-    def figures(self) -> dict:
-        from ..render import heads as render
-
-        return render.composition_figures(self)
-
-    def report_html(self) -> str:
-        from ..render.heads import explanation_html
-
-        return explanation_html(self)
-
-    def widget(self, model=None, **laundry_options):
-        """Heat map + per-pair breakdown; with ``model``, also the Laundry List intervention panel
-        (``laundry_options`` go to :func:`workbench.laundry_list`, e.g. ``n_prompts=8``)."""
-        from ..widgets.heads import HeadCompositionWidget
-
-        return HeadCompositionWidget(self, model, **laundry_options)
 
 
 # ------------------------------------------------------------------ compute
@@ -164,26 +213,33 @@ def _grid(*sizes: int) -> list[np.ndarray]:
 
 
 def _pairs_table(comps, w_layers, w_heads, r_layers, r_heads, null_q99, null_comp_q99, rotated_q99) -> pd.DataFrame:
+    """One row per writer head x later reader head x kind; built one writer layer at a time, so that nothing
+    of the per-component scores' size is allocated beside them."""
     frames = []
-    wl, wh, rl, rh = _grid(len(w_layers), len(w_heads), len(r_layers), len(r_heads))
-    valid = np.array(w_layers)[wl] < np.array(r_layers)[rl]
     for kind, comp in comps.items():
-        share = comp.share.permute(0, 1, 3, 4, 2).reshape(-1, comp.share.shape[2])  # [pairs, comp]
-        per_comp = comp.component.permute(0, 1, 3, 4, 2).reshape(share.shape)  # [pairs, comp]
-        ordered = share.sort(dim=-1, descending=True)
-        cum = ordered.values.cumsum(-1)
-        frames.append(pd.DataFrame({
-            "writer_layer": np.array(w_layers)[wl], "writer_head": np.array(w_heads)[wh],
-            "reader_layer": np.array(r_layers)[rl], "reader_head": np.array(r_heads)[rh],
-            "kind": kind, "score": comp.head.reshape(-1).numpy(),
-            "vs_null": comp.head.reshape(-1).numpy() / null_q99[kind],  # / q99 of Gaussian matrices
-            "vs_rotated": comp.head.reshape(-1).numpy() / rotated_q99[kind],  # / q99 of randomly rotated real writers
-            "top_component": ordered.indices[:, 0].numpy(), "top_share": ordered.values[:, 0].numpy(),
-            "top2_share": cum[:, min(1, cum.shape[1] - 1)].numpy(),
-            "components_90": (cum < 0.9).sum(-1).numpy() + 1,
-            "best_component_score": per_comp.amax(-1).numpy(),  # the paper's point: often >> the whole-head score
-            "components_above_null": (per_comp > null_comp_q99[kind]).sum(-1).numpy(),
-        })[valid])
+        for i, w_layer in enumerate(w_layers):
+            later = [j for j, r in enumerate(r_layers) if r > w_layer]
+            if not later:
+                continue
+            nc = comp.component.shape[2]
+            share = comp.share_of(i)[:, :, later].permute(0, 2, 3, 1).reshape(-1, nc)  # [pairs, comp]
+            per_comp = comp.component[i][:, :, later].permute(0, 2, 3, 1).reshape(-1, nc)  # [pairs, comp]
+            score = comp.head[i][:, later].reshape(-1).numpy()
+            ordered = share.sort(dim=-1, descending=True)
+            cum = ordered.values.cumsum(-1)
+            wh, rl, rh = _grid(len(w_heads), len(later), len(r_heads))
+            frames.append(pd.DataFrame({
+                "writer_layer": w_layer, "writer_head": np.array(w_heads)[wh],
+                "reader_layer": np.array(r_layers)[later][rl], "reader_head": np.array(r_heads)[rh],
+                "kind": kind, "score": score,
+                "vs_null": score / null_q99[kind],  # / q99 of Gaussian matrices
+                "vs_rotated": score / rotated_q99[kind],  # / q99 of randomly rotated real writers
+                "top_component": ordered.indices[:, 0].numpy(), "top_share": ordered.values[:, 0].numpy(),
+                "top2_share": cum[:, min(1, cum.shape[1] - 1)].numpy(),
+                "components_90": (cum < 0.9).sum(-1).numpy() + 1,
+                "best_component_score": per_comp.amax(-1).numpy(),  # the paper's point: often >> the whole-head score
+                "components_above_null": (per_comp > null_comp_q99[kind]).sum(-1).numpy(),
+            }))
     table = pd.concat(frames, ignore_index=True)
     return table.sort_values("score", ascending=False, ignore_index=True)
 
@@ -193,15 +249,17 @@ def _components_table(pairs, comps, sv_ov, meta, n_pairs: int, n_comp: int) -> p
     pos = {side: ({l: i for i, l in enumerate(meta[f"{side}_layers"])}, {h: i for i, h in enumerate(meta[f"{side}_heads"])})
            for side in ("writer", "reader")}
     for kind in comps:
+        comp = comps[kind]
         for r in pairs[pairs.kind == kind].head(n_pairs).itertuples():
             wi, whi = pos["writer"][0][r.writer_layer], pos["writer"][1][r.writer_head]
             ri, rhi = pos["reader"][0][r.reader_layer], pos["reader"][1][r.reader_head]
-            share = comps[kind].share[wi, whi, :, ri, rhi]
+            weighted = (comp.writer_s[wi, whi] * comp.component[wi, whi, :, ri, rhi]).square()  # as Composition.share_of
+            share = weighted / weighted.sum().clamp_min(1e-30)
             for c in share.argsort(descending=True)[:n_comp].tolist():
                 rows.append({"writer_layer": r.writer_layer, "writer_head": r.writer_head, "component": c,
                              "singular_value": float(sv_ov[r.writer_layer, r.writer_head, c]),
                              "reader_layer": r.reader_layer, "reader_head": r.reader_head, "kind": kind,
-                             "score": float(comps[kind].component[wi, whi, c, ri, rhi]), "share": float(share[c])})
+                             "score": float(comp.component[wi, whi, c, ri, rhi]), "share": float(share[c])})
     return pd.DataFrame(rows)
 
 
@@ -255,22 +313,20 @@ def compute_head_composition(model, config: HeadCompositionConfig) -> HeadCompos
     kinds = tuple(dict.fromkeys(config.kinds))
     if not kinds or set(kinds) - set(KINDS):
         raise InputError(f"kinds must be a non-empty subset of {KINDS}, got {config.kinds}")
-    everything = head_weights(model, fold_norm=config.fold_norm)
-    ov = ov_svd(everything)
-    sv = {"OV": ov.S.cpu(), "QK": qk_svd(everything).S.cpu()}
-    # writers / readers are rows of ``everything``, and the writers' OV SVD rows of ``ov``: nothing is stacked
-    # or decomposed twice
-    w_rows, r_rows = layer_rows(everything, config.writer_layers), layer_rows(everything, config.reader_layers)
-    w_idx, r_idx = _head_index(everything.n_heads, config.writer_heads), _head_index(everything.n_heads, config.reader_heads)
-    writers, readers = take(everything, w_rows, w_idx), take(everything, r_rows, r_idx)
-    w_heads, r_heads = (list(range(everything.n_heads)) if i is None else i for i in (w_idx, r_idx))
-    if not any(a < b for a in writers.layers for b in readers.layers):
-        raise InputError(f"no reader layer comes after a writer layer (writers {writers.layers}, readers {readers.layers})")
-    comps = {k: type(c)(c.component.cpu(), c.head.cpu(), c.share.cpu())
-             for k, c in all_compositions(writers, readers, kinds, ov=take_svd(ov, w_rows, w_idx)).items()}
+    n_layers, n_heads = model.info.n_layers, model.info.n_heads
+    w_layers, r_layers = _chosen_layers(n_layers, config.writer_layers), _chosen_layers(n_layers, config.reader_layers)
+    w_idx, r_idx = _head_index(n_heads, config.writer_heads), _head_index(n_heads, config.reader_heads)
+    w_heads, r_heads = (list(range(n_heads)) if i is None else i for i in (w_idx, r_idx))
+    if not any(a < b for a in w_layers for b in r_layers):
+        raise InputError(f"no reader layer comes after a writer layer (writers {w_layers}, readers {r_layers})")
+    # one layer's weights at a time (analyses/composition_stream.py): a 7B model's all-pairs fit in a few GB
+    streamed, gen = stream_compositions(model, kinds, w_layers, r_layers, w_heads, r_heads, fold_norm=config.fold_norm,
+                                        null_samples=config.null_samples, rotated_seed=config.seed + 1)
+    comps = {k: Composition(c.component.cpu(), c.head.cpu(), c.writer_s.cpu()) for k, c in streamed.comps.items()}
+    sv = {"OV": streamed.sv_ov, "QK": streamed.sv_qk}
     null, rotated = ({}, {}) if config.null_samples < 2 else (
-        null_scores(everything, kinds, config.null_samples, config.seed),
-        rotated_null_scores(everything, kinds, config.null_samples, config.seed + 1))
+        null_scores(streamed.norms, kinds, config.null_samples, config.seed),
+        rotated_null_of(*streamed.rotated, kinds, gen))
     null_tab = _null_table({"gaussian": null, "rotated": rotated} if null else {})
 
     def q99_of(name: str, level: str) -> dict[str, float]:
@@ -278,10 +334,10 @@ def compute_head_composition(model, config: HeadCompositionConfig) -> HeadCompos
         return {k: float(t.get(k, float("nan"))) for k in kinds}
 
     q99, q99c, q99r = q99_of("gaussian", "head"), q99_of("gaussian", "component"), q99_of("rotated", "head")
-    meta = {"kinds": list(kinds), "writer_layers": list(writers.layers), "writer_heads": w_heads,
-            "reader_layers": list(readers.layers), "reader_heads": r_heads, "norm_folded": writers.norm_folded,
-            "heads_per_kv": writers.heads_per_kv, "n_layers": model.info.n_layers, "n_heads": model.info.n_heads}
-    pairs = _pairs_table(comps, writers.layers, w_heads, readers.layers, r_heads, q99, q99c, q99r)
+    meta = {"kinds": list(kinds), "writer_layers": list(w_layers), "writer_heads": w_heads,
+            "reader_layers": list(r_layers), "reader_heads": r_heads, "norm_folded": streamed.norm_folded,
+            "heads_per_kv": streamed.heads_per_kv, "n_layers": n_layers, "n_heads": n_heads}
+    pairs = _pairs_table(comps, w_layers, w_heads, r_layers, r_heads, q99, q99c, q99r)
     meta["concentration"] = _concentration(pairs, config.table_pairs)
     tensors = {"sv/OV": sv["OV"], "sv/QK": sv["QK"]}
     for k, c in comps.items():

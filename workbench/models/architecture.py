@@ -111,19 +111,51 @@ def _sliding_windows(config, n_layers: int) -> tuple[int | None, ...]:
 
 def architecture_of(bridge, hf_model) -> Architecture:
     """Read the facts of a hooked model (bridge for structure, HF config for numbers)."""
-    config = hf_model.config
-    family = str(getattr(config, "model_type", "") or type(hf_model).__name__)
-    table = _FAMILIES.get(family, {})
     cfg = bridge.cfg
-    n_layers, d_model, d_head = int(cfg.n_layers), int(cfg.d_model), int(cfg.d_head)
     block = bridge.blocks[0]
     names = set(bridge.hook_dict)
-    post_norms = hasattr(block, "ln1_post")
     pre_norms = hasattr(block, "ln1")
-    norm = table.get("norm") or ("rms" if getattr(cfg, "uses_rms_norm", False) or "RMS" in str(cfg.normalization_type)
-                                 else "layernorm")
+    structure = dict(
+        n_layers=int(cfg.n_layers), d_model=int(cfg.d_model), d_head=int(cfg.d_head),
+        parallel_blocks="blocks.0.hook_resid_mid" not in names,
+        pre_norms=pre_norms,
+        shared_input_norm=pre_norms and not hasattr(block, "ln2"),
+        post_norms=hasattr(block, "ln1_post"),
+        rms=bool(getattr(cfg, "uses_rms_norm", False) or "RMS" in str(cfg.normalization_type)),
+        gated=bool(cfg.gated_mlp),
+        rotary="blocks.0.attn.hook_rot_q" in names or str(cfg.positional_embedding_type) == "rotary",
+        default_act=cfg.act_fn,
+        default_eps=getattr(cfg, "eps", 1e-5),
+    )
+    config = hf_model.config
+    return _facts(config, str(getattr(config, "model_type", "") or type(hf_model).__name__), structure)
+
+
+def architecture_from_config(config) -> Architecture:
+    """The same facts from a checkpoint's config alone (no model built), for the families whose checkpoint
+    layout :mod:`workbench.models.layouts` knows; :func:`architecture_of` agrees with it (tested)."""
+    from .layouts import layout_of
+
+    family = str(getattr(config, "model_type", ""))
+    layout = layout_of(config)
+    n_heads = int(config.num_attention_heads)
+    structure = dict(
+        n_layers=int(config.num_hidden_layers), d_model=int(config.hidden_size),
+        d_head=int(getattr(config, "head_dim", None) or config.hidden_size // n_heads),
+        parallel_blocks=False, pre_norms=layout.pre_norms, shared_input_norm=False,
+        post_norms=layout.post_norm_names is not None, rms=True, gated=True, rotary=True,
+        default_act=getattr(config, "hidden_activation", None) or "silu", default_eps=1e-5,
+    )
+    return _facts(config, family, structure)
+
+
+def _facts(config, family: str, structure: dict) -> Architecture:
+    """Combine the structure (from the bridge or a checkpoint layout) with the config's numbers and the table."""
+    table = _FAMILIES.get(family, {})
+    n_layers, d_model, d_head = structure["n_layers"], structure["d_model"], structure["d_head"]
+    norm = table.get("norm") or ("rms" if structure["rms"] else "layernorm")
     n_experts = int(_first(config, "num_local_experts", "num_experts", default=0) or 0)
-    mlp = "moe" if n_experts else ("gated" if cfg.gated_mlp else "plain")
+    mlp = "moe" if n_experts else ("gated" if structure["gated"] else "plain")
     scale = _first(config, "attention_multiplier")
     if scale is None and _first(config, "query_pre_attn_scalar") is not None:
         scale = float(config.query_pre_attn_scalar) ** -0.5
@@ -132,19 +164,19 @@ def architecture_of(bridge, hf_model) -> Architecture:
     return Architecture(
         family=family,
         known=family in _FAMILIES,
-        parallel_blocks="blocks.0.hook_resid_mid" not in names,
-        pre_norms=pre_norms,
-        shared_input_norm=pre_norms and not hasattr(block, "ln2"),
-        post_norms=post_norms,
+        parallel_blocks=structure["parallel_blocks"],
+        pre_norms=structure["pre_norms"],
+        shared_input_norm=structure["shared_input_norm"],
+        post_norms=structure["post_norms"],
         norm=norm,
         gain_offset=float(table.get("gain_offset", 0.0)),
         norm_eps=float(_first(config, "rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps",
-                              default=getattr(cfg, "eps", 1e-5))),
+                              default=structure["default_eps"])),
         embed_scale=embed_scale,
         residual_multiplier=float(_first(config, "residual_multiplier", default=1.0)),
         residual_from_norm=bool(getattr(config, "apply_residual_connection_post_layernorm", False)),
         mlp=mlp,
-        act_fn=str(_first(config, "hidden_act", "activation_function", "activation", default=cfg.act_fn)),
+        act_fn=str(_first(config, "hidden_act", "activation_function", "activation", default=structure["default_act"])),
         n_experts=n_experts,
         experts_per_token=int(_first(config, "num_experts_per_tok", default=0) or 0),
         shared_expert=bool(_first(config, "shared_expert_intermediate_size", default=0)),
@@ -153,7 +185,7 @@ def architecture_of(bridge, hf_model) -> Architecture:
             softcap=_first(config, "attn_logit_softcapping"),
             sliding_window=_sliding_windows(config, n_layers),
             alibi=bool(family == "bloom" or _first(config, "alibi", default=False)),
-            rotary="blocks.0.attn.hook_rot_q" in names or str(cfg.positional_embedding_type) == "rotary",
+            rotary=structure["rotary"],
             qk_norm=table.get("qk_norm") or ("head" if getattr(config, "qk_layernorm", False) else None),
         ),
     )

@@ -6,7 +6,7 @@ import difflib
 import os
 import signal
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -20,6 +20,8 @@ from . import writes
 from .architecture import Architecture, architecture_of
 from .fingerprint import scan_weights
 from .info import ModelInfo
+from .offload import Offload, is_offloaded
+from .tokens import Tokenization
 
 HookFn = Callable[..., Tensor | None]
 EXACT_CHECK_PARAMS = 300_000_000  # up to this size a cached call rescans every weight (edits through .data)
@@ -27,7 +29,7 @@ Names = str | Sequence[str] | Callable[[str], bool] | None
 Inputs = str | Sequence[str] | Tensor
 
 
-class HookedModel:
+class HookedModel(Tokenization):
     """A loaded language model with hooks, tokenization and raw weight access.
 
     Built by :func:`workbench.load_model`. Parameters are frozen (``requires_grad``
@@ -44,6 +46,8 @@ class HookedModel:
         self._weight_check: tuple[tuple[int, ...], tuple[str, list[str]]] | None = None
         self._weight_sample: Tensor | None = None  # big models: a content sample taken with the last scan
         self.arch: Architecture = architecture_of(bridge, hf_model)  # the family's facts (models/architecture.py)
+        # accelerate keeps some weights on disk / in CPU memory (models/offload.py): reads and edits go through it
+        self._offload = Offload(hf_model) if is_offloaded(hf_model) else None
 
     # ------------------------------------------------------------------ facts
     @property
@@ -53,12 +57,22 @@ class HookedModel:
     @property
     def device(self) -> torch.device:
         """Device of the input embedding (where token ids must live)."""
+        if self._offload is not None:
+            return self._offload.execution_device()
         return self.hf_model.get_input_embeddings().weight.device
 
     @property
-    def default_prepend_bos(self) -> bool:
-        """Prepend BOS unless told otherwise, when the tokenizer has one (TransformerLens' default)."""
-        return self.tokenizer.bos_token_id is not None
+    def offloaded(self) -> bool:
+        """True when accelerate keeps some weights off their execution device (``device_map`` with offload)."""
+        return self._offload is not None
+
+    def _reading(self, module):
+        """Offloaded weights under ``module`` filled in for a read (models/offload.py); nothing otherwise."""
+        return self._offload.onloaded(module) if self._offload is not None else nullcontext()
+
+    def _parameters(self) -> Iterator[tuple[str, Tensor]]:
+        """Every parameter with its values (offloaded ones read back one at a time)."""
+        return self._offload.parameters() if self._offload is not None else self.hf_model.named_parameters()
 
     def fingerprint(self, *, verify: bool = False) -> str:
         """Stable id of the current weights (changes when any weight is edited).
@@ -77,7 +91,7 @@ class HookedModel:
             return True
         if self.info.n_params <= EXACT_CHECK_PARAMS:
             return True  # an exact rescan is cheap enough
-        return not torch.equal(_content_sample(self.hf_model), self._weight_sample)
+        return not torch.equal(_content_sample(self._parameters()), self._weight_sample)
 
     def require_finite_weights(self) -> None:
         """Raise :class:`UnsupportedModelError` naming every parameter that holds NaN or inf."""
@@ -92,14 +106,19 @@ class HookedModel:
     def _check_weights(self) -> tuple[str, list[str]]:
         versions = tuple(p._version for p in self.hf_model.parameters())
         if self._weight_check is None or self._weight_check[0] != versions:
-            self._weight_check = (versions, scan_weights(self.hf_model))
+            self._weight_check = (versions, scan_weights(self.hf_model, self._parameters()))
             if self.info.n_params > EXACT_CHECK_PARAMS:
-                self._weight_sample = _content_sample(self.hf_model)
+                self._weight_sample = _content_sample(self._parameters())
         return self._weight_check[1]
 
     def named_parameters(self) -> Iterator[tuple[str, Tensor]]:
         """Every parameter by its Hugging Face name (frozen; edit through the weight accessors)."""
         return self.hf_model.named_parameters()
+
+    def parameter_sizes(self) -> Iterator[tuple[str, int]]:
+        """(HF name, number of values) of every parameter, without reading any (``CheckpointWeights`` has the same)."""
+        for name, param in self.hf_model.named_parameters():
+            yield name.replace("._original_component", ""), param.numel()
 
     @property
     def dtype(self) -> torch.dtype:
@@ -126,75 +145,6 @@ class HookedModel:
             f"{i.n_heads} heads / {i.n_kv_heads} kv, d_mlp {i.d_mlp}, {i.n_params / 1e6:.1f}M params, "
             f"{i.dtype} on {self.device})"
         )
-
-    # ---------------------------------------------------------- tokenization
-    def to_tokens(self, text: str, *, prepend_bos: bool | None = None) -> Int[Tensor, "1 pos"]:
-        """Token ids of one text, shape [1, pos], on the model's device.
-
-        ``prepend_bos=None`` follows :attr:`default_prepend_bos`; pass ``True`` or
-        ``False`` to decide explicitly (the HF tokenizer alone never adds one here).
-        """
-        ids = self._encode(text, prepend_bos)
-        return torch.tensor([ids], dtype=torch.long, device=self.device)
-
-    def to_tokens_batch(
-        self, texts: Sequence[str], *, prepend_bos: bool | None = None
-    ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
-        """Right-padded ids and attention mask (1 = real token) for several texts."""
-        if isinstance(texts, str) or not texts:
-            raise InputError("to_tokens_batch needs a non-empty list of strings")
-        rows = [self._encode(t, prepend_bos) for t in texts]
-        width = max(map(len, rows))
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
-        return ids.to(self.device), mask.to(self.device)
-
-    def to_str_tokens(self, text_or_ids: str | Tensor | Sequence[int], *, prepend_bos: bool | None = None) -> list[str]:
-        """Each token as the text it stands for (special tokens by name)."""
-        ids = self._encode(text_or_ids, prepend_bos) if isinstance(text_or_ids, str) else _flat_ids(text_or_ids)
-        return [self.tokenizer.decode([i]) for i in ids]
-
-    def decode(self, ids: Tensor | Sequence[int]) -> str:
-        return self.tokenizer.decode(_flat_ids(ids))
-
-    def _encode(self, text: str, prepend_bos: bool | None) -> list[int]:
-        if not isinstance(text, str):
-            raise InputError(f"expected a string prompt, got {type(text).__name__}")
-        if not text:
-            raise InputError("the prompt is empty: give at least one character of text")
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if self.default_prepend_bos if prepend_bos is None else prepend_bos:
-            if self.tokenizer.bos_token_id is None:
-                raise InputError(f"{self.name}'s tokenizer has no BOS token; call with prepend_bos=False")
-            ids = [self.tokenizer.bos_token_id, *ids]
-        if ids and max(ids) >= self.info.d_vocab:  # e.g. special tokens the tokenizer added beyond the embedding
-            raise InputError(f"the prompt contains token id {max(ids)}, outside {self.name}'s vocabulary of {self.info.d_vocab}")
-        self._check_length(len(ids))
-        return ids
-
-    def _check_length(self, n: int) -> None:
-        if n > self.info.n_ctx:
-            raise InputError(
-                f"the prompt is {n} tokens but {self.name} has a context of {self.info.n_ctx}; "
-                "shorten it or split it into several prompts"
-            )
-
-    def _as_tokens(self, inputs: Inputs, prepend_bos: bool | None) -> Tensor:
-        if isinstance(inputs, str):
-            return self.to_tokens(inputs, prepend_bos=prepend_bos)
-        if isinstance(inputs, Tensor):
-            tokens = inputs if inputs.ndim == 2 else inputs.reshape(1, -1)
-            if tokens.shape[-1] == 0:
-                raise InputError("the token tensor is empty")
-            self._check_length(tokens.shape[-1])
-            if tokens.min() < 0 or tokens.max() >= self.info.d_vocab:
-                raise InputError(f"token ids must lie in [0, {self.info.d_vocab})")
-            return tokens.to(self.device)
-        raise InputError("pass a string or a [batch, pos] tensor of token ids; use to_tokens_batch for lists")
 
     # -------------------------------------------------------------- forward
     def __call__(
@@ -270,10 +220,14 @@ class HookedModel:
                 damaged = model("Summer is hot. Winter is")
         """
         saved = [(w, w.detach().clone()) for w in weights]
+        # an offloaded weight is edited in the copy its next forward loads, held in memory while edited
+        unpins = [u for u in (self._offload.pin(w) for w in weights) if u] if self._offload is not None else []
         try:
             yield self
         finally:
             _restore(saved)
+            for unpin in unpins:
+                unpin()
 
     def logits(self, *, input_ids: Tensor | None = None, inputs_embeds: Tensor | None = None,
                keep: int | None = None) -> Float[Tensor, "batch pos d_vocab"]:
@@ -311,7 +265,8 @@ class HookedModel:
     # --------------------------------------------------------------- weights
     def attention_weights(self, layer: int, *, expand_kv: bool = False) -> W.AttentionWeights:
         """Raw attention weights of ``layer``; ``expand_kv`` repeats shared K/V heads per query head."""
-        weights = W.attention_weights(self.bridge, self._layer(layer))
+        with self._reading(self.bridge.blocks[self._layer(layer)]):
+            weights = W.attention_weights(self.bridge, self._layer(layer))
         return weights.expanded() if expand_kv else weights
 
     def mlp_weights(self, layer: int) -> W.MLPWeights:
@@ -321,11 +276,13 @@ class HookedModel:
                 f"{self.name}'s MLPs are mixtures of {self.arch.n_experts} experts, with no single W_in / W_out; "
                 "use model.expert_weights(layer) for the experts and wb.super_experts(model) for super experts "
                 "and the super weights inside them")
-        return W.mlp_weights(self.bridge, self._layer(layer), self.info.gated_mlp)
+        with self._reading(self.bridge.blocks[self._layer(layer)]):
+            return W.mlp_weights(self.bridge, self._layer(layer), self.info.gated_mlp)
 
     def expert_weights(self, layer: int) -> W.ExpertWeights:
         """Router, routed experts and shared expert of a mixture-of-experts ``layer`` (views of the parameters)."""
-        found = W.expert_weights(self.bridge, self._layer(layer)) if self.arch.mlp == "moe" else None
+        with self._reading(self.bridge.blocks[self._layer(layer)]):
+            found = W.expert_weights(self.bridge, self._layer(layer)) if self.arch.mlp == "moe" else None
         if found is None:
             raise UnsupportedModelError(
                 f"{self.name} layer {layer} is not a mixture of experts the workbench can read "
@@ -355,12 +312,12 @@ class HookedModel:
 
     def qk_norm_gains(self, layer: int) -> tuple[Float[Tensor, "head d_head"], Float[Tensor, "kv_head d_head"]] | None:
         """Effective gains of the query / key norms per head, or None when the family has none."""
-        found = W.qk_norm_params(self.bridge, self._layer(layer)) if self.arch.attention.qk_norm else None
+        with self._reading(self.bridge.blocks[self._layer(layer)]):
+            found = W.qk_norm_params(self.bridge, self._layer(layer)) if self.arch.attention.qk_norm else None
         if found is None:
             return None
-        d = self.info.d_head
-        return tuple(self._gain(g).reshape(-1, d).expand(n, d) if g.numel() == d else self._gain(g).reshape(n, d)
-                     for g, n in zip(found, (self.info.n_heads, self.info.n_kv_heads)))
+        i = self.info
+        return W.per_head_gains(*found, self.arch.gain_offset, i.n_heads, i.n_kv_heads, i.d_head)
 
     def _gain(self, stored: Tensor | None) -> Tensor | None:
         return None if stored is None else stored + self.arch.gain_offset
@@ -370,7 +327,8 @@ class HookedModel:
             raise InputError(f"before must be one of {sorted(W.NORMS)}, got {before!r}")
         if layer is not None and not post and before == "mlp" and self.arch.shared_input_norm:
             before = "attn"  # parallel blocks with one norm (GPT-J, Phi-2, Falcon): the MLP reads it too
-        return W.norm_param(self.bridge, None if layer is None else self._layer(layer), before, name, post=post)
+        with self._reading(self.bridge.ln_final if layer is None else self.bridge.blocks[self._layer(layer)]):
+            return W.norm_param(self.bridge, None if layer is None else self._layer(layer), before, name, post=post)
 
     def mlp_activation(self, pre: Tensor) -> Tensor:
         """The MLP's own activation function (as the family's config names it) applied to ``pre``."""
@@ -443,11 +401,15 @@ class HookedModel:
 
     @property
     def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
-        return self.hf_model.get_input_embeddings().weight.detach()
+        embedding = self.hf_model.get_input_embeddings()
+        with self._reading(embedding):
+            return embedding.weight.detach()
 
     @property
     def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
-        return self.hf_model.get_output_embeddings().weight.detach().T
+        unembedding = self.hf_model.get_output_embeddings()
+        with self._reading(unembedding):
+            return unembedding.weight.detach().T
 
     def _layer(self, layer: int) -> int:
         if not -self.info.n_layers <= layer < self.info.n_layers:
@@ -491,12 +453,6 @@ def _restore(saved: list[tuple[Tensor, Tensor]]) -> None:
 
 
 @torch.no_grad()
-def _content_sample(hf_model) -> Tensor:
+def _content_sample(parameters: Iterable[tuple[str, Tensor]]) -> Tensor:
     """Every 4099th value of every parameter, summed per parameter: a cheap look at the contents."""
-    return torch.stack([p.detach().reshape(-1)[::4099].double().sum().cpu() for p in hf_model.parameters()])
-
-
-def _flat_ids(ids) -> list[int]:
-    if isinstance(ids, Tensor):
-        return ids.reshape(-1).tolist()
-    return [int(i) for i in ids]
+    return torch.stack([p.detach().reshape(-1)[::4099].double().sum().cpu() for _, p in parameters])

@@ -14,6 +14,7 @@ from .._progress import progress as progress_bar
 from ..errors import ModelLoadError
 from .hooked import HookedModel
 from .info import info_from_bridge
+from .offload import Offload
 from .sources import load_hf, resolve_source
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -82,6 +83,8 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | os.PathLike | None = None,
     seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
@@ -96,7 +99,12 @@ def load_model(
             Ignored when ``device_map`` places the model.
         dtype: ``"float32"``, ``"bfloat16"``, ... (default: as stored, float32 for GGUF).
         device_map: passed to ``from_pretrained`` (needs ``accelerate``): ``"auto"`` shards a
-            large model over all GPUs and offloads the rest to CPU.
+            large model over all GPUs and offloads the rest to CPU memory, then to disk.
+        max_memory: with ``device_map``, the most each device may hold, e.g. ``{0: "20GiB", "cpu": "8GiB"}``;
+            what does not fit goes to ``offload_folder`` (weights a safetensors checkpoint already holds are read
+            from its own shards, nothing is copied). Forward passes then load one module's weights at a time.
+        offload_folder: where weights offloaded to disk are written when the checkpoint is not safetensors
+            (default: a folder under the cache).
         seed: weights of the tiny random models.
         cache_dir: where converted models live (default ``$WORKBENCH_CACHE`` or ``~/.cache/workbench``).
         progress: show a progress bar while loading.
@@ -104,44 +112,54 @@ def load_model(
     The first load of a GGUF (the embedded model included) dequantizes it and keeps the
     result on disk; later loads read that copy in about a second.
     """
-    from transformer_lens.model_bridge import TransformerBridge
-
     src = resolve_source(source)
+    if device_map is None and (max_memory is not None or offload_folder is not None):
+        raise ModelLoadError("max_memory and offload_folder place a model with accelerate: pass device_map='auto' too")
     placement = check_device(device) if device_map is None or src.kind == "tiny" else None  # before any loading
     root = cache_root(cache_dir)
     steps = progress_bar(total=3, desc=f"loading {src.label}", enabled=progress)
     try:
         steps.set_postfix_str("weights")
         with _transformers_progress(not steps.disable):
-            hf_model, tokenizer = load_hf(src, root, dtype=_dtype(dtype), device_map=device_map, seed=seed)
+            placement_options = {"max_memory": max_memory, "offload_folder": str(offload_folder or root / "offload")} \
+                if device_map is not None else {}
+            hf_model, tokenizer = load_hf(src, root, dtype=_dtype(dtype), device_map=device_map, seed=seed,
+                                          **placement_options)
         steps.update()
         if device_map is None or src.kind == "tiny":  # otherwise from_pretrained placed it
             hf_model = hf_model.to(placement)
-        # Name the device unless accelerate spread the model: left out, the bridge assumes CUDA when present.
-        dispatched = bool(getattr(hf_model, "hf_device_map", None))
-        placed = None if dispatched else str(hf_model.get_input_embeddings().weight.device)
-        hf_model.requires_grad_(False)
         steps.set_postfix_str("hooks")
-        try:
-            with _quiet_bridge():
-                bridge = TransformerBridge.boot_transformers(src.label, hf_model=hf_model, tokenizer=tokenizer, device=placed)
-        except Exception as exc:
-            raise ModelLoadError(
-                f"{src.label} ({type(hf_model).__name__}) loaded, but TransformerLens cannot hook this architecture: {exc}"
-            ) from exc
-        _smoke_forward(bridge, hf_model, src.label)
-        steps.update()
-        info = info_from_bridge(bridge, hf_model, tokenizer, src.label, src.kind)
-        steps.update()
+        model = from_hf(hf_model, tokenizer, src.label, source=src.kind)
+        steps.update(2)
     finally:
         steps.close()
-    return HookedModel(bridge, hf_model, tokenizer, info)
+    return model
+
+
+def from_hf(hf_model, tokenizer, name: str, *, source: str = "memory") -> HookedModel:
+    """Wrap a Hugging Face causal LM already in memory (and placed: one device, or dispatched by accelerate)
+    as a :class:`HookedModel`; ``name`` labels its results. Parameters are frozen."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    # Name the device unless accelerate spread the model: left out, the bridge assumes CUDA when present.
+    dispatched = bool(getattr(hf_model, "hf_device_map", None))
+    placed = None if dispatched else str(hf_model.get_input_embeddings().weight.device)
+    hf_model.requires_grad_(False)
+    try:
+        with _quiet_bridge():
+            bridge = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=tokenizer, device=placed)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{name} ({type(hf_model).__name__}) loaded, but TransformerLens cannot hook this architecture: {exc}"
+        ) from exc
+    _smoke_forward(bridge, hf_model, name)
+    return HookedModel(bridge, hf_model, tokenizer, info_from_bridge(bridge, hf_model, tokenizer, name, source))
 
 
 def _smoke_forward(bridge, hf_model, label: str) -> None:
     """One token through the hooked model: a variant the bridge boots but cannot run fails here, at load, with
     one clear line, rather than inside the first analysis."""
-    device = hf_model.get_input_embeddings().weight.device
+    device = Offload(hf_model).execution_device()
     try:
         with torch.no_grad(), _quiet_bridge():
             bridge(torch.zeros((1, 1), dtype=torch.long, device=device))

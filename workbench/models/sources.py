@@ -125,9 +125,10 @@ def _load_gguf(path: Path, root: Path, **kwargs):
         return _load_folder(str(gguf.dequantized_folder(path, root)), **kwargs)
 
 
-def load_hf(source: ModelSource, root: Path, *, dtype: torch.dtype | None, device_map, seed: int):
-    """Return ``(hf_model, tokenizer)`` for a resolved source, in eval mode."""
-    kwargs = {}
+def load_hf(source: ModelSource, root: Path, *, dtype: torch.dtype | None, device_map, seed: int, **placement):
+    """Return ``(hf_model, tokenizer)`` for a resolved source, in eval mode. ``placement``: accelerate's
+    ``max_memory`` / ``offload_folder``, with ``device_map``."""
+    kwargs = {k: v for k, v in placement.items() if v is not None}
     if dtype is not None:
         kwargs["dtype"] = dtype
     if device_map is not None:

@@ -135,6 +135,14 @@ def qk_norm_params(bridge, layer: int) -> tuple[Tensor, Tensor] | None:
     return None if None in found else (found[0], found[1])
 
 
+def per_head_gains(q: Tensor, k: Tensor, offset: float, n_heads: int, n_kv_heads: int, d_head: int
+                   ) -> tuple[Float[Tensor, "head d_head"], Float[Tensor, "kv_head d_head"]]:
+    """Effective query / key norm gains (``offset + stored``) per head: a norm over each head's d_head (Qwen3,
+    Gemma 3) has one gain shared by all heads, a norm over all heads at once (OLMo 2) one per head."""
+    return tuple((g + offset).reshape(-1, d_head).expand(n, d_head) if g.numel() == d_head else (g + offset).reshape(n, d_head)
+                 for g, n in zip((q, k), (n_heads, n_kv_heads)))
+
+
 def stack(per_layer: list[Tensor]) -> Tensor:
     """Stack per-layer tensors on one device (layers may sit on several GPUs)."""
     device = per_layer[0].device

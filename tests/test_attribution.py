@@ -91,13 +91,13 @@ def test_faithfulness_of_the_perfect_attribution_beats_random(copy_model, s0_met
     assert summary.loc[("wrong", "comp_aopc"), "mean"] < 0.05
 
 
-def test_distance_kl_and_normalise():
+def test_distance_kl_and_normalise(tiny_llama):
     p = torch.tensor([0.5, 0.5, 0.0])
     q = torch.tensor([0.0, 0.0, 1.0])
     assert kl(p, p).item() == pytest.approx(0.0)
     assert kl(p, torch.tensor([0.25, 0.25, 0.5])).item() == pytest.approx(math.log(2.0))
     with pytest.raises(wb.InputError, match="s0_metric"):
-        faithfulness(None, None, {}, FaithfulnessParams(s0_metric="js"))
+        faithfulness(tiny_llama, prepare(tiny_llama, "hello", max_new_tokens=1), {}, FaithfulnessParams(s0_metric="js"))
     assert distance(p, p).item() == pytest.approx(0.0)
     assert distance(p, q).item() == pytest.approx(1.0)  # disjoint supports: the largest Hellinger distance
     r = torch.tensor([0.25, 0.25, 0.5])

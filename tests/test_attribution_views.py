@@ -11,6 +11,7 @@ import torch
 import workbench as wb
 from workbench.cli import main
 from workbench.render.attribution import readable_token, token_heatmap_html
+from workbench.render.registry import extra_html
 from workbench.render.style import plot_text
 
 NASTY = 'a <script>alert("x")</script> & b\n\tc'
@@ -39,10 +40,10 @@ def test_readable_tokens():
 
 
 def test_heatmap_html_escapes_every_token(result, tagged):
-    page = result.report_html()  # byte-level tokens: one character per token
+    page = extra_html(result)  # byte-level tokens: one character per token
     assert "&lt;" in page and "&amp;" in page and "&quot;" in page
     assert "⏎" in page and "⇥" in page and "·" in page
-    page = tagged.report_html()
+    page = extra_html(tagged)
     assert TAG not in page and page.count(html.escape(TAG)) >= len(tagged.tokens)
     line = token_heatmap_html(["<b>", " x", "&"], [0.5, float("nan"), 0.1], 2)
     assert "<b>" not in line.split("</div>", 1)[-1] and "&lt;b&gt;" in line and "·x" in line and "&amp;" in line
@@ -79,14 +80,14 @@ def test_figures_widget_and_report(result, tagged, tiny_llama, tmp_path):
 
     w3 = AttributionWidget(result, model=tiny_llama)
     w3.method.value = "gradient_norm"
-    assert w3.result.meta["method"] == "gradient_norm" and w3.result.tokens == result.tokens
+    assert w3.result.method == "gradient_norm" and w3.result.tokens == result.tokens
 
 
 def test_comparison_views(tiny_llama):
     comp = wb.compare_attributions(tiny_llama, ["hello <there>", "abc def"], ["reagent", "occlusion"], cache=False,
                                    max_new_tokens=1, max_steps=20)
     assert set(comp.figures()) == {"soft", "hard"}
-    html = comp.report_html()
+    html = extra_html(comp)
     assert "&lt;" in html and "<there>" not in html and "<t" not in html.replace("<table", "").replace("<td", "").replace("<tr", "").replace("<th", "").replace("<tbody", "").replace("<thead", "")
     w = comp.widget()
     w.prompt.value = 1

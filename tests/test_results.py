@@ -9,9 +9,11 @@ import pytest
 import torch
 
 import workbench as wb
+from workbench import results
 from workbench.analyses.overview import OverviewConfig, OverviewResult
 from workbench.analyses import registry
 from workbench.analyses.registry import Analysis, get_analysis, register_analysis
+from workbench.render import render_html
 
 
 def _result(**tables) -> OverviewResult:
@@ -42,7 +44,7 @@ def test_round_trip_keeps_tensors_tables_config_and_meta(tmp_path):
 
 
 def test_config_tuples_survive_json(tmp_path, monkeypatch):
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # register for this test only
+    monkeypatch.setattr(results, "_RESULT_TYPES", dict(results._RESULT_TYPES))  # register for this test only
 
     @dataclasses.dataclass(frozen=True)
     class TupleConfig:
@@ -51,11 +53,35 @@ def test_config_tuples_survive_json(tmp_path, monkeypatch):
     @dataclasses.dataclass(frozen=True)
     class TupleResult(wb.Result):
         analysis = "test-tuples"
+        config_cls = TupleConfig
 
-    register_analysis(Analysis("test-tuples", "t", "d", TupleConfig, TupleResult, compute=lambda m, c: None))
     r = TupleResult(config=TupleConfig(), model_id="m", fingerprint="f")
     loaded = wb.Result.load(r.save(tmp_path / "t.safetensors"))
+    assert type(loaded) is TupleResult
     assert loaded.config == TupleConfig() and hash(loaded.config) == hash(TupleConfig())
+
+
+def test_load_needs_no_analysis_registry(tmp_path, monkeypatch):
+    path = _result(main=pd.DataFrame({"x": [1]})).save(tmp_path / "r.safetensors")
+    monkeypatch.setattr(registry, "_REGISTRY", {})  # results find their class by themselves
+    assert type(wb.Result.load(path)) is OverviewResult
+
+
+def test_result_types_register_once_and_match_their_analysis(monkeypatch):
+    monkeypatch.setattr(results, "_RESULT_TYPES", dict(results._RESULT_TYPES))
+    assert results.result_type("overview") is OverviewResult
+    with pytest.raises(ValueError, match="both hold results of 'overview'"):
+        type("Impostor", (wb.Result,), {"analysis": "overview"})
+    with pytest.raises(wb.InputError, match="known: .*overview"):
+        results.result_type("no-such-analysis")
+
+    @dataclasses.dataclass(frozen=True)
+    class Unconfigured(wb.Result):
+        analysis = "test-unconfigured"
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    with pytest.raises(ValueError, match="config_cls must be OverviewConfig"):
+        register_analysis(Analysis("test-unconfigured", "t", "d", OverviewConfig, Unconfigured, compute=lambda m, c: None))
 
 
 def test_registry_refuses_duplicates_and_names_choices():
@@ -84,3 +110,18 @@ def test_repr_html_escapes_everything():
     html = r._repr_html_()
     assert "<i>m</i>" not in html
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_repr_and_report_show_the_same_section(tiny_llama):
+    overview = wb.model_overview(tiny_llama, cache=False)
+    repr_html, report = overview._repr_html_(), wb.build_report([overview])
+    section = render_html(overview)
+    assert repr_html.endswith(section) and repr_html.count("plotly.js v") == 1  # figures work offline in a cell
+    assert section.count('class="wb-figure"') == len(overview.figures()) > 0
+    assert render_html(overview, anchor="s0-overview") in report
+
+
+def test_every_result_is_shown_and_explored_through_the_same_dispatch():
+    for cls in {*results._RESULT_TYPES.values(), wb.Result}:
+        for method in ("figures", "figure", "widget", "_repr_html_"):
+            assert getattr(cls, method) is getattr(wb.Result, method), f"{cls.__name__}.{method} bypasses the registry"

@@ -20,6 +20,7 @@ from workbench.analyses.super_weights.scan import scan
 from workbench.cli import main
 from workbench.corpus import eval_text, mean_loss, token_windows
 from workbench.errors import InputError, UnsupportedModelError
+from workbench.render.registry import extra_html
 
 FAST = dict(eval_windows=2, window=32, cache=False)  # small evaluation: tiny models, seconds
 
@@ -309,7 +310,7 @@ def test_result_roundtrip_figures_widget_and_cli(tmp_path, capsys):
     figures = result.figures()
     assert {"spikes", "trace"} <= set(figures) and all(len(f.data) for f in figures.values())
     assert figures["spikes"].layout.yaxis.type == "log"
-    html = result.report_html()
+    html = extra_html(result)
     assert "<script" not in html and "super weight" in html
     scale = wb.scale_super_weights(model, scales=(0.0, 0.5, 1.0), eval_windows=2, window=32, cache=False)
     widget = result.widget(scale=scale)

@@ -1,9 +1,17 @@
 """The Result protocol every analysis returns, and its safetensors + JSON file format.
 
 A result is a frozen dataclass: the config that produced it, the model's id and
-fingerprint, named tensors, named tables and small JSON-able extras (``meta``).
-It knows nothing about plotting: ``figure()`` and ``widget()`` import the render and
-widget modules only when called.
+fingerprint, named tensors, named tables and small JSON-able extras (``meta``), all
+given at construction and never changed after. Subclasses add typed accessors over
+those contents (jaxtyping shapes from :mod:`workbench.types`).
+
+A result knows nothing about how it is shown: ``figure()``, ``widget()`` and
+``_repr_html_`` look their view up by the result's type in :mod:`workbench.render`
+and :mod:`workbench.widgets` (imported only when called, as penzai loads its
+renderers at display time), the same dispatch the HTML report uses.
+
+Subclasses with an ``analysis`` name register themselves here (``__init_subclass__``),
+so :meth:`Result.load` finds the class and its config class without the analysis registry.
 
 File format: one ``.safetensors`` file. Tensors are stored as ``tensor/<name>``;
 numeric and boolean table columns as ``table/<name>/<column>``; everything else
@@ -15,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import html
 import json
 import os
 from dataclasses import dataclass, field
@@ -32,13 +39,17 @@ from .errors import CacheCorruptError, InputError, WorkbenchError
 
 FORMAT = "workbench-result/1"
 
+# analysis name -> the Result class that holds its output (filled as the classes are defined)
+_RESULT_TYPES: dict[str, type[Result]] = {}
+
 
 @dataclass(frozen=True)
 class Result:
-    """Base class of analysis results. Subclasses set ``analysis`` and ``title``."""
+    """Base class of analysis results. Subclasses set ``analysis``, ``title`` and ``config_cls``."""
 
     analysis: ClassVar[str] = ""
     title: ClassVar[str] = "Result"
+    config_cls: ClassVar[type | None] = None  # the frozen dataclass ``config`` is an instance of
 
     config: Any
     model_id: str
@@ -46,6 +57,11 @@ class Result:
     tensors: dict[str, Tensor] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("analysis"):  # a subclass that only inherits a name does not claim it
+            register_result_type(cls)
 
     # ------------------------------------------------------------ tables
     def to_frame(self, name: str | None = None) -> pd.DataFrame:
@@ -57,12 +73,18 @@ class Result:
             raise InputError(f"no table {key!r}; this result has {sorted(self.tables)}")
         return self.tables[key].copy()
 
-    # ------------------------------------------------------- presentation
-    def figures(self) -> dict[str, Any]:
-        """Named plotly figures for this result (subclasses provide them)."""
-        return {}
+    def summary(self) -> list[tuple[str, str]]:
+        """Short key/value lines describing the result (shown in reprs, reports and on the terminal)."""
+        return [("model", self.model_id), ("fingerprint", self.fingerprint)]
 
-    def figure(self, name: str | None = None):
+    # ------------------------------------------------------- presentation (found by type)
+    def figures(self) -> dict[str, Any]:
+        """Named plotly figures of this result, from the view registered for its type."""
+        from .render.registry import figures
+
+        return figures(self)
+
+    def figure(self, name: str | None = None) -> Any:
         """One plotly figure (default: the first of :meth:`figures`)."""
         figures = self.figures()
         if not figures:
@@ -72,31 +94,17 @@ class Result:
             raise InputError(f"no figure {key!r}; this result has {sorted(figures)}")
         return figures[key]
 
-    def widget(self):
-        """An interactive ipywidgets view (subclasses provide it)."""
-        raise NotImplementedError(f"{type(self).__name__} has no widget")
+    def widget(self, model: Any = None, **options: Any) -> Any:
+        """An interactive explorer of this result; ``model`` lets it compute more (cached), ``options`` go
+        to the explorer registered for its type (e.g. ``scale=`` for super weights)."""
+        from .widgets.registry import widget
 
-    def summary(self) -> list[tuple[str, str]]:
-        """Short key/value lines describing the result (shown in reprs and reports)."""
-        return [("model", self.model_id), ("fingerprint", self.fingerprint)]
-
-    def report_html(self) -> str:
-        """Extra escaped HTML for this result's report section, above its figures."""
-        return ""
-
-    def summary_html(self) -> str:
-        """:meth:`summary` as an escaped HTML table."""
-        rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in self.summary())
-        return f'<table class="wb-summary">{rows}</table>'
-
+        return widget(self, model, **options)
 
     def _repr_html_(self) -> str:
-        tables = "".join(
-            f"<p><b>{html.escape(name)}</b> ({len(df)} rows)</p>{df.head(8).to_html(escape=True, index=False)}"
-            for name, df in self.tables.items()
-        )
-        hint = "<p><code>.figure()</code>, <code>.widget()</code>, <code>.to_frame()</code></p>"
-        return f"<div><h4>{html.escape(self.title)}</h4>{self.summary_html()}{tables}{hint}</div>"
+        from .render.page import notebook_html
+
+        return notebook_html(self)
 
     # ------------------------------------------------------------ files
     def save(self, path: str | os.PathLike, *, cache_key: str | None = None) -> Path:
@@ -116,6 +124,23 @@ class Result:
     def load(cls, path: str | os.PathLike) -> Result:
         """Read a saved result; raises :class:`CacheCorruptError` if the file is damaged."""
         return _read(Path(path), cls)
+
+
+def register_result_type(cls: type[Result]) -> type[Result]:
+    """File ``cls`` under its ``analysis`` name, for :meth:`Result.load`. A second class claiming a name is an
+    error; the same class defined again (a reloaded module, a re-run notebook cell) replaces the first."""
+    known = _RESULT_TYPES.get(cls.analysis)
+    if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"{cls.__qualname__} and {known.__qualname__} both hold results of {cls.analysis!r}")
+    _RESULT_TYPES[cls.analysis] = cls
+    return cls
+
+
+def result_type(analysis: str) -> type[Result]:
+    """The Result class registered for ``analysis``."""
+    if analysis not in _RESULT_TYPES:
+        raise InputError(f"no result type for analysis {analysis!r}; known: {', '.join(sorted(_RESULT_TYPES))}")
+    return _RESULT_TYPES[analysis]
 
 
 # ---------------------------------------------------------------- format
@@ -196,8 +221,6 @@ def recorded_cache_key(path: str | os.PathLike) -> str | None:
 def _read(path: Path, expected: type[Result]) -> Result:
     from safetensors import safe_open
 
-    from .analyses.registry import get_analysis
-
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -208,9 +231,9 @@ def _read(path: Path, expected: type[Result]) -> Result:
         doc = json.loads(header)
         if doc.get("format") != FORMAT:
             raise CacheCorruptError(f"{path}: unknown format {doc.get('format')!r}")
-        spec = get_analysis(doc["analysis"]) if doc["analysis"] else None
-        config = spec.config_cls(**_tuples(doc["config"])) if spec else None
-        return (spec.result_cls if spec else expected)(
+        cls = result_type(doc["analysis"]) if doc["analysis"] else expected
+        config = cls.config_cls(**_tuples(doc["config"])) if cls.config_cls is not None else None
+        return cls(
             config=config,
             model_id=doc["model_id"],
             fingerprint=doc["fingerprint"],

@@ -36,7 +36,8 @@ class Streamed:
     sv_ov: Tensor  # [layer, head, d_head] every head's OV singular values
     sv_qk: Tensor  # [layer, head, d_head]
     norms: HeadNorms  # for the Gaussian null
-    rotated: tuple[HeadWeights, HeadWeights]  # the rotated null's real writer / reader heads (one pseudo-layer each)
+    rotated: tuple[HeadWeights, HeadWeights] | None  # the rotated null's real writer / reader heads (one
+    # pseudo-layer each); None when no null is drawn
     heads_per_kv: int
     norm_folded: bool
 
@@ -115,7 +116,7 @@ def stream_compositions(model, kinds: tuple[str, ...], writer_layers: tuple[int,
             continue
         comps[kind] = scores_from_reach(writer_s, reach.pop(kind), read_norm[kind])
     stack = lambda rows: HeadWeights(*(torch.stack([r[i] for r in rows])[None] for i in range(4)), (0,), 1, folded)  # noqa: E731
-    rotated = (stack(picked_w), stack(picked_r)) if null_samples >= 2 else (None, None)
+    rotated = (stack(picked_w), stack(picked_r)) if null_samples >= 2 else None
     shapes = (tuple(picked_w[0][0].shape), tuple(picked_w[0][1].shape), tuple(picked_w[0][2].shape),
               tuple(picked_w[0][3].shape)) if null_samples >= 2 else ()
     head_norms = HeadNorms(torch.cat(norms, dim=1), shapes, folded)

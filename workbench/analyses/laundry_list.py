@@ -220,25 +220,26 @@ class LaundryListResult(Result):
 
     analysis = "laundry_list"
     title = "Laundry List recall"
+    config_cls = LaundryListConfig
+
+    @property
+    def n_vocab(self) -> int:
+        """Single-token items the lists were drawn from."""
+        return int(self.meta["n_vocab"])
+
+    @property
+    def curve(self) -> pd.DataFrame:
+        """One row per condition x N (all templates pooled): accuracy and chance."""
+        return self.tables["curve"]
 
     def summary(self) -> list[tuple[str, str]]:
-        curve = self.tables["curve"]
-        lines = [("model", self.model_id), ("items", f"{self.meta['n_vocab']} single-token items")]
+        curve = self.curve
+        lines = [("model", self.model_id), ("items", f"{self.n_vocab} single-token items")]
         for cond, rows in curve.groupby("condition", sort=False):
             lines.append((f"accuracy ({cond})", ", ".join(f"N={r.n_items}: {r.accuracy:.0%}" for r in rows.itertuples())))
         if self.config.interventions:
             lines.append(("intervention", "; ".join(f"L{l}H{h} components {list(c)} x {s:g}" for l, h, c, s in self.config.interventions)))
         return lines
-
-    def figures(self) -> dict:
-        from ..render import heads as render
-
-        return {"laundry_list": render.laundry_figure(self)}
-
-    def widget(self):
-        from ..widgets.heads import laundry_list_view
-
-        return laundry_list_view(self)
 
 
 @torch.no_grad()

@@ -48,6 +48,8 @@ def register_analysis(analysis: Analysis) -> Analysis:
         raise ValueError(f"analysis {analysis.name!r} is already registered")
     if analysis.result_cls.analysis != analysis.name:
         raise ValueError(f"{analysis.result_cls.__name__}.analysis must be {analysis.name!r}")
+    if analysis.result_cls.config_cls is not analysis.config_cls:  # Result.load rebuilds the config from it
+        raise ValueError(f"{analysis.result_cls.__name__}.config_cls must be {analysis.config_cls.__name__}")
     _REGISTRY[analysis.name] = analysis
     return analysis
 

@@ -4,6 +4,7 @@ writer component, with a random-matrix null baseline. Maths in ``head_svd`` and 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import SupportsIndex
 
 import numpy as np
 import pandas as pd
@@ -133,8 +134,11 @@ class HeadCompositionResult(Result):
         weighted = (s[..., None, None] * self.component_scores(kind)).square()
         return weighted / weighted.sum(2, keepdim=True).clamp_min(1e-30)
 
-    def breakdown(self, writer: tuple[int, int], reader: tuple[int, int], kind: str) -> pd.DataFrame:
-        """One row per component of the writer's OV: singular value, score and share for this pair."""
+    def breakdown(self, writer: tuple[SupportsIndex, SupportsIndex], reader: tuple[SupportsIndex, SupportsIndex],
+                  kind: str) -> pd.DataFrame:
+        """One row per component of the writer's OV: singular value, score and share for this pair. ``writer`` /
+        ``reader``: (layer, head), ints or NumPy ints as read from :attr:`pairs`."""
+        writer, reader = (int(writer[0]), int(writer[1])), (int(reader[0]), int(reader[1]))
         wi, whi = self._index("writer", *writer)
         ri, rhi = self._index("reader", *reader)
         comp = self.component_scores(kind)[wi, whi, :, ri, rhi]
@@ -324,7 +328,7 @@ def compute_head_composition(model, config: HeadCompositionConfig) -> HeadCompos
                                         null_samples=config.null_samples, rotated_seed=config.seed + 1)
     comps = {k: Composition(c.component.cpu(), c.head.cpu(), c.writer_s.cpu()) for k, c in streamed.comps.items()}
     sv = {"OV": streamed.sv_ov, "QK": streamed.sv_qk}
-    null, rotated = ({}, {}) if config.null_samples < 2 else (
+    null, rotated = ({}, {}) if streamed.rotated is None else (  # no null drawn (null_samples < 2)
         null_scores(streamed.norms, kinds, config.null_samples, config.seed),
         rotated_null_of(*streamed.rotated, kinds, gen))
     null_tab = _null_table({"gaussian": null, "rotated": rotated} if null else {})

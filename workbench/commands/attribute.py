@@ -13,7 +13,7 @@ def run(args) -> None:
     if args.method == "reagent":
         options.update(n_probes=args.probes, max_steps=args.max_steps, seed=args.seed)
     result = attribute(load(args), args.prompt, args.method, args.target, **options)
-    for row in result.tables["targets"].itertuples():
+    for row in result.targets.itertuples():
         print(f"target {row.target_index}: {readable_token(row.target)!r}  (p = {row.probability:.3f})")
         top = result.top_tokens(row.target_index, args.top)
         top = top.assign(context_token=top["context_token"].map(readable_token))

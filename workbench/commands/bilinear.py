@@ -16,13 +16,13 @@ def run(args) -> None:
     else:
         trained = train_digits(d_hidden=args.hidden, input_noise=args.noise, weight_decay=args.weight_decay,
                                epochs=args.epochs, seed=args.seed)
-        m = trained.meta["metrics"]
-        print(f"{trained.meta['name']}: train accuracy {m['train_accuracy']:.4f}, test accuracy {m['test_accuracy']:.4f}\n")
+        m = trained.metrics
+        print(f"{trained.name}: train accuracy {m['train_accuracy']:.4f}, test accuracy {m['test_accuracy']:.4f}\n")
         result = bilinear_spectrum(trained)
     print_frame(result.to_frame("directions"))
     trunc = result.to_frame("truncation")
     trunc = trunc[(trunc.direction == "all") & trunc.k.isin(args.ks)]
-    print(f"\ntruncation: {result.meta['truncation_metric']}")
+    print(f"\ntruncation: {result.truncation_metric}")
     print_frame(trunc[["k", "value"]])
 
 

@@ -66,9 +66,9 @@ def token_heatmap_html(tokens: list[str], importance: list[float], target_positi
 
 
 def _rows(result) -> list[tuple[int, str, list[float]]]:
-    n_prompt = result.meta["n_prompt"]
-    imp = result.tensors["importance"]
-    return [(n_prompt + j, result.meta["tokens"][n_prompt + j], imp[j].tolist()) for j in range(imp.shape[0])]
+    """(position, token, importance row) of every target."""
+    n_prompt, tokens = result.n_prompt, result.tokens
+    return [(n_prompt + j, tokens[n_prompt + j], row) for j, row in enumerate(result.importances.tolist())]
 
 
 def result_heatmaps_html(result, target: int | None = None) -> str:
@@ -78,8 +78,8 @@ def result_heatmaps_html(result, target: int | None = None) -> str:
         if target is not None and j != target:
             continue
         label = f"target {j}: {readable_token(tok)!r} (position {pos})"
-        lines.append(token_heatmap_html(result.meta["tokens"], imp, pos, label=label))
-    legend = ("<p>Method <b>" + html.escape(result.meta["method"]) + "</b>. Orange: the token raised the target "
+        lines.append(token_heatmap_html(result.tokens, imp, pos, label=label))
+    legend = ("<p>Method <b>" + html.escape(result.method) + "</b>. Orange: the token raised the target "
               "(darker = more important); blue: negative attribution; boxed: the target; grey: later tokens. "
               "· is a space, ⏎ a newline.</p>")
     return legend + "".join(lines)
@@ -87,15 +87,14 @@ def result_heatmaps_html(result, target: int | None = None) -> str:
 
 def heatmap_figure(result, *, title: str | None = None) -> go.Figure:
     """Targets (rows) x context tokens (columns), coloured by importance."""
-    n_prompt = result.meta["n_prompt"]
-    tokens = result.meta["tokens"]
-    imp = result.tensors["importance"]
+    n_prompt, tokens = result.n_prompt, result.tokens
+    imp = result.importances
     W = imp.shape[1]
     x = [f"{p}:{plot_text(readable_token(t))}" for p, t in enumerate(tokens[:W])]
     y = [f"{j}:{plot_text(readable_token(tokens[n_prompt + j]))}" for j in range(imp.shape[0])]
     z = [[None if math.isnan(v) else v for v in row] for row in imp.tolist()]
     signed = any(v is not None and v < 0 for row in z for v in row)
-    fig = figure(title or f"{result.meta['method']}: importance of each context token per target",
+    fig = figure(title or f"{result.method}: importance of each context token per target",
                  height=max(260, 60 + 40 * len(y)))
     fig.add_heatmap(z=z, x=x, y=y, colorscale="RdBu" if signed else "Oranges", zmid=0 if signed else None,
                     reversescale=signed, hoverongaps=False,
@@ -107,10 +106,8 @@ def heatmap_figure(result, *, title: str | None = None) -> go.Figure:
 
 def probes_figure(result) -> go.Figure:
     """ReAGent: steps each probe ran before its stopping check succeeded (or max_steps)."""
-    steps = result.tensors["probe_steps"]
-    stopped = result.tensors["probe_stopped"]
-    tokens = result.meta["tokens"]
-    n_prompt = result.meta["n_prompt"]
+    steps, stopped = result.probe_steps, result.probe_stopped
+    n_prompt, tokens = result.n_prompt, result.tokens
     fig = figure("ReAGent probes: steps until stopped (hollow: hit max_steps)")
     for j in range(steps.shape[0]):
         name = f"{j}:{plot_text(readable_token(tokens[n_prompt + j]))}"
@@ -123,16 +120,18 @@ def probes_figure(result) -> go.Figure:
 
 
 def attribution_figures(result) -> dict[str, go.Figure]:
-    figs = {"heatmap": heatmap_figure(result)}
-    if "probe_steps" in result.tensors:
-        figs["probes"] = probes_figure(result)
-    return figs
+    return {"heatmap": heatmap_figure(result)}
+
+
+def reagent_figures(result) -> dict[str, go.Figure]:
+    """A ReAGent result's: the heat map and how long its probes ran."""
+    return {**attribution_figures(result), "probes": probes_figure(result)}
 
 
 # ----------------------------------------------------------------- comparison
 def comparison_figure(result, metrics=("soft_ns", "soft_nc")) -> go.Figure:
     """log(sum method / sum random) per method and soft metric: > 0 is better than random."""
-    s = result.tables["summary"]
+    s = result.method_summary
     s = s[s["metric"].isin(metrics) & (s["method"] != "random")]
     fig = figure("Faithfulness vs random importance: log(Σ method / Σ random), higher is better")
     for metric, rows in s.groupby("metric", sort=False):
@@ -146,7 +145,7 @@ def comparison_figure(result, metrics=("soft_ns", "soft_nc")) -> go.Figure:
 
 def hard_figure(result) -> go.Figure:
     """Hard comprehensiveness (higher better) and sufficiency (lower better) vs rationale ratio."""
-    t = result.tables["faithfulness"]
+    t = result.faithfulness
     hard = t[t["metric"].str.contains("@")].copy()
     hard[["kind", "ratio"]] = hard["metric"].str.split("@", expand=True)
     hard["ratio"] = hard["ratio"].astype(float)
@@ -169,9 +168,8 @@ def comparison_table(result) -> pd.DataFrame:
 
 
 def sequence_importance(result, method: str, prompt: int) -> tuple[list[str], int, list[list[float]]]:
-    seq = result.meta["sequences"][prompt]
-    imp = result.tensors[f"importance/{method}/{prompt}"]
-    return seq["tokens"], seq["n_prompt"], imp.tolist()
+    """Tokens, prompt length and importance rows of prompt ``prompt`` (an index) by ``method``."""
+    return result.tokens(prompt), result.n_prompt(prompt), result.importances(method, prompt).tolist()
 
 
 def comparison_html(result) -> str:

@@ -27,7 +27,7 @@ def spectrum_figure(result, direction: str | int | None = None) -> go.Figure:
     """Eigenvalues against their rank (descending) for every direction; ``direction`` is drawn bold."""
     names = result.direction_names
     chosen = None if direction is None else result.index(direction)
-    lam = result.tensors["eigenvalues"].numpy()  # [k, r]
+    lam = result.eigenvalues.numpy()  # [k, r]
     fig = _titled(result, "Interaction-matrix eigenvalues per output direction", height=380)
     for j, name in enumerate(names):
         bold = chosen is None or j == chosen
@@ -67,11 +67,11 @@ def eigenvector_figure(result, direction: str | int = 0, n: int | None = None) -
     their eigenvalues labelled with what each eigenvector reads (tokens or input coordinates)."""
     j = result.index(direction)
     name = result.direction_names[j]
-    n_top = result.meta["n_top"]
+    n_top = result.n_top
     n = min(n or n_top, n_top)
-    vals = result.tensors["top_values"][j].numpy()  # [2 n_top]
-    vecs = result.tensors["top_vectors"][j].numpy()  # [2 n_top, d]
-    shape = result.meta.get("image_shape")
+    vals = result.top_values[j].numpy()  # [2 n_top]
+    vecs = result.top_vectors[j].numpy()  # [2 n_top, d]
+    shape = result.image_shape
     picks = [(i, "+") for i in range(n)] + [(n_top + i, "−") for i in range(n)]
     if shape:
         fig = make_subplots(rows=2, cols=n, horizontal_spacing=0.01, vertical_spacing=0.12,
@@ -79,7 +79,7 @@ def eigenvector_figure(result, direction: str | int = 0, n: int | None = None) -
         for b, (i, _) in enumerate(picks):
             fig.add_trace(_eigen_heatmap(vecs[i], shape), row=b // n + 1, col=b % n + 1)
         return _image_grid_layout(fig, 330, _title(result, f"Top positive (row 1) and negative (row 2) eigenvectors: {name}"))
-    table = result.tables["eigenvectors"]
+    table = result.eigenvector_table
     rows = table[table.direction == name]
     rows = rows[rows["rank"].abs() <= n]
     labels = [f"{'+' if r > 0 else '−'}{abs(r)}" for r in rows["rank"]]
@@ -97,11 +97,11 @@ def eigenvector_figure(result, direction: str | int = 0, n: int | None = None) -
 
 def class_eigenvectors_figure(result) -> go.Figure:
     """Image models: the top positive and top negative eigenvector of every class (the paper's overview figure)."""
-    shape = result.meta["image_shape"]
+    shape = result.image_shape
     names = result.direction_names
-    n_top = result.meta["n_top"]
-    vals = result.tensors["top_values"].numpy()
-    vecs = result.tensors["top_vectors"].numpy()
+    n_top = result.n_top
+    vals = result.top_values.numpy()
+    vecs = result.top_vectors.numpy()
     k = len(names)
     fig = make_subplots(rows=2, cols=k, horizontal_spacing=0.008, vertical_spacing=0.1,
                         subplot_titles=[f"{plot_text(names[j])}: {vals[j, 0]:+.2f}" for j in range(k)]
@@ -116,11 +116,11 @@ def contributions_figure(result, input_index: int = 0, direction: str | int = 0)
     """lambda_i (v_i^T x)^2 of the kept eigenvectors (and the rest) for one stored input and direction."""
     j = result.index(direction)
     name = result.direction_names[j]
-    n_top = result.meta["n_top"]
-    contrib = result.tensors["contributions"][input_index, j].numpy()  # [2 n_top + 1]
-    total = float(result.tensors["outputs"][input_index, j])
+    n_top = result.n_top
+    contrib = result.contributions[input_index, j].numpy()  # [2 n_top + 1]
+    total = float(result.outputs[input_index, j])
     labels = [f"+{i + 1}" for i in range(n_top)] + [f"−{i + 1}" for i in range(n_top)] + ["rest"]
-    label = result.tables["inputs"]["label"].iloc[input_index]
+    label = result.input_table["label"].iloc[input_index]
     fig = _titled(result, f"Contributions λᵢ(vᵢ·x)² to {name} for input: {label}", height=360)
     fig.add_trace(go.Bar(x=labels, y=contrib, marker_color=[POSITIVE if c >= 0 else NEGATIVE for c in contrib],
                          hovertemplate="%{x}: %{y:.4g}<extra></extra>", name="contribution"))
@@ -132,9 +132,9 @@ def contributions_figure(result, input_index: int = 0, direction: str | int = 0)
 
 def input_image_figure(result, input_index: int = 0) -> go.Figure:
     """The stored input as an image (image models only)."""
-    shape = result.meta["image_shape"]
-    x = result.tensors["inputs"][input_index].numpy()
-    fig = figure(f"input: {result.tables['inputs']['label'].iloc[input_index]}", height=260, width=260)
+    shape = result.image_shape
+    x = result.inputs[input_index].numpy()
+    fig = figure(f"input: {result.input_table['label'].iloc[input_index]}", height=260, width=260)
     fig.add_trace(go.Heatmap(z=_image(x, shape)[::-1], colorscale="Greys", showscale=False))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, scaleanchor="x")
@@ -147,9 +147,9 @@ def truncation_figure(result, direction: str | int | None = None) -> go.Figure:
     Classifiers: accuracy (all classes truncated together). Otherwise: variance of each direction's
     output explained (thin lines; ``direction`` bold) and their mean (black).
     """
-    table = result.tables["truncation"]
+    table = result.truncation
     table = table[table.k > 0]  # log axis; k = 0 is 'no eigenvectors', in the table
-    metric = result.meta["truncation_metric"]
+    metric = result.truncation_metric
     accuracy = "accuracy" in metric
     fig = _titled(result, f"Truncation: {metric}", height=380)
     chosen = None if direction is None else result.direction_names[result.index(direction)]
@@ -171,7 +171,7 @@ def truncation_figure(result, direction: str | int | None = None) -> go.Figure:
 
 
 def effective_rank_figure(result) -> go.Figure:
-    table = result.tables["directions"]
+    table = result.direction_table
     fig = _titled(result, "Effective rank of each interaction matrix (exp entropy of |λ|)", height=320)
     fig.add_trace(go.Bar(x=[plot_text(d) for d in table["direction"]], y=table["effective_rank"],
                          hovertemplate="%{x}: %{y:.1f}<extra></extra>"))
@@ -181,7 +181,7 @@ def effective_rank_figure(result) -> go.Figure:
 
 def fidelity_figure(result) -> go.Figure:
     """Replacement only: the model's loss original / with the replacement / with the MLP mean-ablated."""
-    a = result.meta["approximation"]
+    a = result.approximation
     fig = _titled(result, "Next-token loss on held-out text", height=320)
     names = ["original", "bilinear replacement", "MLP mean-ablated"]
     vals = [a["loss_original"], a["loss_replaced"], a["loss_mean_ablated"]]
@@ -192,11 +192,8 @@ def fidelity_figure(result) -> go.Figure:
 
 
 def spectrum_figures(result) -> dict[str, go.Figure]:
-    figs = {}
-    if "approximation" in result.meta:
-        figs["fidelity"] = fidelity_figure(result)
-    figs["spectrum"] = spectrum_figure(result)
-    if result.meta.get("image_shape"):
+    figs = {"spectrum": spectrum_figure(result)}
+    if result.image_shape:
         figs["class eigenvectors"] = class_eigenvectors_figure(result)
     else:
         figs["eigenvectors"] = eigenvector_figure(result, 0)
@@ -206,13 +203,22 @@ def spectrum_figures(result) -> dict[str, go.Figure]:
     return figs
 
 
+def replacement_figures(result) -> dict[str, go.Figure]:
+    """A bilinear replacement's: its fidelity first, then the spectrum's figures."""
+    return {"fidelity": fidelity_figure(result), **spectrum_figures(result)}
+
+
 def history_figure(trained) -> go.Figure:
     """Training curve of a :class:`~workbench.analyses.bilinear.TrainedBilinear`."""
-    h = trained.tables["history"]
+    h = trained.history
     x = "epoch" if "epoch" in h else "step"
-    fig = figure(f"Training: {trained.meta['name']}", height=320)
+    fig = figure(f"Training: {trained.name}", height=320)
     for col in h.columns:
         if col != x:
             fig.add_trace(go.Scatter(x=h[x], y=h[col], mode="lines", name=col))
     fig.update_xaxes(title=x)
     return fig
+
+
+def training_figures(trained) -> dict[str, go.Figure]:
+    return {"training": history_figure(trained)}

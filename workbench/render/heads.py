@@ -28,7 +28,7 @@ def layer_heatmap(result, kind: str) -> go.Figure:
     """Writer layer x reader layer: the largest whole-head score over head pairs."""
     m = result.layer_matrix(kind)
     fig = figure(f"{KIND_NAMES[kind]}: max over head pairs", height=460)
-    fig.add_heatmap(z=_r(m), x=result.meta["reader_layers"], y=result.meta["writer_layers"], colorscale=SCALE,
+    fig.add_heatmap(z=_r(m), x=result.reader_layers, y=result.writer_layers, colorscale=SCALE,
                     colorbar_title="score", hovertemplate="writer L%{y} → reader L%{x}: %{z:.3f}<extra></extra>")
     fig.update_xaxes(title="reader layer")
     fig.update_yaxes(title="writer layer", autorange="reversed")
@@ -37,11 +37,12 @@ def layer_heatmap(result, kind: str) -> go.Figure:
 
 def head_matrix(result, kind: str) -> tuple[np.ndarray, list[str], list[str]]:
     """[writer heads, reader heads] whole-head scores (NaN where the reader is not later) and labels."""
-    head = result.tensors[f"head/{kind}"].numpy().astype(float)  # [wl, wh, rl, rh]
-    wl, rl = np.array(result.meta["writer_layers"]), np.array(result.meta["reader_layers"])
+    head = result.head_scores(kind).numpy().astype(float)  # [wl, wh, rl, rh]
+    wl, rl = np.array(result.writer_layers), np.array(result.reader_layers)
     head = np.where((wl[:, None, None, None] < rl[None, None, :, None]), head, np.nan)
-    labels = lambda side: [f"L{l}H{h}" for l in result.meta[f"{side}_layers"] for h in result.meta[f"{side}_heads"]]  # noqa: E731
-    return head.reshape(head.shape[0] * head.shape[1], -1), labels("writer"), labels("reader")
+    writers = [f"L{l}H{h}" for l in result.writer_layers for h in result.writer_heads]
+    readers = [f"L{l}H{h}" for l in result.reader_layers for h in result.reader_heads]
+    return head.reshape(head.shape[0] * head.shape[1], -1), writers, readers
 
 
 def head_heatmap(result, kind: str) -> go.Figure:
@@ -91,7 +92,7 @@ def breakdown_figure(result, writer: tuple[int, int], reader: tuple[int, int], k
 
 
 def _null_component_q99(result, kind: str) -> float | None:
-    t = result.tables["null"]
+    t = result.null_quantiles
     row = t[(t.null == "gaussian") & (t.kind == kind) & (t.level == "component")]
     return None if row.empty else float(row.q99.iloc[0])
 
@@ -101,7 +102,7 @@ def spectra_figure(result, heads: list[tuple[int, int]]) -> go.Figure:
     fig = figure("Singular spectra", height=340)
     for layer, head in heads:
         for circuit, dash in (("OV", "solid"), ("QK", "dot")):
-            s = result.tensors[f"sv/{circuit}"][layer, head]
+            s = result.singular_values(circuit)[layer, head]
             fig.add_scatter(y=_r(s), mode="lines", name=f"L{layer}H{head} {circuit}", line_dash=dash,
                             hovertemplate=f"L{layer}H{head} {circuit} σ_%{{x}} = %{{y:.4g}}<extra></extra>")
     fig.update_xaxes(title="component")
@@ -111,7 +112,7 @@ def spectra_figure(result, heads: list[tuple[int, int]]) -> go.Figure:
 
 def effective_rank_figure(result) -> go.Figure:
     """Effective rank (exp spectral entropy) of every head's OV and QK circuit, by layer."""
-    t = result.tables["spectra"]
+    t = result.spectra
     fig = figure("Effective rank of each head's circuits", height=340)
     for circuit, rows in t.groupby("circuit", sort=False):
         fig.add_scatter(x=rows.layer + rows["head"] / (rows["head"].max() + 1), y=_r(rows.effective_rank, 2),
@@ -127,17 +128,18 @@ def null_figure(result, bins: int = 60) -> go.Figure:
 
     Histograms are binned here (densities on shared bins), so the page carries 60 bars, not every score."""
     fig = figure("Scores vs random-matrix null", height=340, barmode="overlay")
-    pairs = result.tables["pairs"]
-    nulls = [t.numpy() for name, t in result.tensors.items() if name.startswith("null")]
-    top = max([float(pairs.score.max()) if len(pairs) else 0.0] + [float(n.max()) for n in nulls])
+    pairs = result.pairs
+    drawn = {(kind, rotated): result.null_scores(kind, rotated=rotated) for kind in result.kinds for rotated in (False, True)}
+    nulls = {key: scores.numpy() for key, scores in drawn.items() if scores is not None}  # (kind, rotated) -> scores
+    top = max([float(pairs.score.max()) if len(pairs) else 0.0] + [float(n.max()) for n in nulls.values()])
     edges = np.linspace(0.0, top * 1.001 + 1e-12, bins + 1)
     centers, width = (edges[1:] + edges[:-1]) / 2, edges[1] - edges[0]
     for kind in result.kinds:
         series = [("model", pairs[pairs.kind == kind].score.to_numpy(), KIND_COLORS[kind], 0.6)]
-        if f"null/{kind}" in result.tensors:
-            series.append(("Gaussian null", result.tensors[f"null/{kind}"].numpy(), "grey", 0.4))
-        if f"null_rotated/{kind}" in result.tensors:
-            series.append(("rotated null", result.tensors[f"null_rotated/{kind}"].numpy(), "#ff7f0e", 0.4))
+        if (kind, False) in nulls:
+            series.append(("Gaussian null", nulls[kind, False], "grey", 0.4))
+        if (kind, True) in nulls:
+            series.append(("rotated null", nulls[kind, True], "#ff7f0e", 0.4))
         for label, values, color, opacity in series:
             density, _ = np.histogram(values, bins=edges, density=True)
             keep = density > 0
@@ -150,7 +152,7 @@ def null_figure(result, bins: int = 60) -> go.Figure:
 
 
 def top_pair(result, kind: str | None = None) -> tuple[tuple[int, int], tuple[int, int], str] | None:
-    pairs = result.tables["pairs"]
+    pairs = result.pairs
     if kind is not None:
         pairs = pairs[pairs.kind == kind]
     if pairs.empty:
@@ -169,19 +171,19 @@ def composition_figures(result) -> dict[str, go.Figure]:
         figs["top_pair"] = breakdown_figure(result, writer, reader, kind)
         figs["top_pair_spectra"] = spectra_figure(result, [writer, reader])
     figs["effective_rank"] = effective_rank_figure(result)
-    if len(result.tables["null"]):
+    if len(result.null_quantiles):
         figs["null"] = null_figure(result)
     return figs
 
 
 def top_pairs_frame(result, kind: str | None = None, n: int = 20) -> pd.DataFrame:
-    pairs = result.tables["pairs"]
+    pairs = result.pairs
     return (pairs if kind is None else pairs[pairs.kind == kind]).head(n).reset_index(drop=True)
 
 
 # ------------------------------------------------------------------ measured effects
 def effects_figures(result) -> dict[str, go.Figure]:
-    table, corr = result.tables["effects"], result.tables["correlation"]
+    table, corr = result.effects, result.correlation
     figs = {}
     for kind, rows in table.groupby("kind", sort=False):
         c = corr[corr.kind == kind].set_index("level")
@@ -204,7 +206,7 @@ def effects_figures(result) -> dict[str, go.Figure]:
 
 # ------------------------------------------------------------------ laundry list
 def laundry_figure(result) -> go.Figure:
-    curve = result.tables["curve"]
+    curve = result.curve
     fig = figure("Laundry List: accuracy vs number of items", height=360)
     for cond, rows in curve.groupby("condition", sort=False):
         fig.add_scatter(x=rows.n_items, y=_r(rows.accuracy), mode="lines+markers", name=cond,
@@ -216,11 +218,15 @@ def laundry_figure(result) -> go.Figure:
     return fig
 
 
+def laundry_figures(result) -> dict[str, go.Figure]:
+    return {"laundry_list": laundry_figure(result)}
+
+
 def explanation_html(result) -> str:
     """How to read the section (static text plus escaped numbers)."""
     import html
 
-    folded = "with" if result.meta.get("norm_folded") else "without"
+    folded = "with" if result.norm_folded else "without"
     return (
         "<p>Composition score CS = ‖OV<sub>A</sub> R<sub>B</sub>‖<sub>F</sub> / (‖OV<sub>A</sub>‖<sub>F</sub> "
         "‖R<sub>B</sub>‖<sub>F</sub>) between a writer head A and a reader head B in a later layer, with "
@@ -230,6 +236,6 @@ def explanation_html(result) -> str:
         "<code>vs_null</code> / <code>vs_rotated</code> divide by the 99th percentile of the score for Gaussian "
         "matrices of the same shapes and norms / for real writers with randomly rotated output spaces. "
         f"Weights are read {html.escape(folded)} the pre-attention norm gain folded into W<sub>Q</sub>, "
-        f"W<sub>K</sub>, W<sub>V</sub>; {int(result.meta.get('heads_per_kv', 1))} query heads share each key/value "
+        f"W<sub>K</sub>, W<sub>V</sub>; {result.heads_per_kv} query heads share each key/value "
         "head, and every score is per query head.</p>"
     )

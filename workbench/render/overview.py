@@ -16,7 +16,7 @@ METRICS = {
 
 
 def parameters_figure(result) -> go.Figure:
-    table = result.tables["parameters"]
+    table = result.parameters
     fig = figure(f"Parameters of {result.model_id}: {table['parameters'].sum():,}")
     fig.add_bar(x=table["component"], y=table["parameters"], text=[f"{s:.1%}" for s in table["share"]],
                 marker_color="#4c78a8", hovertemplate="%{x}: %{y:,} parameters<extra></extra>")
@@ -26,7 +26,7 @@ def parameters_figure(result) -> go.Figure:
 
 def metric_figure(result, metric: str, *, highlight_layer: int | None = None) -> go.Figure:
     title, axis, scale = METRICS[metric]
-    table = result.tables["matrices"]
+    table = result.matrix_stats
     fig = figure(title)
     for matrix, rows in table.groupby("matrix", sort=False):
         fig.add_scatter(x=rows["layer"], y=rows[metric], mode="lines+markers", name=matrix,
@@ -52,7 +52,7 @@ def spectrum_figure(result, layer: int, matrices: list[str] | None = None) -> go
 
 def embedding_figure(result) -> go.Figure:
     fig = figure("Token embedding norms")
-    fig.add_histogram(x=result.tensors["embedding_norms"].tolist(), nbinsx=80, marker_color="#4c78a8")
+    fig.add_histogram(x=result.embedding_norms.tolist(), nbinsx=80, marker_color="#4c78a8")
     fig.update_xaxes(title="‖embedding‖₂")
     fig.update_yaxes(title="tokens", type="log")
     return fig
@@ -73,6 +73,6 @@ def tokens_html(result) -> str:
     """The sample text split into tokens, whitespace made visible, every token escaped."""
     cells = "".join(
         f'<span class="wb-token" title="id {row.id}">{plot_text(row.token).replace(" ", "·").replace(chr(10), "↵")}</span>'
-        for row in result.tables["tokens"].itertuples()
+        for row in result.sample_tokens.itertuples()
     )
-    return f'<p>Sample text: <q>{plot_text(result.meta["sample_text"])}</q></p><div class="wb-tokens">{cells}</div>'
+    return f'<p>Sample text: <q>{plot_text(result.sample_text)}</q></p><div class="wb-tokens">{cells}</div>'

@@ -13,13 +13,12 @@ KIND_COLORS = {"head": "#2ca02c", "mlp": "#9467bd", "embeddings": "#8c564b", "bi
 
 def _weight_label(result) -> str:
     layer, row, col = result.weight
-    expert = getattr(result.config, "expert", -1)  # results saved before experts were traced have none
-    return f"layer {layer}" + (f" expert {expert}" if expert >= 0 else "") + f" [{row}, {col}]"
+    return f"layer {layer}" + (f" expert {result.expert}" if result.expert >= 0 else "") + f" [{row}, {col}]"
 
 
 def tokens_figure(result) -> go.Figure:
     """The weight's output channel in the residual stream after its layer, per token: intact vs zeroed."""
-    table = result.to_frame("tokens")
+    table = result.tokens
     labels = [plot_text(f"{p}: {t!r}") for p, t in zip(table["position"], table["token"])]
     fig = figure(f"Super activation of {_weight_label(result)} per token (residual channel {result.weight[1]})")
     fig.add_bar(x=labels, y=table["resid"].abs(), name="intact", marker_color=INTACT,
@@ -34,22 +33,21 @@ def tokens_figure(result) -> go.Figure:
 def drivers_figure(result, n: int = 15) -> go.Figure:
     """The ``n`` parts of the residual stream with the largest direct effect on the weight's input channel."""
     top = result.top_drivers(n).iloc[::-1]  # largest at the top of a horizontal bar chart
-    meta = result.meta
-    fig = figure(f"What drives the input channel {result.weight[2]} at {meta['spike_token']!r} "
-                 f"(position {meta['spike_position']})", height=max(320, 24 * len(top) + 120))
+    fig = figure(f"What drives the input channel {result.weight[2]} at {result.spike_token!r} "
+                 f"(position {result.spike_position})", height=max(320, 24 * len(top) + 120))
     text = [plot_text(f"{r.part}: gate {r.gate:+.3g}, up {r.up:+.3g}" + (f"; attends to {r.attends_to}" if r.attends_to else ""))
             for r in top.itertuples()]
     fig.add_bar(y=[plot_text(p) for p in top["part"]], x=top["effect"], orientation="h",
                 marker_color=[KIND_COLORS.get(k, "black") for k in top["kind"]], text=text, textposition="none",
                 hovertemplate="%{text}<br>activation change if removed: %{x:.4g}<extra></extra>")
-    fig.update_xaxes(title=f"its share of the activation {meta['input_value']:.4g} (change if removed, norm held)")
+    fig.update_xaxes(title=f"its share of the activation {result.input_value:.4g} (change if removed, norm held)")
     fig.update_layout(showlegend=False)
     return fig
 
 
 def readers_figure(result) -> go.Figure:
     """Attention mass of every later head on the spike positions: change when the weight is zeroed."""
-    readers = result.to_frame("readers")
+    readers = result.readers
     if readers.empty:
         return figure("No later layers read this weight's output")
     grid = readers.pivot(index="layer", columns="head", values="change")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 
-import pandas as pd
 import plotly.graph_objects as go
 
 from .style import figure, plot_text
@@ -20,12 +19,12 @@ def _label(row) -> str:
 
 def spikes_figure(result, *, highlight: int | None = None) -> go.Figure:
     """Per-layer max |MLP input| and max |MLP output| (first scan, log scale); candidates marked."""
-    n = result.tensors["in_max"].shape[1]
+    n = result.in_max.shape[1]
     layers = list(range(n))
     fig = figure("Largest MLP activations per layer (first scan)")
-    fig.add_scatter(x=layers, y=result.tensors["in_max"][0].tolist(), mode="lines+markers", name="max |input of W_out|",
+    fig.add_scatter(x=layers, y=result.in_max[0].tolist(), mode="lines+markers", name="max |input of W_out|",
                     line_color=IN_COLOR, hovertemplate="layer %{x}: max |X| = %{y:.4g}<extra></extra>")
-    fig.add_scatter(x=layers, y=result.tensors["out_max"][0].tolist(), mode="lines+markers", name="max |MLP output|",
+    fig.add_scatter(x=layers, y=result.out_max[0].tolist(), mode="lines+markers", name="max |MLP output|",
                     line_color=OUT_COLOR, hovertemplate="layer %{x}: max |Y| = %{y:.4g}<extra></extra>")
     cands = result.candidates
     for role, rows in cands.groupby("role", sort=False):
@@ -60,8 +59,8 @@ def trace_figure(result, index: int | None = None) -> go.Figure:
                     hovertemplate="after layer %{x}: %{y:.4g}<extra>intact</extra>")
     fig.add_scatter(x=x, y=ablated.tolist(), mode="lines+markers", name=f"without {_label(row)}", line_color="#d62728",
                     hovertemplate="after layer %{x}: %{y:.4g}<extra>zeroed</extra>")
-    if result.meta.get("loss_without_super") is not None:
-        fig.add_scatter(x=x, y=result.tensors["resid_without_super"][:, channel].tolist(), mode="lines",
+    if result.loss_without_super is not None:
+        fig.add_scatter(x=x, y=result.resid_without_super[:, channel].tolist(), mode="lines",
                         name="without all super weights", line=dict(color="#7f7f7f", dash="dash"))
     fig.update_xaxes(title="after layer (-1 = embeddings)")
     fig.update_yaxes(title=f"max |residual[{channel}]|", type="log")
@@ -76,7 +75,7 @@ def effects_figure(result) -> go.Figure:
     fig.add_bar(x=labels, y=cands["kl"].clip(lower=1e-12), marker_color=[ROLE_COLORS.get(r, "black") for r in cands["role"]],
                 customdata=cands[["delta_loss", "role"]].to_numpy(),
                 hovertemplate="%{x}: KL %{y:.3g}, loss %{customdata[0]:+.4f} (%{customdata[1]})<extra></extra>", name="candidates")
-    controls = result.to_frame("controls")
+    controls = result.controls
     if len(controls):
         fig.add_scatter(x=labels, y=[max(controls["kl"].max(), 1e-12)] * len(labels), mode="lines", name="largest random control",
                         line=dict(color="black", dash="dot"))
@@ -132,9 +131,8 @@ def candidates_html(result) -> str:
         "<p>row = output (super-activation) channel, col = input channel: HF <code>down_proj.weight[row, col]</code>, "
         "TransformerLens <code>W_out[layer, col, row]</code>. Effects: that weight alone zeroed, on the evaluation text.</p>",
     ]
-    published = result.meta.get("published")
-    if published:
-        pub = pd.DataFrame(published)
+    pub = result.published
+    if pub is not None:
         found = ", ".join(f"layer {r.layer} [{r.row}, {r.col}]: {'found' if r.found else 'missed'}"
                           for r in pub[pub.published].itertuples())
         parts.append(f"<p>Published index ({html.escape(str(pub['model'].iloc[0]))}): {html.escape(found)}</p>")
@@ -167,7 +165,7 @@ def quality_figure(result, *, highlight: float | None = None) -> go.Figure:
 
 def next_tokens_figure(result, setting: str | None = None, prompt: str | None = None) -> go.Figure:
     """Top next tokens after ``prompt`` (default: the first), one bar group per setting (or only ``setting``)."""
-    tokens = result.to_frame("next_tokens")
+    tokens = result.next_tokens
     if tokens.empty:
         return figure("No prompts")
     prompt = prompt or tokens["prompt"].iloc[0]
@@ -185,6 +183,6 @@ def next_tokens_figure(result, setting: str | None = None, prompt: str | None = 
 
 def experiment_figures(result) -> dict[str, go.Figure]:
     figures = {"quality": quality_figure(result)}
-    if not result.to_frame("next_tokens").empty:
+    if not result.next_tokens.empty:
         figures["next_tokens"] = next_tokens_figure(result)
     return figures

@@ -1,6 +1,7 @@
 """Build the HTML report: plotly.js inlined once, no network, same input -> same bytes.
 
-Every string that came from a model or a user is escaped here or in render/; the
+Each result is one :func:`~workbench.render.render_html` section, found by its type (the notebook repr
+shows the same). Every string that came from a model or a user is escaped here or in render/; the
 page's Content-Security-Policy forbids loading anything from anywhere, so even a
 mistake could not make the report phone home.
 """
@@ -9,55 +10,29 @@ from __future__ import annotations
 
 import html
 import os
-import re
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 from .._version import __version__
 from ..errors import InputError
+from ..render.page import render_html, slug
 from ..results import Result
 
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; style-src 'unsafe-inline'; "
     "img-src data: blob:; font-src data:; connect-src 'none'; form-action 'none'; base-uri 'none'"
 )
-MAX_TABLE_ROWS = 200
 _STYLE = (Path(__file__).with_name("report.css")).read_text()
 _SCRIPT = (Path(__file__).with_name("report.js")).read_text()
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
-def _figure_html(fig, div_id: str) -> str:
-    import plotly.io as pio
-
-    return pio.to_html(
-        fig, full_html=False, include_plotlyjs=False, div_id=div_id,
-        config={"displaylogo": False, "responsive": True},
-    )
-
-
-def _table_html(name: str, df) -> str:
-    shown = df.head(MAX_TABLE_ROWS)
-    note = f" (first {MAX_TABLE_ROWS} of {len(df)} rows)" if len(df) > MAX_TABLE_ROWS else f" ({len(df)} rows)"
-    body = shown.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}", classes="wb-table sortable", border=0)
-    return f"<details><summary>Table <b>{html.escape(name)}</b>{html.escape(note)}</summary>{body}</details>"
-
-
 def _section_html(index: int, result: Result) -> tuple[str, str]:
-    sid = f"s{index}-{_slug(result.analysis or 'result')}"
-    parts = [f'<section id="{sid}"><h2>{html.escape(result.title)}</h2>{result.summary_html()}']
-    parts.append(result.report_html())
-    for j, (name, fig) in enumerate(result.figures().items()):
-        parts.append(f'<div class="wb-figure">{_figure_html(fig, f"{sid}-fig{j}-{_slug(name)}")}</div>')
-    parts.extend(_table_html(name, df) for name, df in result.tables.items())
-    parts.append("</section>")
-    return sid, "\n".join(parts)
+    """The section id and the section: the same :func:`render_html` a notebook shows, numbered."""
+    sid = f"s{index}-{slug(result.analysis or 'result')}"
+    return sid, render_html(result, anchor=sid)
 
 
-def build_report(results: Sequence[Result], *, title: str = "Workbench report") -> str:
+def build_report(results: Result | Sequence[Result], *, title: str = "Workbench report") -> str:
     """The report as an HTML string (see :func:`report` to write it to a file)."""
     if isinstance(results, Result):
         results = [results]
@@ -100,7 +75,7 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def report(results: Sequence[Result], path: str | os.PathLike = "report.html", *, title: str = "Workbench report") -> Path:
+def report(results: Result | Sequence[Result], path: str | os.PathLike = "report.html", *, title: str = "Workbench report") -> Path:
     """Write a self-contained HTML report of ``results`` to ``path`` and return the path (atomically: a
     failed write leaves neither a partial report nor a temporary file behind)."""
     path = check_output_path(path)

@@ -6,6 +6,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from ..render import attribution as render
+from ..render.page import summary_html
 from ._figures import replace_figure
 
 
@@ -21,21 +22,21 @@ class AttributionWidget(widgets.VBox):
     """
 
     def __init__(self, result, model=None):
-        self.results = {result.meta["method"]: result}
+        self.results = {result.method: result}
         self.model = model
         self.result = result
-        self.target = widgets.Dropdown(options=_target_options(result.tokens, result.meta["n_prompt"], result.n_targets),
+        self.target = widgets.Dropdown(options=_target_options(result.tokens, result.n_prompt, result.n_targets),
                                        value=0, description="target")
         from ..analyses.attribution import ALL_METHODS
 
-        self.method = widgets.Dropdown(options=list(ALL_METHODS) if model is not None else [result.meta["method"]],
-                                       value=result.meta["method"], description="method", disabled=model is None)
+        self.method = widgets.Dropdown(options=list(ALL_METHODS) if model is not None else [result.method],
+                                       value=result.method, description="method", disabled=model is None)
         self.tokens = widgets.HTML(render.result_heatmaps_html(result, 0))
         self.heatmap = go.FigureWidget(render.heatmap_figure(result))
         self.top = widgets.HTML(self._top_html())
         self.target.observe(self._update, names="value")
         self.method.observe(self._switch_method, names="value")
-        super().__init__([widgets.HTML(result.summary_html()), widgets.HBox([self.target, self.method]),
+        super().__init__([widgets.HTML(summary_html(result)), widgets.HBox([self.target, self.method]),
                           self.tokens, self.top, self.heatmap])
 
     def _top_html(self) -> str:
@@ -63,9 +64,10 @@ class AttributionWidget(widgets.VBox):
 
 class ComparisonWidget(widgets.VBox):
     """Prompt / target / method selectors over a comparison: token heat map of the chosen method,
-    that target's faithfulness figures, and the summary table (log ratios vs random)."""
+    that target's faithfulness figures, and the summary table (log ratios vs random). It recomputes
+    nothing, so ``model`` is not needed (accepted as every explorer does)."""
 
-    def __init__(self, result):
+    def __init__(self, result, model=None):
         self.result = result
         prompts = result.config.prompts
         self.prompt = widgets.Dropdown(options=[(p[:60], i) for i, p in enumerate(prompts)], value=0, description="prompt")
@@ -78,15 +80,15 @@ class ComparisonWidget(widgets.VBox):
         for control in (self.method, self.target):
             control.observe(self._update, names="value")
         self._prompt_changed()
-        super().__init__([widgets.HTML(result.summary_html()), widgets.HBox([self.prompt, self.target, self.method]),
+        super().__init__([widgets.HTML(summary_html(result)), widgets.HBox([self.prompt, self.target, self.method]),
                           self.tokens, self.metrics, widgets.HTML("<b>All prompts</b>" + summary),
                           go.FigureWidget(render.comparison_figure(result))])
 
     def _prompt_changed(self, _change=None) -> None:
-        seq = self.result.meta["sequences"][self.prompt.value]
-        n_targets = len(seq["ids"]) - seq["n_prompt"]
+        prompt = self.prompt.value
         self.target.unobserve(self._update, names="value")
-        self.target.options = _target_options(seq["tokens"], seq["n_prompt"], n_targets)
+        self.target.options = _target_options(self.result.tokens(prompt), self.result.n_prompt(prompt),
+                                              self.result.n_targets(prompt))
         self.target.value = 0
         self.target.observe(self._update, names="value")
         self._update()
@@ -95,7 +97,7 @@ class ComparisonWidget(widgets.VBox):
         tokens, n_prompt, imp = render.sequence_importance(self.result, self.method.value, self.prompt.value)
         j = self.target.value or 0
         self.tokens.value = render.token_heatmap_html(tokens, imp[j], n_prompt + j, label=self.method.value)
-        t = self.result.tables["faithfulness"]
+        t = self.result.faithfulness
         sel = t[(t["prompt_index"] == self.prompt.value) & (t["target_index"] == j)]
         pivot = sel.pivot(index="method", columns="metric", values="value").reset_index()
         self.metrics.value = ("<b>This target</b> (random = the random-importance baseline)"

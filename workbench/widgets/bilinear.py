@@ -6,6 +6,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from ..render import bilinear as render
+from ..render.page import summary_html
 from ._figures import replace_figure
 
 
@@ -15,13 +16,14 @@ class BilinearWidget(widgets.VBox):
     Shows the eigenvalue spectrum (chosen direction bold), its top positive / negative eigenvectors
     (as images for image models, as the tokens / inputs they read otherwise, with a table), the
     contributions lambda_i (v_i^T x)^2 for the chosen input, and the truncation curve. Replacement
-    results carry their fidelity in the summary and in every figure title.
+    results carry their fidelity in the summary and in every figure title. Everything is re-sliced from the
+    result, so ``model`` is not needed (accepted as every explorer does).
     """
 
-    def __init__(self, result):
+    def __init__(self, result, model=None):
         self.result = result
         names = result.direction_names
-        inputs = result.tables["inputs"]
+        inputs = result.input_table
         self.direction = widgets.Dropdown(options=[(n, i) for i, n in enumerate(names)],
                                           value=0, description="direction", layout=widgets.Layout(width="420px"))
         self.input = widgets.Dropdown(options=[(f"{i}: {label}", i) for i, label in enumerate(inputs["label"])],
@@ -29,14 +31,14 @@ class BilinearWidget(widgets.VBox):
         self.spectrum_plot = go.FigureWidget(render.spectrum_figure(result, 0))
         self.vector_plot = go.FigureWidget(render.eigenvector_figure(result, 0))
         self.contrib_plot = go.FigureWidget(render.contributions_figure(result, 0, 0))
-        self.image_plot = go.FigureWidget(render.input_image_figure(result, 0)) if result.meta.get("image_shape") else None
+        self.image_plot = go.FigureWidget(render.input_image_figure(result, 0)) if result.image_shape else None
         self.truncation_plot = go.FigureWidget(render.truncation_figure(result, 0))
         self.table = widgets.HTML(self._table_html(0))
         self.direction.observe(self._on_direction, names="value")
         self.input.observe(self._on_input, names="value")
         contrib_row = [self.contrib_plot] + ([self.image_plot] if self.image_plot is not None else [])
         super().__init__([
-            widgets.HTML(result.summary_html()),
+            widgets.HTML(summary_html(result)),
             widgets.HBox([self.direction, self.input]),
             self.spectrum_plot,
             self.vector_plot,
@@ -46,7 +48,7 @@ class BilinearWidget(widgets.VBox):
         ])
 
     def _table_html(self, j: int) -> str:
-        table = self.result.tables["eigenvectors"]
+        table = self.result.eigenvector_table
         rows = table[table.direction == self.result.direction_names[j]]
         return rows.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}", border=0)
 

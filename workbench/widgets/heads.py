@@ -13,6 +13,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from ..render import heads as render
+from ..render.page import summary_html
 from ._figures import replace_figure
 
 _LABEL = re.compile(r"L(\d+)H(\d+)")
@@ -42,7 +43,7 @@ class HeadCompositionWidget(widgets.VBox):
         self.kind.observe(self._on_kind, names="value")
         self.view.observe(lambda _: self._draw_heatmap(), names="value")
         self.pair.observe(lambda _: self._draw_pair(), names="value")
-        children = [widgets.HTML(result.summary_html()), widgets.HBox([self.kind, self.view]), self.heatmap,
+        children = [widgets.HTML(summary_html(result)), widgets.HBox([self.kind, self.view]), self.heatmap,
                     self.pair, widgets.HBox([self.breakdown, self.spectra])]
         if self.laundry is not None:
             children.append(self.laundry)
@@ -91,7 +92,7 @@ class HeadCompositionWidget(widgets.VBox):
             self.select(*self._best_in_layers(int(y), int(x)))
 
     def _best_in_layers(self, writer_layer: int, reader_layer: int):
-        pairs = self.result.tables["pairs"]
+        pairs = self.result.pairs
         rows = pairs[(pairs.kind == self.kind.value) & (pairs.writer_layer == writer_layer) & (pairs.reader_layer == reader_layer)]
         r = rows.iloc[0]  # the table is sorted by score
         return (int(r.writer_layer), int(r.writer_head)), (int(r.reader_layer), int(r.reader_head))
@@ -107,11 +108,6 @@ class HeadCompositionWidget(widgets.VBox):
 
 
 _EDIT = re.compile(r"L(\d+)H(\d+):([\d,\s]+)x([\d.]+)")
-
-
-def laundry_list_view(result) -> widgets.VBox:
-    """A Laundry List result: its summary and accuracy curve (interactive runs: :class:`LaundryListPanel`)."""
-    return widgets.VBox([widgets.HTML(result.summary_html()), go.FigureWidget(result.figure())])
 
 
 def parse_edits(text: str) -> tuple[tuple[int, int, tuple[int, ...], float], ...]:

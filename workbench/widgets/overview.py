@@ -6,6 +6,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from ..render import overview as render
+from ..render.page import summary_html
 from ._figures import replace_figure
 
 
@@ -13,12 +14,13 @@ class OverviewWidget(widgets.VBox):
     """Statistic selector + layer slider over an :class:`OverviewResult`.
 
     The per-layer statistic plot marks the chosen layer; the spectrum plot shows that
-    layer's singular values for the chosen matrices. Everything is read from the result.
+    layer's singular values for the chosen matrices. Everything is read from the result, so ``model`` is
+    not needed (accepted as every explorer does).
     """
 
-    def __init__(self, result):
+    def __init__(self, result, model=None):
         self.result = result
-        n_layers = result.meta["architecture"]["n_layers"]
+        n_layers = result.n_layers
         self.metric = widgets.Dropdown(
             options=[(title.split(" per layer")[0], key) for key, (title, _, _) in render.METRICS.items()],
             value="outlier_ratio", description="statistic",
@@ -27,7 +29,7 @@ class OverviewWidget(widgets.VBox):
         self.matrices = widgets.SelectMultiple(options=result.matrices, value=tuple(result.matrices), description="matrices", rows=len(result.matrices))
         self.metric_plot = go.FigureWidget(render.metric_figure(result, self.metric.value, highlight_layer=0))
         self.spectrum_plot = go.FigureWidget(render.spectrum_figure(result, 0))
-        summary = widgets.HTML(result.summary_html())
+        summary = widgets.HTML(summary_html(result))
         for control in (self.metric, self.layer, self.matrices):
             control.observe(self._update, names="value")
         super().__init__([

@@ -12,6 +12,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from ..render import super_weights as render
+from ..render.page import summary_html
 from ._figures import replace_figure
 
 
@@ -22,7 +23,7 @@ class SuperWeightWidget(widgets.VBox):
     a button computes it from ``model`` (cached), or the slider stays disabled.
     """
 
-    def __init__(self, result, *, model=None, scale=None):
+    def __init__(self, result, model=None, *, scale=None):
         self.result, self.model, self.scale_result = result, model, scale
         cands = result.candidates
         options = [(f"layer {r.layer} [{r.row}, {r.col}] — {r.role}", i) for i, r in enumerate(cands.itertuples())]
@@ -51,7 +52,7 @@ class SuperWeightWidget(widgets.VBox):
         if scale is not None:
             self._use_scale(scale)
         super().__init__([
-            widgets.HTML(result.summary_html()),
+            widgets.HTML(summary_html(result)),
             self.spike_plot,
             self.candidate, self.details,
             self.trace_plot,
@@ -119,9 +120,10 @@ class SuperWeightWidget(widgets.VBox):
 
 class TraceView(widgets.VBox):
     """A :class:`~workbench.analyses.super_weights.trace.TraceResult`: summary, per-token super activation,
-    the residual-stream parts that drive it, and the heads whose attention it moves."""
+    the residual-stream parts that drive it, and the heads whose attention it moves. Empty until
+    :meth:`show` is given a result; ``model`` is not needed (accepted as every explorer does)."""
 
-    def __init__(self, result=None):
+    def __init__(self, result=None, model=None):
         self.text = widgets.HTML()
         self.plots = {name: go.FigureWidget() for name in ("tokens", "drivers", "readers")}
         super().__init__([self.text, *self.plots.values()])
@@ -129,7 +131,7 @@ class TraceView(widgets.VBox):
             self.show(result)
 
     def show(self, result) -> None:
-        self.text.value = result.summary_html()
+        self.text.value = summary_html(result)
         for name, fig in result.figures().items():
             replace_figure(self.plots[name], fig)
 

@@ -6,6 +6,8 @@ Public entry points (re-exported by ``workbench``): :func:`reagent`, :func:`attr
 
 from __future__ import annotations
 
+from typing import SupportsIndex
+
 from ..registry import Analysis
 from ..runner import make_config, run_analysis
 from .baselines import BASELINES, AttributeConfig, BaselineResult, compute_attribution
@@ -46,7 +48,7 @@ COMPARE = Analysis(
 ANALYSES = (REAGENT, ATTRIBUTION, COMPARE)
 
 
-def reagent(model, prompt: str | None = None, target: str | int | None = None, *, config: ReagentConfig | None = None,
+def reagent(model, prompt: str | None = None, target: str | SupportsIndex | None = None, *, config: ReagentConfig | None = None,
             mlm: MaskedLM | None = None, cache=True, **options) -> ReagentResult:
     """ReAGent attribution of ``target`` (or of each greedily generated token) to the tokens of ``prompt``.
 
@@ -65,7 +67,7 @@ def reagent(model, prompt: str | None = None, target: str | int | None = None, *
     return run_analysis("reagent", model, config, cache=cache, **options)
 
 
-def attribute(model, prompt: str, method: str = "reagent", target: str | int | None = None, *, cache=True,
+def attribute(model, prompt: str, method: str = "reagent", target: str | SupportsIndex | None = None, *, cache=True,
               **options) -> AttributionResult:
     """Attribute ``target`` (or each generated token) to the prompt's tokens with ``method``:
     ``"reagent"`` or one of ``gradient_norm``, ``input_x_gradient``, ``integrated_gradients``,

@@ -183,6 +183,7 @@ class BaselineResult(AttributionResult):
 
     analysis = "attribution"
     title = "Attribution (baseline method)"
+    config_cls = AttributeConfig
 
 
 def compute_attribution(model, config: AttributeConfig) -> BaselineResult:

@@ -9,6 +9,7 @@ import pandas as pd
 from ..._progress import progress
 from ...errors import InputError
 from ...results import Result
+from ...types import Importances
 from .baselines import BASELINES, BaselineParams, baseline_importance
 from .common import prepare
 from .faithfulness import FaithfulnessParams, faithfulness, summarise
@@ -37,9 +38,40 @@ class ComparisonResult(Result):
 
     analysis = "compare_attributions"
     title = "Attribution methods compared (faithfulness)"
+    config_cls = CompareConfig
+
+    # --------------------------------------------------------------- contents
+    @property
+    def faithfulness(self) -> pd.DataFrame:
+        """One row per method x prompt x target x metric."""
+        return self.tables["faithfulness"]
+
+    @property
+    def method_summary(self) -> pd.DataFrame:
+        """One row per method x metric: mean, the random baseline's, and their log ratio."""
+        return self.tables["summary"]
+
+    def importances(self, method: str, prompt: int) -> Importances:
+        """Importance of every position for every target of prompt ``prompt`` (an index) by ``method``."""
+        key = f"importance/{method}/{prompt}"
+        if key not in self.tensors:
+            raise InputError(f"no importance of {method!r} for prompt {prompt}; methods: {list(self.config.methods)}, "
+                             f"prompts 0-{len(self.config.prompts) - 1}")
+        return self.tensors[key]
+
+    def tokens(self, prompt: int) -> list[str]:
+        """Every token of prompt ``prompt``'s sequence (prompt, then targets) as text."""
+        return list(self.meta["sequences"][prompt]["tokens"])
+
+    def n_prompt(self, prompt: int) -> int:
+        """Tokens before the first target in prompt ``prompt``'s sequence."""
+        return int(self.meta["sequences"][prompt]["n_prompt"])
+
+    def n_targets(self, prompt: int) -> int:
+        return len(self.meta["sequences"][prompt]["ids"]) - self.n_prompt(prompt)
 
     def summary(self) -> list[tuple[str, str]]:
-        s = self.tables["summary"]
+        s = self.method_summary
         soft = s[s["metric"].isin(["soft_ns", "soft_nc"]) & (s["method"] != "random")]
         best = soft.sort_values("log_ratio", ascending=False).groupby("metric").head(1)
         lines = [("model", self.model_id), ("prompts", str(len(self.config.prompts))),
@@ -49,24 +81,9 @@ class ComparisonResult(Result):
 
     def wide(self) -> pd.DataFrame:
         """Summary pivoted: one row per method, one column per metric (log ratio for soft metrics, else mean)."""
-        s = self.tables["summary"].copy()
+        s = self.method_summary.copy()
         s["shown"] = s["log_ratio"].where(s["metric"].isin(["soft_ns", "soft_nc"]), s["mean"])
         return s.pivot(index="method", columns="metric", values="shown").reset_index()
-
-    def figures(self) -> dict:
-        from ...render import attribution as render
-
-        return render.comparison_figures(self)
-
-    def report_html(self) -> str:
-        from ...render.attribution import comparison_html
-
-        return comparison_html(self)
-
-    def widget(self):
-        from ...widgets.attribution import ComparisonWidget
-
-        return ComparisonWidget(self)
 
 
 def compute_comparison(model, config: CompareConfig, mlm=None) -> ComparisonResult:

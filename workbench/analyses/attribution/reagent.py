@@ -39,6 +39,7 @@ from torch import Tensor
 
 from ..._progress import progress
 from ...errors import InputError
+from ...types import ProbeImportance, ProbeSteps, ProbeStopped
 from .common import Sequence, last_logits, prepare
 from .replacers import REPLACERS, MaskedLM, Sampler, build_sampler
 from .result import AttributionResult, attribution_result
@@ -265,9 +266,8 @@ def compute_reagent(model, config: ReagentConfig, mlm: MaskedLM | None = None) -
     seq = prepare(model, config.prompt, config.target, max_new_tokens=config.max_new_tokens, prepend_bos=config.prepend_bos)
     warn_if_costly(model, seq, config)
     tensors = reagent_sequence(model, seq, config, mlm)
-    result = attribution_result(ReagentResult, model, config, seq, "reagent", tensors)
-    result.meta["probe_dtype"] = probe_dtype(model, config) or str(model.dtype).removeprefix("torch.")
-    return result
+    dtype = probe_dtype(model, config) or str(model.dtype).removeprefix("torch.")
+    return attribution_result(ReagentResult, model, config, seq, "reagent", tensors, {"probe_dtype": dtype})
 
 
 class ReagentResult(AttributionResult):
@@ -277,13 +277,33 @@ class ReagentResult(AttributionResult):
 
     analysis = "reagent"
     title = "ReAGent attribution"
+    config_cls = ReagentConfig
+
+    @property
+    def probe_importance(self) -> ProbeImportance:
+        return self.tensors["probe_importance"]
+
+    @property
+    def probe_steps(self) -> ProbeSteps:
+        """Steps each probe ran before its stopping check succeeded (or ``max_steps``)."""
+        return self.tensors["probe_steps"]
+
+    @property
+    def probe_stopped(self) -> ProbeStopped:
+        """Whether each probe stopped before ``max_steps``."""
+        return self.tensors["probe_stopped"]
+
+    @property
+    def probe_dtype(self) -> str | None:
+        """The dtype the probe forwards ran in (None in results saved before it was recorded)."""
+        return self.meta.get("probe_dtype")
 
     def summary(self) -> list[tuple[str, str]]:
         lines = super().summary()
-        stopped = self.tensors["probe_stopped"]
-        steps = self.tensors["probe_steps"].float()
+        stopped = self.probe_stopped
+        steps = self.probe_steps.float()
         lines.append(("probes", f"{int(stopped.sum())} of {stopped.numel()} stopped; "
                                 f"steps per probe: median {steps.median():.0f}, max {steps.max():.0f} "
                                 f"(max_steps {self.config.max_steps})"
-                                + (f"; probe forwards in {self.meta['probe_dtype']}" if "probe_dtype" in self.meta else "")))
+                                + (f"; probe forwards in {self.probe_dtype}" if self.probe_dtype else "")))
         return lines

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ...results import Result
+from ...types import ContextImportance, Importances
 
 
 class AttributionResult(Result):
@@ -23,48 +24,71 @@ class AttributionResult(Result):
     analysis = ""
     title = "Attribution"
 
+    # --------------------------------------------------------------- contents
     @property
     def tokens(self) -> list[str]:
+        """Every token of the sequence (prompt, then targets) as text."""
         return list(self.meta["tokens"])
 
     @property
-    def n_targets(self) -> int:
-        return int(self.tensors["importance"].shape[0])
+    def ids(self) -> list[int]:
+        return list(self.meta["ids"])
 
-    def importance(self, target: int = 0) -> Tensor:
+    @property
+    def n_prompt(self) -> int:
+        """Tokens before the first target."""
+        return int(self.meta["n_prompt"])
+
+    @property
+    def method(self) -> str:
+        return str(self.meta["method"])
+
+    @property
+    def prompt(self) -> str:
+        return str(self.meta["prompt"])
+
+    @property
+    def generated(self) -> bool:
+        """Whether the targets were generated (greedily) rather than given."""
+        return bool(self.meta["generated"])
+
+    @property
+    def importances(self) -> Importances:
+        """Importance of every position for every target (NaN where not attributed)."""
+        return self.tensors["importance"]
+
+    @property
+    def n_targets(self) -> int:
+        return int(self.importances.shape[0])
+
+    @property
+    def attributions(self) -> pd.DataFrame:
+        """One row per target x context token (``rank`` 1 = most important)."""
+        return self.tables["attribution"]
+
+    @property
+    def targets(self) -> pd.DataFrame:
+        """One row per target: its probability and most important context token."""
+        return self.tables["targets"]
+
+    def importance(self, target: int = 0) -> ContextImportance:
         """Importance of each context token for target ``target`` (NaN where not attributed)."""
-        return self.tensors["importance"][target, : self.meta["n_prompt"] + target]
+        return self.importances[target, : self.n_prompt + target]
 
     def top_tokens(self, target: int = 0, n: int = 5) -> pd.DataFrame:
-        table = self.tables["attribution"]
+        table = self.attributions
         return table[table["target_index"] == target].nsmallest(n, "rank").reset_index(drop=True)
 
     def summary(self) -> list[tuple[str, str]]:
-        targets = self.tables["targets"]
+        targets = self.targets
         shown = ", ".join(f"{t!r} <- {c!r}" for t, c in zip(targets["target"], targets["top_context_token"]))
         return [
             ("model", self.model_id),
-            ("method", self.meta["method"]),
-            ("prompt", self.meta["prompt"]),
-            ("targets", f"{len(targets)} ({'generated' if self.meta['generated'] else 'given'})"),
+            ("method", self.method),
+            ("prompt", self.prompt),
+            ("targets", f"{len(targets)} ({'generated' if self.generated else 'given'})"),
             ("most important token per target", shown),
         ]
-
-    def figures(self) -> dict:
-        from ...render import attribution as render
-
-        return render.attribution_figures(self)
-
-    def report_html(self) -> str:
-        from ...render.attribution import result_heatmaps_html
-
-        return result_heatmaps_html(self)
-
-    def widget(self, model=None):
-        """The explorer; with ``model``, its method selector computes other methods on the same prompt (cached)."""
-        from ...widgets.attribution import AttributionWidget
-
-        return AttributionWidget(self, model=model)
 
 
 def attribution_tables(tokens: list[str], ids: list[int], n_prompt: int, importance: Tensor,
@@ -92,7 +116,10 @@ def attribution_tables(tokens: list[str], ids: list[int], n_prompt: int, importa
     return {"attribution": pd.DataFrame(rows), "targets": pd.DataFrame(target_rows)}
 
 
-def attribution_result(cls, model, config, seq, method: str, tensors: dict[str, Tensor]) -> AttributionResult:
+def attribution_result(cls, model, config, seq, method: str, tensors: dict[str, Tensor],
+                       extra_meta: dict | None = None) -> AttributionResult:
+    """A ``cls`` result with its tables built from ``tensors``; ``extra_meta`` joins the common meta (results
+    are never changed after construction)."""
     ids = seq.ids.tolist()
     tokens = model.to_str_tokens(ids)
     tables = attribution_tables(tokens, ids, seq.n_prompt, tensors["importance"], tensors.get("target_probability"))
@@ -101,7 +128,7 @@ def attribution_result(cls, model, config, seq, method: str, tensors: dict[str, 
         targets["steps_mean"] = tensors["probe_steps"].float().mean(1).numpy()
         targets["probes_stopped"] = tensors["probe_stopped"].sum(1).numpy()
     meta = {"tokens": tokens, "ids": ids, "n_prompt": seq.n_prompt, "method": method,
-            "prompt": config.prompt, "generated": seq.generated}
+            "prompt": config.prompt, "generated": seq.generated, **(extra_meta or {})}
     return cls(config=config, model_id=model.name, fingerprint=model.fingerprint(),
                tensors={k: v.cpu() for k, v in tensors.items()}, tables=tables, meta=meta)
 

@@ -82,6 +82,17 @@ class BilinearReplacementResult(BilinearSpectrumResult):
 
     analysis = "bilinear_replacement"
     title = "Bilinear replacement of an MLP: eigenvectors"
+    config_cls = ReplacementConfig
+
+    @property
+    def layer(self) -> int:
+        """The replaced MLP's layer."""
+        return int(self.meta["layer"])
+
+    @property
+    def approximation(self) -> dict[str, float]:
+        """Fidelity: explained_variance, linear_ev, init_ev, loss_original / replaced / mean_ablated, loss_recovered."""
+        return dict(self.meta["approximation"])
 
     @property
     def init(self) -> str:
@@ -90,12 +101,12 @@ class BilinearReplacementResult(BilinearSpectrumResult):
         return self.meta.get("init", GATED_INIT)
 
     def approximation_note(self) -> str:
-        a = self.meta["approximation"]
-        return (f"bilinear replacement of layer {self.meta['layer']}: explains {a['explained_variance']:.1%} of the MLP output "
+        a = self.approximation
+        return (f"bilinear replacement of layer {self.layer}: explains {a['explained_variance']:.1%} of the MLP output "
                 f"variance; loss {a['loss_original']:.3f} → {a['loss_replaced']:.3f} (mean-ablated {a['loss_mean_ablated']:.3f})")
 
     def summary(self) -> list[tuple[str, str]]:
-        a = self.meta["approximation"]
+        a = self.approximation
         lines = [
             ("approximation", self.approximation_note()),
             ("fidelity", f"held-out EV {a['explained_variance']:.3f} (linear regression {a['linear_ev']:.3f}, "
@@ -108,7 +119,7 @@ class BilinearReplacementResult(BilinearSpectrumResult):
     def replacement(self) -> BilinearMLP:
         """The fitted replacement as a :class:`BilinearMLP` (d_model -> d_mlp -> d_model)."""
         return BilinearMLP.from_weights(self.tensors["W"], self.tensors["V"], self.tensors["P"],
-                                        name=f"{self.model_id} layer {self.meta['layer']} replacement")
+                                        name=f"{self.model_id} layer {self.layer} replacement")
 
 
 class _Stop(Exception):

@@ -17,6 +17,8 @@ from torch import Tensor
 
 from ...errors import InputError, UnsupportedModelError
 from ...results import Result
+from ...types import (Contributions, Eigenvalues, LayerInputs, LayerOutputs, OutputDirections, TopValues,
+                      TopVectors)
 from ..linalg import effective_rank
 from ..registry import Analysis
 from . import interaction as ix
@@ -69,10 +71,82 @@ class BilinearSpectrumResult(Result):
 
     analysis = "bilinear_spectrum"
     title = "Bilinear layer: interaction-matrix eigenvectors"
+    config_cls = SpectrumConfig
+
+    # --------------------------------------------------------------- contents
+    @property
+    def directions(self) -> OutputDirections:
+        """The output directions u whose interaction matrices Q_u were decomposed."""
+        return self.tensors["directions"]
+
+    @property
+    def eigenvalues(self) -> Eigenvalues:
+        """Every eigenvalue of each Q_u, descending."""
+        return self.tensors["eigenvalues"]
+
+    @property
+    def top_values(self) -> TopValues:
+        """The n_top most positive eigenvalues, then the n_top most negative."""
+        return self.tensors["top_values"]
+
+    @property
+    def top_vectors(self) -> TopVectors:
+        """Their eigenvectors."""
+        return self.tensors["top_vectors"]
+
+    @property
+    def inputs(self) -> LayerInputs:
+        """The stored held-out inputs of the layer."""
+        return self.tensors["inputs"]
+
+    @property
+    def contributions(self) -> Contributions:
+        """lambda_i (v_i^T x)^2 of the kept eigenvectors for each stored input, then the rest."""
+        return self.tensors["contributions"]
+
+    @property
+    def outputs(self) -> LayerOutputs:
+        """x^T Q_u x for each stored input and direction."""
+        return self.tensors["outputs"]
+
+    @property
+    def direction_table(self) -> pd.DataFrame:
+        """One row per direction: effective rank, extreme eigenvalues, output spread."""
+        return self.tables["directions"]
+
+    @property
+    def eigenvector_table(self) -> pd.DataFrame:
+        """One row per direction x kept eigenvector: rank (+ positive, - negative), eigenvalue, what it reads."""
+        return self.tables["eigenvectors"]
+
+    @property
+    def truncation(self) -> pd.DataFrame:
+        """The truncation curve: the metric with the k largest-|lambda| eigenvectors kept."""
+        return self.tables["truncation"]
+
+    @property
+    def input_table(self) -> pd.DataFrame:
+        """One row per stored input: its index and label (classifiers: class and prediction)."""
+        return self.tables["inputs"]
+
+    @property
+    def n_top(self) -> int:
+        """Top positive (and negative) eigenvectors kept per direction."""
+        return int(self.meta["n_top"])
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        """(height, width) of image inputs; None for other models."""
+        shape = self.meta.get("image_shape")
+        return None if not shape else (int(shape[0]), int(shape[1]))
+
+    @property
+    def truncation_metric(self) -> str:
+        return str(self.meta["truncation_metric"])
 
     @property
     def direction_names(self) -> list[str]:
-        return list(self.tables["directions"]["direction"])
+        return list(self.direction_table["direction"])
 
     def index(self, direction: str | int) -> int:
         names = self.direction_names
@@ -88,8 +162,8 @@ class BilinearSpectrumResult(Result):
 
     def summary(self) -> list[tuple[str, str]]:
         m = self.meta
-        table = self.tables["directions"]
-        trunc = self.tables["truncation"]
+        table = self.direction_table
+        trunc = self.truncation
         lines = [
             ("model", self.model_id),
             ("layer", f"{m['kind']}: d_in {m['d_in']}, d_hidden {m['d_hidden']}, {m['method']} eigendecomposition "
@@ -100,23 +174,13 @@ class BilinearSpectrumResult(Result):
         ]
         full = trunc[(trunc.direction == "all")]
         if len(full):
-            metric = m["truncation_metric"]
+            metric = self.truncation_metric
             at = {int(k): v for k, v in zip(full["k"], full["value"])}
             shown = ", ".join(f"k={k}: {at[k]:.3f}" for k in (1, 2, 5, 10, m["rank"]) if k in at)
             lines.append((f"truncation ({metric})", shown))
         if m.get("task_metrics"):
             lines.append(("model metrics", ", ".join(f"{k} {v:.4g}" for k, v in m["task_metrics"].items())))
         return lines
-
-    def figures(self) -> dict:
-        from ...render import bilinear as render
-
-        return render.spectrum_figures(self)
-
-    def widget(self):
-        from ...widgets.bilinear import BilinearWidget
-
-        return BilinearWidget(self)
 
 
 # ---------------------------------------------------------------- views

@@ -80,6 +80,21 @@ class TrainedBilinear(Result):
 
     title = "Trained bilinear model"
 
+    @property
+    def name(self) -> str:
+        """The trained model's name."""
+        return str(self.meta["name"])
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Final metrics, e.g. train_accuracy, test_accuracy."""
+        return dict(self.meta["metrics"])
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """The training curve: one row per epoch (or step)."""
+        return self.tables["history"]
+
     def model(self):
         arch = dict(self.meta["arch"])
         kind = arch.pop("kind")
@@ -87,37 +102,35 @@ class TrainedBilinear(Result):
             arch["image_shape"] = tuple(arch["image_shape"])
         if arch.get("classes"):
             arch["classes"] = tuple(arch["classes"])
-        module = BUILDERS[kind](**arch, name=self.meta["name"])
+        module = BUILDERS[kind](**arch, name=self.name)
         state = {k.removeprefix("state/"): v for k, v in self.tensors.items() if k.startswith("state/")}
         module.load_state_dict(state)
         return module.eval()
 
     def summary(self) -> list[tuple[str, str]]:
-        metrics = ", ".join(f"{k} {v:.4g}" for k, v in self.meta["metrics"].items())
-        return [("model", self.meta["name"]), ("task", self.meta["task"]), ("metrics", metrics)]
-
-    def figures(self) -> dict:
-        from ...render.bilinear import history_figure
-
-        return {"training": history_figure(self)}
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in self.metrics.items())
+        return [("model", self.name), ("task", self.meta["task"]), ("metrics", metrics)]
 
 
 @dataclass(frozen=True)
 class DigitsTraining(TrainedBilinear):
     analysis = "bilinear_train_digits"
     title = "Bilinear digits classifier (training)"
+    config_cls = DigitsConfig
 
 
 @dataclass(frozen=True)
 class ToyTraining(TrainedBilinear):
     analysis = "bilinear_train_toy"
     title = "Bilinear toy model: planted quadratic forms (training)"
+    config_cls = ToyConfig
 
 
 @dataclass(frozen=True)
 class LMTraining(TrainedBilinear):
     analysis = "bilinear_train_lm"
     title = "Bilinear character language model (training)"
+    config_cls = LMConfig
 
 
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import torch
@@ -51,6 +52,7 @@ from torch import Tensor
 from ..._progress import progress
 from ...errors import InputError
 from ...results import Result
+from ...types import CandidateTraces, ResidualMax, ScanCurve
 from ..registry import Analysis
 from ...corpus import evaluate
 from .evaluate import check_prompts, eval_windows, scaled, with_eval_digest
@@ -103,10 +105,73 @@ class SuperWeightResult(Result):
 
     analysis = "super_weights"
     title = "Super weights"
+    config_cls = SuperWeightConfig
 
+    # --------------------------------------------------------------- contents
     @property
     def candidates(self) -> pd.DataFrame:
+        """One row per candidate weight (a copy)."""
         return self.to_frame("candidates")
+
+    @property
+    def controls(self) -> pd.DataFrame:
+        """Random weights zeroed as controls (a copy)."""
+        return self.to_frame("controls")
+
+    @property
+    def in_max(self) -> ScanCurve:
+        """Per scan round and layer: the largest |MLP input| (the input of ``W_out``)."""
+        return self.tensors["in_max"]
+
+    @property
+    def out_max(self) -> ScanCurve:
+        """Per scan round and layer: the largest |MLP output|."""
+        return self.tensors["out_max"]
+
+    @property
+    def resid_intact(self) -> ResidualMax:
+        """Max |residual| per channel on the evaluation windows (stage 0 = embeddings, i = after layer i - 1)."""
+        return self.tensors["resid_intact"]
+
+    @property
+    def resid_ablated(self) -> CandidateTraces:
+        """Max |residual| in each candidate's row channel with that candidate zeroed."""
+        return self.tensors["resid_ablated"]
+
+    @property
+    def resid_without_super(self) -> ResidualMax:
+        """Max |residual| per channel with every super weight zeroed."""
+        return self.tensors["resid_without_super"]
+
+    @property
+    def rounds(self) -> int:
+        """Scan rounds made."""
+        return int(self.meta["rounds"])
+
+    @property
+    def intact_loss(self) -> float:
+        return float(self.meta["intact_loss"])
+
+    @property
+    def loss_without_super(self) -> float | None:
+        """The loss with every super weight zeroed (None without super weights)."""
+        value = self.meta.get("loss_without_super")
+        return None if value is None else float(value)
+
+    @property
+    def eval_tokens(self) -> int:
+        return int(self.meta["eval_tokens"])
+
+    @property
+    def massive(self) -> dict[str, Any] | None:
+        """The residual stream's largest activation: value, channel, layer, ratio, builds_up_at."""
+        return self.meta.get("massive")
+
+    @property
+    def published(self) -> pd.DataFrame | None:
+        """This scan against the published super-weight index (None for a model not in it)."""
+        rows = self.meta.get("published")
+        return None if not rows else pd.DataFrame(rows)
 
     @property
     def super_weights(self) -> pd.DataFrame:
@@ -130,11 +195,11 @@ class SuperWeightResult(Result):
     def trace(self, index: int) -> tuple[Tensor, Tensor]:
         """Super-activation trace of candidate ``index``: (intact, with it zeroed), each [layer + 1]."""
         row = int(self.candidates["row"].iloc[index])
-        return self.tensors["resid_intact"][:, row], self.tensors["resid_ablated"][index]
+        return self.resid_intact[:, row], self.resid_ablated[index]
 
     def _no_super_weight(self) -> str:
         """Plainly, when no single weight is load-bearing: the massive activation and the best weight's effect."""
-        m = self.meta.get("massive")
+        m = self.massive
         text = "none"
         if m:
             text += (f"; the residual stream's largest activation is {m['value']:.4g} in channel {m['channel']} "
@@ -156,36 +221,21 @@ class SuperWeightResult(Result):
 
     def summary(self) -> list[tuple[str, str]]:
         sw = self.super_weights
-        meta = self.meta
+        without = self.loss_without_super
         lines = [
             ("model", self.model_id),
-            ("candidates", f"{len(self.candidates)} in {meta['rounds']} scan round(s); {len(sw)} super weight(s)"),
+            ("candidates", f"{len(self.candidates)} in {self.rounds} scan round(s); {len(sw)} super weight(s)"),
             ("super weights", ", ".join(f"layer {r.layer} [{r.row}, {r.col}] ({r.delta_loss:+.3f})" for r in sw.itertuples())
              or self._no_super_weight()),
-            ("eval loss", f"{meta['intact_loss']:.4f} intact"
-             + (f", {meta['loss_without_super']:.4f} without all super weights" if meta.get("loss_without_super") is not None else "")
-             + f" ({meta['eval_tokens']} tokens)"),
+            ("eval loss", f"{self.intact_loss:.4f} intact"
+             + (f", {without:.4f} without all super weights" if without is not None else "")
+             + f" ({self.eval_tokens} tokens)"),
         ]
-        if meta.get("published"):
-            hits = sum(r["found"] and r["published"] for r in meta["published"])
-            total = sum(r["published"] for r in meta["published"])
-            lines.append(("published index", f"{hits} of {total} published super weights found"))
+        published = self.published
+        if published is not None:
+            hits = int((published["found"] & published["published"]).sum())
+            lines.append(("published index", f"{hits} of {int(published['published'].sum())} published super weights found"))
         return lines
-
-    def figures(self) -> dict:
-        from ...render import super_weights as render
-
-        return render.detection_figures(self)
-
-    def report_html(self) -> str:
-        from ...render.super_weights import candidates_html
-
-        return candidates_html(self)
-
-    def widget(self, model=None, scale=None):
-        from ...widgets.super_weights import SuperWeightWidget
-
-        return SuperWeightWidget(self, model=model, scale=scale)
 
 
 # ------------------------------------------------------------------ detection

@@ -76,7 +76,13 @@ class ExperimentResult(Result):
 
     @property
     def quality(self) -> pd.DataFrame:
+        """One row per setting: loss, perplexity, delta_loss, kl (a copy)."""
         return self.to_frame("quality")
+
+    @property
+    def next_tokens(self) -> pd.DataFrame:
+        """Setting, prompt, rank, token, probability of the top next tokens (a copy)."""
+        return self.to_frame("next_tokens")
 
     def summary(self) -> list[tuple[str, str]]:
         q = self.quality
@@ -89,34 +95,33 @@ class ExperimentResult(Result):
             ("worst setting", f"{worst['setting']}: loss {worst['loss']:.4f} (perplexity {worst['perplexity']:.4g})"),
         ]
 
-    def figures(self) -> dict:
-        from ...render import super_weights as render
-
-        return render.experiment_figures(self)
-
 
 @dataclass(frozen=True)
 class PruneResult(ExperimentResult):
     analysis = "super_weight_prune"
     title = "Super weights: prune, and restore the super activation"
+    config_cls = PruneConfig
 
 
 @dataclass(frozen=True)
 class ScaleResult(ExperimentResult):
     analysis = "super_weight_scale"
     title = "Super weights: scaling"
+    config_cls = ScaleConfig
 
 
 @dataclass(frozen=True)
 class OutlierResult(ExperimentResult):
     analysis = "super_weight_outliers"
     title = "Super weights vs other outliers"
+    config_cls = OutlierConfig
 
 
 @dataclass(frozen=True)
 class QuantizeResult(ExperimentResult):
     analysis = "super_weight_quantize"
     title = "Super weights and block-wise quantization"
+    config_cls = QuantizeConfig
 
 
 # ------------------------------------------------------------------ helpers

@@ -57,6 +57,7 @@ class SuperExpertResult(Result):
 
     analysis = "super_experts"
     title = "Super experts"
+    config_cls = SuperExpertConfig
 
     @property
     def experts(self) -> pd.DataFrame:
@@ -79,11 +80,6 @@ class SuperExpertResult(Result):
                                             f"after layer {meta['resid_layer']}"),
             ("decomposition error", f"{meta['decomposition_error']:.2e} (experts' writes vs measured MoE write)"),
         ]
-
-    def figures(self) -> dict:
-        from ...render.super_weights import super_expert_figures
-
-        return super_expert_figures(self)
 
 
 def _expert_stats(model, ids, mask) -> tuple[list[dict], float]:

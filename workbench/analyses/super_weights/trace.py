@@ -55,10 +55,43 @@ class TraceResult(Result):
 
     analysis = "super_weight_trace"
     title = "Super-weight trace"
+    config_cls = TraceConfig
 
+    # --------------------------------------------------------------- contents
     @property
     def weight(self) -> tuple[int, int, int]:
-        return tuple(self.config.weight)
+        """(layer, row, col) of the traced weight."""
+        layer, row, col = self.config.weight
+        return int(layer), int(row), int(col)
+
+    @property
+    def expert(self) -> int:
+        """The expert the weight sits in (-1: a dense MLP, or a result saved before experts were traced)."""
+        return int(getattr(self.config, "expert", -1))
+
+    @property
+    def spike_token(self) -> str:
+        """The token at the strongest spike position."""
+        return str(self.meta["spike_token"])
+
+    @property
+    def spike_position(self) -> int:
+        return int(self.meta["spike_position"])
+
+    @property
+    def input_value(self) -> float:
+        """The weight's input channel activation at the spike (what the drivers add up to)."""
+        return float(self.meta["input_value"])
+
+    @property
+    def tokens(self) -> pd.DataFrame:
+        """One row per position: the super activation intact and with the weight zeroed (a copy)."""
+        return self.to_frame("tokens")
+
+    @property
+    def readers(self) -> pd.DataFrame:
+        """One row per later head: attention mass on the spike positions, intact and zeroed (a copy)."""
+        return self.to_frame("readers")
 
     def top_drivers(self, n: int = 10) -> pd.DataFrame:
         """The ``n`` parts with the largest |contribution| to the input channel's activation."""
@@ -87,16 +120,6 @@ class TraceResult(Result):
                                       for r in readers.itertuples()) or "none"),
             ("decomposition error", f"{meta['decomposition_error']:.2e} (parts vs measured pre-activation)"),
         ]
-
-    def figures(self) -> dict:
-        from ...render.super_weight_trace import trace_figures
-
-        return trace_figures(self)
-
-    def widget(self):
-        from ...widgets.super_weights import TraceView
-
-        return TraceView(self)
 
 
 # ------------------------------------------------------------------ parts of the residual stream

@@ -1,0 +1,45 @@
+"""The data flow runs one way: analyses never import how results are shown, and results never change."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "workbench"
+SHOWING = ("workbench.render", "workbench.widgets", "plotly", "ipywidgets")
+
+
+def _imports(path: Path) -> list[str]:
+    """Every module ``path`` imports (relative imports resolved), lazily inside functions or not."""
+    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(filter(None, (base, node.module)))
+            names += [module] + [f"{module}.{alias.name}" for alias in node.names]
+    return names
+
+
+def test_analyses_never_import_render_or_widgets():
+    offenders = {str(path.relative_to(PACKAGE)): name
+                 for path in (PACKAGE / "analyses").rglob("*.py")
+                 for name in _imports(path) if name.startswith(SHOWING)}
+    assert not offenders
+
+
+def test_results_reach_views_only_through_the_type_dispatch():
+    shown = {name for name in _imports(PACKAGE / "results.py") if name.startswith(SHOWING)}
+    allowed = ("workbench.render.registry", "workbench.render.page", "workbench.widgets.registry")
+    assert shown and all(name.startswith(allowed) for name in shown), shown
+    assert not [name for name in _imports(PACKAGE / "results.py") if name.startswith("workbench.analyses")]
+
+
+def test_no_result_contents_are_changed_after_construction():
+    mutation = re.compile(r"\.(meta|tensors|tables)(\[[^\]]+\]\s*=[^=]|\.(update|setdefault|pop)\()")
+    offenders = [f"{path.relative_to(PACKAGE)}:{i}" for path in PACKAGE.rglob("*.py")
+                 for i, line in enumerate(path.read_text().splitlines(), 1) if mutation.search(line)]
+    assert not offenders

@@ -1,0 +1,42 @@
+"""Which explorer each Result type opens: a registry keyed by type, like the figures' (render/registry.py).
+
+Every explorer is made as ``make(result, model, **options)``: ``model`` (or None) lets it compute more
+through the cached analyses, ``options`` are the explorer's own. A type without an explorer of its own
+gets its parent's; every Result at least gets :class:`~workbench.widgets.generic.FiguresView`. The
+built-ins are registered in :mod:`workbench.widgets.views`, imported (with ipywidgets) on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..results import Result
+
+WidgetMaker = Callable[..., Any]
+
+_WIDGETS: dict[type, WidgetMaker] = {}
+_BUILTINS_LOADED = False
+
+
+def register_widget(result_type: type[Result], make: WidgetMaker) -> WidgetMaker:
+    """Open results of ``result_type`` (and subclasses without their own) with ``make(result, model, **options)``;
+    registering a type twice is an error."""
+    if result_type in _WIDGETS:
+        raise ValueError(f"an explorer of {result_type.__qualname__} is already registered")
+    _WIDGETS[result_type] = make
+    return make
+
+
+def widget(result: Result, model: Any = None, **options: Any) -> Any:
+    """The explorer registered for the nearest type in ``type(result).__mro__``."""
+    _load_builtins()
+    make = next(_WIDGETS[cls] for cls in type(result).__mro__ if cls in _WIDGETS)
+    return make(result, model, **options)
+
+
+def _load_builtins() -> None:
+    global _BUILTINS_LOADED
+    if not _BUILTINS_LOADED:
+        _BUILTINS_LOADED = True
+        from . import views  # noqa: F401  (registers the built-in explorers)

@@ -1,7 +1,23 @@
-"""ReAGent and baseline attribution: ours vs Inseq 0.7.1 on the embedded model, in one run.
+"""ReAGent held against Inseq 0.7.1's on the embedded model, in one run: agreement, known answers, speed.
 
-    python benchmarks/reagent.py [--quick] [--probes 16] [--max-steps 100] [--new-tokens 1]
-                                 [--prompts "..." "..."] [--no-baselines] [--json out.json]
+    python benchmarks/reagent.py [--sections agreement copy speed] [--quick] [--json out.json]
+                                 [--record tests/data/inseq_reagent.json]
+
+Sections:
+
+* ``agreement``: on a set of prompts of several kinds (workbench/analyses/attribution/prompts.py:
+  factual recall, agreement, lists, copying, syntax; plus copy tasks), the greedy next token is
+  attributed by Inseq twice (two seeds) and by us twice. Per prompt: Spearman correlation and top-1 /
+  top-3 overlap between ours and Inseq (the two cross pairs, independent runs) next to the same
+  statistics between Inseq's two runs: the noise floor of the method itself. ReAGent is random, so
+  "agrees with Inseq" means: ours-vs-Inseq is indistinguishable from Inseq-vs-Inseq (the paired
+  difference over prompts, with a bootstrap 95% interval, includes 0).
+* ``copy``: copy tasks with random single-token words ("The password is W. Remember it well. The
+  password is" -> W): how often the earlier mention of W ranks first, for our ReAGent (uniform and
+  model-prediction replacers), Inseq's ReAGent (on the first words; it is slow) and our integrated
+  gradients.
+* ``speed``: ReAGent at Inseq's defaults (16 probes, 3000 steps, top-n 5, top-k 3, ratio 0.3) on the
+  README's prompts, Inseq vs ours, timed one after the other with the same torch threads.
 
 Inseq is not a workbench dependency. Install it, outside the project's environment, into
 ``.bench-deps/`` (git-ignored); this script puts that folder on ``sys.path`` itself::
@@ -9,30 +25,15 @@ Inseq is not a workbench dependency. Install it, outside the project's environme
     .venv/bin/pip install --no-deps --target .bench-deps inseq==0.7.1 captum==0.9.0 \\
         matplotlib contourpy cycler fonttools kiwisolver pyparsing pillow treescope
 
-(``--no-deps``: Inseq's typeguard pin conflicts with transformer-lens; the rest are the few
-packages its import chain needs.)
-
 How Inseq's ReAGent runs offline: Inseq 0.7.1 always builds a ``POSTagTokenSampler``, which calls
 ``nltk.download`` to POS-tag the vocabulary; its result is cached as a pickle under
 ``$INSEQ_ARTIFACTS_CACHE/pos_tag_sampler_cache/<model name>.pkl``. We pre-seed that cache, in a
 temporary folder, with ONE tag that holds every non-special token id: its sampler then draws
 uniformly from the vocabulary without special tokens, which is exactly our ``replacer="uniform"``.
-No NLTK, no network.
-
-Same everything: the same HF weights (our converted embedded model, loaded separately for Inseq),
-the same prompt ids (no BOS: SmolLM2's tokenizer adds none and Inseq feeds the tokenizer's ids, so
-ours runs with ``prepend_bos=False``), the same greedy targets, and the same hyperparameters
-(probes, max steps, keep top-n, stopping top-k, replacing ratio). Both run with the same number of
-torch threads. Faithfulness of both attributions is then scored by the same code
-(``workbench.analyses.attribution.faithfulness``: Soft-NS / Soft-NC, log ratio vs random importance;
-hard comprehensiveness / sufficiency AOPC).
-
-The first table runs ours with float32 probes (``probe_dtype=None``, Inseq's precision); a second
-repeats it with the library default ``probe_dtype="auto"`` (bfloat16 autocast on a CPU with AMX or a
-CUDA GPU, float32 elsewhere), same hyperparameters and seed, against the same Inseq run.
-
-Baselines (per method): ours (batched over targets) vs Inseq's saliency / input_x_gradient /
-integrated_gradients / occlusion / attention on the same prompt and generated tokens.
+Same everything else: the same HF weights (our converted embedded model, loaded separately for
+Inseq), the same prompt ids (no BOS: SmolLM2's tokenizer adds none and Inseq feeds the tokenizer's
+ids, so ours runs with ``prepend_bos=False``), the same greedy target, the same hyperparameters.
+Inseq returns NaN (0/0) when none of its probes stopped; such runs are counted and left out.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import json
 import math
 import os
 import pickle
+import random
 import sys
 import tempfile
 import time
@@ -58,16 +60,11 @@ os.environ["INSEQ_ARTIFACTS_CACHE"] = str(ARTIFACTS)  # read by inseq at import 
 import torch  # noqa: E402
 
 import workbench as wb  # noqa: E402
-from workbench.analyses.attribution.common import prepare  # noqa: E402
-from workbench.analyses.attribution.reagent import ReagentParams, probe_dtype  # noqa: E402
-from workbench.analyses.attribution.faithfulness import FaithfulnessParams, faithfulness, summarise  # noqa: E402
+from workbench.analyses.attribution.agreement import agreement, ranks_first  # noqa: E402
+from workbench.analyses.attribution.prompts import MIXED_PROMPTS, copy_tasks  # noqa: E402
 from workbench.analyses.attribution.replacers import candidate_ids  # noqa: E402
 
-PROMPTS = ("The Eiffel Tower is in the city of", "Water boils at a temperature of")
-INSEQ_BASELINES = {  # ours -> Inseq's method of the same family
-    "gradient_norm": "saliency", "input_x_gradient": "input_x_gradient",
-    "integrated_gradients": "integrated_gradients", "occlusion": "occlusion", "attention_mean": "attention",
-}
+STATS = ("spearman", "top1", "top3")
 
 
 def import_inseq():
@@ -94,16 +91,8 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def inseq_importance(out, n_prompt: int, n_targets: int) -> torch.Tensor:
-    """Inseq's target attributions [pos, step, hidden] -> importance [target, pos] (NaN outside contexts)."""
-    attr = out.sequence_attributions[0].target_attributions
-    if attr.ndim == 3:
-        attr = attr[..., 0]  # ReAGent repeats its score over the hidden dim
-    W = n_prompt + n_targets - 1
-    imp = torch.full((n_targets, W), float("nan"))
-    for j in range(n_targets):
-        imp[j, : n_prompt + j] = attr[: n_prompt + j, j].float()
-    return imp
+def load_avg() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]
 
 
 def fmt(v, spec=".3f"):
@@ -112,7 +101,7 @@ def fmt(v, spec=".3f"):
 
 def print_table(title: str, rows: list[dict], cols: list[tuple[str, str, str]]) -> None:
     print(f"\n== {title}")
-    cells = [[h for _, h, _ in cols]] + [[fmt(r.get(k), f) if not isinstance(r.get(k), str) else r[k] for k, _, f in cols]
+    cells = [[h for _, h, _ in cols]] + [[r[k] if isinstance(r.get(k), str) else fmt(r.get(k), f) for k, _, f in cols]
                                           for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
     for i, c in enumerate(cells):
@@ -121,160 +110,210 @@ def print_table(title: str, rows: list[dict], cols: list[tuple[str, str, str]]) 
             print("-" * (sum(widths) + 2 * len(widths)))
 
 
-def faith_table(model, seq, imps: dict[str, torch.Tensor], seed: int):
-    """Tidy faithfulness rows (method, target_index, metric, value) for each importance, one mask seed."""
-    return faithfulness(model, seq, {k: v.nan_to_num(0.0) for k, v in imps.items()},
-                        FaithfulnessParams(n_mask_samples=32, faithfulness_seed=seed))
+class Runner:
+    """Our ReAGent and Inseq's on the same weights and ids, one target each."""
+
+    def __init__(self, args):
+        self.inseq = import_inseq()
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model = wb.load_model(progress=False)
+        folder = self.model.hf_model.config.name_or_path  # the converted embedded model: Inseq gets an untouched copy
+        self.hf = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
+        self.tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        seed_uniform_sampler(self.hf, candidate_ids(self.model).tolist())
+        self.args = args
+        self._inseq_models: dict[tuple, object] = {}
+
+    def params(self, steps: int | None = None) -> dict:
+        a = self.args
+        return dict(n_probes=a.probes, max_steps=steps or a.max_steps, keep_top_n=a.top_n, stop_top_k=a.top_k,
+                    replacing_ratio=a.ratio)
+
+    def _inseq_model(self, steps: int):
+        a = self.args
+        if steps not in self._inseq_models:
+            self._inseq_models[steps] = self.inseq.load_model(
+                self.hf, "reagent", tokenizer=self.tok, keep_top_n=a.top_n, stopping_condition_top_k=a.top_k,
+                replacing_ratio=a.ratio, max_probe_steps=steps, num_probes=a.probes)
+        return self._inseq_models[steps]
+
+    def target(self, prompt: str, target: str | None) -> str:
+        if target is not None:
+            return target
+        ids = self.model.to_tokens(prompt, prepend_bos=False)[0]
+        return self.model.decode(self.model.greedy_ids(ids, 1))
+
+    def inseq_importance(self, prompt: str, target: str, seed: int, steps: int | None = None) -> torch.Tensor:
+        """Inseq's ReAGent importance over the prompt's tokens (NaN when no probe stopped)."""
+        torch.manual_seed(seed)  # Inseq draws from torch's global generator
+        out = self._inseq_model(steps or self.args.max_steps).attribute(
+            prompt, prompt + target, show_progress=False)
+        attr = out.sequence_attributions[0].target_attributions
+        n = len(self.model.to_str_tokens(prompt, prepend_bos=False))
+        return attr[:n, 0, 0].float() if attr.ndim == 3 else attr[:n, 0].float()
+
+    def ours_importance(self, prompt: str, target: str, seed: int, steps: int | None = None,
+                        replacer: str = "uniform", probe_dtype: str | None = None) -> torch.Tensor:
+        """Our ReAGent's importance over the prompt's tokens; float32 probes unless ``probe_dtype`` says otherwise."""
+        res = wb.reagent(self.model, prompt, target, cache=False, prepend_bos=False, seed=seed, probe_dtype=probe_dtype,
+                         replacer=replacer, **self.params(steps))
+        return res.importance(0).float()
 
 
-def faith_summary(tables) -> dict[str, dict[str, float]]:
-    """The paper's form over every target x seed: log(sum method / sum random) for Soft-NS / Soft-NC."""
-    import pandas as pd
-
-    s = summarise(pd.concat(tables, ignore_index=True)).set_index(["method", "metric"])
-    methods = sorted({m for m, _ in s.index} - {"random"})
-    return {m: {"soft_ns": s.loc[(m, "soft_ns"), "log_ratio"], "soft_nc": s.loc[(m, "soft_nc"), "log_ratio"],
-                "comp_aopc": s.loc[(m, "comp_aopc"), "mean"], "suff_aopc": s.loc[(m, "suff_aopc"), "mean"]}
-            for m in methods}
+def bootstrap_ci(values: list[float], n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% interval of the mean by resampling the prompts."""
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choices(values, k=len(values))) / len(values) for _ in range(n))
+    return means[int(0.025 * n)], means[int(0.975 * n) - 1]
 
 
-def bench_reagent(args, model, inseq, hf, tok) -> list[dict]:
-    params = dict(n_probes=args.probes, max_steps=args.max_steps, keep_top_n=args.top_n, stop_top_k=args.top_k,
-                  replacing_ratio=args.ratio)
-    im = inseq.load_model(hf, "reagent", tokenizer=tok, keep_top_n=args.top_n, stopping_condition_top_k=args.top_k,
-                          replacing_ratio=args.ratio, max_probe_steps=args.max_steps, num_probes=args.probes)
-    gen = {"max_new_tokens": args.new_tokens, "do_sample": False}
-    rows, all_tables = [], []
-    for prompt in args.prompts:
-        seq = prepare(model, prompt, None, max_new_tokens=args.new_tokens, prepend_bos=False)
-        times = {"inseq": 0.0, "ours": 0.0, "bf16": 0.0}
-        tables, steps, same, nan_targets = [], [], True, 0
-        for seed in range(args.seed, args.seed + args.seeds):
-            torch.manual_seed(seed)  # Inseq draws from torch's global generator
-            out, t = timed(lambda: im.attribute(prompt, generation_args=gen, show_progress=False))
-            times["inseq"] += t
-            ours, t = timed(lambda: wb.reagent(model, prompt, cache=False, max_new_tokens=args.new_tokens,
-                                               prepend_bos=False, seed=seed, probe_dtype=None, **params))
-            times["ours"] += t
-            fast, t = timed(lambda: wb.reagent(model, prompt, cache=False, max_new_tokens=args.new_tokens,
-                                               prepend_bos=False, seed=seed, probe_dtype=args.fast_dtype, **params))
-            times["bf16"] += t
-            same &= [t.id for t in out.sequence_attributions[0].target[seq.n_prompt:]] == seq.ids[seq.n_prompt:].tolist()
-            imps = {"ours": ours.tensors["importance"], "inseq": inseq_importance(out, seq.n_prompt, seq.n_targets),
-                    "bf16": fast.tensors["importance"]}
-            nan_targets += int(torch.isnan(imps["inseq"][:, 0]).sum())  # Inseq: 0/0 when no probe stopped
-            table = faith_table(model, seq, imps, seed)
-            table["prompt"], table["seed"] = prompt, seed
-            tables.append(table)
-            steps.append(ours.tensors["probe_steps"].float())
-        all_tables += tables
-        faith = faith_summary(tables)
-        steps = torch.cat(steps)
-        rows.append({
-            "prompt": prompt[:40], "targets": "".join(model.to_str_tokens(seq.ids[seq.n_prompt:])),
-            "ours_s": times["ours"], "inseq_s": times["inseq"], "bf16_s": times["bf16"],
-            "speedup": times["inseq"] / times["ours"], "bf16_speedup": times["inseq"] / times["bf16"],
-            "steps_mean": float(steps.mean()), "steps_max": float(steps.max()),
-            **{f"{m}_{k}": faith[m][key] for m in ("ours", "inseq", "bf16")
-               for k, key in (("ns", "soft_ns"), ("nc", "soft_nc"), ("comp", "comp_aopc"))},
-            "same_targets": str(same), "inseq_nan_targets": nan_targets,
-        })
-    faith = faith_summary(all_tables)
-    total = {"prompt": "ALL", **{k: sum(r[k] for r in rows) for k in ("ours_s", "inseq_s", "bf16_s")},
-             **{f"{m}_{k}": faith[m][key] for m in ("ours", "inseq", "bf16")
-                for k, key in (("ns", "soft_ns"), ("nc", "soft_nc"), ("comp", "comp_aopc"))}}
-    total["speedup"] = total["inseq_s"] / total["ours_s"]
-    total["bf16_speedup"] = total["inseq_s"] / total["bf16_s"]
-    rows.append(total)
-    print_table(
-        f"ReAGent, float32 probes: ours vs Inseq 0.7.1 (probes {args.probes}, max steps {args.max_steps}, top-n {args.top_n}, "
-        f"top-k {args.top_k}, ratio {args.ratio}, {args.seeds} seed(s) each, times summed; speedup = Inseq s / ours s; "
-        "faithfulness = log(sum / sum random) over targets x seeds, higher is better)",
-        rows,
-        [("prompt", "prompt", ""), ("targets", "targets", ""), ("ours_s", "ours s", ".1f"), ("inseq_s", "Inseq s", ".1f"),
-         ("speedup", "speedup", ".2f"), ("steps_mean", "steps mean", ".1f"), ("steps_max", "max", ".0f"),
-         ("ours_ns", "NS ours", "+.2f"), ("inseq_ns", "NS Inseq", "+.2f"), ("ours_nc", "NC ours", "+.2f"),
-         ("inseq_nc", "NC Inseq", "+.2f"), ("ours_comp", "comp ours", ".3f"), ("inseq_comp", "comp Inseq", ".3f"),
-         ("same_targets", "same targets", ""), ("inseq_nan_targets", "Inseq NaN", "d")],
-    )
-    print_table(f"ReAGent with probe_dtype={args.fast_dtype!r} (resolved here: "
-                f"{probe_dtype(model, ReagentParams(probe_dtype=args.fast_dtype))}; same hyperparameters, same seeds)", rows,
-                [("prompt", "prompt", ""), ("bf16_s", "ours bf16 s", ".1f"), ("inseq_s", "Inseq s", ".1f"),
-                 ("bf16_speedup", "speedup", ".2f"), ("bf16_ns", "NS bf16", "+.2f"), ("inseq_ns", "NS Inseq", "+.2f"),
-                 ("bf16_nc", "NC bf16", "+.2f"), ("inseq_nc", "NC Inseq", "+.2f"), ("bf16_comp", "comp bf16", ".3f"),
-                 ("inseq_comp", "comp Inseq", ".3f")])
-    print("steps: per probe, ours (Inseq runs every probe until the last one stops). NS/NC: Soft-NS / Soft-NC "
-          "log ratio; comp: hard comprehensiveness AOPC (p drop). Inseq NaN: targets where no Inseq probe stopped "
-          "(its mean over stopped probes is 0/0; scored as uniform importance).")
-    return rows
-
-
-def bench_baselines(args, model, inseq, hf, tok) -> list[dict]:
-    from workbench.analyses.attribution import baselines
-
-    rows = []
-    prompt = args.prompts[0]
-    seq = prepare(model, prompt, None, max_new_tokens=args.new_tokens, prepend_bos=False)
-    gen = {"max_new_tokens": args.new_tokens, "do_sample": False}
-    for ours_name in baselines.BASELINES:
-        _, t_ours = timed(lambda: baselines.baseline_importance(model, seq, ours_name, baselines.BaselineParams(ig_steps=args.ig_steps)))
-        row = {"method": ours_name, "ours_s": t_ours, "inseq_method": INSEQ_BASELINES.get(ours_name, "-")}
-        if ours_name in INSEQ_BASELINES and not args.no_inseq_baselines:
-            kwargs = {"n_steps": args.ig_steps} if ours_name == "integrated_gradients" else {}
-            source = hf
-            if ours_name.startswith("attention"):  # Inseq reads output.attentions: needs eager attention
-                from transformers import AutoModelForCausalLM
-
-                source = AutoModelForCausalLM.from_pretrained(hf.config.name_or_path, attn_implementation="eager",
-                                                              local_files_only=True).eval()
-            m = inseq.load_model(source, INSEQ_BASELINES[ours_name], tokenizer=tok)
-            _, t_inseq = timed(lambda: m.attribute(prompt, generation_args=gen, show_progress=False, **kwargs))
-            row.update(inseq_s=t_inseq, speedup=t_inseq / t_ours)
+def section_agreement(r: Runner, prompts: list[tuple[str, str | None]]) -> dict:
+    rows, per_token = [], []
+    s0, s1 = r.args.seed, r.args.seed + 1
+    for prompt, target in prompts:
+        target = r.target(prompt, target)
+        (ia, ib), t_inseq = timed(lambda: (r.inseq_importance(prompt, target, s0), r.inseq_importance(prompt, target, s1)))
+        (oa, ob), t_ours = timed(lambda: (r.ours_importance(prompt, target, s0), r.ours_importance(prompt, target, s1)))
+        floor, ours_floor = agreement(ia, ib), agreement(oa, ob)
+        cross = [agreement(oa, ib), agreement(ob, ia)]
+        row = {"prompt": prompt[:44], "target": repr(target), "inseq_s": t_inseq / 2, "ours_s": t_ours / 2,
+               "inseq_nan": int(ia.isnan().all()) + int(ib.isnan().all())}
+        for k in STATS:
+            row[f"floor_{k}"] = floor[k]
+            row[f"cross_{k}"] = sum(c[k] for c in cross) / 2
+            row[f"ours_{k}"] = ours_floor[k]
         rows.append(row)
-    print_table(f"Baselines on {prompt[:40]!r} + {args.new_tokens} generated token(s) (speedup = Inseq s / ours s)", rows,
-                [("method", "method", ""), ("ours_s", "ours s", ".2f"), ("inseq_method", "Inseq method", ""),
-                 ("inseq_s", "Inseq s", ".2f"), ("speedup", "speedup", ".1f")])
+        tokens = r.model.to_str_tokens(prompt, prepend_bos=False)
+        per_token.append({"prompt": prompt, "target": target, "tokens": tokens,
+                          "inseq": [ia.tolist(), ib.tolist()], "ours": [oa.tolist(), ob.tolist()]})
+        print(f"  {prompt[:50]!r} -> {target!r}: floor rho {floor['spearman']:+.2f}, cross rho "
+              f"{row['cross_spearman']:+.2f} (Inseq {t_inseq / 2:.1f} s, ours {t_ours / 2:.1f} s per run)", flush=True)
+    valid = [x for x in rows if x["inseq_nan"] == 0]
+    summary = {"prompts": len(rows), "prompts_without_inseq_nan": len(valid)}
+    for k in STATS:
+        diff = [x[f"cross_{k}"] - x[f"floor_{k}"] for x in valid]
+        summary[k] = {"floor": sum(x[f"floor_{k}"] for x in valid) / len(valid),
+                      "cross": sum(x[f"cross_{k}"] for x in valid) / len(valid),
+                      "ours_vs_ours": sum(x[f"ours_{k}"] for x in valid) / len(valid),
+                      "cross_minus_floor": sum(diff) / len(diff), "ci95": bootstrap_ci(diff)}
+    a = r.args
+    print_table(
+        f"Agreement per prompt: Inseq vs Inseq (floor, seeds {s0}/{s1}), ours vs Inseq (cross, mean of the two "
+        f"independent pairs), ours vs ours; {a.probes} probes, {a.max_steps} steps, top-n {a.top_n}, top-k {a.top_k}, "
+        f"ratio {a.ratio}; rho = Spearman over the prompt's tokens, top1 / top3 = overlap", rows,
+        [("prompt", "prompt", ""), ("target", "target", ""), ("floor_spearman", "rho floor", "+.2f"),
+         ("cross_spearman", "rho cross", "+.2f"), ("ours_spearman", "rho ours", "+.2f"), ("floor_top1", "top1 floor", ".2f"),
+         ("cross_top1", "top1 cross", ".2f"), ("floor_top3", "top3 floor", ".2f"), ("cross_top3", "top3 cross", ".2f"),
+         ("inseq_s", "Inseq s", ".1f"), ("ours_s", "ours s", ".1f"), ("inseq_nan", "Inseq NaN", "d")])
+    print(f"\n== Agreement summary over {len(valid)} prompts where both Inseq runs stopped ({len(rows) - len(valid)} left out)")
+    for k in STATS:
+        s = summary[k]
+        lo, hi = s["ci95"]
+        print(f"  {k:8s}  Inseq vs Inseq {s['floor']:.3f}   ours vs Inseq {s['cross']:.3f}   ours vs ours "
+              f"{s['ours_vs_ours']:.3f}   cross - floor {s['cross_minus_floor']:+.3f} (95% CI {lo:+.3f} .. {hi:+.3f})")
+    return {"rows": rows, "summary": summary, "per_token": per_token}
+
+
+def integrated_gradients(model, prompt: str, target: str) -> torch.Tensor:
+    res = wb.attribute(model, prompt, "integrated_gradients", target, cache=False, prepend_bos=False)
+    return res.importance(0).float()
+
+
+def section_copy(r: Runner, n_words: int, n_inseq: int) -> dict:
+    tasks = copy_tasks(r.model, n_words, seed=r.args.copy_seed)
+    hits: dict[str, list[bool]] = {"reagent": [], "reagent_predictions": [], "integrated_gradients": [], "inseq_reagent": []}
+    for i, t in enumerate(tasks):
+        hits["reagent"].append(ranks_first(r.ours_importance(t.prompt, t.target, r.args.seed), t.answer_position))
+        hits["reagent_predictions"].append(ranks_first(
+            r.ours_importance(t.prompt, t.target, r.args.seed, replacer="predictions"), t.answer_position))
+        hits["integrated_gradients"].append(ranks_first(integrated_gradients(r.model, t.prompt, t.target), t.answer_position))
+        if i < n_inseq:
+            hits["inseq_reagent"].append(ranks_first(r.inseq_importance(t.prompt, t.target, r.args.seed), t.answer_position))
+        print(f"  {t.word!r}: " + " ".join(f"{k}={int(v[-1])}" for k, v in hits.items() if len(v) > i), flush=True)
+    rows = [{"method": k, "words": len(v), "rate": sum(v) / len(v)} for k, v in hits.items() if v]
+    print_table(f"Copy tasks: the earlier mention of W ranked first (random single-token words, seed {r.args.copy_seed}; "
+                f"ReAGent {r.args.probes} probes, {r.args.max_steps} steps)", rows,
+                [("method", "method", ""), ("words", "words", "d"), ("rate", "rate", ".2f")])
+    return {"rows": rows, "words": [t.word for t in tasks]}
+
+
+def section_speed(r: Runner, prompts: list[str], steps: int) -> list[dict]:
+    rows = []
+    for prompt in prompts:
+        target = r.target(prompt, None)
+        load = load_avg()
+        _, t_inseq = timed(lambda: r.inseq_importance(prompt, target, r.args.seed, steps))
+        _, t_ours = timed(lambda: r.ours_importance(prompt, target, r.args.seed, steps))
+        _, t_auto = timed(lambda: r.ours_importance(prompt, target, r.args.seed, steps, probe_dtype="auto"))
+        rows.append({"prompt": prompt[:50], "inseq_s": t_inseq, "ours_s": t_ours, "auto_s": t_auto, "load": load})
+    rows.append({"prompt": "ALL", **{k: sum(x[k] for x in rows) for k in ("inseq_s", "ours_s", "auto_s")}})
+    for x in rows:
+        x["speedup"], x["auto_speedup"] = x["inseq_s"] / x["ours_s"], x["inseq_s"] / x["auto_s"]
+    print_table(f"Speed at Inseq's defaults ({r.args.probes} probes, {steps} steps, {torch.get_num_threads()} thread(s); "
+                "ours in float32 like Inseq, and at the library default probe_dtype='auto'; load = 1-min load average "
+                "before the row)", rows,
+                [("prompt", "prompt", ""), ("inseq_s", "Inseq s", ".1f"), ("ours_s", "ours fp32 s", ".2f"),
+                 ("speedup", "speedup", ".1f"), ("auto_s", "ours auto s", ".2f"), ("auto_speedup", "speedup", ".1f"),
+                 ("load", "load", "")])
     return rows
+
+
+def record(r: Runner, path: Path, prompts: list[str], seeds: int) -> None:
+    """Inseq's importances for the tests' recorded reference (tests/test_attribution_real.py)."""
+    out = {"inseq": "0.7.1", "params": r.params(), "prompts": []}
+    for prompt in prompts:
+        target = r.target(prompt, None)
+        runs = [r.inseq_importance(prompt, target, s).tolist() for s in range(seeds)]
+        out["prompts"].append({"prompt": prompt, "target": target, "inseq": runs})
+        print(f"  recorded {prompt!r} -> {target!r}", flush=True)
+    path.write_text(json.dumps(out, indent=1))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="one prompt, 8 probes, 30 steps, 1 token")
-    p.add_argument("--prompts", nargs="+", default=list(PROMPTS))
-    p.add_argument("--new-tokens", type=int, default=2)
+    p.add_argument("--sections", nargs="+", default=["agreement", "copy", "speed"],
+                   choices=["agreement", "copy", "speed"])
+    p.add_argument("--quick", action="store_true", help="4 prompts, 10 words, 300-step speed run")
     p.add_argument("--probes", type=int, default=16, help="Inseq's default 16")
-    p.add_argument("--max-steps", type=int, default=300, help="Inseq's default 3000 can take an hour per token here")
+    p.add_argument("--max-steps", type=int, default=300, help="agreement and copy runs (Inseq's default: 3000)")
+    p.add_argument("--speed-steps", type=int, default=3000, help="the speed section's max steps (Inseq's default)")
     p.add_argument("--top-n", type=int, default=5)
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--ratio", type=float, default=0.3)
     p.add_argument("--seed", type=int, default=0, help="first seed")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per prompt (ReAGent is random: faithfulness over several)")
-    p.add_argument("--ig-steps", type=int, default=32)
+    p.add_argument("--prompts", type=int, default=20, help="agreement prompts: the mixed set's first n - 2 and 2 copy tasks")
+    p.add_argument("--copy-words", type=int, default=50)
+    p.add_argument("--copy-inseq", type=int, default=10, help="copy tasks that Inseq also runs (slow)")
+    p.add_argument("--copy-seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's)")
-    p.add_argument("--no-baselines", action="store_true")
-    p.add_argument("--no-inseq-baselines", action="store_true", help="time our baselines only")
-    p.add_argument("--fast-dtype", default="auto", help="probe_dtype of the second table (default: the library default)")
     p.add_argument("--json", default=None)
+    p.add_argument("--record", default=None, help="write Inseq's importances on a few prompts (the tests' reference)")
     args = p.parse_args()
-    if args.quick:
-        args.prompts, args.probes, args.max_steps, args.new_tokens, args.seeds = args.prompts[:1], 8, 30, 1, 1
     if args.threads:
         torch.set_num_threads(args.threads)
-    inseq = import_inseq()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = wb.load_model(progress=False)
-    folder = model.hf_model.config.name_or_path  # the converted embedded model: Inseq gets an untouched copy
-    hf = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval()
-    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    seed_uniform_sampler(hf, candidate_ids(model).tolist())
-    print(f"workbench {wb.__version__}, inseq {inseq.__version__ if hasattr(inseq, '__version__') else '0.7.1'}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), device cpu, model {model.name}")
-    results = {"reagent": bench_reagent(args, model, inseq, hf, tok)}
-    if not args.no_baselines:
-        results["baselines"] = bench_baselines(args, model, inseq, hf, tok)
+    r = Runner(args)
+    print(f"workbench {wb.__version__}, inseq 0.7.1, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+          f"cpu, model {r.model.name}, load average {load_avg()}")
+    if args.record:
+        record(r, Path(args.record), list(MIXED_PROMPTS[:4]), seeds=4)
+        return
+    agreement_prompts = [(q, None) for q in MIXED_PROMPTS[: args.prompts - 2]]
+    agreement_prompts += [(t.prompt, t.target) for t in copy_tasks(r.model, 2, seed=99)]
+    speed_prompts = ["The Eiffel Tower is located in the city of",
+                     "The password is falcon. Remember it well. The password is"]
+    if args.quick:
+        agreement_prompts, args.copy_words, args.copy_inseq = agreement_prompts[:4], 10, 3
+        args.speed_steps, speed_prompts = 300, speed_prompts[:1]
+    results: dict = {"args": vars(args)}
+    if "agreement" in args.sections:
+        results["agreement"] = section_agreement(r, agreement_prompts)
+    if "copy" in args.sections:
+        results["copy"] = section_copy(r, args.copy_words, args.copy_inseq)
+    if "speed" in args.sections:
+        results["speed"] = section_speed(r, speed_prompts, args.speed_steps)
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), **results}, indent=1, default=str))
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str))
 
 
 if __name__ == "__main__":

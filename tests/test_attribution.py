@@ -12,9 +12,13 @@ import torch
 import workbench as wb
 from attribution_planted import COPY_POSITION, build_copy_model
 from workbench.analyses.attribution import baselines
+from workbench.analyses.attribution.agreement import agreement, ranks_first, spearman, top_overlap
 from workbench.analyses.attribution.common import prepare
+from workbench.analyses.attribution.prompts import copy_tasks
 from workbench.analyses.attribution.faithfulness import FaithfulnessParams, distance, faithfulness, kl, normalise, summarise
-from workbench.analyses.attribution.reagent import ReagentParams, probe_dtype, reagent_sequence
+from workbench.analyses.attribution.reagent import (
+    ReagentParams, draw_key, probe_dtype, reagent_sequence, reagent_target, reagent_target_stepwise,
+)
 from workbench.analyses.attribution.replacers import build_sampler, candidate_ids, special_ids
 
 PROMPT = "The quick brown fox jumps over"  # position 2 (after BOS) is 'h': the model predicts 'h'
@@ -132,13 +136,24 @@ def test_same_seed_same_result_other_seed_differs(copy_model):
     assert not torch.equal(a.tensors["probe_importance"].nan_to_num(), c.tensors["probe_importance"].nan_to_num())
 
 
-def test_stepwise_and_chunked_agree_on_the_answer(copy_model):
+@pytest.mark.parametrize("replacer", ["uniform", "predictions"])
+def test_batched_run_equals_the_step_by_step_loop(copy_model, replacer):
+    """Counter-based draws: the chunked, speculative run is the reference loop, number for number, over seeds,
+    chunk sizes and probes that stop at different steps (keep_top_n=2: most probes need several steps)."""
     seq = prepare(copy_model, PROMPT, None, max_new_tokens=1)
-    step = reagent_sequence(copy_model, seq, ReagentParams(keep_top_n=3, chunk_tokens=1))  # one step per forward
-    big = reagent_sequence(copy_model, seq, ReagentParams(keep_top_n=3, chunk_tokens=100_000))
-    for out in (step, big):
-        assert int(torch.nan_to_num(out["importance"][0], nan=-1).argmax()) == COPY_POSITION
-        assert out["probe_stopped"].all()
+    ctx, target, attr = seq.context(0), seq.target_id(0), seq.attributable[: seq.n_prompt]
+    sampler = build_sampler(copy_model, seq.ids[:-1], replacer)
+    stopped_at = set()
+    for seed in range(4):
+        params = ReagentParams(n_probes=6, keep_top_n=2, max_steps=40, replacer=replacer, probe_dtype=None)
+        ref = reagent_target_stepwise(copy_model, ctx, target, attr, sampler, params, draw_key(seed, 0))
+        for chunk_tokens in (1, 7, 100_000):
+            p = ReagentParams(**{**params.__dict__, "chunk_tokens": chunk_tokens})
+            out = reagent_target(copy_model, ctx, target, attr, sampler, p, draw_key(seed, 0))
+            assert torch.equal(out["steps"], ref["steps"]) and torch.equal(out["stopped"], ref["stopped"])
+            torch.testing.assert_close(out["probe_importance"], ref["probe_importance"], rtol=1e-5, atol=1e-6)
+        stopped_at |= set(ref["steps"].tolist())
+    assert len(stopped_at) > 3  # probes stopped at many different steps: speculation was exercised
 
 
 def test_max_steps_caps_probes_and_flags_them(copy_model):
@@ -300,3 +315,24 @@ def test_a_long_run_is_announced_before_it_starts(tiny_llama):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         module.warn_if_costly(tiny_llama, prepare(tiny_llama, "short", target="x"), module.ReagentConfig(prompt="p"))
+
+
+def test_agreement_statistics_on_known_rankings():
+    a = torch.tensor([0.1, 0.5, float("nan"), 0.3, 0.05])
+    assert agreement(a, a) == {"spearman": pytest.approx(1.0), "top1": 1.0, "top3": 1.0}
+    rev = -a
+    assert spearman(a, rev) == pytest.approx(-1.0)
+    assert top_overlap(a, torch.tensor([0.4, 0.0, 9.0, 0.3, 0.2]), 3) == pytest.approx(2 / 3)  # NaN position never counts
+    assert spearman(torch.tensor([1.0, 2.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 3.0, 4.0])) == pytest.approx(0.9487, abs=1e-4)
+    assert ranks_first(a, 1) and not ranks_first(a, 3)
+    assert not ranks_first(torch.tensor([0.5, 0.5, 0.1]), 0)  # a tie is not a first place
+
+
+@pytest.mark.real
+def test_copy_tasks_plant_a_single_token_word(embedded):
+    tasks = copy_tasks(embedded, 20, seed=3)
+    assert len({t.word for t in tasks}) == 20 and tasks == copy_tasks(embedded, 20, seed=3)
+    for t in tasks:
+        ids = embedded.to_tokens(t.prompt, prepend_bos=False)[0].tolist()
+        word = embedded.to_tokens(t.word, prepend_bos=False)[0].tolist()
+        assert len(word) == 1 and ids[t.answer_position] == word[0] and ids.count(word[0]) == 1

@@ -1,29 +1,49 @@
 """ReAGent (Zhao & Shan 2024): model-agnostic token attribution by recursive random replacement.
 
-Per target token y after a context x_1..x_T, with p_o = p(y | x):
+The algorithm, per target token y after a context x_1..x_T with p_o = p(y | x), and where each
+choice comes from (Inseq 0.7.1 ``attr/feat/ops/reagent_core``, which the authors' code became):
 
-* P independent probes each keep logit scores s ~ U(0, 1) over the context positions.
-* Update step: replace a random subset of positions (each with probability ``replacing_ratio``)
-  by sampled tokens; Delta = p_o - p(y | replaced); every position gets d = +Delta if it was
-  replaced, -Delta otherwise; s += logit(0.5 d + 0.5). Importance = softmax(s).
-* Stopping check: keep the ``keep_top_n`` most important positions, replace all others; the
-  probe stops once y is among the model's ``stop_top_k`` predictions. Stopped probes freeze.
-  The loop ends when every probe stopped or after ``max_steps``.
-* Importance = the mean over stopped probes (over all probes if none stopped; flagged).
+* P independent probes each keep logit scores s ~ U(0, 1) over the context positions
+  (``DeltaProbImportanceScoreEvaluator``: ``torch.rand``).
+* Update step: each position is replaced independently with probability ``replacing_ratio``
+  (``UniformTokenReplacer``: ``rand < ratio``) by a sampled token; Delta = p_o - p(y | replaced);
+  replaced positions get d = +Delta, all others d = -Delta; s += logit(0.5 d + 0.5)
+  (``update_importance_score``). Importance = softmax(s) over the context.
+* Stopping check after every update: the ``keep_top_n`` positions of highest importance are kept
+  and every other position is replaced (``RankingTokenReplacer``); the probe stops once y is among
+  the model's ``stop_top_k`` predictions (``TopKStoppingConditionEvaluator``). A stopped probe's
+  scores freeze. The loop ends when every probe stopped or after ``max_steps``.
+* The result is the mean of softmax(s) over the stopped probes (``AggregateRationalizer``).
+
+Where ours differs, on purpose: special tokens (BOS) are never replaced and get importance 0
+(Inseq replaces them like any token); logit's argument is clamped to [1e-6, 1 - 1e-6] (Inseq's
+is +inf when Delta reaches 1); when no probe stopped, Inseq returns 0/0 = NaN and we return the mean
+over all probes, flagged in ``probe_stopped``. Inseq samples replacements by part of speech with
+NLTK data downloaded at run time; ``replacer="uniform"`` (the default) is that sampler with one
+tag for the whole vocabulary, which is what Inseq does for tokens NLTK cannot tag.
+
+What ReAGent measures, and its limit: a position's score grows when replacing it lowers p(y) more
+than replacing the other positions does. Positions that are each *necessary* (replacing any one of
+them drops p(y) to about 0) drift up at the same rate, so their order within one probe is a random
+walk; with several necessary tokens (the copied word, but also the template words around it) the
+mean over probes splits the importance between them and the top token changes with the seed. More
+probes sharpen the mean; only a method that looks inside the model (integrated gradients) tells
+the word that carries y's identity from the words that are merely required.
 
 Batched here: the replacements of an update step do not depend on the scores, so a *chunk*
 of C steps for all active probes runs as one batch of probes x C rows; the scores after
 each of the C steps are cumulative sums, so the C stopping checks also run as one batch, and
-each probe freezes at its first successful check, exactly as the step-by-step loop would
-(same distribution of draws; different draw order than a sequential loop). The checks of
-one chunk share a forward pass with the updates of the next (speculative for the probes
-the checks stop; their rows are dropped), and the first pass also carries the unchanged
-context for p(y | x): about one forward per chunk instead of two, which is what counts
-where a forward costs the same however few rows it has (small batches on a CPU stream
-every weight from memory; GPUs are latency-bound). Stopped probes leave the batch (Inseq
-keeps computing them). Chunks start at one step and grow up to ``chunk_tokens`` per
-forward but never beyond the number of steps already run, so a probe that stops early
-wastes little. Only the last position is unembedded.
+each probe freezes at its first successful check. Every random number is a hash of (seed,
+target, probe, step, position) (``draws.py``), so the batched run draws exactly what the
+step-by-step loop :func:`reagent_target_stepwise` draws and returns the same numbers (a test
+checks it), whatever the chunking. The checks of one chunk share a forward pass with the
+updates of the next (speculative for the probes the checks stop; their rows are dropped), and
+the first pass also carries the unchanged context for p(y | x): about one forward per chunk
+instead of two, which is what counts where a forward costs the same however few rows it has
+(small batches on a CPU stream every weight from memory; GPUs are latency-bound). Stopped
+probes leave the batch (Inseq keeps computing them). Chunks start at one step and grow up to
+``chunk_tokens`` per forward but never beyond the number of steps already run, so a probe that
+stops early wastes little. Only the last position is unembedded.
 """
 
 from __future__ import annotations
@@ -34,12 +54,13 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Bool, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ..._progress import progress
 from ...errors import InputError
 from ...types import ProbeImportance, ProbeSteps, ProbeStopped
+from . import draws
 from .common import Sequence, last_logits, prepare
 from .replacers import REPLACERS, MaskedLM, Sampler, build_sampler
 from .result import AttributionResult, attribution_result
@@ -67,7 +88,7 @@ class ReagentParams:
     replacing_ratio: float = 0.3  # chance that a position is replaced in an update step (Inseq replacing_ratio)
     replacer: str = "uniform"  # "uniform" (non-special vocabulary), "predictions" (the model's own), "mlm"
     mlm_path: str | None = None  # saved HF masked LM folder for replacer="mlm" (same vocabulary as the model)
-    seed: int = 0  # all draws come from torch.Generator(seed): same seed, same result
+    seed: int = 0  # every draw is a hash of (seed, target, probe, step, position): same seed, same result
     max_batch_tokens: int = 8192  # tokens per forward pass (rows x context length); lower it to save memory
     chunk_tokens: int = 0  # tokens per forward the step chunks aim at; 0: auto (CPU 512, 4096 with probe_dtype; GPU 32768)
     probe_dtype: str | None = "auto"  # "bfloat16" / "float16": probe forwards under torch.autocast (3x faster per
@@ -117,33 +138,81 @@ def _precision(model, dtype: str | None):
     return torch.autocast(device_type=model.device.type, dtype=getattr(torch, dtype))
 
 
-def _first_true(hit: Bool[Tensor, "a c"]) -> Int[Tensor, "a"]:
+def _first_true(hit: Bool[Tensor, "a c"]) -> Int[Tensor, " a"]:
     """Index of the first True per row, or the row length when there is none."""
     c = hit.shape[1]
     idx = torch.arange(c).expand_as(hit)
     return torch.where(hit, idx, c).amin(1)
 
 
-@torch.no_grad()
-def reagent_target(
-    model, context: Int[Tensor, "ctx"], target: int, attributable: Bool[Tensor, "ctx"], sampler: Sampler,
-    params: ReagentParams, generator: torch.Generator,
-) -> dict[str, Tensor]:
-    """ReAGent for one target after ``context``: importance [ctx] plus per-probe details.
+@dataclass(frozen=True)
+class _Probing:
+    """What every step of one target's probes needs: the context, what may be replaced, the draws."""
 
-    All tensors on CPU. ``attributable`` False positions (special tokens) are never replaced
-    and get importance 0.
-    """
-    ctx = context.cpu()
-    T, P = len(ctx), params.n_probes
+    ctx: Int[Tensor, " ctx"]
+    attr: Bool[Tensor, " ctx"]
+    sampler: Sampler
+    key: int  # seed and target: the draws' counter key
+    ratio: float
+    keep_n: int
+
+    def initial_scores(self, n_probes: int) -> Float[Tensor, "probe ctx"]:
+        probes = torch.arange(n_probes)
+        u = draws.uniform(self.key, draws.INIT, probes, torch.zeros_like(probes), len(self.ctx))
+        return u.masked_fill(~self.attr, float("-inf"))
+
+    def update_inputs(self, probe: Tensor, step: Tensor) -> tuple[Tensor, Tensor]:
+        """Update step ``step`` of each row's probe: (replaced mask, replaced input) [rows, ctx]."""
+        T = len(self.ctx)
+        replaced = (draws.uniform(self.key, draws.REPLACE, probe, step, T) < self.ratio) & self.attr
+        tokens = self.sampler.pick(draws.uniform(self.key, draws.UPDATE_TOKENS, probe, step, T))
+        return replaced, torch.where(replaced, tokens, self.ctx)
+
+    def check_inputs(self, probe: Tensor, step: Tensor, scores: Tensor) -> Tensor:
+        """Stopping check after step ``step``: the top ``keep_n`` positions by score kept, the others replaced."""
+        keep = torch.zeros(scores.shape, dtype=torch.bool).scatter_(-1, scores.topk(self.keep_n, -1).indices, True)
+        tokens = self.sampler.pick(draws.uniform(self.key, draws.CHECK_TOKENS, probe, step, len(self.ctx)))
+        return torch.where(self.attr & ~keep, tokens, self.ctx)
+
+
+def _increments(p_orig: Tensor, p_rep: Tensor, replaced: Tensor, attr: Tensor) -> Tensor:
+    """Score changes of one update per row: +logit(0.5 Delta + 0.5) where replaced, +logit(0.5 - 0.5 Delta) elsewhere."""
+    delta = (p_orig - p_rep).double()[..., None]
+    d = torch.where(replaced, delta, -delta)
+    return torch.logit((0.5 * d + 0.5).clamp(_EPS, 1 - _EPS)).masked_fill(~attr, 0.0)
+
+
+def _probing(context: Tensor, attributable: Tensor, sampler: Sampler, params: ReagentParams, key: int) -> _Probing:
     attr = attributable.cpu()
     n_attr = int(attr.sum())
     keep_n = params.keep_top_n or math.ceil(params.keep_ratio * n_attr)
-    keep_n = max(1, min(keep_n, n_attr))
+    return _Probing(context.cpu(), attr, sampler, key, params.replacing_ratio, max(1, min(keep_n, n_attr)))
+
+
+def _result(scores: Tensor, steps: Tensor, stopped: Tensor, p_orig: Tensor) -> dict[str, Tensor]:
+    probs = torch.softmax(scores, -1).float()  # [P, T]; special positions (-inf) get 0
+    chosen = probs[stopped] if stopped.any() else probs
+    return {"importance": chosen.mean(0), "probe_importance": probs, "steps": steps, "stopped": stopped,
+            "p_orig": p_orig}
+
+
+@torch.no_grad()
+def reagent_target(
+    model, context: Int[Tensor, " ctx"], target: int, attributable: Bool[Tensor, " ctx"], sampler: Sampler,
+    params: ReagentParams, key: int,
+) -> dict[str, Tensor]:
+    """ReAGent for one target after ``context``, batched: importance [ctx] plus per-probe details.
+
+    All tensors on CPU. ``attributable`` False positions (special tokens) are never replaced and get
+    importance 0. ``key``: the counter key of this target's draws (:func:`draw_key`).
+    """
+    probing = _probing(context, attributable, sampler, params, key)
+    ctx, attr = probing.ctx, probing.attr
+    T, P = len(ctx), params.n_probes
 
     dtype = probe_dtype(model, params)
     precision = _precision(model, dtype)  # p_orig and every probe in the same precision: no offset in Delta
-    scores = torch.rand(P, T, generator=generator).masked_fill(~attr, float("-inf"))  # [probe, ctx]
+    scores = probing.initial_scores(P)  # [probe, ctx], float64: sums in the same order as the step loop's
     steps = torch.zeros(P, dtype=torch.long)
     stopped = torch.zeros(P, dtype=torch.bool)
     active = torch.arange(P)
@@ -158,12 +227,13 @@ def reagent_target(
         C = min(chunk, params.max_steps - done) if A else 0
         if C == 0 and pending is None:
             break
-        # C update steps for every probe not known to have stopped: [A, C, T] masks and substitutes. For a
-        # probe whose pending check stops it, these rows are speculation and are dropped below.
-        replaced = (torch.rand(A, C, T, generator=generator) < params.replacing_ratio) & attr
-        probed = torch.where(replaced, sampler.draw(A * C, T, generator).view(A, C, T), ctx)
-        rows = ([ctx[None]] if p_orig is None else []) + [probed.view(-1, T)]
-        rows += [pending["checked"].view(-1, T)] if pending is not None else []
+        # steps done+1 .. done+C of every probe not known to have stopped, as rows (probe, step). For a probe
+        # whose pending check stops it, these rows are speculation and are dropped below.
+        row_probe = active.repeat_interleave(C)
+        row_step = torch.arange(done + 1, done + C + 1).repeat(A)
+        replaced, probed = probing.update_inputs(row_probe, row_step)
+        rows = ([ctx[None]] if p_orig is None else []) + [probed]
+        rows += [pending["checked"]] if pending is not None else []
         with precision:  # one forward: [original] + updates + stopping checks
             logits = last_logits(model, torch.cat(rows), max_tokens=params.max_batch_tokens).float()
         if p_orig is None:
@@ -182,30 +252,58 @@ def reagent_target(
             stopped[active[~alive]] = True
             pending = None
             bar.set_postfix_str(f"{int(stopped.sum())}/{P} probes stopped")
-        active, replaced, p_rep = active[alive], replaced[alive], p_rep[alive]
+        active, p_rep, replaced = active[alive], p_rep[alive], replaced.view(A, C, T)[alive]
         A = len(active)
         if C == 0 or A == 0:
             continue
 
-        # apply the C updates: Delta per step, +logit for replaced positions, -logit for the others
-        delta = (p_orig - p_rep)[..., None]  # [A, C, 1]
-        d = torch.where(replaced, delta, -delta)
-        inc = torch.logit((0.5 * d + 0.5).clamp(_EPS, 1 - _EPS)).masked_fill(~attr, 0.0)
-        cum = scores[active, None] + inc.cumsum(1)  # [A, C, T] scores after each of the C steps
-        # their stopping checks (run with the next forward): keep the top-n positions, replace the other ones
-        top = cum.topk(keep_n, dim=-1).indices
-        keep = torch.zeros(A, C, T, dtype=torch.bool).scatter_(-1, top, True)
-        checked = torch.where(attr & ~keep, sampler.draw(A * C, T, generator).view(A, C, T), ctx)
+        # apply the C updates; a running sum from the current scores adds in the step loop's order
+        inc = _increments(p_orig, p_rep, replaced, attr)  # [A, C, T]
+        cum = torch.cat([scores[active, None], inc], 1).cumsum(1)[:, 1:]  # [A, C, T] scores after each step
+        # their stopping checks (run with the next forward)
+        checked = probing.check_inputs(active.repeat_interleave(C), torch.arange(done + 1, done + C + 1).repeat(A),
+                                       cum.reshape(A * C, T))
         pending = {"C": C, "cum": cum, "checked": checked}
         done += C
         bar.update(C)
         chunk = min(done, max(1, round(aim / (A * T))))  # never speculate further ahead than the steps already run
 
     bar.close()
-    probs = torch.softmax(scores, -1)  # [P, T]; special positions (-inf) get 0
-    chosen = probs[stopped] if stopped.any() else probs
-    return {"importance": chosen.mean(0), "probe_importance": probs, "steps": steps, "stopped": stopped,
-            "p_orig": p_orig}
+    return _result(scores, steps, stopped, p_orig)
+
+
+@torch.no_grad()
+def reagent_target_stepwise(
+    model, context: Int[Tensor, " ctx"], target: int, attributable: Bool[Tensor, " ctx"], sampler: Sampler,
+    params: ReagentParams, key: int,
+) -> dict[str, Tensor]:
+    """The same algorithm as :func:`reagent_target`, as the plain loop of the reference implementation: two
+    forwards per step for every probe, stopped ones included. Slow; it is what the batched run is checked against."""
+    probing = _probing(context, attributable, sampler, params, key)
+    ctx, attr = probing.ctx, probing.attr
+    P = params.n_probes
+    probes = torch.arange(P)
+    with _precision(model, probe_dtype(model, params)):
+        p_orig = torch.softmax(last_logits(model, ctx[None]).float()[0], -1)[target].cpu()
+        scores = probing.initial_scores(P)
+        steps = torch.zeros(P, dtype=torch.long)
+        stopped = torch.zeros(P, dtype=torch.bool)
+        for step in range(1, params.max_steps + 1):
+            at = torch.full((P,), step)
+            replaced, probed = probing.update_inputs(probes, at)
+            p_rep = torch.softmax(last_logits(model, probed).float(), -1)[:, target].cpu()
+            scores = torch.where(stopped[:, None], scores, scores + _increments(p_orig, p_rep, replaced, attr))
+            steps += ~stopped
+            logits = last_logits(model, probing.check_inputs(probes, at, scores)).float()
+            stopped |= (logits.topk(params.stop_top_k, dim=-1).indices == target).any(-1).cpu()
+            if stopped.all():
+                break
+    return _result(scores, steps, stopped, p_orig)
+
+
+def draw_key(seed: int, target_index: int) -> int:
+    """The counter key of target ``target_index``'s draws: distinct per (seed, target)."""
+    return seed * 1_000_003 + target_index
 
 
 def load_mlm(params: ReagentParams, model, mlm: MaskedLM | None) -> MaskedLM | None:
@@ -221,7 +319,6 @@ def reagent_sequence(model, seq: Sequence, params: ReagentParams, mlm: MaskedLM 
     check_params(params)
     mlm = load_mlm(params, model, mlm)
     sampler = build_sampler(model, seq.ids[:-1], params.replacer, mlm)  # contexts are prefixes: one table
-    generator = torch.Generator().manual_seed(params.seed)
     J, W, P = seq.n_targets, len(seq.ids) - 1, params.n_probes
     out = {
         "importance": torch.full((J, W), float("nan")),
@@ -232,7 +329,8 @@ def reagent_sequence(model, seq: Sequence, params: ReagentParams, mlm: MaskedLM 
     }
     for j in progress(range(J), desc="ReAGent targets"):
         T = seq.n_prompt + j
-        res = reagent_target(model, seq.context(j), seq.target_id(j), seq.attributable[:T], sampler, params, generator)
+        res = reagent_target(model, seq.context(j), seq.target_id(j), seq.attributable[:T], sampler, params,
+                             draw_key(params.seed, j))
         imp = res["importance"].masked_fill(~seq.attributable[:T].cpu(), float("nan"))
         out["importance"][j, :T] = imp
         out["probe_importance"][j, :, :T] = res["probe_importance"]

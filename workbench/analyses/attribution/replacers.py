@@ -2,8 +2,8 @@
 
 Every replacer turns the attributed sequence into a per-position sampling rule, built
 once per sequence, then draws any number of replacement tokens for all positions in
-one call. Draws use a CPU ``torch.Generator``, so the same seed gives the same tokens
-on every device.
+one call from given uniform numbers (ReAGent's counter-based draws) or a CPU
+``torch.Generator``, so the same seed gives the same tokens on every device.
 """
 
 from __future__ import annotations
@@ -42,23 +42,29 @@ def candidate_ids(model) -> Int[Tensor, "n"]:
 
 @dataclass(frozen=True)
 class Sampler:
-    """Draws replacement tokens for one sequence.
+    """Replacement tokens for one sequence, picked from given uniform numbers (see ``draws.py``).
 
     ``table`` None: uniform over ``candidates``; otherwise ``table[t]`` is the sampling
     distribution for position ``t`` (rows sum to 1, special tokens and the original token
     excluded).
     """
 
-    candidates: Int[Tensor, "n"]
+    candidates: Int[Tensor, " n"]
     table: Float[Tensor, "pos vocab"] | None = None
+
+    def pick(self, u: Float[Tensor, "rows width"]) -> Int[Tensor, "rows width"]:
+        """One replacement token per entry of ``u`` (U[0, 1) numbers; column t is position t), on CPU."""
+        if self.table is None:
+            idx = (u * len(self.candidates)).long().clamp_(max=len(self.candidates) - 1)
+            return self.candidates[idx]
+        # inverse CDF per position; right=True never lands on a zero-probability token
+        cdf = self.table[: u.shape[1]].double().cumsum(-1)  # [width, vocab]
+        scaled = (u * cdf[:, -1]).T.contiguous()  # [width, rows], scaled by the total: rounding never overshoots
+        return torch.searchsorted(cdf, scaled, right=True).clamp_(max=cdf.shape[1] - 1).T.contiguous()
 
     def draw(self, n: int, width: int, generator: torch.Generator) -> Int[Tensor, "n width"]:
         """``n`` independent replacement tokens for each of the first ``width`` positions (on CPU)."""
-        if self.table is None:
-            idx = torch.randint(len(self.candidates), (n, width), generator=generator)
-            return self.candidates[idx]
-        # [width, n] draws from each position's own distribution, one batched call
-        return torch.multinomial(self.table[:width], n, replacement=True, generator=generator).T.contiguous()
+        return self.pick(torch.rand(n, width, generator=generator, dtype=torch.float64))
 
 
 def _table_from_logits(logits: Float[Tensor, "pos vocab"], ids: Int[Tensor, "pos"], candidates: Tensor) -> Tensor:

@@ -17,7 +17,7 @@ from workbench.analyses.attribution.common import prepare
 from workbench.analyses.attribution.prompts import copy_tasks
 from workbench.analyses.attribution.faithfulness import FaithfulnessParams, distance, faithfulness, kl, normalise, summarise
 from workbench.analyses.attribution.reagent import (
-    ReagentParams, draw_key, probe_dtype, reagent_sequence, reagent_target, reagent_target_stepwise,
+    ReagentParams, draw_key, probe_dtype, reagent_target, reagent_target_stepwise,
 )
 from workbench.analyses.attribution.replacers import build_sampler, candidate_ids, special_ids
 

@@ -11,15 +11,24 @@ pages count too):
 (a) head composition of every head pair (Q, K, V; whole heads and per component), ``cache=False``:
     - ``from shards``: ``wb.head_composition(wb.load_weights(folder))``, one layer's weights at a time;
     - ``load model first``: ``wb.head_composition(wb.load_model(folder))`` (transformers + the bridge);
-    - ``matmul floor``: the FLOPs of the all-pairs products (2 x writer components x d_model x reader
-      columns, summed over layer pairs and kinds) divided by the float32 matmul rate this run measures on
-      products of the same shape.
+    - ``matmul floor``: the FLOPs of the products the analysis cannot do without, divided by the float32 matmul
+      rate this run measures on products of the same shape. The analysis never forms a d_model x d_model
+      circuit: every writer component meets every later reader through the d_head-rank factors
+      (``analyses/composition.py``), one [heads * d_head, d_model] @ [d_model, heads * d_head] product per
+      writer layer x later reader layer and kind, plus the same product between the 128 x 128 heads of each
+      of the two nulls (Gaussian and rotated) per kind: 2 x rows x d_model x columns each, summed. Everything
+      else (reading shards, the per-head QR/SVDs, tables) is what the ratio charges against the floor.
+      Time is process CPU time (all threads) for both the run and the rate, so a machine shared with other
+      jobs slows both alike; wall time is reported beside it, and the load average.
 (b) the super-weight scan of three short prompts (``wb.super_weights``, two scan rounds, one 16-token
     evaluation window) on ``wb.load_model(folder, device_map="auto", max_memory={"cpu": cap})``: every
     layer that does not fit under the cap is read from the checkpoint's own shards during each forward.
     ``found``: the planted weight is among the candidates.
 
-``--quick`` runs the 1B shape only (a few minutes on 2 cores). Nothing asserts on time: read the table.
+``--quick`` runs the 1B shape only (a few minutes on 2 cores). ``--threads N`` fixes the threads of the rows
+(``WORKBENCH_THREADS``) and of the rate; without it the workbench sizes its threads to the cores free when the
+row starts, which on a busy machine is fewer than the rate used: compare CPU times then, as the ratio does.
+``--no-baseline`` / ``--no-scan`` skip rows. Nothing asserts on time: read the table.
 """
 
 from __future__ import annotations
@@ -126,26 +135,33 @@ def write_checkpoint(shape: Shape, folder: Path, seed: int = 0) -> None:
 
 
 # ------------------------------------------------------------------ the matmul floor
-def composition_flops(shape: Shape) -> float:
-    """FLOPs of the all-pairs products: per writer layer x later reader layer and kind, one
-    [heads * d_head, d_model] @ [d_model, heads * d_head] product."""
+NULL_SAMPLES = 128  # head_composition's default null_samples: n x n random pairs per null and kind
+
+
+def composition_flops(shape: Shape) -> dict[str, float]:
+    """FLOPs of the products head composition needs (module docstring): ``pairs``, per writer layer x later
+    reader layer and kind one [heads * d_head, d_model] @ [d_model, heads * d_head] product; ``nulls``, per null
+    and kind one [n * d_head, d_model] @ [d_model, n * d_head] product."""
     n = shape.n_heads * shape.d_head
     pairs = shape.n_layers * (shape.n_layers - 1) // 2
-    return 3 * pairs * 2.0 * n * shape.d_model * n
+    m = NULL_SAMPLES * shape.d_head
+    return {"pairs": 3 * pairs * 2.0 * n * shape.d_model * n, "nulls": 2 * 3 * 2.0 * m * shape.d_model * m}
 
 
-def matmul_rate(shape: Shape, seconds: float = 3.0) -> float:
-    """float32 FLOP/s on products of the composition's shape (median over repeats for ``seconds``)."""
+def matmul_rate(shape: Shape, seconds: float = 3.0) -> dict[str, float]:
+    """float32 FLOP/s on products of the composition's shape, per second of process CPU time and of wall time
+    (median over repeats for ``seconds``)."""
     n = shape.n_heads * shape.d_head
     a, b = torch.randn(n, shape.d_model), torch.randn(shape.d_model, n)
     a @ b  # warm-up
-    times, start = [], time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < 3:
-        t = time.perf_counter()
+    cpu, wall, start = [], [], time.perf_counter()
+    while time.perf_counter() - start < seconds or len(cpu) < 3:
+        t, w = time.process_time(), time.perf_counter()
         a @ b
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return 2.0 * n * shape.d_model * n / times[len(times) // 2]
+        cpu.append(time.process_time() - t)
+        wall.append(time.perf_counter() - w)
+    flops = 2.0 * n * shape.d_model * n
+    return {"cpu": flops / sorted(cpu)[len(cpu) // 2], "wall": flops / sorted(wall)[len(wall) // 2]}
 
 
 # ------------------------------------------------------------------ the rows (each in a child process)
@@ -159,8 +175,9 @@ def _peak_rss_mb() -> float:
 def child(task: str, folder: str, cap: str, offload: str) -> dict:
     import workbench as wb
 
+
     out: dict = {}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     if task == "composition_shards":
         result = wb.head_composition(wb.load_weights(folder), cache=False)
     elif task == "composition_loaded":
@@ -176,6 +193,7 @@ def child(task: str, folder: str, cap: str, offload: str) -> dict:
     else:
         raise SystemExit(f"unknown task {task}")
     out["seconds"] = time.perf_counter() - start
+    out["cpu_seconds"] = time.process_time() - cpu
     out["peak_rss_mb"] = _peak_rss_mb()
     out["pairs"] = int(len(result.tables[next(iter(result.tables))]))
     return out
@@ -190,19 +208,26 @@ def run_child(task: str, folder: Path, cap: str, offload: Path) -> dict:
 
 
 # ------------------------------------------------------------------ main
-def measure(shape: Shape, root: Path, cap: str, baseline: bool) -> dict:
+def measure(shape: Shape, root: Path, cap: str, baseline: bool, scan: bool) -> dict:
     folder = root / shape.name
     t = time.perf_counter()
     write_checkpoint(shape, folder)
     row: dict = {"shape": asdict(shape), "params": shape.n_params, "write_s": time.perf_counter() - t}
-    rate = matmul_rate(shape)
-    row["matmul_gflops"] = rate / 1e9
-    row["floor_s"] = composition_flops(shape) / rate
+    flops = composition_flops(shape)
+    row["load_before"] = os.getloadavg()[0]
+    rate = matmul_rate(shape)  # measured next to the row it is the floor of, under the same load
+    row["matmul_gflops"] = rate["cpu"] / 1e9  # per CPU-second: the floor's unit
+    row["matmul_gflops_wall"] = rate["wall"] / 1e9
+    row["flops"] = flops
+    row["floor_s"] = sum(flops.values()) / rate["cpu"]  # CPU seconds
+    row["floor_pairs_only_s"] = flops["pairs"] / rate["cpu"]
     row["shards"] = run_child("composition_shards", folder, cap, root / "offload")
+    row["load_after"] = os.getloadavg()[0]
     if baseline:
         row["loaded"] = run_child("composition_loaded", folder, cap, root / "offload")
-    row["scan"] = run_child("scan_offloaded", folder, cap, root / "offload")
-    row["scan"]["found"] = list(planted(shape)) in row["scan"].get("candidates", [])
+    if scan:
+        row["scan"] = run_child("scan_offloaded", folder, cap, root / "offload")
+        row["scan"]["found"] = list(planted(shape)) in row["scan"].get("candidates", [])
     shutil.rmtree(folder)
     return row
 
@@ -213,15 +238,17 @@ def table(rows: list[dict]) -> str:
             return "failed: " + entry["error"][:60]
         return f"{entry['seconds']:.0f} / {entry['peak_rss_mb']:.0f}" if entry else "-"
 
-    lines = ["| shape | params | (a) from shards: s / peak MB | matmul floor s (GFLOP/s) | shards / floor "
-             "| (a) load model first: s / peak MB | (b) offloaded scan: s / peak MB | planted weight found |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| shape | params | (a) from shards: wall s / CPU s / peak MB | matmul floor: CPU s (GFLOP per CPU-s) "
+             "| shards / floor (CPU) | load avg | (a) load model first: s / peak MB | (b) offloaded scan: s / peak MB "
+             "| planted weight found |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["shards"]
-        ratio = f"{s['seconds'] / r['floor_s']:.2f}x" if "seconds" in s else "-"
-        lines.append(f"| {r['shape']['name']} | {r['params'] / 1e9:.2f}B | {run(s)} | {r['floor_s']:.0f} "
-                     f"({r['matmul_gflops']:.0f}) | {ratio} | {run(r.get('loaded', {}))} | {run(r['scan'])} "
-                     f"| {r['scan'].get('found', False)} |")
+        shards = run(s) if "error" in s else f"{s['seconds']:.0f} / {s['cpu_seconds']:.0f} / {s['peak_rss_mb']:.0f}"
+        ratio = f"{s['cpu_seconds'] / r['floor_s']:.2f}x" if "cpu_seconds" in s else "-"
+        lines.append(f"| {r['shape']['name']} | {r['params'] / 1e9:.2f}B | {shards} | {r['floor_s']:.0f} "
+                     f"({r['matmul_gflops']:.0f}) | {ratio} | {r['load_before']:.1f} / {r['load_after']:.1f} "
+                     f"| {run(r.get('loaded', {}))} | {run(r.get('scan', {}))} | {r.get('scan', {}).get('found', '-')} |")
     return "\n".join(lines)
 
 
@@ -234,17 +261,23 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=["1b", "7b"])
     parser.add_argument("--cap", default="2GiB", help="accelerate's CPU memory cap for (b)")
     parser.add_argument("--no-baseline", action="store_true", help="skip loading the model with transformers first")
+    parser.add_argument("--no-scan", action="store_true", help="skip (b), the offloaded super-weight scan")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for the rows and the matmul rate")
     parser.add_argument("--tmp", default=None, help="where the temporary checkpoints go (7B: ~13.5 GB)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     shapes = ["1b"] if args.quick else args.shapes
+    if args.threads:  # the rows' processes: the workbench's own thread sizing (workbench/_threads.py) obeys it
+        os.environ["WORKBENCH_THREADS"] = str(args.threads)
+        torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory(prefix="workbench-scale-", dir=args.tmp) as tmp:
         for name in shapes:
             print(f"{SHAPES[name].name}: writing the checkpoint and measuring ...", flush=True)
-            rows.append(measure(SHAPES[name], Path(tmp), args.cap, not args.no_baseline))
+            rows.append(measure(SHAPES[name], Path(tmp), args.cap, not args.no_baseline, not args.no_scan))
             print(table(rows[-1:]), flush=True)
-    print(f"\ntorch {torch.__version__}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} threads\n")
+    print(f"\ntorch {torch.__version__}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} threads; floor = FLOPs of "
+          "the all-pairs and the two nulls' products / float32 matmul FLOP per CPU-second (module docstring)\n")
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

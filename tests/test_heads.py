@@ -189,6 +189,23 @@ def test_rotated_null_keeps_writer_spectra(tiny_llama):
     assert any(torch.equal(readers.W_Q[0, 0], m) for m in w.W_Q.flatten(0, 1))
 
 
+def test_streamed_nulls_equal_the_stacked_ones(tiny_llama, monkeypatch):
+    """The nulls as head_composition computes them (one head at a time, readers met in blocks, the rotated null's
+    real heads re-read from their layers) equal the references built from every random head at once."""
+    from workbench.analyses import composition as C
+    from workbench.analyses.composition_stream import rotated_null_streamed
+
+    monkeypatch.setattr(C, "REACH_BLOCK", 1)  # a block per reader: the blocking is exercised too
+    w = head_weights(tiny_llama)
+    for kinds in (("Q", "K", "V"), ("V",)):
+        pairs = [(C.null_scores(C.HeadNorms.of(w), kinds, 12, seed=3), C.null_scores_reference(w, kinds, 12, seed=3)),
+                 (rotated_null_streamed(tiny_llama, kinds, 12, 4, fold_norm=True), C.rotated_null_scores(w, kinds, 12, seed=4))]
+        for streamed, stacked in pairs:
+            for kind in kinds:
+                for field in ("component", "head", "writer_s"):
+                    torch.testing.assert_close(getattr(streamed[kind], field), getattr(stacked[kind], field), rtol=1e-6, atol=1e-7)
+
+
 def test_restrictions_and_errors(tiny_llama):
     result = wb.head_composition(tiny_llama, cache=False, writer_heads=(1,), reader_heads=(0, 3), kinds=("V",), null_samples=0)
     pairs = result.to_frame()

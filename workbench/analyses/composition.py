@@ -28,9 +28,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .._memory import release_freed
 from .._progress import progress
 from ..errors import InputError
-from .head_svd import FactoredSVD, HeadWeights, ov_svd, qr_r
+from .head_svd import FactoredSVD, HeadWeights, ov_svd, qr_r, svd_from_r
 
 KINDS = ("Q", "K", "V")
 
@@ -178,10 +179,114 @@ def random_like(w: HeadWeights | HeadNorms, n: int, generator: torch.Generator) 
 
 
 def null_scores(w: HeadWeights | HeadNorms, kinds: tuple[str, ...], n: int, seed: int) -> dict[str, Composition]:
-    """Scores between ``n`` random writer heads and ``n`` random reader heads (all n^2 pairs)."""
+    """Scores between ``n`` random writer heads and ``n`` random reader heads (all n^2 pairs).
+
+    The heads :func:`random_like` would draw (same generator stream, same values), but made one head at a time
+    and reduced at once: writers to their OV directions, readers to their read matrices, met in blocks. Holding
+    the 8 x n random matrices instead costs 2 GB in float32 at 7B shapes (:func:`null_scores_reference`)."""
+    gen = torch.Generator().manual_seed(seed)
+    w = HeadNorms.of(w) if isinstance(w, HeadWeights) else w
+    device, dtype = w.norms.device, w.norms.dtype
+
+    def heads(pick: Tensor, matrix: int):  # random_like's heads of one matrix, in its order
+        for g, target in zip(normal_draws(n, w.shapes[matrix], gen), w.norms[matrix][pick.to(device)]):
+            g = g.to(device, dtype)
+            yield g * (target / g.flatten().norm().clamp_min(1e-30))
+
+    pick = torch.randint(0, w.norms.shape[1], (n,), generator=gen)  # the writers
+    for matrix in (0, 1):  # W_Q, W_K: a writer does not use them, but random_like draws them
+        for _ in heads(pick, matrix):
+            pass
+    r_v = [torch.linalg.qr(v.double())[1] for v in heads(pick, 2)]  # what factored_svd keeps of W_V
+    writer_s, writer_v = writer_directions((svd_from_r(r, o) for r, o in zip(r_v, heads(pick, 3))), n)
+    pick = torch.randint(0, w.norms.shape[1], (n,), generator=gen)  # the readers
+    reach = {kind: Reach(writer_v, n) for kind in kinds}
+    q = list(heads(pick, 0))
+    for i, k in enumerate(heads(pick, 1)):  # read_matrices' S_B, one reader at a time
+        for kind, x, y in (("Q", q[i], k), ("K", k, q[i])):
+            if kind in reach:
+                reach[kind].add(i, x @ qr_r(y).mT)
+        q[i] = None  # no longer needed: its memory goes back
+    v = list(heads(pick, 2))
+    for i, o in enumerate(heads(pick, 3)):
+        if "V" in reach:
+            reach["V"].add(i, v[i] @ qr_r(o.mT).mT)
+        v[i] = None
+    out = {kind: r.flush().scores(writer_s) for kind, r in reach.items()}
+    del reach, writer_v
+    release_freed()
+    return out
+
+
+def writer_directions(svds, n: int) -> tuple[Float[Tensor, "1 n comp"], Float[Tensor, "rows d_model"]]:
+    """Singular values [1, n, comp] and output directions [n * comp, d_model] of ``n`` writers given one (S, Vh)
+    at a time, written into place (a list then a stack would hold them twice: 0.5 GB at 7B shapes)."""
+    s_all, v_all = [], None
+    for i, (s, vh) in enumerate(svds):
+        if v_all is None:
+            v_all = torch.empty(n, *vh.shape, dtype=vh.dtype, device=vh.device)
+        v_all[i] = vh
+        s_all.append(s)
+    return torch.stack(s_all)[None], v_all.flatten(0, 1)
+
+
+def null_scores_reference(w: HeadWeights | HeadNorms, kinds: tuple[str, ...], n: int, seed: int) -> dict[str, Composition]:
+    """:func:`null_scores` from the stacked random heads (tests; memory: every random head at once)."""
     gen = torch.Generator().manual_seed(seed)
     writers, readers = random_like(w, n, gen), random_like(w, n, gen)
     return all_compositions(writers, readers, kinds, causal=False, show_progress=False)
+
+
+def normal_draws(n: int, shape: tuple[int, ...], generator: torch.Generator):
+    """``torch.randn((n, *shape), float64)`` one [shape] slice at a time, with the same values: torch's CPU normal
+    fill works in groups of 16, so slices of a multiple of 16 values continue the stream exactly. Other sizes
+    (tiny test models only) are drawn in one call."""
+    size = 1
+    for d in shape:
+        size *= d
+    if size % 16:
+        yield from torch.randn((n, *shape), generator=generator, dtype=torch.float64)
+        return
+    for _ in range(n):
+        yield torch.randn(shape, generator=generator, dtype=torch.float64)
+
+
+REACH_BLOCK = 2**24  # values of one writers x reader-columns product block (64 MB in float32)
+
+
+REACH_BLOCK = 2**24  # values of one writers x reader-columns product block (64 MB in float32)
+
+
+class Reach:
+    """``||v^T S_B||`` for every row ``v`` of ``writer_v`` [rows, d_model] and each of ``n`` readers, given one read
+    matrix ``S_B`` [d_model, d_head] at a time (any order) and multiplied in blocks of readers: neither every read
+    matrix nor the full product (n^2 d_head^2 values: 1 GB for 128 x 128 heads of 128) is ever held."""
+
+    def __init__(self, writer_v: Float[Tensor, "rows d_model"], n: int):
+        self.writer_v = writer_v
+        self.values = torch.empty(writer_v.shape[0], n, dtype=writer_v.dtype, device=writer_v.device)
+        self.read_norm = torch.empty(n, dtype=writer_v.dtype, device=writer_v.device)  # ||S_B||_F
+        self.pending: list[tuple[int, Tensor]] = []
+
+    def add(self, index: int, read: Float[Tensor, "d_model d_head"]) -> None:
+        self.pending.append((index, read.to(self.writer_v.device)))
+        if len(self.pending) * read.shape[1] * self.writer_v.shape[0] >= REACH_BLOCK:
+            self.flush()
+
+    def flush(self) -> "Reach":
+        if self.pending:
+            index = torch.tensor([i for i, _ in self.pending], device=self.values.device)
+            block = torch.stack([r for _, r in self.pending])  # [b, d_model, d_head]
+            self.read_norm[index] = block.flatten(-2).norm(dim=-1)
+            cols = block.permute(1, 0, 2).reshape(block.shape[1], -1)
+            self.values[:, index] = (self.writer_v @ cols).reshape(-1, len(index), block.shape[2]).norm(dim=-1)
+            self.pending = []
+        return self
+
+    def scores(self, writer_s: Float[Tensor, "1 n comp"]) -> "Composition":
+        """The scores of every writer (one pseudo-layer, ``writer_s``) against every reader (one pseudo-layer)."""
+        n, comp = writer_s.shape[1], writer_s.shape[2]
+        return scores_from_reach(writer_s, self.values.reshape(1, n, comp, 1, -1), self.read_norm[None])
 
 
 def rotated_picks(n_heads: int, n: int, seed: int) -> tuple[torch.Generator, Tensor, Tensor]:

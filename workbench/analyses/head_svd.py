@@ -139,6 +139,15 @@ def factored_svd(a: Float[Tensor, "... m r"], b: Float[Tensor, "... r n"]) -> Fa
     return FactoredSVD((qa @ u).to(dtype), s.to(dtype), (wh @ qb.mT).to(dtype))
 
 
+def svd_from_r(r_a: Float[Tensor, "... r r"], b: Float[Tensor, "... r n"], *, right: bool = True
+               ) -> tuple[Float[Tensor, "... r"], Float[Tensor, "... r n"] | None]:
+    """``S`` and (``right``) ``Vh`` of :func:`factored_svd` ``(a, b)``, equal to its, from ``R`` of ``a``'s QR
+    (float64): all the right side needs, so a caller need not keep ``a`` (d_model x d_head) nor form ``U``."""
+    qb, rb = torch.linalg.qr(b.double().mT, mode="reduced" if right else "r")
+    _, s, wh = torch.linalg.svd(r_a @ rb.mT)
+    return s.to(b.dtype), (wh @ qb.mT).to(b.dtype) if right else None
+
+
 def take_svd(svd: FactoredSVD, rows: list[int], heads: list[int] | None = None) -> FactoredSVD:
     """Per-head SVDs of the layer rows ``rows`` and heads ``heads`` (as :func:`take` picks weights)."""
     return FactoredSVD(*(_pick(m, rows, heads) for m in (svd.U, svd.S, svd.Vh)))

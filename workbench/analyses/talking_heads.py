@@ -14,8 +14,8 @@ from torch import Tensor
 from ..errors import InputError
 from ..results import Result
 from ..types import ComponentScores, HeadScores, HeadSpectra, NullScores
-from .composition import KINDS, Composition, null_scores, rotated_null_of
-from .composition_stream import stream_compositions
+from .composition import KINDS, Composition, null_scores
+from .composition_stream import rotated_null_streamed, stream_compositions
 from .head_svd import _chosen_layers, check_weights, spectrum_stats
 from .registry import Analysis
 
@@ -324,13 +324,12 @@ def compute_head_composition(model, config: HeadCompositionConfig) -> HeadCompos
     if not any(a < b for a in w_layers for b in r_layers):
         raise InputError(f"no reader layer comes after a writer layer (writers {w_layers}, readers {r_layers})")
     # one layer's weights at a time (analyses/composition_stream.py): a 7B model's all-pairs fit in a few GB
-    streamed, gen = stream_compositions(model, kinds, w_layers, r_layers, w_heads, r_heads, fold_norm=config.fold_norm,
-                                        null_samples=config.null_samples, rotated_seed=config.seed + 1)
+    streamed = stream_compositions(model, kinds, w_layers, r_layers, w_heads, r_heads, fold_norm=config.fold_norm)
     comps = {k: Composition(c.component.cpu(), c.head.cpu(), c.writer_s.cpu()) for k, c in streamed.comps.items()}
     sv = {"OV": streamed.sv_ov, "QK": streamed.sv_qk}
-    null, rotated = ({}, {}) if streamed.rotated is None else (  # no null drawn (null_samples < 2)
+    null, rotated = ({}, {}) if config.null_samples < 2 else (  # no null drawn
         null_scores(streamed.norms, kinds, config.null_samples, config.seed),
-        rotated_null_of(*streamed.rotated, kinds, gen))
+        rotated_null_streamed(model, kinds, config.null_samples, config.seed + 1, fold_norm=config.fold_norm))
     null_tab = _null_table({"gaussian": null, "rotated": rotated} if null else {})
 
     def q99_of(name: str, level: str) -> dict[str, float]:

@@ -11,7 +11,7 @@
     (measured: 21.9 GB) on the embedded model, so only Q is timed by default (``--tl-kinds Q K V`` for all).
 
 Ours computes per-component *and* whole-head scores for all pairs in one call
-(``workbench.analyses.composition.all_compositions``). Weights are the raw ones
+(``workbench.analyses.heads.scores.all_compositions``). Weights are the raw ones
 (``fold_norm=False``), as TransformerLens uses them. Agreement is checked in the same run.
 """
 
@@ -37,7 +37,7 @@ KINDS = ("Q", "K", "V")
 
 def dense_pair(w, a, b, kind):
     """Whole-head score of one pair from explicit d_model x d_model products (float32, as a user would)."""
-    from workbench.analyses.composition import dense_circuits, right_matrix
+    from workbench.analyses.heads.scores import dense_circuits, right_matrix
 
     left = dense_circuits(w, *a)["OV"].float()
     right = right_matrix(dense_circuits(w, *b), kind).float()
@@ -73,8 +73,8 @@ def main() -> None:
     tl_kinds = () if args.skip_tl else tuple(args.tl_kinds)
 
     import workbench as wb
-    from workbench.analyses.composition import all_compositions, dense_circuits, dense_score, right_matrix
-    from workbench.analyses.head_svd import head_weights
+    from workbench.analyses.heads.scores import all_compositions, dense_circuits, dense_score, right_matrix
+    from workbench.analyses.heads.svd import head_weights
 
     wb.set_progress(False)
     # --- (b) TransformerLens, first, before this process holds a model: it peaks at ~20 GB RSS

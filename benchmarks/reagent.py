@@ -220,13 +220,14 @@ def integrated_gradients(model, prompt: str, target: str) -> torch.Tensor:
     return res.importance(0).float()
 
 
-def section_copy(r: Runner, n_words: int, n_inseq: int) -> dict:
+def section_copy(r: Runner, n_words: int, n_inseq: int, n_predictions: int) -> dict:
     tasks = copy_tasks(r.model, n_words, seed=r.args.copy_seed)
     hits: dict[str, list[bool]] = {"reagent": [], "reagent_predictions": [], "integrated_gradients": [], "inseq_reagent": []}
     for i, t in enumerate(tasks):
         hits["reagent"].append(ranks_first(r.ours_importance(t.prompt, t.target, r.args.seed), t.answer_position))
-        hits["reagent_predictions"].append(ranks_first(
-            r.ours_importance(t.prompt, t.target, r.args.seed, replacer="predictions"), t.answer_position))
+        if i < n_predictions:
+            hits["reagent_predictions"].append(ranks_first(
+                r.ours_importance(t.prompt, t.target, r.args.seed, replacer="predictions"), t.answer_position))
         hits["integrated_gradients"].append(ranks_first(integrated_gradients(r.model, t.prompt, t.target), t.answer_position))
         if i < n_inseq:
             hits["inseq_reagent"].append(ranks_first(r.inseq_importance(t.prompt, t.target, r.args.seed), t.answer_position))
@@ -259,15 +260,19 @@ def section_speed(r: Runner, prompts: list[str], steps: int) -> list[dict]:
     return rows
 
 
-def record(r: Runner, path: Path, prompts: list[str], seeds: int) -> None:
-    """Inseq's importances for the tests' recorded reference (tests/test_attribution_real.py)."""
+RECORDED_PROMPTS = ("Water freezes at a temperature of zero degrees", "The author of the books about the wizard")
+
+
+def record(r: Runner, path: Path, seeds: int) -> None:
+    """Inseq's importances on short prompts whose probes stop early, for the tests' recorded reference
+    (tests/test_attribution_real.py runs ours on the same prompts and settings)."""
     out = {"inseq": "0.7.1", "params": r.params(), "prompts": []}
-    for prompt in prompts:
+    for prompt in RECORDED_PROMPTS:
         target = r.target(prompt, None)
         runs = [r.inseq_importance(prompt, target, s).tolist() for s in range(seeds)]
         out["prompts"].append({"prompt": prompt, "target": target, "inseq": runs})
         print(f"  recorded {prompt!r} -> {target!r}", flush=True)
-    path.write_text(json.dumps(out, indent=1))
+    path.write_text(json.dumps(out, indent=1) + "\n")
 
 
 def main() -> None:
@@ -285,10 +290,12 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=20, help="agreement prompts: the mixed set's first n - 2 and 2 copy tasks")
     p.add_argument("--copy-words", type=int, default=50)
     p.add_argument("--copy-inseq", type=int, default=10, help="copy tasks that Inseq also runs (slow)")
+    p.add_argument("--copy-predictions", type=int, default=20, help="copy tasks also run with replacer='predictions'")
     p.add_argument("--copy-seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's)")
     p.add_argument("--json", default=None)
     p.add_argument("--record", default=None, help="write Inseq's importances on a few prompts (the tests' reference)")
+    p.add_argument("--record-seeds", type=int, default=8)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -296,20 +303,20 @@ def main() -> None:
     print(f"workbench {wb.__version__}, inseq 0.7.1, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"cpu, model {r.model.name}, load average {load_avg()}")
     if args.record:
-        record(r, Path(args.record), list(MIXED_PROMPTS[:4]), seeds=4)
+        record(r, Path(args.record), seeds=args.record_seeds)
         return
     agreement_prompts = [(q, None) for q in MIXED_PROMPTS[: args.prompts - 2]]
     agreement_prompts += [(t.prompt, t.target) for t in copy_tasks(r.model, 2, seed=99)]
     speed_prompts = ["The Eiffel Tower is located in the city of",
                      "The password is falcon. Remember it well. The password is"]
     if args.quick:
-        agreement_prompts, args.copy_words, args.copy_inseq = agreement_prompts[:4], 10, 3
+        agreement_prompts, args.copy_words, args.copy_inseq, args.copy_predictions = agreement_prompts[:4], 10, 3, 3
         args.speed_steps, speed_prompts = 300, speed_prompts[:1]
     results: dict = {"args": vars(args)}
     if "agreement" in args.sections:
         results["agreement"] = section_agreement(r, agreement_prompts)
     if "copy" in args.sections:
-        results["copy"] = section_copy(r, args.copy_words, args.copy_inseq)
+        results["copy"] = section_copy(r, args.copy_words, args.copy_inseq, args.copy_predictions)
     if "speed" in args.sections:
         results["speed"] = section_speed(r, speed_prompts, args.speed_steps)
     if args.json:

@@ -35,7 +35,7 @@ import workbench as wb  # noqa: E402
 from workbench.analyses.super_weights.quantize import blockwise_rtn  # noqa: E402
 from workbench.analyses.super_weights.scan import StreamingRecorder  # noqa: E402
 from workbench.corpus import token_windows  # noqa: E402
-from workbench.models import hook_names as H  # noqa: E402
+from workbench.models import hook_names as hn  # noqa: E402
 
 
 # ------------------------------------------------------------------ measuring
@@ -128,7 +128,7 @@ def rows_of(results: dict, baseline: str) -> list[dict]:
 def naive_scan(model, tokens) -> list[tuple]:
     """The baseline: cache every MLP input and output, then reduce (what a script without streaming does)."""
     L = model.info.n_layers
-    names = [H.mlp_post(l) for l in range(L)] + [H.mlp_out(l) for l in range(L)]
+    names = [hn.mlp_post(l) for l in range(L)] + [hn.mlp_out(l) for l in range(L)]
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names=names)
     out = []

@@ -9,7 +9,7 @@ From cached results (the run computes them first if the cache lacks them; ``WORK
     value until its callback returns (re-slicing the result, building the plotly figures, serialising
     the widget state). This is the kernel's share of a change.
 (b) browser: the notebook run in a JupyterLab server started here, opened in headless Chromium
-    (``tests/jupyterlab_session.py``); in the page, from dispatching the control's change event to the
+    (``tests/support/jupyterlab_session.py``); in the page, from dispatching the control's change event to the
     first and the last DOM mutation of the explorer's view (settled: no mutation for 0.75 s after it).
     This is what the user waits for: comm round trip, Python callback, widget messages, plotly drawing.
 
@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 from run import machine_facts, print_table  # noqa: E402  (shared helpers; sets offline env)
-from jupyterlab_session import Control, browser_available, lab_session  # noqa: E402
+from support.jupyterlab_session import Control, browser_available, lab_session  # noqa: E402
 
 NOTEBOOK = HERE.parent / "notebooks" / "explorers.ipynb"
 MARKERS = {"super_weights": "sw.widget(", "heads": "comp.widget(", "bilinear": "spectrum.widget(",

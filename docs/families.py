@@ -4,7 +4,7 @@
 
 Builds each family's tiny random model (tests/support/families.py), loads it through
 ``wb.load_model(folder)``, runs every analysis with small settings, and replaces the table
-between the markers in README.md. ``tests/test_families.py`` fails when the table is stale.
+between the markers in README.md. ``tests/models/test_families.py`` fails when the table is stale.
 """
 
 from __future__ import annotations

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 import workbench as wb
 from workbench.analyses.attribution import baselines
+from workbench.analyses.attribution.agreement import spearman
 from workbench.analyses.attribution.common import prepare
 
 pytestmark = pytest.mark.real
@@ -66,3 +70,23 @@ def test_compare_attributions_on_the_embedded_model(embedded):
         assert summary.loc[(method, "comp_aopc"), "mean"] > summary.loc[("random", "comp_aopc"), "mean"]
     assert summary.loc[("occlusion", "soft_nc"), "log_ratio"] > 0
     assert set(result.to_frame()["metric"]) >= {"soft_ns", "soft_nc", "comp@0.1", "suff@0.5", "comp_aopc", "suff_aopc"}
+
+
+REFERENCE = Path(__file__).parent / "data" / "inseq_reagent.json"
+
+
+def test_reagent_agrees_with_inseq_as_inseq_agrees_with_itself(embedded):
+    """Inseq 0.7.1's ReAGent, recorded on the same weights, ids and settings (``benchmarks/reagent.py --record``):
+    one of our runs correlates with one of Inseq's (Spearman over the prompt's tokens) as well as two of Inseq's
+    runs with different seeds do. ReAGent is random; that noise floor is the only fair bar."""
+    ref = json.loads(REFERENCE.read_text())
+    floor, cross = [], []
+    for case in ref["prompts"]:
+        inseq = [torch.tensor(run) for run in case["inseq"] if not math.isnan(run[0])]  # NaN: no Inseq probe stopped
+        ours = [wb.reagent(embedded, case["prompt"], case["target"], prepend_bos=False, probe_dtype=None, seed=seed,
+                           cache=False, **ref["params"]).importance(0) for seed in range(4)]
+        floor += [spearman(a, b) for a, b in itertools.combinations(inseq, 2)]
+        cross += [spearman(o, i) for o in ours for i in inseq]
+    floor_mean, cross_mean = sum(floor) / len(floor), sum(cross) / len(cross)
+    assert len(floor) >= 20
+    assert cross_mean > floor_mean - 0.1, (cross_mean, floor_mean)

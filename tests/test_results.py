@@ -10,9 +10,9 @@ import torch
 
 import workbench as wb
 from workbench import results
-from workbench.analyses.overview import OverviewConfig, OverviewResult
-from workbench.analyses import registry
-from workbench.analyses.registry import Analysis, get_analysis, register_analysis
+from workbench.analyses.overview.card import OverviewConfig, OverviewResult
+from workbench.engine import registry
+from workbench.engine.registry import Analysis, get_analysis, register_analysis
 from workbench.render import render_html
 
 
@@ -81,7 +81,13 @@ def test_result_types_register_once_and_match_their_analysis(monkeypatch):
 
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     with pytest.raises(ValueError, match="config_cls must be OverviewConfig"):
-        register_analysis(Analysis("test-unconfigured", "t", "d", OverviewConfig, Unconfigured, compute=lambda m, c: None))
+        register_analysis(Analysis("test-unconfigured", "d", OverviewConfig, Unconfigured, compute=lambda m, c: None))
+
+
+def test_titles_are_written_once_on_the_result():
+    assert all(spec.title == spec.result_cls.title for spec in wb.list_analyses())
+    with pytest.raises(ValueError, match="the title is OverviewResult.title"):
+        Analysis("overview", "d", OverviewConfig, OverviewResult, compute=lambda m, c: None, title="Another title")
 
 
 def test_registry_refuses_duplicates_and_names_choices():

@@ -4,15 +4,16 @@ from ._version import __version__
 from .errors import CacheCorruptError, InputError, ModelLoadError, UnsupportedModelError, WorkbenchError
 from .models import CheckpointWeights, HookedModel, ModelInfo, available_models, hook_names, load_model, load_weights
 from ._progress import set_progress
-from .analyses import get_analysis, list_analyses, model_overview, register_analysis, run_analysis
-# the four analyses
-from .analyses.super_weights.api import (
+from .engine import get_analysis, list_analyses, register_analysis, run_analysis
+from .analyses import model_overview  # (importing workbench.analyses registers every analysis)
+# the four analyses, each package's public functions (its api.py)
+from .analyses.super_weights import (
     prune_outliers, prune_super_weights, quantize_super_weights, scale_super_weights, super_experts, super_weights,
     trace_super_weight,
 )
-from .analyses.heads_api import head_composition, head_effects, laundry_component_scan, laundry_list
-from .analyses.bilinear import BilinearMLP
-from .analyses.bilinear.api import bilinear_replacement, bilinear_spectrum, train_bilinear_lm, train_digits, train_toy
+from .analyses.heads import head_composition, head_effects, laundry_component_scan, laundry_list
+from .analyses.bilinear import (BilinearMLP, bilinear_replacement, bilinear_spectrum, train_bilinear_lm, train_digits,
+                                train_toy)
 from .analyses.attribution import MaskedLM, attribute, compare_attributions, reagent
 from .cache import ResultCache, clear_cache, get_cache
 from .report import build_report, report

@@ -14,7 +14,8 @@ def run(args) -> None:
 
     model = load(args)
     options = given(args, "eval_windows", "window", "max_rounds", "out_factor")
-    result = super_weights(model, prompts=args.prompts, eval_file=args.eval_file, cache=not args.no_cache, **options)
+    options.update({k: v for k, v in (("prompts", args.prompts), ("eval_file", args.eval_file)) if v is not None})
+    result = super_weights(model, cache=not args.no_cache, **options)
     print_summary(result)
     print()
     table = result.candidates
@@ -27,7 +28,8 @@ def run(args) -> None:
         print("\npublished index:")
         print_frame(published)
     if args.trace is not None:
-        trace = trace_super_weight(model, args.weight, args.trace or None, cache=not args.no_cache)
+        chosen = {k: v for k, v in (("weight", args.weight), ("prompt", args.trace or None)) if v is not None}
+        trace = trace_super_weight(model, cache=not args.no_cache, **chosen)
         print("\ntrace:")
         print_summary(trace)
         print("\nparts of the residual stream that drive its input channel:")

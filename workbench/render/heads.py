@@ -222,6 +222,20 @@ def laundry_figures(result) -> dict[str, go.Figure]:
     return {"laundry_list": laundry_figure(result)}
 
 
+
+def laundry_scan_figures(result, n: int = 20) -> dict[str, go.Figure]:
+    """The ``n`` components whose rescaling the scan says moves the margin most, each way."""
+    table = result.components
+    ends = pd.concat([table.head(n), table.tail(n)]).drop_duplicates()
+    labels = [f"L{r.layer}H{r.head}.{r.component}" for r in ends.itertuples()]
+    fig = figure("Laundry List scan: margin change per unit of (scale - 1)", height=max(360, 14 * len(ends)))
+    fig.add_bar(x=_r(ends.d_margin), y=labels, orientation="h",
+                marker_color=np.where(ends.d_margin > 0, "#2ca02c", "#d62728"),
+                hovertemplate="%{y}: %{x:.4f}<extra></extra>")
+    fig.update_yaxes(autorange="reversed", title="layer, head, OV component")
+    fig.update_xaxes(title="d margin (positive: amplify helps; negative: removing helps)")
+    return {"laundry_scan": fig}
+
 def explanation_html(result) -> str:
     """How to read the section (static text plus escaped numbers)."""
     import html

@@ -12,14 +12,15 @@ from ..analyses.attribution.result import AttributionResult
 from ..analyses.bilinear.replacement import BilinearReplacementResult
 from ..analyses.bilinear.spectrum import BilinearSpectrumResult
 from ..analyses.bilinear.training import TrainedBilinear
-from ..analyses.head_effects import HeadEffectsResult
-from ..analyses.laundry_list import LaundryListResult
-from ..analyses.overview import OverviewResult
+from ..analyses.heads.composition import HeadCompositionResult
+from ..analyses.heads.effects import HeadEffectsResult
+from ..analyses.heads.laundry import LaundryListResult
+from ..analyses.heads.laundry_scan import LaundryScanResult
+from ..analyses.overview.card import OverviewResult
 from ..analyses.super_weights.detect import SuperWeightResult
 from ..analyses.super_weights.experiments import ExperimentResult
 from ..analyses.super_weights.experts import SuperExpertResult
 from ..analyses.super_weights.trace import TraceResult
-from ..analyses.talking_heads import HeadCompositionResult
 from . import attribution, bilinear, heads, overview, super_weight_trace, super_weights
 from .registry import register_view
 
@@ -31,6 +32,7 @@ register_view(TraceResult, figures=super_weight_trace.trace_figures)
 register_view(HeadCompositionResult, figures=heads.composition_figures, html=heads.explanation_html)
 register_view(HeadEffectsResult, figures=heads.effects_figures)
 register_view(LaundryListResult, figures=heads.laundry_figures)
+register_view(LaundryScanResult, figures=heads.laundry_scan_figures)
 register_view(BilinearSpectrumResult, figures=bilinear.spectrum_figures)
 register_view(BilinearReplacementResult, figures=bilinear.replacement_figures)
 register_view(TrainedBilinear, figures=bilinear.training_figures)

@@ -178,7 +178,7 @@ class LaundryListPanel(widgets.VBox):
     def suggest(self, n: int = 5) -> None:
         keep = {k: v for k, v in self.options.items() if k in ("templates", "items", "item_prefix", "fold_norm")}
         scan = self._scan(self.model, seed=int(self.options.get("seed", 0)) + 1, **keep)
-        self.edits.value = format_edits((int(r.layer), int(r.head), (int(r.component),), 0.0) for r in scan.tail(n).itertuples())
+        self.edits.value = format_edits(scan.edits(n))
 
     def run(self):
         from ..errors import WorkbenchError

@@ -94,7 +94,7 @@ class SuperWeightWidget(widgets.VBox):
         from ..analyses.super_weights.api import scale_super_weights
 
         self.compute_button.description = "computing..."
-        self._use_scale(scale_super_weights(self.model, self.result.coordinates()))  # cached per model and weights
+        self._use_scale(scale_super_weights(self.model, weights=self.result.coordinates()))  # cached per model and weights
         self.compute_button.description = "computed"
 
     def _on_scale(self, _change=None) -> None:
@@ -110,8 +110,8 @@ class SuperWeightWidget(widgets.VBox):
         row = self.result.candidates.iloc[self.candidate.value]
         self.trace_button.description = "tracing..."
         try:
-            self.trace_view.show(trace_super_weight(self.model, (row["layer"], row["row"], row["col"]),
-                                                    self.trace_prompt.value))
+            weight = (int(row["layer"]), int(row["row"]), int(row["col"]))
+            self.trace_view.show(trace_super_weight(self.model, weight=weight, prompt=self.trace_prompt.value))
         except Exception as err:  # shown in the widget: a bad prompt must not break the explorer
             self.trace_view.error(err)
         finally:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from ..analyses.attribution.compare import ComparisonResult
 from ..analyses.attribution.result import AttributionResult
 from ..analyses.bilinear.spectrum import BilinearSpectrumResult
-from ..analyses.overview import OverviewResult
+from ..analyses.heads.composition import HeadCompositionResult
+from ..analyses.overview.card import OverviewResult
 from ..analyses.super_weights.detect import SuperWeightResult
 from ..analyses.super_weights.trace import TraceResult
-from ..analyses.talking_heads import HeadCompositionResult
 from ..results import Result
 from .attribution import AttributionWidget, ComparisonWidget
 from .bilinear import BilinearWidget

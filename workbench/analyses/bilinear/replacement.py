@@ -30,6 +30,7 @@ the original loss and the MLP mean-ablated. The BOS position keeps its original 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import torch
@@ -39,9 +40,10 @@ from ..._progress import progress
 from ...corpus import mean_loss, token_windows
 from ...errors import InputError
 from ...models import hook_names as hn
-from ..registry import Analysis
+from ...engine.registry import Analysis
 from .layers import BilinearMLP, BilinearWeights
-from .spectrum import BilinearSpectrumResult, LayerView, SpectrumConfig, _homogeneous, analyse_layer
+from .spectrum import (BilinearSpectrumResult, LayerView, SpectrumConfig, _homogeneous, analyse_layer,
+                       with_direction_vectors)
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class ReplacementConfig:
     d_hidden: int | None = None  # plain MLPs: hidden width of the fitted layer (None: the MLP's d_mlp)
     seed: int = 0  # plain MLPs: the random initialisation
     batch_windows: int = 8  # windows per forward pass
-    directions: str = "auto"  # "pca" (principal directions of the MLP's real output), "svd", "tokens", "vectors"
+    directions: Any = "auto"  # "pca" (principal directions of the MLP's real output), "svd", "tokens", "vectors"
     tokens: tuple[str, ...] = ()  # token-logit directions through the unembedding
     vectors: tuple[tuple[float, ...], ...] = ()  # arbitrary d_model directions
     n_directions: int = 8
@@ -378,9 +380,9 @@ def compute_replacement(model, config: ReplacementConfig) -> BilinearReplacement
 
 ANALYSIS = Analysis(
     name="bilinear_replacement",
-    title=BilinearReplacementResult.title,
     description="fit a bilinear replacement of one MLP on the model's own activations; its fidelity and eigenvectors",
     config_cls=ReplacementConfig,
     result_cls=BilinearReplacementResult,
     compute=compute_replacement,
+    prepare=with_direction_vectors,
 )

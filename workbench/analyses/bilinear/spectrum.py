@@ -8,7 +8,8 @@ are refused with an error that points to :func:`workbench.bilinear_replacement`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import pandas as pd
 import torch
@@ -19,8 +20,8 @@ from ...errors import InputError, UnsupportedModelError
 from ...results import Result
 from ...types import (Contributions, Eigenvalues, LayerInputs, LayerOutputs, OutputDirections, TopValues,
                       TopVectors)
-from ..linalg import effective_rank
-from ..registry import Analysis
+from ...linalg import effective_rank
+from ...engine.registry import Analysis
 from . import interaction as ix
 from .layers import BilinearClassifier, BilinearLM, BilinearMLP, BilinearWeights
 
@@ -28,8 +29,10 @@ from .layers import BilinearClassifier, BilinearLM, BilinearMLP, BilinearWeights
 @dataclass(frozen=True)
 class SpectrumConfig:
     layer: int = 0  # bilinear LMs: which block's MLP
-    directions: str = "auto"  # "outputs" | "svd" | "tokens" | "vectors" | "auto" (outputs for classifiers / narrow layers,
-    #                           tokens or vectors when given, else svd); replacements also have "pca"
+    # "outputs" | "svd" | "tokens" | "vectors" | "auto" (outputs for classifiers / narrow layers, tokens or vectors when
+    # given, else svd); replacements also have "pca". Vectors given here (a tensor or nested sequence [k, d_out]) are
+    # moved to ``vectors`` by :func:`with_direction_vectors` before the cache key is made.
+    directions: Any = "auto"
     tokens: tuple[str, ...] = ()  # token logits (through the unembedding) as directions, for LMs
     vectors: tuple[tuple[float, ...], ...] = ()  # arbitrary output-space directions (e.g. from another analysis)
     n_directions: int = 8  # how many principal output directions for "svd"
@@ -274,6 +277,16 @@ def _lm_view(model: BilinearLM, layer: int) -> LayerView:
 
 
 # ------------------------------------------------------------ directions
+def with_direction_vectors(model, config):
+    """``Analysis.prepare`` of the spectrum and the replacement: ``directions`` given as vectors become
+    ``directions="vectors"`` with ``vectors`` as tuples of floats (what the cache key and the result record)."""
+    if isinstance(config.directions, str):
+        return config
+    t = torch.as_tensor(config.directions, dtype=torch.float64).detach().cpu()
+    rows = t[None] if t.ndim == 1 else t
+    return replace(config, directions="vectors", vectors=tuple(tuple(float(v) for v in row) for row in rows.tolist()))
+
+
 def resolve_directions(view: LayerView, config: SpectrumConfig) -> tuple[Tensor, list[str], str]:
     """Output-space direction vectors [k, d_out], their names, and which kind they are."""
     P = view.weights.P
@@ -425,10 +438,10 @@ def digits_demo(_report_model) -> BilinearClassifier:
 
 ANALYSIS = Analysis(
     name="bilinear_spectrum",
-    title=BilinearSpectrumResult.title,
     description="eigendecomposition of a bilinear layer's interaction matrices per output direction; truncation curve",
     config_cls=SpectrumConfig,
     result_cls=BilinearSpectrumResult,
     compute=compute_spectrum,
     report_subject=digits_demo,
+    prepare=with_direction_vectors,
 )

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from ..._progress import progress
 from ...errors import InputError
 from ...results import Result
-from ..registry import Analysis
+from ...engine.registry import Analysis
 from .layers import BilinearClassifier, BilinearLM, BilinearMLP
 
 BUILDERS = {cls.kind: cls for cls in (BilinearClassifier, BilinearLM, BilinearMLP)}
@@ -322,10 +322,10 @@ class TextSource(TrainingSource):
 
 
 ANALYSES = (
-    Analysis("bilinear_train_digits", DigitsTraining.title, "train a one-layer bilinear classifier on the bundled 8x8 digits",
+    Analysis("bilinear_train_digits", "train a one-layer bilinear classifier on the bundled 8x8 digits",
              DigitsConfig, DigitsTraining, train_digits_model, in_report=False),
-    Analysis("bilinear_train_toy", ToyTraining.title, "train a bilinear layer on planted quadratic forms (known eigenpairs)",
+    Analysis("bilinear_train_toy", "train a bilinear layer on planted quadratic forms (known eigenpairs)",
              ToyConfig, ToyTraining, train_toy_model, in_report=False),
-    Analysis("bilinear_train_lm", LMTraining.title, "train a small bilinear transformer on characters of a text",
+    Analysis("bilinear_train_lm", "train a small bilinear transformer on characters of a text",
              LMConfig, LMTraining, train_lm_model, in_report=False),
 )

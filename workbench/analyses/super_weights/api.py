@@ -1,27 +1,23 @@
-"""The short public functions: ``wb.super_weights(model)`` and the experiments."""
+"""The public functions: ``wb.super_weights(model)`` and the experiments.
+
+Each is ``f(model, *, config=None, cache=True, **options)``; what is derived from the options (checked prompts,
+the evaluation text's digest, the default super weights) is filled in by each analysis' ``prepare``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from ..runner import run_analysis
+from ...engine.runner import run_analysis
 from .detect import SuperWeightConfig, SuperWeightResult
-from .evaluate import check_prompts
+from .experiments import ExperimentResult
+from .experts import SuperExpertConfig, SuperExpertResult
+from .trace import TraceConfig, TraceResult
 
 
-def super_weights(
-    model,
-    prompts: Sequence[str] | None = None,
-    config: SuperWeightConfig | None = None,
-    *,
-    eval_file: str | None = None,
-    cache=True,
-    **options,
-) -> SuperWeightResult:
+def super_weights(model, *, config: SuperWeightConfig | None = None, cache=True, **options) -> SuperWeightResult:
     """Find the super weights of ``model``: streaming spike scan, iterative rounds, ablation.
 
-    ``prompts``: detection prompts (default: a few short sentences, see
-    :data:`~workbench.analyses.super_weights.DEFAULT_PROMPTS`); ``eval_file``: a UTF-8
+    ``prompts=``: detection prompts (default: a few short sentences, see
+    :data:`~workbench.analyses.super_weights.DEFAULT_PROMPTS`); ``eval_file=``: a UTF-8
     text file for the ablation effects (default: the shipped evaluation corpus).
     Other options: see :class:`~workbench.analyses.super_weights.SuperWeightConfig`.
     Cached by model fingerprint, config and the evaluation text's content.
@@ -29,14 +25,10 @@ def super_weights(
     >>> sw = wb.super_weights(model)
     >>> sw.super_weights            # layer, row (output channel), col (input channel), effect, ...
     """
-    if prompts is not None:
-        options["prompts"] = check_prompts(prompts)
-    if eval_file is not None:
-        options["eval_file"] = str(eval_file)
-    return run_analysis("super_weights", model, config, cache=cache, **options)
+    return run_analysis("super_weights", model, config, cache=cache, **options)  # type: ignore[return-value]
 
 
-def super_experts(model, prompts: Sequence[str] | None = None, *, cache=True, **options):
+def super_experts(model, *, config: SuperExpertConfig | None = None, cache=True, **options) -> SuperExpertResult:
     """Mixture-of-experts models: the experts whose removal destroys the model ("super experts"), the
     super weight inside each, and router statistics (load, mean routing weight). Options:
     :class:`~workbench.analyses.super_weights.experts.SuperExpertConfig`.
@@ -44,69 +36,46 @@ def super_experts(model, prompts: Sequence[str] | None = None, *, cache=True, **
     >>> se = wb.super_experts(moe_model)
     >>> se.super_experts            # layer, expert, its largest write, removal KL, weight [row, col] inside
     """
-    if prompts is not None:
-        options["prompts"] = check_prompts(prompts)
-    return run_analysis("super_experts", model, None, cache=cache, **options)
+    return run_analysis("super_experts", model, config, cache=cache, **options)  # type: ignore[return-value]
 
 
-def _experiment(name: str, model, weights, cache, options):
-    if weights is None:
-        weights = super_weights(model, cache=cache).coordinates()
-        if not weights:
-            from ...errors import InputError
-
-            raise InputError(f"wb.super_weights found no super weights in {model.name}; pass weights=((layer, row, col), ...)")
-    options["weights"] = tuple(tuple(int(v) for v in w) for w in weights)
-    prompts = options.get("prompts")
-    if prompts is not None:
-        options["prompts"] = (prompts,) if isinstance(prompts, str) else tuple(prompts)
-    return run_analysis(name, model, None, cache=cache, **options)
-
-
-def prune_super_weights(model, weights=None, *, cache=True, **options):
+def prune_super_weights(model, *, config=None, cache=True, **options) -> ExperimentResult:
     """Loss / perplexity and next-token distribution: intact, super weights pruned, and pruned with
-    the super activation written back (``restore_fraction``). ``weights``: (layer, row, col) tuples,
+    the super activation written back (``restore_fraction``). ``weights=``: (layer, row, col) tuples,
     default the super weights :func:`super_weights` finds. Options: :class:`PruneConfig`."""
-    return _experiment("super_weight_prune", model, weights, cache, options)
+    return run_analysis("super_weight_prune", model, config, cache=cache, **options)  # type: ignore[return-value]
 
 
-def scale_super_weights(model, weights=None, *, cache=True, **options):
+def scale_super_weights(model, *, config=None, cache=True, **options) -> ExperimentResult:
     """Quality as the super weights are multiplied by each of ``scales`` (default 0 ... 3).
     Options: :class:`ScaleConfig`."""
-    return _experiment("super_weight_scale", model, weights, cache, options)
+    return run_analysis("super_weight_scale", model, config, cache=cache, **options)  # type: ignore[return-value]
 
 
-def prune_outliers(model, weights=None, *, cache=True, **options):
+def prune_outliers(model, *, config=None, cache=True, **options) -> ExperimentResult:
     """Prune the ``top_fraction`` largest-|w| entries of all W_out matrices except the super weights,
     vs pruning the super weights, vs both. Options: :class:`OutlierConfig`."""
-    return _experiment("super_weight_outliers", model, weights, cache, options)
+    return run_analysis("super_weight_outliers", model, config, cache=cache, **options)  # type: ignore[return-value]
 
 
-def quantize_super_weights(model, weights=None, *, cache=True, **options):
+def quantize_super_weights(model, *, config=None, cache=True, **options) -> ExperimentResult:
     """Block-wise round-to-nearest quantization for each of ``bits`` x ``block_sizes``: plain vs clip
     outliers + restore the super weights in full precision. Options: :class:`QuantizeConfig`."""
-    return _experiment("super_weight_quantize", model, weights, cache, options)
+    return run_analysis("super_weight_quantize", model, config, cache=cache, **options)  # type: ignore[return-value]
 
 
-def trace_super_weight(model, weight=None, prompt: str | None = None, *, expert: int | None = None, cache=True,
-                       **options):
-    """Follow one super weight on ``prompt``: where its super activation appears, which parts of the
+def trace_super_weight(model, *, config: TraceConfig | None = None, cache=True, **options) -> TraceResult:
+    """Follow one super weight on ``prompt=``: where its super activation appears, which parts of the
     residual stream (heads, MLPs, embeddings) drive its input channel, and which later heads attend to
-    it, intact vs with the weight zeroed. ``weight``: (layer, row, col), default the super weight with
-    the largest loss effect found by :func:`super_weights`; in a mixture of experts also ``expert``, the
+    it, intact vs with the weight zeroed. ``weight=``: (layer, row, col), default the super weight with
+    the largest loss effect found by :func:`super_weights`; in a mixture of experts also ``expert=``, the
     expert it sits in (default: inside the strongest super expert of :func:`super_experts`).
     Options: :class:`~.trace.TraceConfig`.
 
-    >>> t = wb.trace_super_weight(model)
+    >>> t = wb.trace_super_weight(model, weight=(2, 1827, 7890), prompt="Summer is hot. Winter is")
     >>> t.top_drivers(), t.top_readers()
     """
-    if weight is not None:
-        options["weight"] = tuple(int(v) for v in weight)
-    if prompt is not None:
-        options["prompt"] = prompt
-    if expert is not None:
-        options["expert"] = int(expert)
-    return run_analysis("super_weight_trace", model, None, cache=cache, **options)
+    return run_analysis("super_weight_trace", model, config, cache=cache, **options)  # type: ignore[return-value]
 
 
 def strongest_super_weight(model) -> tuple[tuple[int, int, int], int]:

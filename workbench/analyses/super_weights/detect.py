@@ -53,9 +53,9 @@ from ..._progress import progress
 from ...errors import InputError
 from ...results import Result
 from ...types import CandidateTraces, ResidualMax, ScanCurve
-from ..registry import Analysis
+from ...engine.registry import Analysis
 from ...corpus import evaluate
-from .evaluate import check_prompts, eval_windows, scaled, with_eval_digest
+from .evaluate import check_prompts, eval_windows, scaled, with_prompts_and_digest
 from .published import compare_published
 from .scan import ScanStats, StreamingRecorder, require_mlp_hooks, spiking_layers
 
@@ -479,12 +479,11 @@ def compute(model, config: SuperWeightConfig) -> SuperWeightResult:
 
 ANALYSIS = Analysis(
     name="super_weights",
-    title="Super weights",
     description="Single MLP down-projection weights that create huge activations; found by streaming spike scans, "
                 "confirmed by ablation (Yu et al. 2024)",
     config_cls=SuperWeightConfig,
     result_cls=SuperWeightResult,
     compute=compute,
     in_report=True,
-    prepare=with_eval_digest,
+    prepare=with_prompts_and_digest,
 )

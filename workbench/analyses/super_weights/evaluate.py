@@ -24,7 +24,14 @@ def text_digest(path: str | None) -> str:
 def with_eval_digest(model, config):
     """``Analysis.prepare`` of the analyses that read an evaluation text: the config with the text's digest
     filled in (a config's ``eval_digest`` is always derived, never given)."""
-    return replace(config, eval_digest=text_digest(config.eval_file))
+    eval_file = None if config.eval_file is None else str(config.eval_file)  # a Path as given by the user
+    return replace(config, eval_file=eval_file, eval_digest=text_digest(eval_file))
+
+
+def with_prompts_and_digest(model, config):
+    """``Analysis.prepare`` of detection and super experts: the prompts checked (one string: a tuple of one),
+    then :func:`with_eval_digest`."""
+    return with_eval_digest(model, replace(config, prompts=check_prompts(config.prompts)))
 
 
 def eval_windows(model, path: str | None, n_windows: int, window: int) -> Int[Tensor, "n window"]:

@@ -15,16 +15,16 @@ edit happens inside ``model.restoring``: the model is restored bit for bit, even
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 import torch
 
 from ..._progress import progress
 from ...errors import InputError
-from ...models import hook_names as H
+from ...models import hook_names as hn
 from ...results import Result
-from ..registry import Analysis
+from ...engine.registry import Analysis
 from ...corpus import evaluate
 from .evaluate import check_prompts, eval_windows, next_token_table, scaled, with_eval_digest
 from .quantize import blockwise_rtn
@@ -35,7 +35,7 @@ QUANT_MATRICES = ("W_Q", "W_K", "W_V", "W_O", "W_in", "W_gate", "W_out")
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    weights: tuple[Coord, ...] = ()  # (layer, row, col) super weights; wb.* functions fill in the detected ones
+    weights: tuple[Coord, ...] | None = None  # (layer, row, col) super weights; None: the detected ones (prepare)
     prompts: tuple[str, ...] = ("Summer is hot. Winter is", "The capital of France is")  # next tokens shown per setting
     top_k: int = 5  # next tokens kept per prompt and setting
     eval_file: str | None = None  # evaluation text (None: the shipped data/eval_corpus.txt)
@@ -199,7 +199,7 @@ def compute_prune(model, config: PruneConfig) -> PruneResult:
 
         return hook
 
-    with model.hooks([(H.mlp_out(l), recorder(l, r)) for l, r in channels]):
+    with model.hooks([(hn.mlp_out(l), recorder(l, r)) for l, r in channels]):
         ev.measure("intact", before)
     peaks: dict[tuple[bool, int, int], float] = {}  # (prompt batch?, layer, row) -> largest intact |Y[..., row]|
     for (start, l, r), v in recorded.items():
@@ -218,7 +218,7 @@ def compute_prune(model, config: PruneConfig) -> PruneResult:
 
     with scaled(model, coords, 0.0):
         ev.measure("pruned", before)
-        with model.hooks([(H.mlp_out(l), restorer(l, r)) for l, r in channels]):
+        with model.hooks([(hn.mlp_out(l), restorer(l, r)) for l, r in channels]):
             ev.measure("pruned + super activation restored", before)
     return ev.result(PruneResult, fingerprint, restored_channels=[list(c) for c in channels])
 
@@ -312,18 +312,33 @@ def compute_quantize(model, config: QuantizeConfig) -> QuantizeResult:
     return ev.result(QuantizeResult, fingerprint, matrices=matrices)
 
 
-def _spec(name, title, description, config_cls, result_cls, compute) -> Analysis:
-    return Analysis(name=name, title=title, description=description, config_cls=config_cls, result_cls=result_cls,
-                    compute=compute, in_report=False, prepare=with_eval_digest)
+def prepare_experiment(model, config: ExperimentConfig) -> ExperimentConfig:
+    """``Analysis.prepare`` of the experiments: the super weights :func:`~.api.super_weights` finds when no
+    ``weights`` are given, weights as (layer, row, col) ints, prompts checked, the evaluation text's digest."""
+    weights = config.weights
+    if weights is None:
+        from .api import super_weights
+
+        weights = super_weights(model).coordinates()
+        if not weights:
+            raise InputError(f"wb.super_weights found no super weights in {model.name}; pass weights=((layer, row, col), ...)")
+    prompts = check_prompts(config.prompts) if config.prompts else ()
+    weights = tuple(tuple(int(v) for v in w) for w in weights)
+    return with_eval_digest(model, replace(config, weights=weights, prompts=prompts))
+
+
+def _spec(name, description, config_cls, result_cls, compute) -> Analysis:
+    return Analysis(name=name, description=description, config_cls=config_cls, result_cls=result_cls,
+                    compute=compute, in_report=False, prepare=prepare_experiment)
 
 
 ANALYSES = (
-    _spec("super_weight_prune", PruneResult.title, "Prune the super weights; prune but restore the super activation",
+    _spec("super_weight_prune", "Prune the super weights; prune but restore the super activation",
           PruneConfig, PruneResult, compute_prune),
-    _spec("super_weight_scale", ScaleResult.title, "Scale the super weights by s: quality curve",
+    _spec("super_weight_scale", "Scale the super weights by s: quality curve",
           ScaleConfig, ScaleResult, compute_scale),
-    _spec("super_weight_outliers", OutlierResult.title, "Prune other large W_out outliers but keep the super weights",
+    _spec("super_weight_outliers", "Prune other large W_out outliers but keep the super weights",
           OutlierConfig, OutlierResult, compute_outliers),
-    _spec("super_weight_quantize", QuantizeResult.title, "Block-wise RTN quantization: plain vs clip + restore super weights",
+    _spec("super_weight_quantize", "Block-wise RTN quantization: plain vs clip + restore super weights",
           QuantizeConfig, QuantizeResult, compute_quantize),
 )

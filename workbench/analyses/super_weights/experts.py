@@ -28,11 +28,11 @@ import torch
 from ..._progress import progress
 from ...corpus import evaluate
 from ...errors import UnsupportedModelError
-from ...models import hook_names as H
+from ...models import hook_names as hn
 from ...results import Result
-from ..registry import Analysis
+from ...engine.registry import Analysis
 from .detect import DEFAULT_PROMPTS
-from .evaluate import check_prompts, eval_windows, with_eval_digest
+from .evaluate import check_prompts, eval_windows, with_prompts_and_digest
 from .scan import StreamingRecorder
 
 
@@ -85,12 +85,12 @@ class SuperExpertResult(Result):
 def _expert_stats(model, ids, mask) -> tuple[list[dict], float]:
     """One pass: per (layer, expert) largest write and router statistics; the decomposition error."""
     n_layers = model.info.n_layers
-    names = [n for l in range(n_layers) for n in (H.mlp_in(l), H.mlp_out(l))]
+    names = [n for l in range(n_layers) for n in (hn.mlp_in(l), hn.mlp_out(l))]
     _, acts = model.run_with_cache(ids, names=names)
     real = mask.bool()
     rows, errors = [], []
     for layer in range(n_layers):
-        x, measured = acts[H.mlp_in(layer)][real], acts[H.mlp_out(layer)][real].float()  # [token, d]
+        x, measured = acts[hn.mlp_in(layer)][real], acts[hn.mlp_out(layer)][real].float()  # [token, d]
         per_expert, shared, routing, hidden = model.expert_writes(layer, x)
         errors.append(float((per_expert.sum(1) + shared - measured).norm() / measured.norm().clamp_min(1e-30)))
         W_out = model.expert_weights(layer).W_out
@@ -160,12 +160,11 @@ def compute(model, config: SuperExpertConfig) -> SuperExpertResult:
 
 ANALYSIS = Analysis(
     name="super_experts",
-    title="Super experts",
     description="Mixture-of-experts models: the experts whose removal destroys the model, the super weights "
                 "inside them, and router statistics (Su et al. 2025)",
     config_cls=SuperExpertConfig,
     result_cls=SuperExpertResult,
     compute=compute,
     in_report=False,
-    prepare=with_eval_digest,
+    prepare=with_prompts_and_digest,
 )

@@ -21,14 +21,14 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ...errors import UnsupportedModelError
-from ...models import hook_names as H
+from ...models import hook_names as hn
 
 
 def require_mlp_hooks(model) -> None:
     """Raise :class:`UnsupportedModelError` unless every layer exposes W_out and its MLP hooks."""
     names = set(model.hook_names())
     for layer in range(model.info.n_layers):
-        missing = [n for n in (H.mlp_post(layer), H.mlp_out(layer)) if n not in names]
+        missing = [n for n in (hn.mlp_post(layer), hn.mlp_out(layer)) if n not in names]
         if missing:
             raise UnsupportedModelError(
                 f"{model.name} has no MLP hook point {missing[0]!r}; super-weight detection needs each layer's "
@@ -162,11 +162,11 @@ class StreamingRecorder:
         out = []
         for layer in range(self.n_layers):
             if self.mlp:
-                out += [(H.mlp_post(layer), self._on_mlp_in(layer)), (H.mlp_out(layer), self._on_mlp_out(layer))]
+                out += [(hn.mlp_post(layer), self._on_mlp_in(layer)), (hn.mlp_out(layer), self._on_mlp_out(layer))]
             if self.resid:
-                out.append((H.resid_post(layer), self._on_resid(layer + 1)))
+                out.append((hn.resid_post(layer), self._on_resid(layer + 1)))
         if self.resid:
-            out.append((H.resid_pre(0), self._on_resid(0)))
+            out.append((hn.resid_pre(0), self._on_resid(0)))
         return out
 
     @contextmanager

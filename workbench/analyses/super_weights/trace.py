@@ -30,9 +30,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ...errors import InputError
-from ...models import hook_names as H
+from ...models import hook_names as hn
 from ...results import Result
-from ..registry import Analysis
+from ...engine.registry import Analysis
 from .evaluate import check_prompts
 from .scan import require_mlp_hooks
 
@@ -125,12 +125,12 @@ class TraceResult(Result):
 # ------------------------------------------------------------------ parts of the residual stream
 def mlp_input_names(model, layer: int) -> list[str]:
     """The activations :func:`residual_parts` needs for ``layer``'s MLP."""
-    names = [H.resid_pre(0)]
+    names = [hn.resid_pre(0)]
     for l in range(layer + 1):
         if l < layer or not model.arch.parallel_blocks:
-            names += [*model.head_write_names(l), H.attn_out(l)]
+            names += [*model.head_write_names(l), hn.attn_out(l)]
         if l < layer:
-            names.append(H.mlp_out(l))
+            names.append(hn.mlp_out(l))
     return names
 
 
@@ -143,7 +143,7 @@ def residual_parts(model, cache: dict[str, Tensor], layer: int, pos: int) -> tup
     (biases), and the MLP's write; then the heads of ``layer`` itself unless the block is
     parallel (its MLP reads the block's input). The parts sum to the MLP's input stream.
     """
-    labels, vectors = [{"part": "embeddings", "kind": "embeddings", "layer": -1, "head": -1}], [cache[H.resid_pre(0)][0, pos]]
+    labels, vectors = [{"part": "embeddings", "kind": "embeddings", "layer": -1, "head": -1}], [cache[hn.resid_pre(0)][0, pos]]
     for l in range(layer + 1):
         if l == layer and model.arch.parallel_blocks:
             break
@@ -155,7 +155,7 @@ def residual_parts(model, cache: dict[str, Tensor], layer: int, pos: int) -> tup
         vectors.append(rest[0, 0])
         if l < layer:
             labels.append({"part": f"MLP{l}", "kind": "mlp", "layer": l, "head": -1})
-            vectors.append(cache[H.mlp_out(l)][0, pos])
+            vectors.append(cache[hn.mlp_out(l)][0, pos])
     return labels, torch.stack([v.float() for v in vectors])
 
 
@@ -237,9 +237,9 @@ def _hidden(model, cache, layer: int, col: int, expert: int) -> tuple[Tensor, Te
     ``col``, and its gate pre-activation (the input's, if not gated). For an expert, recomputed exactly from
     the measured normed input (the input includes the routing weight: zero where the expert did not fire)."""
     if expert < 0:
-        hidden = cache[H.mlp_post(layer)][0, :, col].float()
-        return hidden, hidden, cache[H.mlp_pre(layer)][0, :, col].float()
-    x = cache[H.mlp_in(layer)][0].float()  # [pos, d_model]
+        hidden = cache[hn.mlp_post(layer)][0, :, col].float()
+        return hidden, hidden, cache[hn.mlp_pre(layer)][0, :, col].float()
+    x = cache[hn.mlp_in(layer)][0].float()  # [pos, d_model]
     W_gate, W_in, _, _ = mlp_of(model, layer, expert)
     pre = x @ W_gate[:, col].float()
     hidden = model.mlp_activation(pre) * (x @ W_in[:, col].float())
@@ -258,24 +258,24 @@ def compute(model, config: TraceConfig) -> TraceResult:
     ids = model.to_tokens(prompt)  # [1, pos]
     tokens = model.to_str_tokens(ids[0])
     later = range(layer + 1, n_layers)
-    inner = [H.mlp_pre(layer), H.mlp_post(layer)] if expert < 0 else [H.mlp_in(layer)]
-    names = [*inner, H.mlp_out(layer), H.resid_post(layer), *mlp_input_names(model, layer)]
-    names += [H.attn_pattern(l) for l in range(n_layers)]
+    inner = [hn.mlp_pre(layer), hn.mlp_post(layer)] if expert < 0 else [hn.mlp_in(layer)]
+    names = [*inner, hn.mlp_out(layer), hn.resid_post(layer), *mlp_input_names(model, layer)]
+    names += [hn.attn_pattern(l) for l in range(n_layers)]
     _, cache = model.run_with_cache(ids, names=sorted(set(names)))
     with _zeroed(model, layer, row, col, expert):
-        _, zeroed = model.run_with_cache(ids, names=[H.mlp_out(layer), H.resid_post(layer)] + [H.attn_pattern(l) for l in later])
+        _, zeroed = model.run_with_cache(ids, names=[hn.mlp_out(layer), hn.resid_post(layer)] + [hn.attn_pattern(l) for l in later])
 
     # tokens: where the channel spikes
     weight_input, hidden_all, pre_all = _hidden(model, cache, layer, col, expert)
-    act = cache[H.mlp_out(layer)][0, :, row].float()  # [pos]
+    act = cache[hn.mlp_out(layer)][0, :, row].float()  # [pos]
     spike_pos = int(act.abs().argmax())
     spikes = (act.abs() >= config.spike_fraction * act.abs().max()).nonzero().flatten().tolist()
     token_table = pd.DataFrame({
         "position": range(len(tokens)), "token": tokens,
         "input": weight_input.tolist(),  # what multiplies the weight (an expert's: times its routing weight)
-        "mlp_out": act.tolist(), "mlp_out_zeroed": zeroed[H.mlp_out(layer)][0, :, row].float().tolist(),
-        "resid": cache[H.resid_post(layer)][0, :, row].float().tolist(),
-        "resid_zeroed": zeroed[H.resid_post(layer)][0, :, row].float().tolist(),
+        "mlp_out": act.tolist(), "mlp_out_zeroed": zeroed[hn.mlp_out(layer)][0, :, row].float().tolist(),
+        "resid": cache[hn.resid_post(layer)][0, :, row].float().tolist(),
+        "resid_zeroed": zeroed[hn.resid_post(layer)][0, :, row].float().tolist(),
         "spike": [p in spikes for p in range(len(tokens))],
     })
 
@@ -301,8 +301,8 @@ def compute(model, config: TraceConfig) -> TraceResult:
     after = slice(max(spikes) + 1, len(tokens)) if max(spikes) + 1 < len(tokens) else slice(0, len(tokens))
     reader_rows = []
     for l in later:
-        mass = cache[H.attn_pattern(l)][0][:, after][..., spikes].sum(-1).mean(-1).float()  # [head]
-        mass_z = zeroed[H.attn_pattern(l)][0][:, after][..., spikes].sum(-1).mean(-1).float()
+        mass = cache[hn.attn_pattern(l)][0][:, after][..., spikes].sum(-1).mean(-1).float()  # [head]
+        mass_z = zeroed[hn.attn_pattern(l)][0][:, after][..., spikes].sum(-1).mean(-1).float()
         reader_rows += [{"layer": l, "head": h, "intact": float(mass[h]), "zeroed": float(mass_z[h])} for h in range(len(mass))]
     readers = pd.DataFrame(reader_rows, columns=["layer", "head", "intact", "zeroed"])
     readers["change"] = readers["zeroed"] - readers["intact"]
@@ -312,7 +312,7 @@ def compute(model, config: TraceConfig) -> TraceResult:
         tensors={"parts_gate": contrib.get("gate", contrib["up"]).cpu().clone(), "parts_up": contrib["up"].cpu().clone()},
         tables={"tokens": token_table, "drivers": drivers, "readers": readers},
         meta={"spike_position": spike_pos, "spike_token": tokens[spike_pos], "spike_value": float(act[spike_pos]),
-              "zeroed_value": float(zeroed[H.mlp_out(layer)][0, spike_pos, row]), "spike_positions": spikes,
+              "zeroed_value": float(zeroed[hn.mlp_out(layer)][0, spike_pos, row]), "spike_positions": spikes,
               "input_value": float(hidden), "decomposition_error": error, "n_layers": n_layers,
               "routing_weight": float(weight_input[spike_pos] / hidden) if expert >= 0 and float(hidden) else None},
     )
@@ -326,7 +326,7 @@ def _attended_tokens(cache, labels: list[dict], pos: int, tokens: list[str]) -> 
         if label["kind"] != "head":
             out.append("")
             continue
-        row = cache[H.attn_pattern(label["layer"])][0, label["head"], pos]  # [key_pos]
+        row = cache[hn.attn_pattern(label["layer"])][0, label["head"], pos]  # [key_pos]
         k = int(row.argmax())
         out.append(f"{tokens[k]!r} @{k} ({float(row[k]):.2f})")
     return out
@@ -334,7 +334,6 @@ def _attended_tokens(cache, labels: list[dict], pos: int, tokens: list[str]) -> 
 
 ANALYSIS = Analysis(
     name="super_weight_trace",
-    title="Super-weight trace",
     description="One super weight on one prompt: the heads and tokens that drive its super activation, and the "
                 "later heads whose attention sinks on it",
     config_cls=TraceConfig,

@@ -7,7 +7,7 @@ import torch
 
 import workbench as wb
 from workbench.analyses.bilinear import BilinearMLP
-from workbench.analyses.linalg import effective_rank
+from workbench.linalg import effective_rank
 from workbench.analyses.bilinear import interaction as ix
 from workbench.errors import InputError, UnsupportedModelError
 

@@ -32,8 +32,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..errors import InputError, UnsupportedModelError
-from .linalg import effective_rank
+from ...errors import InputError, UnsupportedModelError
+from ...linalg import effective_rank
 
 
 @dataclass(frozen=True)

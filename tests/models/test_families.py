@@ -18,7 +18,7 @@ import torch
 
 import workbench as wb
 from support.families import FAMILIES, analysis_runs, build_family, outcome, readme_table, save_family
-from workbench.analyses.composition import dense_score
+from workbench.analyses.heads.scores import dense_score
 from workbench.analyses.super_weights.trace import channel_contributions, mlp_input_names, residual_parts
 from workbench.models import hook_names as hn
 
@@ -198,7 +198,7 @@ def test_readme_table_is_the_matrix():
     """README's families x analyses table is what the matrix above found (``python docs/families.py`` writes it)."""
     if len(OUTCOMES) < len(ALL) * len(analysis_runs(None)):
         pytest.skip("the whole matrix did not run in this session")
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert readme_table(OUTCOMES) in readme, "README's table is stale: run python docs/families.py"
 
 
@@ -246,7 +246,7 @@ def test_planted_composition_is_found(family, folders):
 
 def test_only_models_knows_architectures():
     """Analyses, views and the CLI ask HookedModel; they never import transformers or reach into its internals."""
-    root = Path(__file__).parents[1] / "workbench"
+    root = Path(__file__).parents[2] / "workbench"
     offenders = []
     for path in root.rglob("*.py"):
         if path.relative_to(root).parts[0] == "models":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -20,8 +19,7 @@ import workbench as wb
 from workbench.models import gguf as wb_gguf
 from workbench.models.tiny import BOS_ID, byte_tokenizer, tiny_model
 
-sys.path.insert(0, str(Path(__file__).parent))
-from gguf_writer import write_tiny_gguf
+from support.gguf_writer import write_tiny_gguf
 
 PROMPTS = ["Hello, workbench!", "a", " two  spaces\tand a tab\n", "héllo wörld ✓ 日本"]
 TOL = 1e-5

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import workbench as wb
-from workbench.analyses.overview import OverviewConfig
+from workbench.analyses.overview.card import OverviewConfig
 from workbench.cache import ResultCache, cache_key
 
 
@@ -90,7 +90,7 @@ def _worker(root: str, marker_dir: str, barrier, queue) -> None:
     def compute():
         Path(marker_dir, f"computed-{os.getpid()}").touch()
         time.sleep(1.0)  # a slow analysis: the other process arrives while this one works
-        return wb.analyses.overview.compute_overview(model, OverviewConfig())
+        return wb.analyses.overview.card.compute_overview(model, OverviewConfig())
 
     barrier.wait()
     result = cache.get_or_compute("shared-key", compute)
@@ -119,7 +119,7 @@ def _writer(root: str, n: int) -> None:
     from workbench.cache import ResultCache
 
     model = wb.load_model("tiny-llama", cache_dir=root, progress=False)
-    result = wb.analyses.overview.compute_overview(model, OverviewConfig())
+    result = wb.analyses.overview.card.compute_overview(model, OverviewConfig())
     cache = ResultCache(root, memory_items=0)
     for _ in range(n):
         cache.put("raced", result)

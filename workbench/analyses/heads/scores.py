@@ -28,10 +28,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .._memory import release_freed
-from .._progress import progress
-from ..errors import InputError
-from .head_svd import FactoredSVD, HeadWeights, ov_svd, qr_r, svd_from_r
+from ..._memory import release_freed
+from ..._progress import progress
+from ...errors import InputError
+from .svd import FactoredSVD, HeadWeights, ov_svd, qr_r, svd_from_r
 
 KINDS = ("Q", "K", "V")
 
@@ -121,7 +121,7 @@ def all_compositions(
 ) -> dict[str, Composition]:
     """Every requested kind between the heads of ``writers`` and ``readers`` (their own layer indices).
 
-    ``ov``: the writers' :func:`~workbench.analyses.head_svd.ov_svd`, when the caller has it already."""
+    ``ov``: the writers' :func:`~workbench.analyses.heads.svd.ov_svd`, when the caller has it already."""
     ov = ov_svd(writers) if ov is None else ov
     out = {}
     for kind in kinds:

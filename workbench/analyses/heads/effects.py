@@ -31,13 +31,13 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from .._progress import progress
-from ..errors import InputError, UnsupportedModelError
-from ..models import hook_names as hk
-from ..results import Result
-from .composition import KINDS, all_compositions
-from .head_svd import FactoredSVD, HeadWeights, check_weights, head_weights, ov_svd
-from .registry import Analysis
+from ..._progress import progress
+from ...errors import InputError, UnsupportedModelError
+from ...models import hook_names as hn
+from ...results import Result
+from .scores import KINDS, all_compositions
+from .svd import FactoredSVD, HeadWeights, check_weights, head_weights, ov_svd
+from ...engine.registry import Analysis
 
 DEFAULT_PROMPTS = (
     "When Mary and John went to the store, John gave a drink to",
@@ -137,7 +137,7 @@ def _ablation_hook(slices, model, directions, means):
 
 def _reader_names(layer: int) -> tuple[str, str, str]:
     """A layer's queries, keys and values as its projections make them (before q/k norms and rotary)."""
-    return hk.attn_q(layer), hk.attn_k(layer), hk.attn_v(layer)
+    return hn.attn_q(layer), hn.attn_k(layer), hn.attn_v(layer)
 
 
 def _capture(model, ids, names, extra_hooks=()):
@@ -168,15 +168,15 @@ def _patched_patterns(model, ids, layers, sources: dict[str, Tensor]) -> dict[st
     """One run whose reader inputs are overwritten by ``sources`` (name -> activation of the whole batch):
     the model's own patterns and z at every reader layer."""
     hooks = [(name, _replace_with(t)) for name, t in sources.items()]
-    return _capture(model, ids, [n for l in layers for n in (hk.attn_pattern(l), hk.attn_z(l))], hooks)
+    return _capture(model, ids, [n for l in layers for n in (hn.attn_pattern(l), hn.attn_z(l))], hooks)
 
 
 def _check_patch_reaches(model, ids, layer: int, clean: dict[str, Tensor]) -> None:
     """The q hook must feed the attention (some bridges list hooks their forward never uses)."""
     q, k, v = _reader_names(layer)
     zeroed = {q: torch.zeros_like(clean[q]), k: clean[k], v: clean[v]}
-    moved = _patched_patterns(model, ids, [layer], zeroed)[hk.attn_pattern(layer)]
-    if (moved - clean[hk.attn_pattern(layer)]).abs().max() < 1e-7:
+    moved = _patched_patterns(model, ids, [layer], zeroed)[hn.attn_pattern(layer)]
+    if (moved - clean[hn.attn_pattern(layer)]).abs().max() < 1e-7:
         raise UnsupportedModelError(f"patching {model.name}'s queries at {q} does not change its attention; "
                                     "measured head effects need hooks in the attention's path")
 
@@ -208,8 +208,8 @@ def compute_head_effects(model, config: HeadEffectsConfig) -> HeadEffectsResult:
     ids, mask = model.to_tokens_batch(list(config.prompts))
     layers = list(range(min(w[0] for w in writers) + 1, n_layers))
     names = [n for layer in layers for n in _reader_names(layer)]
-    z_names = [hk.attn_z(l) for l in sorted({w[0] for w in writers})] if config.ablation == "mean" else []
-    clean = _capture(model, ids, sorted({*names, *(n for l in layers for n in (hk.attn_pattern(l), hk.attn_z(l))),
+    z_names = [hn.attn_z(l) for l in sorted({w[0] for w in writers})] if config.ablation == "mean" else []
+    clean = _capture(model, ids, sorted({*names, *(n for l in layers for n in (hn.attn_pattern(l), hn.attn_z(l))),
                                         *z_names}))  # one clean pass for everything
     _check_patch_reaches(model, ids, layers[0], clean)
     means = _z_means(clean, mask, writers) if config.ablation == "mean" else None
@@ -223,7 +223,7 @@ def compute_head_effects(model, config: HeadEffectsConfig) -> HeadEffectsResult:
         hooks = []
         for layer in sorted({w[0] for w in chunk}):
             slices = [(slice(i * P, (i + 1) * P), *w) for i, w in enumerate(chunk) if w[0] == layer]
-            hooks.append((hk.attn_z(layer), _ablation_hook(slices, model, directions, means)))
+            hooks.append((hn.attn_z(layer), _ablation_hook(slices, model, directions, means)))
         n = len(chunk)
         abl = _capture(model, ids.repeat(n, 1), names, hooks)
         # Patched runs: for each kind one copy of the chunk, its reader input from the ablated run, the rest clean.
@@ -254,7 +254,7 @@ def compute_head_effects(model, config: HeadEffectsConfig) -> HeadEffectsResult:
 def _effects(clean, patched, layer: int, kinds, slices, mask, W_O) -> dict[str, Tensor]:
     """Per reader head of one layer: Q / K pattern change (TV) and V relative output change, from the
     model's own patterns and z in the patched copies ``slices`` (one per kind, in ``kinds`` order)."""
-    pattern, z = hk.attn_pattern(layer), hk.attn_z(layer)
+    pattern, z = hn.attn_pattern(layer), hn.attn_z(layer)
     out = {}
     for kind, sl in zip(kinds, slices):
         if kind in "QK":
@@ -275,7 +275,7 @@ def _z_means(cache: dict[str, Tensor], mask, writers) -> dict[tuple[int, int], T
     m = mask[:, :, None, None].to(torch.float32)
     out = {}
     for layer, head, _ in writers:
-        z = cache[hk.attn_z(layer)]
+        z = cache[hn.attn_z(layer)]
         out[(layer, head)] = ((z * m).sum((0, 1)) / m.sum((0, 1)))[head]  # [d_head]
     return out
 
@@ -330,7 +330,6 @@ def _correlations(table: pd.DataFrame) -> pd.DataFrame:
 
 ANALYSIS = Analysis(
     name="head_effects",
-    title="Composition: weight scores vs measured effects",
     description="ablate writer heads / OV components on prompts; reader Q/K/V effects beside weight-based composition scores",
     config_cls=HeadEffectsConfig,
     result_cls=HeadEffectsResult,

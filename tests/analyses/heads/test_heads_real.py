@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.analyses.composition import dense_circuits, dense_score, right_matrix
-from workbench.analyses.head_svd import head_weights
-from workbench.analyses.laundry_list import single_token_items
+from workbench.analyses.heads.scores import dense_circuits, dense_score, right_matrix
+from workbench.analyses.heads.svd import head_weights
+from workbench.analyses.heads.laundry import single_token_items
 
 pytestmark = pytest.mark.real
 
@@ -69,8 +69,8 @@ def test_component_scan_finds_an_intervention_that_helps(embedded):
     """Zero the 5 components whose scan (on seed-1 prompts) says they hurt the margin most; accuracy
     on other prompts (seed 0) goes up. Random components zeroed do not do that (see the report)."""
     scan = wb.laundry_component_scan(embedded, n_items=4, n_prompts=8, seed=1)
-    assert len(scan) == 30 * 9 * 64
-    worst = tuple((int(r.layer), int(r.head), (int(r.component),), 0.0) for r in scan.tail(5).itertuples())
+    assert len(scan.components) == 30 * 9 * 64
+    worst = scan.edits(5)
     fp = embedded.fingerprint()
     result = wb.laundry_list(embedded, cache=False, n_items=(3,), n_prompts=12, seed=0, interventions=worst)
     assert embedded.fingerprint() == fp

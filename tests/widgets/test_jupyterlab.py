@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from jupyterlab_session import Control, browser_available, lab_session
+from support.jupyterlab_session import Control, browser_available, lab_session
 
-NOTEBOOK = Path(__file__).parent.parent / "notebooks" / "explorers.ipynb"
+NOTEBOOK = Path(__file__).parents[2] / "notebooks" / "explorers.ipynb"
 # explorer -> a text only its cell's source contains
 MARKERS = {
     "super_weights": "sw.widget(",

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.analyses.composition import all_compositions, dense_circuits, dense_score, right_matrix
-from workbench.analyses.head_effects import HeadEffectsConfig, compute_head_effects
-from workbench.analyses.head_svd import factored_svd, head_weights, ov_svd, qk_svd, spectrum_stats
-from workbench.analyses.laundry_list import rescaled_ov
+from workbench.analyses.heads.scores import all_compositions, dense_circuits, dense_score, right_matrix
+from workbench.analyses.heads.effects import HeadEffectsConfig, compute_head_effects
+from workbench.analyses.heads.svd import factored_svd, head_weights, ov_svd, qk_svd, spectrum_stats
+from workbench.analyses.heads.laundry import rescaled_ov
 
 D_HEAD = 16
 
@@ -170,7 +170,7 @@ def test_null_baseline_is_near_isotropic_expectation(tiny_llama):
 
 def test_rotated_null_keeps_writer_spectra(tiny_llama):
     """Rotating W_O's row space keeps the OV spectrum; the real readers are untouched."""
-    from workbench.analyses import composition as C
+    from workbench.analyses.heads import scores as C
 
     w = head_weights(tiny_llama)
     captured = {}
@@ -192,8 +192,8 @@ def test_rotated_null_keeps_writer_spectra(tiny_llama):
 def test_streamed_nulls_equal_the_stacked_ones(tiny_llama, monkeypatch):
     """The nulls as head_composition computes them (one head at a time, readers met in blocks, the rotated null's
     real heads re-read from their layers) equal the references built from every random head at once."""
-    from workbench.analyses import composition as C
-    from workbench.analyses.composition_stream import rotated_null_streamed
+    from workbench.analyses.heads import scores as C
+    from workbench.analyses.heads.scores_streamed import rotated_null_streamed
 
     monkeypatch.setattr(C, "REACH_BLOCK", 1)  # a block per reader: the blocking is exercised too
     w = head_weights(tiny_llama)
@@ -258,7 +258,7 @@ def test_effects_follow_the_planted_channel(planted):
 
 def test_component_ablation_hook_equals_weight_edit(tiny_llama):
     """Projecting out component i in hook_z and rescaling it to 0 in W_O remove the same thing."""
-    from workbench.analyses.head_effects import _ablation_hook, component_directions
+    from workbench.analyses.heads.effects import _ablation_hook, component_directions
 
     writers = [(0, 2, 3)]
     directions = component_directions(tiny_llama, writers, fold_norm=True)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.analyses.laundry_list import generate_prompts, list_accuracy, rescaled_ov, single_token_items
+from workbench.analyses.heads.laundry import generate_prompts, list_accuracy, rescaled_ov, single_token_items
 from workbench.cli import main
 
 LETTERS = tuple("abcdefghijklmnopqrstuvwxyz")
@@ -55,7 +55,7 @@ def test_rescaled_ov_scales_one_component_and_restores_bit_for_bit():
     model = wb.load_model("tiny-llama")
     before = {k: v.clone() for k, v in model.hf_model.state_dict().items()}
     fp = model.fingerprint()
-    from workbench.analyses.head_svd import head_weights, ov_svd
+    from workbench.analyses.heads.svd import head_weights, ov_svd
 
     s0 = ov_svd(head_weights(model)).S[1, 2]
     with rescaled_ov(model, [(1, 2, (0, 3), 3.0)]):
@@ -153,13 +153,16 @@ def test_report_section(composition, tmp_path):
     assert "Attention-head composition" in text and "top V-composition" in text and "vs_rotated" in text
 
 
-def test_component_attribution_matches_finite_differences():
-    from workbench.analyses.laundry_list import _items_margin, component_attribution
+def test_laundry_component_scan_matches_finite_differences():
+    from workbench.analyses.heads.laundry_scan import items_margin, compute_laundry_scan, LaundryScanConfig
 
     model = wb.load_model("tiny-llama", seed=3)
     kw = dict(n_items=3, n_prompts=2, seed=5, templates=TEMPLATE, items=LETTERS, item_prefix="")
-    scan = component_attribution(model, **kw)
+    result = compute_laundry_scan(model, LaundryScanConfig(**kw))
+    scan = result.components
     assert len(scan) == 2 * 4 * 16 and scan.d_margin.is_monotonic_decreasing
+    last = scan.iloc[-1]
+    assert result.edits(1) == ((int(last["layer"]), int(last["head"]), (int(last["component"]),), 0.0),)
     prompts = generate_prompts(single_token_items(model.tokenizer, LETTERS, ""), 3, 2, seed=5, templates=TEMPLATE)
     ids, mask = model.to_tokens_batch([p.text for p in prompts])
     items = torch.tensor([p.item_ids for p in prompts])
@@ -168,10 +171,21 @@ def test_component_attribution_matches_finite_differences():
     def margin():
         with torch.no_grad():
             last = model(ids)[torch.arange(len(prompts)), mask.sum(1) - 1]
-        return _items_margin(last, items, target).double().mean().item()
+        return items_margin(last, items, target).double().mean().item()
 
     base, eps = margin(), 1e-2
     for r in [*scan.head(2).itertuples(), *scan.tail(1).itertuples()]:
         with rescaled_ov(model, [(r.layer, r.head, (r.component,), 1 + eps)]):
             slope = (margin() - base) / eps
         assert slope == pytest.approx(r.d_margin, rel=0.05, abs=1e-4)
+
+
+def test_laundry_component_scan_is_a_cached_result(tmp_path):
+    model = wb.load_model("tiny-llama", seed=3)
+    store = wb.ResultCache(tmp_path / "cache")
+    kw = dict(n_items=3, n_prompts=1, templates=TEMPLATE, items=LETTERS, item_prefix="")
+    scan = wb.laundry_component_scan(model, cache=store, **kw)
+    assert wb.laundry_component_scan(model, cache=store, **kw) is scan  # through run_analysis and the cache
+    loaded = wb.laundry_component_scan(model, cache=wb.ResultCache(store.root.parent), **kw)
+    assert loaded.components.equals(scan.components) and loaded.edits(3) == scan.edits(3)
+    assert "laundry_scan" in scan.figures() and "Laundry List: first-order scan" in scan._repr_html_()

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .._memory import release_freed
-from .._progress import progress
-from .composition import (Composition, HeadNorms, Reach, normal_draws, read_matrices, rotated_picks, scores_from_reach,
+from ..._memory import release_freed
+from ..._progress import progress
+from .scores import (Composition, HeadNorms, Reach, normal_draws, read_matrices, rotated_picks, scores_from_reach,
                           writer_directions)
-from .head_svd import HeadWeights, head_weights, svd_from_r, take
+from .svd import HeadWeights, head_weights, svd_from_r, take
 
 WRITER_BLOCK_BYTES = 512 * 2**20  # OV output directions of the writers held at once (float32)
 
@@ -159,7 +159,7 @@ def stream_compositions(model, kinds: tuple[str, ...], writer_layers: tuple[int,
 
 @torch.no_grad()
 def rotated_null_streamed(model, kinds: tuple[str, ...], n: int, seed: int, *, fold_norm: bool) -> dict[str, Composition]:
-    """:func:`~workbench.analyses.composition.rotated_null_scores` (same picks, frames and values) reading only the
+    """:func:`~workbench.analyses.heads.scores.rotated_null_scores` (same picks, frames and values) reading only the
     layers that hold the picked heads, once each: a writer is kept as the R factors of its W_V and W_O (all its
     rotated OV needs), a reader is met one at a time (:class:`Reach`). Memory: one layer plus the writers'
     n x d_head output directions, instead of 2 x n heads' four matrices."""

@@ -10,11 +10,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .._progress import progress
-from ..results import Result
-from ..types import EmbeddingNorms, LayerSpectra, Spectrum
-from .linalg import effective_rank, singular_values
-from .registry import Analysis
+from ..._progress import progress
+from ...results import Result
+from ...types import EmbeddingNorms, LayerSpectra, Spectrum
+from ...linalg import effective_rank, singular_values
+from ...engine.registry import Analysis
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,6 @@ def compute_overview(model, config: OverviewConfig) -> OverviewResult:
 
 ANALYSIS = Analysis(
     name="overview",
-    title="Model overview",
     description="architecture card, parameter counts, per-layer weight norms and singular-value summaries",
     config_cls=OverviewConfig,
     result_cls=OverviewResult,

@@ -10,7 +10,7 @@ import torch
 import workbench as wb
 from workbench.analyses.super_weights.trace import channel_contributions, mlp_input_names, residual_parts
 from workbench.errors import InputError
-from workbench.models import hook_names as H
+from workbench.models import hook_names as hn
 
 from support.planted import planted_super_weight as _planted
 
@@ -21,16 +21,16 @@ PROMPT = "The quick brown fox jumps over the lazy dog."
 def test_parts_sum_to_the_stream_and_to_the_measured_pre_activation(name):
     model, (layer, row, col) = _planted(name)
     ids = model.to_tokens(PROMPT)
-    names = sorted({H.resid_mid(layer), H.mlp_pre(layer), *mlp_input_names(model, layer)})
+    names = sorted({hn.resid_mid(layer), hn.mlp_pre(layer), *mlp_input_names(model, layer)})
     _, cache = model.run_with_cache(ids, names=names)
     for pos in (0, 3, ids.shape[1] - 1):
         labels, parts = residual_parts(model, cache, layer, pos)
         assert len(labels) == parts.shape[0] == 1 + 2 * (model.info.n_heads + 1) + layer
-        torch.testing.assert_close(parts.sum(0), cache[H.resid_mid(layer)][0, pos].float(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(parts.sum(0), cache[hn.resid_mid(layer)][0, pos].float(), rtol=1e-5, atol=1e-5)
         contrib = channel_contributions(model, parts, layer, col)
         key = "gate" if model.info.gated_mlp else "up"
         total = contrib[key].sum() + contrib[f"{key}_const"]
-        torch.testing.assert_close(total, cache[H.mlp_pre(layer)][0, pos, col].float(), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(total, cache[hn.mlp_pre(layer)][0, pos, col].float(), rtol=1e-4, atol=1e-4)
 
 
 def test_trace_of_a_planted_weight_with_a_planted_driver_head():
@@ -42,7 +42,7 @@ def test_trace_of_a_planted_weight_with_a_planted_driver_head():
     with torch.no_grad():
         W_O[2] += 3.0 * torch.outer(torch.ones(W_O.shape[1]), direction / direction.norm())
     before = model.fingerprint()
-    trace = wb.trace_super_weight(model, (layer, row, col), PROMPT, cache=False)
+    trace = wb.trace_super_weight(model, weight=(layer, row, col), prompt=PROMPT, cache=False)
     assert model.fingerprint() == before  # the zeroed weight was put back
 
     tokens = trace.to_frame("tokens")
@@ -63,25 +63,25 @@ def test_trace_of_a_planted_weight_with_a_planted_driver_head():
     spikes = trace.meta["spike_positions"]
     assert set(readers["layer"]) == set(range(layer + 1, model.info.n_layers))
     if not readers.empty:
-        _, cache = model.run_with_cache(model.to_tokens(PROMPT), names=[H.attn_pattern(l) for l in range(layer + 1, model.info.n_layers)])
+        _, cache = model.run_with_cache(model.to_tokens(PROMPT), names=[hn.attn_pattern(l) for l in range(layer + 1, model.info.n_layers)])
         after = slice(max(spikes) + 1, None) if max(spikes) + 1 < len(tokens) else slice(None)
         first = readers.iloc[0]
-        mass = cache[H.attn_pattern(int(first["layer"]))][0, int(first["head"])][after][:, spikes].sum(-1).mean()
+        mass = cache[hn.attn_pattern(int(first["layer"]))][0, int(first["head"])][after][:, spikes].sum(-1).mean()
         assert first["intact"] == pytest.approx(float(mass), abs=1e-5)
 
 
 def test_trace_defaults_errors_and_views(tiny_llama):
     model, weight = _planted("tiny-llama", layer=0)  # layer 1 reads it
     with pytest.raises(InputError, match="outside"):
-        wb.trace_super_weight(model, (5, 0, 0), cache=False)
+        wb.trace_super_weight(model, weight=(5, 0, 0), cache=False)
     with pytest.raises(InputError, match="non-empty"):
-        wb.trace_super_weight(model, weight, "", cache=False)
+        wb.trace_super_weight(model, weight=weight, prompt="", cache=False)
     with pytest.raises(InputError, match="layer, row, col"):
-        wb.trace_super_weight(model, (1, 2), cache=False)
+        wb.trace_super_weight(model, weight=(1, 2), cache=False)
     with pytest.raises(wb.UnsupportedModelError, match="no super weights"):
-        wb.trace_super_weight(tiny_llama, None, PROMPT, cache=False)  # random weights: nothing to trace
+        wb.trace_super_weight(tiny_llama, prompt=PROMPT, cache=False)  # random weights: nothing to trace
 
-    trace = wb.trace_super_weight(model, weight, PROMPT, cache=False)
+    trace = wb.trace_super_weight(model, weight=weight, prompt=PROMPT, cache=False)
     assert set(trace.figures()) == {"tokens", "drivers", "readers"}
     assert all(len(fig.data) for fig in trace.figures().values())
     assert dict(trace.summary())["weight"] == f"layer 0 down_proj[{weight[1]}, {weight[2]}]"

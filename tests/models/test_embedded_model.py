@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import workbench as wb
-from hf_layout import assert_llama_layer_matches
+from support.hf_layout import assert_llama_layer_matches
 from workbench.models import gguf
 from workbench.models import hook_names as hn
 

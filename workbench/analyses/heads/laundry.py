@@ -25,12 +25,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .._progress import progress
-from ..errors import InputError
-from ..models import hook_names as hk
-from ..results import Result
-from .head_svd import check_weights, head_weights, ov_svd
-from .registry import Analysis
+from ..._progress import progress
+from ...errors import InputError
+from ...results import Result
+from .svd import check_weights, head_weights, ov_svd
+from ...engine.registry import Analysis
 
 # Common concrete nouns; only those that are one token (with the prefix) in the model are used.
 DEFAULT_ITEMS = (
@@ -116,7 +115,7 @@ def list_accuracy(last_logits: Float[Tensor, "prompt vocab"], item_ids: Int[Tens
 def rescaled_ov(model, edits: Sequence[tuple[int, int, Sequence[int], float]], *, fold_norm: bool = True) -> Iterator:
     """Within the block, components ``(layer, head, components, scale)`` of OV circuits are rescaled.
 
-    Component indices are those of :func:`~workbench.analyses.head_svd.ov_svd` (descending singular
+    Component indices are those of :func:`~workbench.analyses.heads.svd.ov_svd` (descending singular
     values, norm gain folded in when ``fold_norm``), i.e. the ones ``head_composition`` reports.
     """
     layers = sorted({int(e[0]) for e in edits})
@@ -132,71 +131,6 @@ def rescaled_ov(model, edits: Sequence[tuple[int, int, Sequence[int], float]], *
                 W_O = views[layer][head]  # [d_head, d_model]
                 W_O.add_((scale - 1.0) * (W_O @ v.T) @ v)
         yield model
-
-
-def _items_margin(last: Tensor, item_ids: Tensor, target: Tensor) -> Tensor:
-    """Smooth margin: target logit minus logsumexp of the other items' logits, per prompt."""
-    item_logits = last.gather(1, item_ids)  # [prompt, n]
-    tgt = item_logits.gather(1, target[:, None])[:, 0]
-    return tgt - item_logits.scatter(1, target[:, None], float("-inf")).logsumexp(1)
-
-
-def component_attribution(model, n_items: int = 4, n_prompts: int = 8, *, seed: int = 1,
-                          templates: Sequence[str] = DEFAULT_TEMPLATES, items: Sequence[str] = DEFAULT_ITEMS,
-                          item_prefix: str = " ", fold_norm: bool = True) -> pd.DataFrame:
-    """Which OV components to rescale? A first-order scan of every component of every head at once.
-
-    For scaling component i of head h by ``a`` (what :func:`rescaled_ov` does), the change of the
-    Laundry List margin (target logit minus logsumexp of the other items) is, to first order,
-    ``(a - 1) * sum_t (o_t . v_i)(g_t . v_i)`` with ``o_t`` the head's output at position t and
-    ``g_t`` the margin's gradient with respect to the layer's attention output. One forward and one
-    backward pass give it for all components (attribution patching). Rows: layer, head, component,
-    singular value, ``d_margin`` (per unit of ``a - 1``, mean over prompts), best first. Use a seed
-    different from the evaluation's, then check candidates with :func:`laundry_list`.
-    """
-    check_weights(model)
-    vocab = single_token_items(model.tokenizer, items, item_prefix)
-    prompts = generate_prompts(vocab, n_items, n_prompts, seed=seed, templates=templates)
-    n_layers = model.info.n_layers
-    svd = ov_svd(head_weights(model, fold_norm=fold_norm))  # Vh: [layer, head, comp, d_model]
-    ids, mask = model.to_tokens_batch([p.text for p in prompts])
-    outs, zs = {}, {}
-
-    def keep_out(layer):
-        def hook(t, hook):
-            if t.requires_grad:
-                t.retain_grad()
-            else:
-                t.requires_grad_(True)  # a leaf: gradients flow from here on although parameters are frozen
-            outs[layer] = t
-            return t
-        return hook
-
-    def keep_z(layer):
-        def hook(t, hook):
-            zs[layer] = t.detach()
-        return hook
-
-    hooks = [(name, fn) for l in range(n_layers) for name, fn in ((hk.attn_z(l), keep_z(l)), (hk.attn_out(l), keep_out(l)))]
-    with torch.enable_grad(), model.hooks(hooks):
-        logits = model(ids)
-        last = logits[torch.arange(len(prompts)), mask.sum(1) - 1]
-        items_t = torch.tensor([p.item_ids for p in prompts], device=last.device)
-        target = torch.tensor([p.target for p in prompts], device=last.device)
-        _items_margin(last, items_t, target).sum().backward()
-    m = mask[:, :, None].to(torch.float32)  # real positions only
-    rows = []
-    for layer in range(n_layers):
-        W_O = model.attention_weights(layer).W_O.float()  # [head, d_head, d_model]
-        v = svd.Vh[layer].to(W_O)  # [head, comp, d_model]
-        coef = torch.einsum("bphd,hde,hce->bphc", zs[layer].float(), W_O, v)  # o_t . v_i: [b, pos, head, comp]
-        grad = torch.einsum("bpe,hce->bphc", outs[layer].grad.float() * m, v)  # g_t . v_i
-        d = (coef * grad).sum(1).mean(0)  # [head, comp]
-        for head in range(d.shape[0]):
-            for comp in range(d.shape[1]):
-                rows.append((layer, head, comp, float(svd.S[layer, head, comp]), float(d[head, comp])))
-    table = pd.DataFrame(rows, columns=["layer", "head", "component", "singular_value", "d_margin"])
-    return table.sort_values("d_margin", ascending=False, ignore_index=True)
 
 
 @dataclass(frozen=True)
@@ -294,7 +228,6 @@ def compute_laundry_list(model, config: LaundryListConfig) -> LaundryListResult:
 
 ANALYSIS = Analysis(
     name="laundry_list",
-    title="Laundry List recall",
     description="list-recall accuracy vs list length, before and after rescaling chosen OV components",
     config_cls=LaundryListConfig,
     result_cls=LaundryListResult,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.analyses.overview import matrix_stats
+from workbench.analyses.overview.card import matrix_stats
 from workbench.cli import main
 
 
@@ -92,7 +92,7 @@ def test_cli_report(tmp_path, capsys):
 
 
 def test_cli_report_skips_an_analysis_the_model_cannot_run(tmp_path, capsys, monkeypatch):
-    from workbench.analyses import registry
+    from workbench.engine import registry
 
     def refuse(model, config):  # as an analysis does for a model it cannot read (e.g. MoE MLPs have no single W_in)
         raise wb.UnsupportedModelError(f"{model.name}'s MLPs are mixtures of experts")
@@ -109,7 +109,7 @@ def test_cli_report_skips_an_analysis_the_model_cannot_run(tmp_path, capsys, mon
 
 @pytest.mark.parametrize("shape", [(3, 5, 9), (2, 9, 5), (4, 4)])
 def test_singular_values_match_svd(shape):
-    from workbench.analyses.linalg import singular_values
+    from workbench.linalg import singular_values
 
     w = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
     w[..., 0, :] *= 50  # a wide spread of singular values

@@ -1,5 +1,5 @@
 """The "head_composition" analysis: SVD of every head, Q/K/V composition whole-head and per
-writer component, with a random-matrix null baseline. Maths in ``head_svd`` and ``composition``."""
+writer component, with a random-matrix null baseline. Maths in ``svd`` and ``scores``."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ..errors import InputError
-from ..results import Result
-from ..types import ComponentScores, HeadScores, HeadSpectra, NullScores
-from .composition import KINDS, Composition, null_scores
-from .composition_stream import rotated_null_streamed, stream_compositions
-from .head_svd import _chosen_layers, check_weights, spectrum_stats
-from .registry import Analysis
+from ...errors import InputError
+from ...results import Result
+from ...types import ComponentScores, HeadScores, HeadSpectra, NullScores
+from .scores import KINDS, Composition, null_scores
+from .scores_streamed import rotated_null_streamed, stream_compositions
+from .svd import _chosen_layers, check_weights, spectrum_stats
+from ...engine.registry import Analysis
 
 
 @dataclass(frozen=True)
@@ -323,7 +323,7 @@ def compute_head_composition(model, config: HeadCompositionConfig) -> HeadCompos
     w_heads, r_heads = (list(range(n_heads)) if i is None else i for i in (w_idx, r_idx))
     if not any(a < b for a in w_layers for b in r_layers):
         raise InputError(f"no reader layer comes after a writer layer (writers {w_layers}, readers {r_layers})")
-    # one layer's weights at a time (analyses/composition_stream.py): a 7B model's all-pairs fit in a few GB
+    # one layer's weights at a time (heads/scores_streamed.py): a 7B model's all-pairs fit in a few GB
     streamed = stream_compositions(model, kinds, w_layers, r_layers, w_heads, r_heads, fold_norm=config.fold_norm)
     comps = {k: Composition(c.component.cpu(), c.head.cpu(), c.writer_s.cpu()) for k, c in streamed.comps.items()}
     sv = {"OV": streamed.sv_ov, "QK": streamed.sv_qk}
@@ -361,7 +361,6 @@ def compute_head_composition(model, config: HeadCompositionConfig) -> HeadCompos
 
 ANALYSIS = Analysis(
     name="head_composition",
-    title="Attention-head composition (talking heads)",
     description="SVD of every head's OV/QK circuit; Q/K/V composition whole-head and per writer SVD component, vs a random null",
     config_cls=HeadCompositionConfig,
     result_cls=HeadCompositionResult,

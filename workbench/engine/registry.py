@@ -1,0 +1,71 @@
+"""The explicit analysis registry: name -> how to configure, run and reload an analysis."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InputError
+
+if TYPE_CHECKING:
+    from ..results import Result
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One registered analysis.
+
+    ``compute(model, config)`` does the work and returns a ``result_cls``; it is only
+    ever called through the cache (see :func:`workbench.analyses.run_analysis`).
+    ``in_report``: whether ``workbench report`` runs it with its default config on the
+    report's model (experiments that need a choice from the user say no); ``report_subject(model)``,
+    when set, gives what the report runs it on instead (e.g. a demo model the analysis needs).
+    ``version``: bump it when a change of the code changes results, so cached ones are not reused.
+    ``prepare(model, config)``, when set, returns the config with its defaults and derived fields filled in
+    (a digest of an input file, a default chosen from the model) and checked. It runs before the cache key
+    is made, so equal work always gets one key and the result records the config it was computed with.
+    ``title`` is the Result class's (written once, there); passing it is only accepted when it agrees.
+    """
+
+    name: str
+    description: str
+    config_cls: type[Any]
+    result_cls: type[Result]
+    compute: Callable
+    in_report: bool = True
+    version: int = 1
+    report_subject: Callable | None = None
+    prepare: Callable | None = None
+    title: str = ""
+
+    def __post_init__(self) -> None:
+        if self.title and self.title != self.result_cls.title:
+            raise ValueError(f"{self.name}: the title is {self.result_cls.__name__}.title, not {self.title!r}")
+        object.__setattr__(self, "title", self.result_cls.title)
+
+
+_REGISTRY: dict[str, Analysis] = {}
+
+
+def register_analysis(analysis: Analysis) -> Analysis:
+    """Add an analysis; registering a name twice is an error, not a silent override."""
+    if analysis.name in _REGISTRY:
+        raise ValueError(f"analysis {analysis.name!r} is already registered")
+    if analysis.result_cls.analysis != analysis.name:
+        raise ValueError(f"{analysis.result_cls.__name__}.analysis must be {analysis.name!r}")
+    if analysis.result_cls.config_cls is not analysis.config_cls:  # Result.load rebuilds the config from it
+        raise ValueError(f"{analysis.result_cls.__name__}.config_cls must be {analysis.config_cls.__name__}")
+    _REGISTRY[analysis.name] = analysis
+    return analysis
+
+
+def get_analysis(name: str) -> Analysis:
+    if name not in _REGISTRY:
+        raise InputError(f"unknown analysis {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def list_analyses() -> list[Analysis]:
+    """Every registered analysis, in registration order (the order reports show them in)."""
+    return list(_REGISTRY.values())

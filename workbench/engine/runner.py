@@ -1,0 +1,60 @@
+"""Run any registered analysis through the result cache."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .._threads import sized_threads
+from ..cache import ResultCache, cache_key, get_cache
+from ..errors import InputError
+from ..models import HookedModel
+from ..results import Result
+from .registry import get_analysis
+
+
+def make_config(name: str, config: Any = None, **options) -> Any:
+    """The analysis' config: ``config`` (or the defaults) with ``options`` replaced."""
+    spec = get_analysis(name)
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise InputError(f"{name} has no option(s) {unknown}; its options are {sorted(fields)}")
+    options = {k: _frozen(v) for k, v in options.items()}
+    if config is None:
+        return spec.config_cls(**options)
+    if not isinstance(config, spec.config_cls):
+        raise InputError(f"{name} needs a {spec.config_cls.__name__}, got {type(config).__name__}")
+    return dataclasses.replace(config, **options)
+
+
+def _frozen(value: Any) -> Any:
+    """Lists given as options (``prompts=[...]``, ``weights=[[l, r, c]]``) as tuples, nested: configs are frozen
+    and hashed into the cache key."""
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def run_analysis(name: str, model, config=None, *, cache: bool | ResultCache = True, **options) -> Result:
+    """Compute analysis ``name`` on ``model``, or fetch it from the cache.
+
+    ``cache=False`` always recomputes and stores nothing; a :class:`ResultCache`
+    uses that cache instead of the default one.
+    """
+    spec = get_analysis(name)
+    config = make_config(name, config, **options)
+    if spec.prepare is not None:
+        config = spec.prepare(model, config)
+
+    def compute() -> Result:
+        with sized_threads():  # only the cores other processes leave free (see workbench/_threads.py)
+            return spec.compute(model, config)
+
+    if cache is False:
+        return compute()
+    store = cache if isinstance(cache, ResultCache) else get_cache()
+    # a loaded model verifies its weights' contents too (edits through .data); trained demo models, sources, ... do not need to
+    fingerprint = model.fingerprint(verify=True) if isinstance(model, HookedModel) else model.fingerprint()
+    key = cache_key(name, config, fingerprint, spec.version)
+    return store.get_or_compute(key, compute, name)

@@ -67,7 +67,7 @@ def test_baselines_put_the_copied_token_first(copy_model, method):
 def test_integrated_gradients_completeness(copy_model):
     # sum of IG attributions ~ log p(target | x) - log p(target | zero embeddings), BOS kept
     seq = prepare(copy_model, PROMPT, None, max_new_tokens=1)
-    ig = baselines.integrated_gradients(copy_model, seq, baselines.BaselineParams(ig_steps=128))
+    ig = baselines.integrated_gradients(copy_model, seq, baselines.BaselineParams(ig_steps=128, ig_baseline="zero"))
     E = copy_model.hf_model.get_input_embeddings()(seq.ids[:-1])
     zero = torch.where(seq.attributable[:-1, None], torch.zeros_like(E), E)
     with torch.no_grad():

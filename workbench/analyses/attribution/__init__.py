@@ -92,8 +92,9 @@ def compare_attributions(model, prompts=None, methods=None, *, cache=True, mlm: 
         options["prompts"] = tuple(prompts)
     if methods is not None:
         options["methods"] = (methods,) if isinstance(methods, str) else tuple(methods)
-    if "ratios" in options:
-        options["ratios"] = tuple(options["ratios"])
+    for key in ("ratios", "retention"):
+        if key in options:
+            options[key] = tuple(options[key])
     if mlm is not None:
         options.setdefault("replacer", "mlm")
         return compute_comparison(model, make_config("compare_attributions", None, **options), mlm)

@@ -12,7 +12,7 @@ from ...results import Result
 from ...types import Importances
 from .baselines import BASELINES, BaselineParams, baseline_importance
 from .common import prepare
-from .faithfulness import FaithfulnessParams, faithfulness, summarise
+from .faithfulness import SOFT_METRICS, FaithfulnessParams, faithfulness, summarise
 from .reagent import ReagentParams, reagent_sequence
 from .result import target_probabilities
 
@@ -32,7 +32,8 @@ class ComparisonResult(Result):
     """Faithfulness of several attribution methods.
 
     Tables: ``faithfulness`` (one row per method x prompt x target x metric), ``summary``
-    (method x metric: mean, random baseline, log ratio). Tensors ``importance/<method>/<prompt>``
+    (method x metric: mean, random baseline, log ratio; Soft-NS / Soft-NC and the retention-controlled
+    pi-Soft-NS / pi-Soft-NC, see :mod:`.faithfulness`). Tensors ``importance/<method>/<prompt>``
     [target, pos]. ``meta['sequences']``: per prompt the tokens, ids and n_prompt.
     """
 
@@ -72,7 +73,7 @@ class ComparisonResult(Result):
 
     def summary(self) -> list[tuple[str, str]]:
         s = self.method_summary
-        soft = s[s["metric"].isin(["soft_ns", "soft_nc"]) & (s["method"] != "random")]
+        soft = s[s["metric"].isin(SOFT_METRICS) & (s["method"] != "random")]
         best = soft.sort_values("log_ratio", ascending=False).groupby("metric").head(1)
         lines = [("model", self.model_id), ("prompts", str(len(self.config.prompts))),
                  ("methods", ", ".join(self.config.methods))]
@@ -82,7 +83,7 @@ class ComparisonResult(Result):
     def wide(self) -> pd.DataFrame:
         """Summary pivoted: one row per method, one column per metric (log ratio for soft metrics, else mean)."""
         s = self.method_summary.copy()
-        s["shown"] = s["log_ratio"].where(s["metric"].isin(["soft_ns", "soft_nc"]), s["mean"])
+        s["shown"] = s["log_ratio"].where(s["metric"].isin(SOFT_METRICS), s["mean"])
         return s.pivot(index="method", columns="metric", values="shown").reset_index()
 
 

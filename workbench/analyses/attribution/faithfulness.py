@@ -23,6 +23,32 @@ original next-token distribution p:
 * masks are averaged over ``n_mask_samples`` draws. The paper reports
   log(sum metric_method / sum metric_random) over all targets: > 0 means better than random.
 
+Retention-controlled soft metrics, pi-Soft-NS / pi-Soft-NC (after Huang & Chan 2026, arXiv 2601.03089:
+Soft-NS / Soft-NC are confounded by how much of the input each mask keeps; compare methods at the
+same expected retention pi). Our derivation, not the paper's code:
+
+* why here: with importance normalised to sum 1, a Soft-S mask keeps one token's worth of embedding
+  in expectation whatever the method, a retained fraction 1/n of the context. Retention is then
+  equal across methods, but so small that on a real model nothing suffices: every method's Soft-NS
+  is ~0 and it cannot rank them (Soft-NC, removing 1/n, stays informative);
+* keep probabilities at retention pi, for n attributable tokens with normalised importance v:
+  q_i = min(1, c v_i), c such that mean_i q_i = pi (water-filling, solved exactly by sorting, see
+  :func:`retention_probabilities`): the most important tokens saturate at 1 first, the rest share
+  the budget in proportion to importance. When importance is too concentrated to reach pi (a
+  one-hot keeps at most one token), the budget left goes uniformly to the zero-importance tokens,
+  the limit of adding an infinitesimal uniform importance;
+* pi-Soft-S: each embedding element of token i kept with probability q_i(pi) (the soft, element-
+  wise Bernoulli mask of Soft-S). pi-Soft-C at the same expected retention: each element removed
+  with probability q_i(1 - pi), i.e. the expected 1 - pi removed is taken from the most important
+  tokens first. Every method, random included, keeps the same expected fraction pi in both;
+* normalised with the same S0: pi-Soft-NS = max(0, S - S0) / (1 - S0), pi-Soft-NC = C / (1 - S0),
+  each averaged over the grid ``retention`` (default 0.8, 0.9, 0.95; ``retention_mask_samples``
+  masks per pi), and reported per pi too (``pi_soft_ns@0.9``...). The grid is high on purpose: on
+  SmolLM2-135M copy tasks, keeping 50% or less of the context, in any order, leaves almost nothing
+  sufficient, and removing 30% or more destroys the prediction whichever tokens go, so a planted
+  perfect attribution and a random one score alike there; from 80% retention up they separate
+  (benchmarks/faithfulness.py prints the per-pi table).
+
 Hard metrics (DeYoung et al. 2020): for each rationale ratio r the top ceil(r n) tokens by |score|
 are the rationale; comprehensiveness = p(y) - p(y | rationale zeroed) (higher is better),
 sufficiency = p(y) - p(y | only the rationale kept) (lower is better); ``*_aopc`` averages over
@@ -45,7 +71,7 @@ from torch import Tensor
 from ...errors import InputError
 from .common import Sequence, embed, last_logits_from_embeds
 
-SOFT_METRICS = ("soft_ns", "soft_nc")
+SOFT_METRICS = ("soft_ns", "soft_nc", "pi_soft_ns", "pi_soft_nc")
 _SQRT2 = math.sqrt(2.0)
 
 
@@ -55,6 +81,8 @@ class FaithfulnessParams:
     ratios: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)  # hard rationale sizes as fractions of the context
     faithfulness_seed: int = 0  # masks and the random-importance baseline
     s0_metric: str = "hellinger"  # S0 (empty rationale): "hellinger" (same scale as Soft-S) or "kl" (authors' code)
+    retention: tuple[float, ...] = (0.8, 0.9, 0.95)  # pi-Soft-NS / NC: expected kept fractions pi of the context
+    retention_mask_samples: int = 4  # Bernoulli masks per pi, target and method
 
 
 def distance(p: Float[Tensor, "... vocab"], q: Float[Tensor, "... vocab"]) -> Float[Tensor, "..."]:
@@ -82,15 +110,53 @@ def random_importance(attributable: Tensor, gen: torch.Generator) -> Tensor:
     return torch.softmax(u, -1)
 
 
-def _masked_rows(E: Tensor, attr: Tensor, imp: Tensor, n: int, ratios, gen: torch.Generator) -> tuple[Tensor, list]:
-    """All masked copies of E [T, d] for one importance vector: soft suff, soft comp, hard comp/suff per ratio."""
+def retention_probabilities(imp: Float[Tensor, "pos"], attr: Tensor, pi: float) -> Tensor:
+    """Keep probabilities q_i = min(1, c imp_i) with mean pi over the attributable tokens (1 elsewhere).
+
+    Water-filling, solved exactly: with the importances sorted descending v_0 >= v_1 >= ..., saturating
+    the first k tokens leaves c_k = (pi n - k) / sum_{i >= k} v_i for the rest; the answer is the
+    smallest k with c_k v_k <= 1. If only zero importances remain unsaturated, they share the budget
+    left uniformly (the limit of an infinitesimal uniform importance added to every token).
+    """
+    n = int(attr.sum())
+    v, order = torch.sort(imp[attr].double(), descending=True, stable=True)
+    budget = pi * n
+    k = torch.arange(n, dtype=torch.float64)
+    tail = v.flip(0).cumsum(0).flip(0)  # tail[k] = sum_{i >= k} v_i
+    left = budget - k
+    c = left / tail.clamp_min(1e-300)
+    ok = (left > 0) & ((tail <= 1e-12) | (c * v <= 1 + 1e-9))
+    k0 = int(ok.nonzero()[0]) if ok.any() else n
+    q = torch.ones(n, dtype=torch.float64)
+    if k0 < n:
+        q[k0:] = c[k0] * v[k0:] if tail[k0] > 1e-12 else left[k0] / (n - k0)
+    out = torch.ones(len(attr), dtype=torch.float64)
+    out[attr.nonzero()[:, 0][order]] = q
+    return out.float()
+
+
+def _element_masks(E: Tensor, attr: Tensor, keep_p: Tensor, n: int, gen: torch.Generator) -> Tensor:
+    """``n`` copies of E [T, d], each element of token i kept with probability keep_p[i] (specials always)."""
     T, d = E.shape
-    keep_p = imp[:, None].expand(T, d)
-    u = torch.rand(2, n, T, d, generator=gen)
-    suff = (u[0] < keep_p) | ~attr[:, None]  # [n, T, d]: element kept
-    comp = (u[1] < 1 - keep_p) | ~attr[:, None]
-    rows = [E * suff.to(E), E * comp.to(E)]
+    kept = (torch.rand(n, T, d, generator=gen) < keep_p[:, None]) | ~attr[:, None]
+    return E * kept.to(E)
+
+
+def _masked_rows(E: Tensor, attr: Tensor, imp: Tensor, params: FaithfulnessParams, gen: torch.Generator
+                 ) -> tuple[Tensor, list]:
+    """All masked copies of E [T, d] for one importance vector: soft suff / comp, pi-soft suff / comp per pi,
+    hard comp / suff per ratio."""
+    T, d = E.shape
+    n = params.n_mask_samples
+    rows = [_element_masks(E, attr, imp, n, gen), _element_masks(E, attr, 1 - imp, n, gen)]
     layout = [("soft_suff", n), ("soft_comp", n)]
+    m = params.retention_mask_samples
+    for pi in params.retention:
+        q = retention_probabilities(imp, attr, pi)
+        removed = retention_probabilities(imp, attr, 1 - pi)  # comprehensiveness: removal by importance
+        rows += [_element_masks(E, attr, q, m, gen), _element_masks(E, attr, 1 - removed, m, gen)]
+        layout += [(f"pi_suff@{pi:g}", m), (f"pi_comp@{pi:g}", m)]
+    ratios = params.ratios
     n_attr = int(attr.sum())
     order = torch.argsort(torch.where(attr, imp, -1.0), descending=True, stable=True)  # imp >= 0 here
     for r in ratios:
@@ -110,6 +176,8 @@ def faithfulness(model, seq: Sequence, importances: dict[str, Tensor], params: F
     plus the ``random`` baseline. One batched forward per target."""
     if params.n_mask_samples < 1 or not params.ratios or not all(0 < r <= 1 for r in params.ratios):
         raise InputError("n_mask_samples must be >= 1 and ratios fractions in (0, 1]")
+    if params.retention_mask_samples < 1 or not all(0 < pi < 1 for pi in params.retention):
+        raise InputError("retention_mask_samples must be >= 1 and retention fractions in (0, 1)")
     if params.s0_metric not in ("kl", "hellinger"):
         raise InputError(f"s0_metric must be 'kl' or 'hellinger', got {params.s0_metric!r}")
     gen = torch.Generator().manual_seed(params.faithfulness_seed)
@@ -124,7 +192,7 @@ def faithfulness(model, seq: Sequence, importances: dict[str, Tensor], params: F
         batch = [E[None], (E * (~attr).to(E)[:, None])[None]]  # original, all attributable tokens zeroed
         layouts = []
         for name, imp in methods.items():
-            r, layout = _masked_rows(E, attr, normalise(imp, attr), params.n_mask_samples, params.ratios, gen)
+            r, layout = _masked_rows(E, attr, normalise(imp, attr), params, gen)
             batch.append(r)
             layouts.append((name, layout))
         x = torch.cat(batch).to(model.device, model.dtype)
@@ -134,7 +202,9 @@ def faithfulness(model, seq: Sequence, importances: dict[str, Tensor], params: F
         denom = max(float(1 - s0), 1e-12)
         at = 2
         for name, layout in layouts:
-            values = {}
+            values: dict[str, float] = {}
+            pi_ns: list[float] = []
+            pi_nc: list[float] = []
             for kind, n in layout:
                 q = probs[at:at + n]
                 at += n
@@ -143,8 +213,16 @@ def faithfulness(model, seq: Sequence, importances: dict[str, Tensor], params: F
                     values["soft_ns"] = max(0.0, soft_s - float(s0)) / denom
                 elif kind == "soft_comp":
                     values["soft_nc"] = float(distance(q, p[None]).mean()) / denom
+                elif kind.startswith("pi_suff"):
+                    pi_ns.append(max(0.0, float((1 - distance(q, p[None])).mean()) - float(s0)) / denom)
+                    values[f"pi_soft_ns@{kind[8:]}"] = pi_ns[-1]
+                elif kind.startswith("pi_comp"):
+                    pi_nc.append(float(distance(q, p[None]).mean()) / denom)
+                    values[f"pi_soft_nc@{kind[8:]}"] = pi_nc[-1]
                 else:
                     values[kind] = float(p[y] - q[0, y])
+            if params.retention:  # averaged over the grid of expected retained (removed) fractions
+                values["pi_soft_ns"], values["pi_soft_nc"] = float(np.mean(pi_ns)), float(np.mean(pi_nc))
             for prefix in ("comp", "suff"):
                 values[f"{prefix}_aopc"] = float(np.mean([values[f"{prefix}@{r:g}"] for r in params.ratios]))
             rows += [{"method": name, "target_index": j, "metric": k, "value": v} for k, v in values.items()]

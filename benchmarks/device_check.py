@@ -83,7 +83,7 @@ def analyses(model) -> dict:
         "super weights": lambda: wb.super_weights(model, eval_windows=2, window=32, cache=False),
         "super-weight trace": lambda: wb.trace_super_weight(model, weight=(1, 3, 5), prompt=PROMPT, cache=False),
         "bilinear replacement": lambda: wb.bilinear_replacement(model, layer=0, cache=False),
-        "ReAGent": lambda: wb.reagent(model, PROMPT, max_steps=10, cache=False),
+        "ReAGent": lambda: wb.reagent(model, prompt=PROMPT, max_steps=10, cache=False),
     }
 
 
@@ -165,7 +165,7 @@ def reagent_vs_inseq(shape: tuple, device: str, tokenizer) -> dict:
     except Exception as exc:  # reported, not fatal: the rest of the check stands
         return {"failed": f"Inseq: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
     start = time.perf_counter()
-    wb.reagent(model, PROMPT, max_new_tokens=1, prepend_bos=False, n_probes=16, max_steps=100, keep_top_n=5,
+    wb.reagent(model, prompt=PROMPT, max_new_tokens=1, prepend_bos=False, n_probes=16, max_steps=100, keep_top_n=5,
                stop_top_k=3, replacing_ratio=0.3, cache=False)
     return {"inseq_s": t_inseq, "ours_s": time.perf_counter() - start}
 

@@ -14,8 +14,8 @@ Sections:
   difference over prompts, with a bootstrap 95% interval, includes 0).
 * ``copy``: copy tasks with random single-token words ("The password is W. Remember it well. The
   password is" -> W): how often the earlier mention of W ranks first, for our ReAGent (uniform and
-  model-prediction replacers), Inseq's ReAGent (on the first words; it is slow) and our integrated
-  gradients.
+  model-prediction replacers; without BOS like Inseq, and with the model's default BOS), Inseq's
+  ReAGent (on the first words; it is slow) and our integrated gradients (without and with BOS).
 * ``speed``: ReAGent at Inseq's defaults (16 probes, 3000 steps, top-n 5, top-k 3, ratio 0.3) on the
   README's prompts, Inseq vs ours, timed one after the other with the same torch threads.
 
@@ -154,11 +154,12 @@ class Runner:
         return attr[:n, 0, 0].float() if attr.ndim == 3 else attr[:n, 0].float()
 
     def ours_importance(self, prompt: str, target: str, seed: int, steps: int | None = None,
-                        replacer: str = "uniform", probe_dtype: str | None = None) -> torch.Tensor:
-        """Our ReAGent's importance over the prompt's tokens; float32 probes unless ``probe_dtype`` says otherwise."""
-        res = wb.reagent(self.model, prompt, target, cache=False, prepend_bos=False, seed=seed, probe_dtype=probe_dtype,
-                         replacer=replacer, **self.params(steps))
-        return res.importance(0).float()
+                        replacer: str = "uniform", probe_dtype: str | None = None, bos: bool = False) -> torch.Tensor:
+        """Our ReAGent's importance over the prompt's tokens (a BOS, when ``bos``, left out); float32 probes unless
+        ``probe_dtype`` says otherwise."""
+        res = wb.reagent(self.model, prompt=prompt, target=target, cache=False, prepend_bos=bos, seed=seed,
+                         probe_dtype=probe_dtype, replacer=replacer, **self.params(steps))
+        return res.importance(0).float()[int(bos):]
 
 
 def bootstrap_ci(values: list[float], n: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -215,20 +216,25 @@ def section_agreement(r: Runner, prompts: list[tuple[str, str | None]]) -> dict:
     return {"rows": rows, "summary": summary, "per_token": per_token}
 
 
-def integrated_gradients(model, prompt: str, target: str) -> torch.Tensor:
-    res = wb.attribute(model, prompt, "integrated_gradients", target, cache=False, prepend_bos=False)
-    return res.importance(0).float()
+def integrated_gradients(model, prompt: str, target: str, bos: bool = False) -> torch.Tensor:
+    res = wb.attribute(model, prompt=prompt, method="integrated_gradients", target=target, cache=False, prepend_bos=bos)
+    return res.importance(0).float()[int(bos):]
 
 
 def section_copy(r: Runner, n_words: int, n_inseq: int, n_predictions: int) -> dict:
     tasks = copy_tasks(r.model, n_words, seed=r.args.copy_seed)
-    hits: dict[str, list[bool]] = {"reagent": [], "reagent_predictions": [], "integrated_gradients": [], "inseq_reagent": []}
+    hits: dict[str, list[bool]] = {"reagent": [], "reagent_bos": [], "reagent_predictions": [], "integrated_gradients": [],
+                                   "integrated_gradients_bos": [], "inseq_reagent": []}
     for i, t in enumerate(tasks):
         hits["reagent"].append(ranks_first(r.ours_importance(t.prompt, t.target, r.args.seed), t.answer_position))
+        hits["reagent_bos"].append(ranks_first(r.ours_importance(t.prompt, t.target, r.args.seed, bos=True),
+                                               t.answer_position))
         if i < n_predictions:
             hits["reagent_predictions"].append(ranks_first(
                 r.ours_importance(t.prompt, t.target, r.args.seed, replacer="predictions"), t.answer_position))
         hits["integrated_gradients"].append(ranks_first(integrated_gradients(r.model, t.prompt, t.target), t.answer_position))
+        hits["integrated_gradients_bos"].append(ranks_first(integrated_gradients(r.model, t.prompt, t.target, bos=True),
+                                                            t.answer_position))
         if i < n_inseq:
             hits["inseq_reagent"].append(ranks_first(r.inseq_importance(t.prompt, t.target, r.args.seed), t.answer_position))
         print(f"  {t.word!r}: " + " ".join(f"{k}={int(v[-1])}" for k, v in hits.items() if len(v) > i), flush=True)
@@ -265,7 +271,7 @@ RECORDED_PROMPTS = ("Water freezes at a temperature of zero degrees", "The autho
 
 def record(r: Runner, path: Path, seeds: int) -> None:
     """Inseq's importances on short prompts whose probes stop early, for the tests' recorded reference
-    (tests/test_attribution_real.py runs ours on the same prompts and settings)."""
+    (tests/analyses/attribution/test_attribution_real.py runs ours on the same prompts and settings)."""
     out = {"inseq": "0.7.1", "params": r.params(), "prompts": []}
     for prompt in RECORDED_PROMPTS:
         target = r.target(prompt, None)

@@ -49,7 +49,7 @@ def build_explorers(model) -> dict:
         "super_weights": wb.super_weights(model).widget(model=model),
         "heads": wb.head_composition(model).widget(),
         "bilinear": wb.bilinear_spectrum(wb.train_digits()).widget(),
-        "reagent": wb.reagent(model, "The capital of France is", max_new_tokens=2).widget(),
+        "reagent": wb.reagent(model, prompt="The capital of France is", max_new_tokens=2).widget(),
     }
 
 

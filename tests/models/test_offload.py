@@ -72,7 +72,7 @@ def test_activation_analyses_equal_the_in_memory_run(pair):
         "super weights": lambda m: wb.super_weights(m, prompts=(PROMPT,), eval_windows=2, window=32, **FAST),
         "trace": lambda m: wb.trace_super_weight(m, weight=(0, 11, 7), prompt=PROMPT, **FAST),
         "head effects": lambda m: wb.head_effects(m, prompts=(PROMPT,), n_writers=1, **FAST),
-        "ReAGent": lambda m: wb.reagent(m, PROMPT, max_steps=10, **FAST),
+        "ReAGent": lambda m: wb.reagent(m, prompt=PROMPT, max_steps=10, **FAST),
     }
     for name, run in runs.items():
         expected, got = run(memory), run(disk)

@@ -102,7 +102,7 @@ def analysis_runs(model) -> dict:
             model, weight=(1, 3, 5), prompt=PROMPT, **({"expert": 0} if model.arch.mlp == "moe" else {}), cache=False),
         "super experts": lambda: wb.super_experts(model, prompts=(PROMPT,), **fast),
         "bilinear replacement": lambda: wb.bilinear_replacement(model, layer=0, cache=False),
-        "ReAGent": lambda: wb.reagent(model, PROMPT, max_steps=10, cache=False),
+        "ReAGent": lambda: wb.reagent(model, prompt=PROMPT, max_steps=10, cache=False),
     }
 
 

@@ -12,7 +12,7 @@ def run(args) -> None:
     options = {"max_new_tokens": args.new_tokens}
     if args.method == "reagent":
         options.update(n_probes=args.probes, max_steps=args.max_steps, seed=args.seed)
-    result = attribute(load(args), args.prompt, args.method, args.target, **options)
+    result = attribute(load(args), prompt=args.prompt, method=args.method, target=args.target, **options)
     for row in result.targets.itertuples():
         print(f"target {row.target_index}: {readable_token(row.target)!r}  (p = {row.probability:.3f})")
         top = result.top_tokens(row.target_index, args.top)

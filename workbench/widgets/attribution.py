@@ -55,7 +55,7 @@ class AttributionWidget(widgets.VBox):
         if method not in self.results:
             cfg = self.result.config
             target = getattr(cfg, "target", None)
-            self.results[method] = attribute(self.model, cfg.prompt, method, target,
+            self.results[method] = attribute(self.model, prompt=cfg.prompt, method=method, target=target,
                                              max_new_tokens=cfg.max_new_tokens, prepend_bos=cfg.prepend_bos)
         self.result = self.results[method]
         replace_figure(self.heatmap, render.heatmap_figure(self.result))

@@ -25,8 +25,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ...engine.registry import Analysis
 from ...errors import InputError
-from ...models import hook_names
+from ...models import hook_names as hn
 from .common import Sequence, embed, prepare
 from .result import AttributionResult, attribution_result, target_probabilities
 
@@ -189,7 +190,7 @@ def occlusion(model, seq: Sequence, params: BaselineParams = BaselineParams()) -
 @torch.no_grad()
 def attention_maps(model, seq: Sequence) -> Float[Tensor, "layer query key"]:
     """Head-averaged attention of every layer over the sequence (query = the position predicting a token)."""
-    names = [hook_names.attn_pattern(layer) for layer in range(model.info.n_layers)]
+    names = [hn.attn_pattern(layer) for layer in range(model.info.n_layers)]
     _, cache = model.run_with_cache(seq.ids[None, :-1], names=names)
     return torch.stack([cache[n][0].float().mean(0) for n in names]).cpu()  # [layer, q, k]
 
@@ -253,7 +254,10 @@ def baseline_importance(model, seq: Sequence, method: str, params: BaselineParam
 
 
 class BaselineResult(AttributionResult):
-    """A baseline attribution (gradient, attention or occlusion); same layout as ReAGent's result."""
+    """A baseline attribution (gradient, attention or occlusion); same layout as ReAGent's result.
+
+    Its analysis is named ``"attribution"`` (what ``wb.attribute(method=...)`` and ``workbench attribute --method``
+    run for every method but ReAGent): cached and saved results are found by that name, so it stays."""
 
     analysis = "attribution"
     title = "Attribution (baseline method)"
@@ -266,3 +270,21 @@ def compute_attribution(model, config: AttributeConfig) -> BaselineResult:
     tensors = {"importance": baseline_importance(model, seq, config.method, config),
                "target_probability": target_probabilities(model, seq)}
     return attribution_result(BaselineResult, model, config, seq, config.method, tensors)
+
+
+def check_method(model, config: AttributeConfig) -> AttributeConfig:
+    """``prepare``: an unknown method is refused before any work (and before a cache key is made for it)."""
+    if config.method not in METHODS:
+        raise InputError(f"unknown attribution method {config.method!r}; choose one of reagent, {', '.join(METHODS)}")
+    return config
+
+
+ANALYSIS = Analysis(
+    name="attribution",
+    description="gradient norm, input x gradient, integrated gradients, attention, rollout, occlusion",
+    config_cls=AttributeConfig,
+    result_cls=BaselineResult,
+    compute=compute_attribution,
+    in_report=False,
+    prepare=check_method,
+)

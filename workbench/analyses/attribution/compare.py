@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..._progress import progress
+from ...engine.registry import Analysis
 from ...errors import InputError
 from ...results import Result
 from ...types import Importances
@@ -89,11 +90,6 @@ class ComparisonResult(Result):
 
 def compute_comparison(model, config: CompareConfig, mlm=None) -> ComparisonResult:
     model.require_finite_weights()
-    if isinstance(config.prompts, str) or not config.prompts:
-        raise InputError("prompts must be a non-empty list of strings")
-    unknown = [m for m in config.methods if m not in ALL_METHODS]
-    if unknown or not config.methods:
-        raise InputError(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)}")
     tables, tensors, sequences = [], {}, []
     for i, prompt in enumerate(progress(config.prompts, desc="prompts")):
         seq = prepare(model, prompt, None, max_new_tokens=config.max_new_tokens, prepend_bos=config.prepend_bos)
@@ -116,3 +112,24 @@ def compute_comparison(model, config: CompareConfig, mlm=None) -> ComparisonResu
     long = pd.concat(tables, ignore_index=True)
     return ComparisonResult(config=config, model_id=model.name, fingerprint=model.fingerprint(), tensors=tensors,
                             tables={"faithfulness": long, "summary": summarise(long)}, meta={"sequences": sequences})
+
+
+def check_inputs(model, config: CompareConfig) -> CompareConfig:
+    """``prepare``: prompts and methods are checked before any work (and before a cache key is made for them)."""
+    if isinstance(config.prompts, str) or not config.prompts:
+        raise InputError("prompts must be a non-empty list of strings")
+    unknown = [m for m in config.methods if m not in ALL_METHODS]
+    if unknown or not config.methods:
+        raise InputError(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)}")
+    return config
+
+
+ANALYSIS = Analysis(
+    name="compare_attributions",
+    description="Soft-NS / Soft-NC against random importance, hard comprehensiveness / sufficiency",
+    config_cls=CompareConfig,
+    result_cls=ComparisonResult,
+    compute=compute_comparison,
+    in_report=False,
+    prepare=check_inputs,
+)

@@ -5,7 +5,7 @@ a probe's stop. With a sequential generator the draws would depend on how steps 
 every number is a hash of (seed, stream, probe, step, position) — the splitmix64 finaliser, a
 bijective mixer with full avalanche (Steele et al. 2014) — so the batched run draws exactly what
 the step-by-step loop draws, whatever the chunking, the batch size or the device. That is what makes
-the two provably the same algorithm (tests/test_attribution.py compares them number for number).
+the two provably the same algorithm (tests/analyses/attribution/test_attribution.py compares them number for number).
 """
 
 from __future__ import annotations

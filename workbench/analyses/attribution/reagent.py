@@ -58,6 +58,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ..._progress import progress
+from ...engine.registry import Analysis
 from ...errors import InputError
 from ...types import ProbeImportance, ProbeSteps, ProbeStopped
 from . import draws
@@ -405,3 +406,13 @@ class ReagentResult(AttributionResult):
                                 f"(max_steps {self.config.max_steps})"
                                 + (f"; probe forwards in {self.probe_dtype}" if self.probe_dtype else "")))
         return lines
+
+
+ANALYSIS = Analysis(
+    name="reagent",
+    description="which context tokens made the model produce each generated token (ReAGent, batched)",
+    config_cls=ReagentConfig,
+    result_cls=ReagentResult,
+    compute=compute_reagent,
+    in_report=True,
+)

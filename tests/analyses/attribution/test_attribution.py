@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import workbench as wb
-from attribution_planted import COPY_POSITION, build_copy_model
+from support.attribution_planted import COPY_POSITION, build_copy_model
 from workbench.analyses.attribution import baselines
 from workbench.analyses.attribution.agreement import agreement, ranks_first, spearman, top_overlap
 from workbench.analyses.attribution.common import prepare
@@ -39,7 +39,7 @@ def test_planted_model_copies_the_known_token(copy_model):
 
 
 def test_reagent_puts_the_copied_token_first(copy_model):
-    result = wb.reagent(copy_model, PROMPT, **FAST)
+    result = wb.reagent(copy_model, prompt=PROMPT, **FAST)
     targets = result.tables["targets"]
     assert list(targets["target"]) == ["h", "h"]
     assert (targets["top_context_position"] == COPY_POSITION).all()
@@ -54,7 +54,7 @@ def test_reagent_puts_the_copied_token_first(copy_model):
 
 @pytest.mark.parametrize("method", baselines.BASELINES)
 def test_baselines_put_the_copied_token_first(copy_model, method):
-    result = wb.attribute(copy_model, PROMPT, method, cache=False, max_new_tokens=2)
+    result = wb.attribute(copy_model, prompt=PROMPT, method=method, cache=False, max_new_tokens=2)
     for j in range(2):
         imp = torch.nan_to_num(result.importance(j).abs(), nan=-1)
         if method == "attention_rollout":  # rollout's identity term always gives the query position >= 1/2
@@ -114,7 +114,8 @@ def test_distance_kl_and_normalise(tiny_llama):
 
 
 def test_compare_attributions_is_tidy_and_reagent_beats_random(copy_model):
-    result = wb.compare_attributions(copy_model, [PROMPT, "abcdefgh ijkl"], ["reagent", "occlusion", "attention_last"],
+    result = wb.compare_attributions(copy_model, prompts=[PROMPT, "abcdefgh ijkl"],
+                                     methods=["reagent", "occlusion", "attention_last"],
                                      cache=False, max_new_tokens=1, keep_top_n=3, max_steps=200)
     table = result.to_frame()
     assert list(table.columns[:6]) == ["method", "prompt", "prompt_index", "target_index", "target", "metric"]
@@ -128,9 +129,9 @@ def test_compare_attributions_is_tidy_and_reagent_beats_random(copy_model):
 
 
 def test_same_seed_same_result_other_seed_differs(copy_model):
-    a = wb.reagent(copy_model, PROMPT, seed=3, **FAST)
-    b = wb.reagent(copy_model, PROMPT, seed=3, **FAST)
-    c = wb.reagent(copy_model, PROMPT, seed=4, **FAST)
+    a = wb.reagent(copy_model, prompt=PROMPT, seed=3, **FAST)
+    b = wb.reagent(copy_model, prompt=PROMPT, seed=3, **FAST)
+    c = wb.reagent(copy_model, prompt=PROMPT, seed=4, **FAST)
     assert torch.equal(a.tensors["probe_importance"].nan_to_num(), b.tensors["probe_importance"].nan_to_num())
     assert torch.equal(a.tensors["probe_steps"], b.tensors["probe_steps"])
     assert not torch.equal(a.tensors["probe_importance"].nan_to_num(), c.tensors["probe_importance"].nan_to_num())
@@ -158,7 +159,7 @@ def test_batched_run_equals_the_step_by_step_loop(copy_model, replacer):
 
 def test_max_steps_caps_probes_and_flags_them(copy_model):
     # top-1 of 1 kept token and k=1: the check can only pass once the copied token ranks first
-    out = wb.reagent(copy_model, PROMPT, cache=False, max_new_tokens=1, keep_top_n=1, stop_top_k=1, max_steps=2,
+    out = wb.reagent(copy_model, prompt=PROMPT, cache=False, max_new_tokens=1, keep_top_n=1, stop_top_k=1, max_steps=2,
                      n_probes=8)
     steps = out.tensors["probe_steps"]
     assert steps.max() <= 2
@@ -166,7 +167,7 @@ def test_max_steps_caps_probes_and_flags_them(copy_model):
 
 
 def test_given_target_text_is_attributed_token_by_token(copy_model):
-    out = wb.reagent(copy_model, PROMPT, target="hx", cache=False, keep_top_n=3, max_steps=100)
+    out = wb.reagent(copy_model, prompt=PROMPT, target="hx", cache=False, keep_top_n=3, max_steps=100)
     assert list(out.tables["targets"]["target"]) == ["h", "x"]
     assert out.meta["generated"] is False
     assert out.tables["targets"]["probability"][0] > 0.8
@@ -209,39 +210,39 @@ def _tiny_mlm(folder, vocab_tokenizer=None):
 
 def test_masked_lm_replacer(copy_model, tmp_path):
     folder = _tiny_mlm(tmp_path / "mlm")
-    out = wb.reagent(copy_model, PROMPT, cache=False, max_new_tokens=1, keep_top_n=3, max_steps=300,
+    out = wb.reagent(copy_model, prompt=PROMPT, cache=False, max_new_tokens=1, keep_top_n=3, max_steps=300,
                      replacer="mlm", mlm_path=str(folder))
     assert int(torch.nan_to_num(out.importance(0), nan=-1).argmax()) == COPY_POSITION
     mlm = wb.MaskedLM.from_folder(folder)
     seq = prepare(copy_model, PROMPT, None, max_new_tokens=1)
     draws = mlm.sampler(copy_model, seq.ids, candidate_ids(copy_model)).draw(200, len(seq.ids), torch.Generator())
     assert not (draws == seq.ids.cpu()[None]).any() and draws.max() < copy_model.info.d_vocab
-    again = wb.reagent(copy_model, PROMPT, cache=False, max_new_tokens=1, keep_top_n=3, max_steps=300, mlm=mlm)
+    again = wb.reagent(copy_model, prompt=PROMPT, cache=False, max_new_tokens=1, keep_top_n=3, max_steps=300, mlm=mlm)
     assert torch.equal(again.tensors["probe_steps"], out.tensors["probe_steps"])  # same seed, same draws
 
 
 def test_masked_lm_with_another_vocabulary_is_refused(copy_model, tmp_path):
     folder = _tiny_mlm(tmp_path / "other", vocab_tokenizer="word-level")
     with pytest.raises(wb.InputError, match="vocabulary"):
-        wb.reagent(copy_model, PROMPT, cache=False, replacer="mlm", mlm_path=str(folder), max_steps=5)
+        wb.reagent(copy_model, prompt=PROMPT, cache=False, replacer="mlm", mlm_path=str(folder), max_steps=5)
     with pytest.raises(wb.InputError, match="mlm"):
-        wb.reagent(copy_model, PROMPT, cache=False, replacer="mlm", max_steps=5)
+        wb.reagent(copy_model, prompt=PROMPT, cache=False, replacer="mlm", max_steps=5)
 
 
 @pytest.mark.parametrize("method", ["reagent", "integrated_gradients", "occlusion", "attention_rollout"])
 def test_clear_errors(copy_model, method):
     with pytest.raises(wb.InputError, match="empty"):
-        wb.attribute(copy_model, "", method, cache=False)
+        wb.attribute(copy_model, prompt="", method=method, cache=False)
     with pytest.raises(wb.InputError, match="empty"):
-        wb.attribute(copy_model, "   ", method, cache=False)
+        wb.attribute(copy_model, prompt="   ", method=method, cache=False)
     with pytest.raises(wb.InputError, match="vocabulary"):
-        wb.attribute(copy_model, PROMPT, method, target=10**6, cache=False)
+        wb.attribute(copy_model, prompt=PROMPT, method=method, target=10**6, cache=False)
     with pytest.raises(wb.InputError, match="vocabulary"):
-        wb.attribute(copy_model, PROMPT, method, target=-1, cache=False)
+        wb.attribute(copy_model, prompt=PROMPT, method=method, target=-1, cache=False)
     with pytest.raises(wb.InputError, match="context"):  # the planted model has 64 positions
-        wb.attribute(copy_model, "x" * 100, method, cache=False)
+        wb.attribute(copy_model, prompt="x" * 100, method=method, cache=False)
     with pytest.raises(wb.InputError, match="context"):  # prompt fits, prompt + generated tokens do not
-        wb.attribute(copy_model, "x" * 62, method, max_new_tokens=5, cache=False)
+        wb.attribute(copy_model, prompt="x" * 62, method=method, max_new_tokens=5, cache=False)
 
 
 def test_target_text_outside_the_vocabulary(tiny_llama):
@@ -260,18 +261,18 @@ def test_target_text_outside_the_vocabulary(tiny_llama):
 
 def test_bad_options(copy_model):
     with pytest.raises(wb.InputError, match="replacing_ratio"):
-        wb.reagent(copy_model, PROMPT, cache=False, replacing_ratio=0.0)
+        wb.reagent(copy_model, prompt=PROMPT, cache=False, replacing_ratio=0.0)
     with pytest.raises(wb.InputError, match="replacer"):
-        wb.reagent(copy_model, PROMPT, cache=False, replacer="roberta")
+        wb.reagent(copy_model, prompt=PROMPT, cache=False, replacer="roberta")
     with pytest.raises(wb.InputError, match="method"):
-        wb.attribute(copy_model, PROMPT, "lime", cache=False)
+        wb.attribute(copy_model, prompt=PROMPT, method="lime", cache=False)
     with pytest.raises(wb.InputError, match="method"):
-        wb.compare_attributions(copy_model, [PROMPT], ["lime"], cache=False)
+        wb.compare_attributions(copy_model, prompts=[PROMPT], methods=["lime"], cache=False)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", None, "auto"])
 def test_every_probe_precision_finds_the_same_token(copy_model, dtype):
-    out = wb.reagent(copy_model, PROMPT, probe_dtype=dtype, **FAST)
+    out = wb.reagent(copy_model, prompt=PROMPT, probe_dtype=dtype, **FAST)
     assert (out.tables["targets"]["top_context_position"] == COPY_POSITION).all()
     resolved = probe_dtype(copy_model, ReagentParams(probe_dtype=dtype))
     assert out.meta["probe_dtype"] == (resolved or "float32")
@@ -282,7 +283,7 @@ def test_auto_precision_leaves_half_precision_models_alone():
     half = wb.load_model("tiny-llama", dtype="bfloat16", progress=False)
     assert probe_dtype(half, ReagentParams()) is None  # "auto" by default
     with pytest.raises(wb.InputError, match="probe_dtype"):
-        wb.reagent(half, PROMPT, probe_dtype="int8", **FAST)
+        wb.reagent(half, prompt=PROMPT, probe_dtype="int8", **FAST)
 
 
 def test_targets_as_numpy_ints_tensors_and_special_token_text(tiny_llama):
@@ -291,13 +292,13 @@ def test_targets_as_numpy_ints_tensors_and_special_token_text(tiny_llama):
     from workbench.models.tiny import EOS_ID
 
     small = dict(max_steps=5, n_probes=2, cache=False)
-    by_id = wb.reagent(tiny_llama, "The cat sat", target=ord("x"), **small)
+    by_id = wb.reagent(tiny_llama, prompt="The cat sat", target=ord("x"), **small)
     for target in (np.int64(ord("x")), torch.tensor(ord("x"))):
-        again = wb.reagent(tiny_llama, "The cat sat", target=target, **small)
+        again = wb.reagent(tiny_llama, prompt="The cat sat", target=target, **small)
         assert again.config.target == ord("x")
         torch.testing.assert_close(again.tensors["importance"], by_id.tensors["importance"], equal_nan=True)
-    assert wb.reagent(tiny_llama, "The cat sat", target="<eos>", **small).config.target == "<eos>"
-    assert wb.reagent(tiny_llama, "The cat sat", target=np.int64(EOS_ID), **small).config.target == EOS_ID
+    assert wb.reagent(tiny_llama, prompt="The cat sat", target="<eos>", **small).config.target == "<eos>"
+    assert wb.reagent(tiny_llama, prompt="The cat sat", target=np.int64(EOS_ID), **small).config.target == EOS_ID
 
 
 def test_a_long_run_is_announced_before_it_starts(tiny_llama):

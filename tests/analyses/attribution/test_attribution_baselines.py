@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import workbench as wb
-from attribution_planted import COPY_POSITION, build_copy_model
+from support.attribution_planted import COPY_POSITION, build_copy_model
 from workbench.analyses.attribution import baselines
 from workbench.analyses.attribution.common import prepare
 from workbench.analyses.attribution.faithfulness import FaithfulnessParams, faithfulness, retention_probabilities, summarise

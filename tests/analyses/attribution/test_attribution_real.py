@@ -44,8 +44,8 @@ def test_default_reagent_on_the_embedded_model(default_run, embedded):
 
 def test_reagent_is_deterministic_on_the_embedded_model(embedded):
     options = dict(cache=False, n_probes=4, max_steps=20, seed=7)
-    a = wb.reagent(embedded, PROMPT, **options)
-    b = wb.reagent(embedded, PROMPT, **options)
+    a = wb.reagent(embedded, prompt=PROMPT, **options)
+    b = wb.reagent(embedded, prompt=PROMPT, **options)
     assert torch.equal(a.tensors["probe_steps"], b.tensors["probe_steps"])
     assert torch.allclose(a.tensors["importance"].nan_to_num(), b.tensors["importance"].nan_to_num())
 
@@ -62,8 +62,8 @@ def test_baselines_on_the_embedded_model(embedded):
 
 
 def test_compare_attributions_on_the_embedded_model(embedded):
-    result = wb.compare_attributions(embedded, [PROMPT], ["reagent", "occlusion", "integrated_gradients"], cache=False,
-                                     max_new_tokens=1, n_probes=4, max_steps=40)
+    result = wb.compare_attributions(embedded, prompts=[PROMPT], methods=["reagent", "occlusion", "integrated_gradients"],
+                                     cache=False, max_new_tokens=1, n_probes=4, max_steps=40)
     summary = result.tables["summary"].set_index(["method", "metric"])
     # removing the tokens occlusion / integrated gradients rank first hurts more than removing random ones
     for method in ("occlusion", "integrated_gradients"):
@@ -72,7 +72,7 @@ def test_compare_attributions_on_the_embedded_model(embedded):
     assert set(result.to_frame()["metric"]) >= {"soft_ns", "soft_nc", "comp@0.1", "suff@0.5", "comp_aopc", "suff_aopc"}
 
 
-REFERENCE = Path(__file__).parent / "data" / "inseq_reagent.json"
+REFERENCE = Path(__file__).parents[2] / "data" / "inseq_reagent.json"
 
 
 def test_reagent_agrees_with_inseq_as_inseq_agrees_with_itself(embedded):
@@ -83,8 +83,8 @@ def test_reagent_agrees_with_inseq_as_inseq_agrees_with_itself(embedded):
     floor, cross = [], []
     for case in ref["prompts"]:
         inseq = [torch.tensor(run) for run in case["inseq"] if not math.isnan(run[0])]  # NaN: no Inseq probe stopped
-        ours = [wb.reagent(embedded, case["prompt"], case["target"], prepend_bos=False, probe_dtype=None, seed=seed,
-                           cache=False, **ref["params"]).importance(0) for seed in range(4)]
+        ours = [wb.reagent(embedded, prompt=case["prompt"], target=case["target"], prepend_bos=False, probe_dtype=None,
+                           seed=seed, cache=False, **ref["params"]).importance(0) for seed in range(4)]
         floor += [spearman(a, b) for a, b in itertools.combinations(inseq, 2)]
         cross += [spearman(o, i) for o in ours for i in inseq]
     floor_mean, cross_mean = sum(floor) / len(floor), sum(cross) / len(cross)

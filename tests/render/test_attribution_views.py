@@ -20,7 +20,7 @@ TAG = '<script>alert("x")</script>'
 
 @pytest.fixture(scope="module")
 def result(tiny_llama):
-    return wb.reagent(tiny_llama, NASTY, cache=False, max_new_tokens=2, max_steps=20)
+    return wb.reagent(tiny_llama, prompt=NASTY, cache=False, max_new_tokens=2, max_steps=20)
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +52,8 @@ def test_heatmap_html_escapes_every_token(result, tagged):
 
 def test_result_round_trip_through_the_cache(tiny_llama, tmp_path):
     cache = wb.ResultCache(tmp_path)
-    a = wb.reagent(tiny_llama, "hello there", cache=cache, max_new_tokens=2, max_steps=20)
-    b = wb.reagent(tiny_llama, "hello there", cache=cache, max_new_tokens=2, max_steps=20)
+    a = wb.reagent(tiny_llama, prompt="hello there", cache=cache, max_new_tokens=2, max_steps=20)
+    b = wb.reagent(tiny_llama, prompt="hello there", cache=cache, max_new_tokens=2, max_steps=20)
     path = a.save(tmp_path / "r.safetensors")
     c = wb.Result.load(path)
     assert type(c).__name__ == "ReagentResult" and c.config == a.config
@@ -74,7 +74,7 @@ def test_figures_widget_and_report(result, tagged, tiny_llama, tmp_path):
     page = wb.build_report([tagged])
     assert "<script>alert" not in page and html.escape(TAG) in page
     # a method selector re-runs the attribution when the widget has the model
-    w2 = wb.attribute(tiny_llama, "hello there", "occlusion", cache=False, max_new_tokens=2).widget()
+    w2 = wb.attribute(tiny_llama, prompt="hello there", method="occlusion", cache=False, max_new_tokens=2).widget()
     assert w2.method.disabled
     from workbench.widgets.attribution import AttributionWidget
 
@@ -84,8 +84,8 @@ def test_figures_widget_and_report(result, tagged, tiny_llama, tmp_path):
 
 
 def test_comparison_views(tiny_llama):
-    comp = wb.compare_attributions(tiny_llama, ["hello <there>", "abc def"], ["reagent", "occlusion"], cache=False,
-                                   max_new_tokens=1, max_steps=20)
+    comp = wb.compare_attributions(tiny_llama, prompts=["hello <there>", "abc def"], methods=["reagent", "occlusion"],
+                                   cache=False, max_new_tokens=1, max_steps=20)
     assert set(comp.figures()) == {"soft", "hard"}
     html = extra_html(comp)
     assert "&lt;" in html and "<there>" not in html and "<t" not in html.replace("<table", "").replace("<td", "").replace("<tr", "").replace("<th", "").replace("<tbody", "").replace("<thead", "")

@@ -313,8 +313,8 @@ def main() -> None:
         return
     agreement_prompts = [(q, None) for q in MIXED_PROMPTS[: args.prompts - 2]]
     agreement_prompts += [(t.prompt, t.target) for t in copy_tasks(r.model, 2, seed=99)]
-    speed_prompts = ["The Eiffel Tower is located in the city of",
-                     "The password is falcon. Remember it well. The password is"]
+    # prompts whose probes all stop early: at 3000 steps, prompts where some probe never stops take Inseq hours here
+    speed_prompts = ["The Eiffel Tower is in the city of", "Water boils at a temperature of"]
     if args.quick:
         agreement_prompts, args.copy_words, args.copy_inseq, args.copy_predictions = agreement_prompts[:4], 10, 3, 3
         args.speed_steps, speed_prompts = 300, speed_prompts[:1]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from jaxtyping import Float
@@ -30,6 +30,7 @@ from .architecture import Architecture, architecture_from_config
 from .fingerprint import scan_parameters
 from .info import ModelInfo
 from .layouts import CheckpointLayout, layout_of
+from .stacked import StackedWeights
 from .tokens import Tokenization
 
 SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
@@ -42,7 +43,7 @@ def load_weights(folder: str | os.PathLike, *, device: str | torch.device = "cpu
     return CheckpointWeights(folder, device=device)
 
 
-class CheckpointWeights(Tokenization):
+class CheckpointWeights(Tokenization, StackedWeights):
     """A checkpoint's weights with :class:`~workbench.models.HookedModel`'s weight accessors (see the module)."""
 
     def __init__(self, folder: str | os.PathLike, *, device: str | torch.device = "cpu"):
@@ -253,38 +254,6 @@ class CheckpointWeights(Tokenization):
 
     def effective_mlp_weights(self, layer: int, *, fold_input_norm: bool = True) -> W.MLPWeights:
         return writes.effective_mlp(self, self._layer(layer), fold_input_norm=fold_input_norm)
-
-    def _stacked(self, pick: Callable[[int], Tensor | None]) -> Tensor:
-        return W.stack([pick(layer) for layer in range(self.info.n_layers)])
-
-    @property
-    def W_Q(self) -> Float[Tensor, "layer head d_model d_head"]:
-        """Every layer's W_Q stacked: all layers in memory at once (the per-layer accessors are the lean way)."""
-        return self._stacked(lambda l: self.attention_weights(l).W_Q)
-
-    @property
-    def W_K(self) -> Float[Tensor, "layer kv_head d_model d_head"]:
-        return self._stacked(lambda l: self.attention_weights(l).W_K)
-
-    @property
-    def W_V(self) -> Float[Tensor, "layer kv_head d_model d_head"]:
-        return self._stacked(lambda l: self.attention_weights(l).W_V)
-
-    @property
-    def W_O(self) -> Float[Tensor, "layer head d_head d_model"]:
-        return self._stacked(lambda l: self.attention_weights(l).W_O)
-
-    @property
-    def W_in(self) -> Float[Tensor, "layer d_model d_mlp"]:
-        return self._stacked(lambda l: self.mlp_weights(l).W_in)
-
-    @property
-    def W_gate(self) -> Float[Tensor, "layer d_model d_mlp"]:
-        return self._stacked(lambda l: self.mlp_weights(l).W_gate)
-
-    @property
-    def W_out(self) -> Float[Tensor, "layer d_mlp d_model"]:
-        return self._stacked(lambda l: self.mlp_weights(l).W_out)
 
     @property
     def W_E(self) -> Float[Tensor, "d_vocab d_model"]:

@@ -21,6 +21,7 @@ from .architecture import Architecture, architecture_of
 from .fingerprint import scan_weights
 from .info import ModelInfo
 from .offload import Offload, is_offloaded
+from .stacked import StackedWeights
 from .tokens import Tokenization
 
 HookFn = Callable[..., Tensor | None]
@@ -29,7 +30,7 @@ Names = str | Sequence[str] | Callable[[str], bool] | None
 Inputs = str | Sequence[str] | Tensor
 
 
-class HookedModel(Tokenization):
+class HookedModel(Tokenization, StackedWeights):
     """A loaded language model with hooks, tokenization and raw weight access.
 
     Built by :func:`workbench.load_model`. Parameters are frozen (``requires_grad``
@@ -366,38 +367,6 @@ class HookedModel(Tokenization):
     def head_writes(self, layer: int, acts: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Per-head exact writes [batch, pos, head, d_model] and the rest (biases) [batch, pos, d_model]."""
         return writes.head_writes(self, self._layer(layer), acts)
-
-    def _stacked(self, pick: Callable[[int], Tensor | None]) -> Tensor:
-        return W.stack([pick(layer) for layer in range(self.info.n_layers)])
-
-    @property
-    def W_Q(self) -> Float[Tensor, "layer head d_model d_head"]:
-        return self._stacked(lambda l: self.attention_weights(l).W_Q)
-
-    @property
-    def W_K(self) -> Float[Tensor, "layer kv_head d_model d_head"]:
-        """Key weights per key/value head (not expanded; see ``attention_weights(expand_kv=True)``)."""
-        return self._stacked(lambda l: self.attention_weights(l).W_K)
-
-    @property
-    def W_V(self) -> Float[Tensor, "layer kv_head d_model d_head"]:
-        return self._stacked(lambda l: self.attention_weights(l).W_V)
-
-    @property
-    def W_O(self) -> Float[Tensor, "layer head d_head d_model"]:
-        return self._stacked(lambda l: self.attention_weights(l).W_O)
-
-    @property
-    def W_in(self) -> Float[Tensor, "layer d_model d_mlp"]:
-        return self._stacked(lambda l: self.mlp_weights(l).W_in)
-
-    @property
-    def W_gate(self) -> Float[Tensor, "layer d_model d_mlp"] | None:
-        return self._stacked(lambda l: self.mlp_weights(l).W_gate) if self.info.gated_mlp else None
-
-    @property
-    def W_out(self) -> Float[Tensor, "layer d_mlp d_model"]:
-        return self._stacked(lambda l: self.mlp_weights(l).W_out)
 
     @property
     def W_E(self) -> Float[Tensor, "d_vocab d_model"]:

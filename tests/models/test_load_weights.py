@@ -3,6 +3,8 @@ exactly what they give on the loaded model (same tensors, tables and fingerprint
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 import torch
@@ -49,7 +51,7 @@ def test_every_layout_family_is_in_the_test():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_facts_and_accessors_equal_the_loaded_model(family, folders):
     model, weights = pair(family, folders)
-    assert weights.arch == model.arch  # the config-only facts agree with the bridge's
+    assert weights.arch == replace(model.arch, checks=None)  # the config-only facts agree with the bridge's
     assert weights.info == model.info
     assert weights.fingerprint() == model.fingerprint()  # so cached results are shared
     assert dict(weights.parameter_sizes()) == dict(model.parameter_sizes())

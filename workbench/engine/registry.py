@@ -26,6 +26,9 @@ class Analysis:
     (a digest of an input file, a default chosen from the model) and checked. It runs before the cache key
     is made, so equal work always gets one key and the result records the config it was computed with.
     ``title`` is the Result class's (written once, there); passing it is only accepted when it agrees.
+    ``needs``: the identities of the load-time self-check (:mod:`workbench.models.selfcheck`) the computation
+    relies on; on a loaded model where one failed, the analysis refuses before computing anything. An identity
+    the model has no layer for (``experts`` on a dense model) is not needed there.
     """
 
     name: str
@@ -38,6 +41,7 @@ class Analysis:
     report_subject: Callable | None = None
     prepare: Callable | None = None
     title: str = ""
+    needs: tuple[str, ...] = ("logits",)
 
     def __post_init__(self) -> None:
         if self.title and self.title != self.result_cls.title:

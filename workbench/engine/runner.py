@@ -44,6 +44,8 @@ def run_analysis(name: str, model, config=None, *, cache: bool | ResultCache = T
     """
     spec = get_analysis(name)
     config = make_config(name, config, **options)
+    if isinstance(model, HookedModel):  # nothing is computed on a decomposition this model did not verify
+        model.require_identities(spec.needs, spec.title)
     if spec.prepare is not None:
         config = spec.prepare(model, config)
 

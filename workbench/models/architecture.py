@@ -6,16 +6,24 @@ kind, and the attention's real form. :func:`architecture_of` reads these once, f
 (numbers) and from the hooked bridge (structure), into a frozen :class:`Architecture`. Nothing
 outside ``models/`` reads a config or a module to learn them.
 
-The table below is the only per-family knowledge in the workbench; a family not in it gets the
-facts the bridge's structure and the config show, and ``known=False`` (the analyses that decompose
-the residual stream, the trace and super experts, report their decomposition error with every
-result, so a wrong fact shows as a large error rather than a silent number).
+The table below is the only per-family knowledge in the workbench. Where it is silent, facts are measured
+rather than assumed: a norm's kind (RMS or centring LayerNorm) and gain offset (``w`` or ``1 + w``) by probing
+the norm module with a known input, the presence and width of query / key norms from their weights' shapes,
+the structure of each layer (softmax attention or not, dense MLP or experts) from the hooked modules.
+``measured`` names the facts that were. Facts are then checked on the model in hand by the load-time
+self-check (:mod:`workbench.models.selfcheck`): an analysis whose identity fails refuses.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+
+import torch
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .selfcheck import SelfCheck
 
 # model_type -> facts the config does not spell out. gain_offset: the norm multiplies by (offset + w);
 # embed_scale "sqrt": embeddings are multiplied by sqrt(d_model); qk_norm: "head" = RMS over each head's
@@ -45,6 +53,23 @@ class AttentionForm:
 
 
 @dataclass(frozen=True)
+class LayerFacts:
+    """What one layer is: analyses run on the layers where they are defined and say which they skipped."""
+
+    kind: str  # "full", "sliding window", "chunked", "linear attention" (state space, gated delta, ...) or "none"
+    rope: bool  # queries and keys are rotated (False: a no-RoPE layer, or no rotary embedding at all)
+    n_heads: int  # query heads (0 without softmax attention)
+    n_kv_heads: int
+    d_head: int
+    mlp: str  # "plain", "gated", "moe" or "none"
+
+    @property
+    def attention(self) -> bool:
+        """True for softmax attention with heads (full, sliding window or chunked)."""
+        return self.kind in ("full", "sliding window", "chunked")
+
+
+@dataclass(frozen=True)
 class Architecture:
     """One family's facts, as analyses need them. See the module docstring."""
 
@@ -66,12 +91,35 @@ class Architecture:
     experts_per_token: int
     shared_expert: bool  # an always-on expert beside the routed ones (Qwen2-MoE)
     attention: AttentionForm
+    layers: tuple[LayerFacts, ...] = ()  # per layer, never read from block 0 alone
+    qk_norm_eps: float = 1e-6
+    measured: tuple[str, ...] = ()  # facts measured on the model rather than read from the table or config
+    checks: SelfCheck | None = None  # the load-time self-check's outcome (models/selfcheck.py)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out["checks"] = None if self.checks is None else {n: i.describe() for n, i in self.checks.identities.items()}
+        return out
 
-    def describe(self) -> list[tuple[str, str]]:
-        """Human-readable lines for tables and reports."""
+    @property
+    def attention_layers(self) -> list[int]:
+        """Layers with softmax attention heads (all of them, except in hybrids)."""
+        return [l for l, f in enumerate(self.layers) if f.attention]
+
+    @property
+    def moe_layers(self) -> list[int]:
+        """Layers whose MLP is a mixture of experts."""
+        return [l for l, f in enumerate(self.layers) if f.mlp == "moe"]
+
+    @property
+    def uniform(self) -> bool:
+        """Every layer has softmax attention of one head shape and one MLP kind (what stacked weights need)."""
+        shapes = {(f.n_heads, f.n_kv_heads, f.d_head, f.attention, f.mlp) for f in self.layers}
+        return len(shapes) <= 1
+
+    def describe(self, *, checks: bool = True) -> list[tuple[str, str]]:
+        """Human-readable lines for tables and reports: the facts, which were measured, and (``checks``) the
+        outcome of each identity of the load-time self-check."""
         a = self.attention
         norms = " + ".join(p for p, on in (("pre", self.pre_norms), ("post", self.post_norms)) if on) or "none"
         mlp = self.mlp if self.mlp != "moe" else (
@@ -88,7 +136,33 @@ class Architecture:
             ("attention", f"scale {a.scale:.4g}" + (", " + ", ".join(extras) if extras else "")),
         ] + ([("residual", "the skip connection carries the normed stream")] if self.residual_from_norm else []) \
           + ([("residual multiplier", f"{self.residual_multiplier:g}")] if self.residual_multiplier != 1 else []) \
-          + ([("embedding scale", f"{self.embed_scale:.4g}")] if self.embed_scale != 1 else [])
+          + ([("embedding scale", f"{self.embed_scale:.4g}")] if self.embed_scale != 1 else []) \
+          + self._describe_layers() \
+          + [("facts measured", ", ".join(self.measured) or "none (all read from the table and the config)")] \
+          + ((self.checks.describe() if self.checks is not None else [("self-check", "not run (weights only)")])
+             if checks else [])
+
+    def _describe_layers(self) -> list[tuple[str, str]]:
+        """Per-layer structure, one line per kind of layer (``layers 0-3,5``)."""
+        groups: dict[str, list[int]] = {}
+        for l, f in enumerate(self.layers):
+            text = f.kind + ("" if f.rope or not self.attention.rotary or not f.attention else ", no RoPE")
+            if f.attention:
+                text += f", {f.n_heads} heads / {f.n_kv_heads} kv of {f.d_head}"
+            text += f", {f.mlp} MLP" if f.mlp != "moe" else ", experts"
+            groups.setdefault(text, []).append(l)
+        if len(groups) <= 1:
+            return []
+        return [(f"layers {_span(ls)}", text) for text, ls in groups.items()]
+
+
+def _span(layers: list[int]) -> str:
+    runs, start = [], layers[0]
+    for a, b in zip(layers, [*layers[1:], None]):
+        if b != a + 1:
+            runs.append(f"{start}" if start == a else f"{start}-{a}")
+            start = b
+    return ",".join(runs)
 
 
 def _first(config, *names, default=None):
@@ -110,11 +184,14 @@ def _sliding_windows(config, n_layers: int) -> tuple[int | None, ...]:
 
 
 def architecture_of(bridge, hf_model) -> Architecture:
-    """Read the facts of a hooked model (bridge for structure, HF config for numbers)."""
+    """Read the facts of a hooked model (bridge for structure, HF config for numbers), measuring what the table
+    does not say: norms by probing them, q/k norms by their weights' shapes, each layer by its modules."""
     cfg = bridge.cfg
     block = bridge.blocks[0]
     names = set(bridge.hook_dict)
     pre_norms = hasattr(block, "ln1")
+    config = hf_model.config.get_text_config()  # a multimodal model's language model (Gemma 3 4B+, ...)
+    family = str(getattr(config, "model_type", "") or type(hf_model).__name__)
     structure = dict(
         n_layers=int(cfg.n_layers), d_model=int(cfg.d_model), d_head=int(cfg.d_head),
         parallel_blocks="blocks.0.hook_resid_mid" not in names,
@@ -127,8 +204,136 @@ def architecture_of(bridge, hf_model) -> Architecture:
         default_act=cfg.act_fn,
         default_eps=getattr(cfg, "eps", 1e-5),
     )
-    config = hf_model.config
-    return _facts(config, str(getattr(config, "model_type", "") or type(hf_model).__name__), structure)
+    facts = _facts(config, family, structure)
+    measured: list[str] = []
+    norm = _probe_norm(block.ln1 if pre_norms else getattr(block, "ln1_post", None), facts.norm_eps)
+    updates: dict = {}
+    if norm is not None:
+        kind, offset = norm
+        if facts.norm != "nonparametric" and (kind, offset) != (facts.norm, facts.gain_offset):
+            measured.append(f"norm {kind}, gain {'1 + w' if offset else 'w'} (probed)")
+        elif family not in _FAMILIES:
+            measured.append("norm kind and gain offset (probed)")
+        if facts.norm != "nonparametric":
+            updates.update(norm=kind, gain_offset=offset)
+    qk, qk_eps = _qk_norm(bridge, config, int(cfg.d_head))
+    if qk != facts.attention.qk_norm:
+        measured.append(f"q/k norm {qk or 'absent'} (from the weights' shapes)")
+    elif qk and family not in _FAMILIES:
+        measured.append("q/k norm (from the weights' shapes)")
+    layers = tuple(_layer_facts(bridge, config, l, names, structure) for l in range(structure["n_layers"]))
+    if layers != facts.layers:
+        measured.append("per-layer structure (from the modules; the config says otherwise or less)")
+    mlp = "moe" if any(f.mlp == "moe" for f in layers) else facts.mlp
+    return replace(facts, **updates, mlp=mlp, attention=replace(facts.attention, qk_norm=qk), layers=layers,
+                   qk_norm_eps=qk_eps if qk_eps is not None else facts.norm_eps, measured=tuple(measured))
+
+
+def _original(module):
+    return getattr(module, "_original_component", module)
+
+
+@torch.no_grad()
+def _probe_norm(bridge_norm, eps: float) -> tuple[str, float] | None:
+    """(kind, gain offset) of a norm module, measured by feeding it a known input: "rms" or "layernorm" (centres
+    the input), gain ``w`` (offset 0) or ``1 + w`` (offset 1). None when no candidate reproduces its output."""
+    if bridge_norm is None:
+        return None
+    module = _original(bridge_norm)
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 1:
+        return None
+    d = weight.shape[0]
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.randn(2, 3, d, generator=generator) * 2 + 0.5).to(weight.device, weight.dtype)
+    try:
+        out = module(x).float()
+    except Exception:  # a norm that cannot run alone is simply not probed
+        return None
+    x, w = x.float(), weight.float()
+    bias = getattr(module, "bias", None)
+    b = bias.float() if isinstance(bias, torch.Tensor) else 0.0
+    best = None
+    for kind in ("rms", "layernorm"):
+        centred = x - x.mean(-1, keepdim=True) if kind == "layernorm" else x
+        normed = centred * torch.rsqrt(centred.square().mean(-1, keepdim=True) + eps)
+        for offset in (0.0, 1.0):
+            error = float((normed * (w + offset) + b - out).norm() / out.norm().clamp_min(1e-30))
+            if best is None or error < best[0]:
+                best = (error, kind, offset)
+    tol = 1e-3 if weight.dtype in (torch.float32, torch.float64) else 3e-2
+    return (best[1], best[2]) if best is not None and best[0] < tol else None
+
+
+_QK_NAMES = ("q_norm", "q_layernorm", "query_layernorm", "query_norm")
+
+
+def _qk_norm(bridge, config, d_head: int) -> tuple[str | None, float | None]:
+    """("head" | "full" | None, eps) of the query norm, from the HF attention module of the first attention
+    layer: a gain of d_head values (or one row per head) normalises each head, of n_heads * d_head all at once."""
+    for block in bridge.blocks:
+        attn = getattr(block, "attn", None)
+        if attn is None:
+            continue
+        hf_attn = _original(attn)
+        for name in _QK_NAMES:
+            module = getattr(hf_attn, name, None)
+            if module is None:
+                continue
+            weight = getattr(module, "weight", None)
+            eps = getattr(module, "variance_epsilon", None) or getattr(module, "eps", None)
+            if not isinstance(weight, torch.Tensor) or weight.ndim == 2 or weight.numel() == d_head:
+                return "head", eps
+            return "full", eps
+        return None, None
+    return None, None
+
+
+_KINDS = {"full_attention": "full", "sliding_attention": "sliding window", "chunked_attention": "chunked",
+          "linear_attention": "linear attention", "global": "full", "local": "sliding window"}
+
+
+def _layer_facts(bridge, config, layer: int, names: set[str], structure: dict) -> LayerFacts:
+    """One layer's facts: softmax attention or not from its hooks, the kind from the config's layer types, head
+    counts from its weights, the MLP's kind from its module."""
+    prefix = f"blocks.{layer}."
+    block = bridge.blocks[layer]
+    has_heads = prefix + "attn.hook_pattern" in names and hasattr(block, "attn")
+    types = getattr(config, "layer_types", None) or getattr(config, "attention_layers", None)
+    kind = _KINDS.get(str(types[layer]), "full") if types and layer < len(types) else "full"
+    if not has_heads:
+        kind = "linear attention" if any(n.startswith(prefix) and ("linear_attn" in n or "mixer" in n or "ssm" in n)
+                                         for n in names) else "none"
+    elif kind == "linear attention":
+        kind = "full"
+    no_rope = getattr(config, "no_rope_layers", None)
+    rope = structure["rotary"] and has_heads and not (no_rope and layer < len(no_rope) and not no_rope[layer])
+    n_heads = n_kv = d_head = 0
+    if has_heads:
+        n_heads, n_kv, d_head = _head_shape(block.attn, int(bridge.cfg.n_heads),
+                                            int(getattr(bridge.cfg, "n_key_value_heads", None) or bridge.cfg.n_heads),
+                                            structure["d_head"])
+    mlp_module = _original(getattr(block, "mlp", None)) if hasattr(block, "mlp") else None
+    if mlp_module is None:
+        mlp = "none"
+    elif getattr(mlp_module, "experts", None) is not None:
+        mlp = "moe"
+    else:
+        mlp = "gated" if structure["gated"] else "plain"
+    return LayerFacts(kind=kind, rope=bool(rope), n_heads=n_heads, n_kv_heads=n_kv, d_head=d_head, mlp=mlp)
+
+
+def _head_shape(attn, n_heads: int, n_kv: int, d_head: int) -> tuple[int, int, int]:
+    """(query heads, key/value heads, head size) of one layer, from its projections where they show it."""
+    hf = _original(attn)
+    q, k = getattr(hf, "q_proj", None), getattr(hf, "k_proj", None)
+    head_dim = getattr(hf, "head_dim", None)
+    if q is not None and k is not None and isinstance(head_dim, int) and head_dim:
+        q_out = _original(q).weight.shape[0]
+        k_out = _original(k).weight.shape[0]
+        if q_out % head_dim == 0 and k_out % head_dim == 0:
+            return q_out // head_dim, k_out // head_dim, head_dim
+    return n_heads, n_kv, d_head
 
 
 def architecture_from_config(config) -> Architecture:
@@ -188,4 +393,18 @@ def _facts(config, family: str, structure: dict) -> Architecture:
             rotary=structure["rotary"],
             qk_norm=table.get("qk_norm") or ("head" if getattr(config, "qk_layernorm", False) else None),
         ),
+        layers=tuple(_config_layer(config, l, structure, mlp) for l in range(n_layers)),
+        qk_norm_eps=float(_first(config, "rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps",
+                                 default=structure["default_eps"])),
     )
+
+
+def _config_layer(config, layer: int, structure: dict, mlp: str) -> LayerFacts:
+    """A layer's facts as the config states them (a checkpoint read without building the model)."""
+    types = getattr(config, "layer_types", None)
+    kind = _KINDS.get(str(types[layer]), "full") if types and layer < len(types) else "full"
+    no_rope = getattr(config, "no_rope_layers", None)
+    n_heads = int(_first(config, "num_attention_heads", "n_head", "num_heads", default=0) or 0)
+    return LayerFacts(kind=kind, rope=bool(structure["rotary"] and not (no_rope and not no_rope[layer])),
+                      n_heads=n_heads, n_kv_heads=int(_first(config, "num_key_value_heads", default=n_heads) or n_heads),
+                      d_head=structure["d_head"], mlp=mlp)

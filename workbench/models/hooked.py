@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -21,6 +22,7 @@ from .architecture import Architecture, architecture_of
 from .fingerprint import scan_weights
 from .info import ModelInfo
 from .offload import Offload, is_offloaded
+from .selfcheck import self_check
 from .stacked import StackedWeights
 from .tokens import Tokenization
 
@@ -49,6 +51,16 @@ class HookedModel(Tokenization, StackedWeights):
         self.arch: Architecture = architecture_of(bridge, hf_model)  # the family's facts (models/architecture.py)
         # accelerate keeps some weights on disk / in CPU memory (models/offload.py): reads and edits go through it
         self._offload = Offload(hf_model) if is_offloaded(hf_model) else None
+        # the identities the decompositions rely on, measured on this model (models/selfcheck.py)
+        self.arch = replace(self.arch, checks=self_check(self))
+
+    def require_identities(self, needs: Iterable[str], what: str) -> None:
+        """Raise :class:`UnsupportedModelError` unless every identity in ``needs`` held in the load-time self-check
+        (``model.arch.checks``), naming the identity that failed and the error measured."""
+        checks = self.arch.checks
+        if checks is None:
+            raise UnsupportedModelError(f"{self.name} was not self-checked; load it with wb.load_model")
+        checks.require(tuple(needs), self.name, what)
 
     # ------------------------------------------------------------------ facts
     @property
@@ -184,9 +196,10 @@ class HookedModel(Tokenization, StackedWeights):
     def hooks(self, fwd_hooks: Iterable[tuple[str, HookFn]]) -> Iterator["HookedModel"]:
         """Keep forward hooks on for a ``with`` block; they are removed even on error."""
         handles = []
+        points = self.bridge.hook_dict  # built anew on every access (~1 ms): once per block, not per hook
         try:
             for name, fn in fwd_hooks:
-                point = self.bridge.hook_dict[self.check_hook_name(name)]
+                point = points[self.check_hook_name(name)]
                 point.add_hook(fn, dir="fwd")
                 handles.append(point)
             yield self
@@ -272,7 +285,7 @@ class HookedModel(Tokenization, StackedWeights):
 
     def mlp_weights(self, layer: int) -> W.MLPWeights:
         """Raw MLP weights of ``layer`` (``W_gate`` only for gated MLPs such as SwiGLU)."""
-        if self.arch.mlp == "moe":
+        if self.arch.layers[self._layer(layer)].mlp == "moe":
             raise UnsupportedModelError(
                 f"{self.name}'s MLPs are mixtures of {self.arch.n_experts} experts, with no single W_in / W_out; "
                 "use model.expert_weights(layer) for the experts and wb.super_experts(model) for super experts "
@@ -283,11 +296,12 @@ class HookedModel(Tokenization, StackedWeights):
     def expert_weights(self, layer: int) -> W.ExpertWeights:
         """Router, routed experts and shared expert of a mixture-of-experts ``layer`` (views of the parameters)."""
         with self._reading(self.bridge.blocks[self._layer(layer)]):
-            found = W.expert_weights(self.bridge, self._layer(layer)) if self.arch.mlp == "moe" else None
+            found = W.expert_weights(self.bridge, self._layer(layer)) \
+                if self.arch.layers[self._layer(layer)].mlp == "moe" else None
         if found is None:
             raise UnsupportedModelError(
                 f"{self.name} layer {layer} is not a mixture of experts the workbench can read "
-                f"({self.arch.mlp} MLP); use model.mlp_weights(layer) instead")
+                f"({self.arch.layers[self._layer(layer)].mlp} MLP); use model.mlp_weights(layer) instead")
         return found
 
     def norm_gain(self, layer: int | None, before: str = "attn") -> Tensor | None:

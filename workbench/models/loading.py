@@ -146,7 +146,7 @@ def from_hf(hf_model, tokenizer, name: str, *, source: str = "memory") -> Hooked
     placed = None if dispatched else str(hf_model.get_input_embeddings().weight.device)
     hf_model.requires_grad_(False)
     try:
-        with _quiet_bridge():
+        with _quiet_bridge(), _text_only():
             bridge = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=tokenizer, device=placed)
     except Exception as exc:
         raise ModelLoadError(
@@ -154,6 +154,20 @@ def from_hf(hf_model, tokenizer, name: str, *, source: str = "memory") -> Hooked
         ) from exc
     _smoke_forward(bridge, hf_model, name)
     return HookedModel(bridge, hf_model, tokenizer, info_from_bridge(bridge, hf_model, tokenizer, name, source))
+
+
+@contextlib.contextmanager
+def _text_only():
+    """Boot without the bridge's image / audio processor: the workbench reads the language model only, and
+    loading a processor would reach the hub by the model's label and may try to pip-install torchvision."""
+    from transformer_lens.model_bridge.sources.transformers import source
+
+    loader = source.load_modality_processor
+    source.load_modality_processor = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        source.load_modality_processor = loader
 
 
 def _smoke_forward(bridge, hf_model, label: str) -> None:

@@ -384,5 +384,6 @@ ANALYSIS = Analysis(
     config_cls=ReplacementConfig,
     result_cls=BilinearReplacementResult,
     compute=compute_replacement,
+    needs=("residual", "mlp_write"),
     prepare=with_direction_vectors,
 )

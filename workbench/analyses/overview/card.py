@@ -102,7 +102,7 @@ def _matrices(model, layer: int) -> dict[str, Tensor]:
         "W_V": attn.W_V.permute(1, 0, 2).flatten(1),
         "W_O": attn.W_O.flatten(0, 1),  # [head * d_head, d_model]
     }
-    if model.arch.mlp == "moe":  # a mixture of experts: the router, the experts side by side, the shared expert
+    if model.arch.layers[layer].mlp == "moe":  # a mixture of experts: the router, the experts side by side, the shared expert
         moe = model.expert_weights(layer)
         out["W_router"] = moe.W_router
         out.update({f"experts {n}": m.permute(1, 0, 2).flatten(1) for n, m in (("W_in", moe.W_in), ("W_gate", moe.W_gate))})
@@ -183,7 +183,7 @@ def compute_overview(model, config: OverviewConfig) -> OverviewResult:
         fingerprint=model.fingerprint(),
         tensors=tensors,
         tables={"matrices": pd.DataFrame(rows), "parameters": _parameter_table(model), "tokens": tokens},
-        meta={"architecture": info.to_dict(), "family": dict(model.arch.describe()), "sample_text": config.sample_text},
+        meta={"architecture": info.to_dict(), "family": dict(model.arch.describe(checks=False)), "sample_text": config.sample_text},
     )
 
 
@@ -193,4 +193,5 @@ ANALYSIS = Analysis(
     config_cls=OverviewConfig,
     result_cls=OverviewResult,
     compute=compute_overview,
+    needs=("qkv", "attn_write", "mlp_write", "experts", "uniform_attention"),
 )

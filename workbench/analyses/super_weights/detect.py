@@ -484,6 +484,7 @@ ANALYSIS = Analysis(
     config_cls=SuperWeightConfig,
     result_cls=SuperWeightResult,
     compute=compute,
+    needs=("residual", "mlp_write"),
     in_report=True,
     prepare=with_prompts_and_digest,
 )

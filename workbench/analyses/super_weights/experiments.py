@@ -329,7 +329,8 @@ def prepare_experiment(model, config: ExperimentConfig) -> ExperimentConfig:
 
 def _spec(name, description, config_cls, result_cls, compute) -> Analysis:
     return Analysis(name=name, description=description, config_cls=config_cls, result_cls=result_cls,
-                    compute=compute, in_report=False, prepare=prepare_experiment)
+                    compute=compute, in_report=False, prepare=prepare_experiment,
+                    needs=("residual", "mlp_write"))
 
 
 ANALYSES = (

@@ -84,12 +84,12 @@ class SuperExpertResult(Result):
 
 def _expert_stats(model, ids, mask) -> tuple[list[dict], float]:
     """One pass: per (layer, expert) largest write and router statistics; the decomposition error."""
-    n_layers = model.info.n_layers
-    names = [n for l in range(n_layers) for n in (hn.mlp_in(l), hn.mlp_out(l))]
+    moe_layers = model.arch.moe_layers  # dense layers between them (Llama 4, Qwen3-MoE's mlp_only_layers) have no experts
+    names = [n for l in moe_layers for n in (hn.mlp_in(l), hn.mlp_out(l))]
     _, acts = model.run_with_cache(ids, names=names)
     real = mask.bool()
     rows, errors = [], []
-    for layer in range(n_layers):
+    for layer in moe_layers:
         x, measured = acts[hn.mlp_in(layer)][real], acts[hn.mlp_out(layer)][real].float()  # [token, d]
         per_expert, shared, routing, hidden = model.expert_writes(layer, x)
         errors.append(float((per_expert.sum(1) + shared - measured).norm() / measured.norm().clamp_min(1e-30)))
@@ -165,6 +165,7 @@ ANALYSIS = Analysis(
     config_cls=SuperExpertConfig,
     result_cls=SuperExpertResult,
     compute=compute,
+    needs=("residual", "experts"),
     in_report=False,
     prepare=with_prompts_and_digest,
 )

@@ -206,13 +206,14 @@ def prepare(model, config: TraceConfig) -> TraceConfig:
 
         weight, expert = strongest_super_weight(model)
         return prepare(model, replace(config, weight=weight, expert=expert))
-    moe = model.arch.mlp == "moe"
-    if moe != (config.expert >= 0) or config.expert >= max(model.arch.n_experts, 1):
-        raise InputError(f"{model.name} has {model.arch.mlp} MLPs: " + (
-            f"pass expert= one of 0..{model.arch.n_experts - 1} (wb.super_experts names the experts that matter)"
-            if moe else "expert= is for mixtures of experts only"))
     if len(config.weight) != 3:
         raise InputError("weight must be (layer, row, col): HF down_proj.weight[row, col] of that layer")
+    kind = model.arch.layers[int(config.weight[0]) % model.info.n_layers].mlp  # layers may differ (Llama 4)
+    moe = kind == "moe"
+    if moe != (config.expert >= 0) or config.expert >= max(model.arch.n_experts, 1):
+        raise InputError(f"{model.name} layer {config.weight[0]} has a {kind} MLP: " + (
+            f"pass expert= one of 0..{model.arch.n_experts - 1} (wb.super_experts names the experts that matter)"
+            if moe else "expert= is for mixtures of experts only"))
     layer, row, col = (int(v) for v in config.weight)
     n, d_model, d_mlp = model.info.n_layers, model.info.d_model, model.info.d_mlp
     if not (0 <= layer < n and 0 <= row < d_model and 0 <= col < d_mlp):
@@ -339,6 +340,7 @@ ANALYSIS = Analysis(
     config_cls=TraceConfig,
     result_cls=TraceResult,
     compute=compute,
+    needs=("residual", "head_writes", "mlp_write", "experts", "uniform_attention"),
     in_report=True,  # the strongest super weight on the default prompt: under a second once detection is cached
     prepare=prepare,
 )

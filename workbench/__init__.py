@@ -1,12 +1,13 @@
 """workbench: interpretability and weight analysis for transformer language models."""
 
 from ._version import __version__
-from .errors import CacheCorruptError, InputError, ModelLoadError, UnsupportedModelError, WorkbenchError
+from .errors import (CacheCorruptError, InputError, MissingExtraError, ModelLoadError, UnsupportedModelError,
+                     WorkbenchError)
 from .models import CheckpointWeights, HookedModel, ModelInfo, available_models, hook_names, load_model, load_weights
 from ._progress import set_progress
 from .engine import get_analysis, list_analyses, register_analysis, run_analysis
 from .analyses import model_overview  # (importing workbench.analyses registers every analysis)
-# the four analyses, each package's public functions (its api.py)
+# the analyses after the overview, each package's public functions (its api.py)
 from .analyses.super_weights import (
     prune_outliers, prune_super_weights, quantize_super_weights, scale_super_weights, super_experts, super_weights,
     trace_super_weight,
@@ -20,7 +21,7 @@ from .report import build_report, report
 from .results import Result
 
 __all__ = [
-    "CacheCorruptError", "CheckpointWeights", "HookedModel", "InputError", "ModelInfo", "ModelLoadError", "Result", "ResultCache",
+    "CacheCorruptError", "CheckpointWeights", "HookedModel", "InputError", "MissingExtraError", "ModelInfo", "ModelLoadError", "Result", "ResultCache",
     "UnsupportedModelError", "WorkbenchError", "__version__", "available_models", "build_report", "clear_cache",
     "get_analysis", "get_cache", "hook_names", "list_analyses", "load_model", "load_weights", "model_overview", "register_analysis",
     "report", "run_analysis", "set_progress",

@@ -18,7 +18,7 @@ import pandas as pd
 from ._version import __version__
 from .commands import attribute, bilinear, heads, overview, super_weights
 from .commands.common import add_model_args, load, print_frame
-from .errors import UnsupportedModelError, WorkbenchError
+from .errors import MissingExtraError, UnsupportedModelError, WorkbenchError
 
 # One module per analysis sub-command, in the order `workbench --help` lists them.
 COMMANDS = (overview, super_weights, heads, bilinear, attribute)
@@ -56,7 +56,8 @@ def cmd_report(args) -> None:
         spec = get_analysis(name)
         try:
             results.append(run_analysis(name, spec.report_subject(model) if spec.report_subject else model))
-        except UnsupportedModelError as exc:  # e.g. a bilinear replacement asked of a plain MLP: skip, say why
+        # a bilinear replacement asked of a plain MLP, the digits demo without scikit-learn: skip, say why
+        except (UnsupportedModelError, MissingExtraError) as exc:
             print(f"skipped {name}: {exc}", file=sys.stderr)
     if not results:
         raise UnsupportedModelError(f"none of {names} applies to {model.name}")

@@ -19,3 +19,7 @@ class InputError(WorkbenchError, ValueError):
 
 class CacheCorruptError(WorkbenchError):
     """A cache entry exists but cannot be trusted (truncated, edited, wrong format)."""
+
+
+class MissingExtraError(WorkbenchError, ImportError):
+    """An optional part needs a package that is not installed; the message names the extra that brings it."""

@@ -38,5 +38,9 @@ def widget(result: Result, model: Any = None, **options: Any) -> Any:
 def _load_builtins() -> None:
     global _BUILTINS_LOADED
     if not _BUILTINS_LOADED:
-        _BUILTINS_LOADED = True
+        from .._extras import require
+
+        require("ipywidgets", "the explorers (Result.widget())")  # the `lab` extra
         from . import views  # noqa: F401  (registers the built-in explorers)
+
+        _BUILTINS_LOADED = True

@@ -1,6 +1,6 @@
 """Super weights, real tier: the embedded SmolLM2-135M-Instruct.
 
-What we expect (REFERENCES.md section 1, seen with other code): the super activation lives in
+What we expect (docs/references.md, "Super weights"; seen with other code): the super activation lives in
 residual channel 507; down_proj weights [507, 90] and [507, 430] in layer 2 and [507, 1229] in
 layer 11 are super weights; layers 28/29 show paired spikes whose weights change little. The
 analysis derives all of that itself; these tests check it, and that the model is never left edited.

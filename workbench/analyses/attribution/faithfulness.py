@@ -11,8 +11,8 @@ original next-token distribution p:
   input, Soft-S = 1 - D(p, q); Soft comprehensiveness: kept with probability 1 - importance,
   Soft-C = D(p, q);
 * D is the Hellinger distance, D(p, q) = ||sqrt p - sqrt q||_2 / sqrt 2 in [0, 1], as the authors'
-  code computes it (REFERENCES.md writes the sum of squares without the square root; that can
-  exceed 1 and make Soft-S negative, so we follow the code);
+  code computes it (the sum of squares without the square root can exceed 1 and make Soft-S
+  negative; docs/references.md, "Faithfulness");
 * S0 = the sufficiency of the empty rationale (every attributable embedding zeroed):
   1 - D(p, p_zero) (``s0_metric="hellinger"``, the default: the same scale as Soft-S). The authors'
   code scores S0 with hard sufficiency instead, 1 - max(0, KL(p || p_zero)) (``"kl"``): that S0 is

@@ -148,6 +148,7 @@ class TrainingSource:
 # ------------------------------------------------------------------ data
 def digits_split(seed: int = 0, test_fraction: float = 0.2) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """scikit-learn's digits as float pixels in [0, 1]: X_train [n, 64], y_train, X_test, y_test (stratified, seeded)."""
+    _sklearn()
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -160,9 +161,14 @@ def digits_split(seed: int = 0, test_fraction: float = 0.2) -> tuple[Tensor, Ten
 
 
 def digits_data_id() -> str:
-    import sklearn
+    return f"sklearn-digits:{_sklearn().__version__}"
 
-    return f"sklearn-digits:{sklearn.__version__}"
+
+def _sklearn():
+    # scikit-learn is the `demos` extra: only the digits demo reads it
+    from ..._extras import require
+
+    return require("sklearn", "the bilinear digits demo (scikit-learn's 8x8 digits)")
 
 
 def planted_forms(config: ToyConfig) -> tuple[Tensor, Tensor]:

@@ -1,6 +1,6 @@
 """Super-weight detection: streaming spike scan, iterative rounds, ablation effects, super activations.
 
-Method (Yu et al. 2024, see REFERENCES.md section 1), as done here:
+Method (Yu et al. 2024, see docs/references.md, "Super weights"), as done here:
 
 1. One forward pass over the detection prompts with streaming hooks (:mod:`.scan`).
    A layer *spikes* when the largest channel maximum of its MLP output Y is at least

@@ -4,7 +4,9 @@
 
 Builds each family's tiny random model (tests/support/families.py), loads it through
 ``wb.load_model(folder)``, runs every analysis with small settings, and replaces the table
-between the markers in README.md. ``tests/models/test_families.py`` fails when the table is stale.
+between the markers in README.md; then sweeps every causal-LM architecture of the installed
+TransformerLens bridge (tests/support/sweep.py) for the second table. ``tests/models/test_families.py``
+and ``tests/models/test_sweep.py`` fail when a table is stale.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ os.environ.setdefault("WORKBENCH_PROGRESS", "0")
 os.environ.setdefault("WORKBENCH_CACHE", tempfile.mkdtemp(prefix="workbench-families-"))
 
 START, END = "<!-- families table: start -->", "<!-- families table: end -->"
+SWEEP_START, SWEEP_END = "<!-- sweep table: start -->", "<!-- sweep table: end -->"
 
 
 def main() -> None:
@@ -33,10 +36,20 @@ def main() -> None:
             for name, run in analysis_runs(model).items():
                 outcomes[(family, name)] = outcome(run)[0]
             print(family, sum(v == "yes" for (f, _), v in outcomes.items() if f == family), "analyses", flush=True)
+    from support.sweep import bridge_architectures, scope, sweep_table, verify
+
+    sweep = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for architecture in bridge_architectures():
+            if scope(architecture) is None:
+                sweep[architecture] = verify(architecture, Path(tmp) / architecture)
+                print(architecture, *sweep[architecture], flush=True)
     readme = (ROOT / "README.md").read_text()
-    head, rest = readme.split(START)
-    _, tail = rest.split(END)
-    (ROOT / "README.md").write_text(f"{head}{START}\n{readme_table(outcomes)}\n{END}{tail}")
+    for (start, end), table in (((START, END), readme_table(outcomes)), ((SWEEP_START, SWEEP_END), sweep_table(sweep))):
+        head, rest = readme.split(start)
+        _, tail = rest.split(end)
+        readme = f"{head}{start}\n{table}\n{end}{tail}"
+    (ROOT / "README.md").write_text(readme)
     print("README.md updated")
 
 

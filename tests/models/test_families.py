@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import workbench as wb
-from support.families import FAMILIES, analysis_runs, build_family, outcome, readme_table, save_family
+from support.families import FAMILIES, UNVERIFIED, analysis_runs, build_family, outcome, readme_table, save_family
 from workbench.analyses.heads.scores import dense_score
 from workbench.analyses.super_weights.trace import channel_contributions, mlp_input_names, residual_parts
 from workbench.models import hook_names as hn
@@ -71,74 +71,74 @@ def test_logits_equal_hf_eager(family, folders):
 
 
 @pytest.mark.parametrize("family", ALL)
-def test_writes_reconstruct_the_residual_stream(family, folders):
-    """attention write + MLP write = what the block adds; the heads' writes sum to the attention's."""
+def test_self_check_verifies_exactly_what_it_should(family, folders):
+    """The load-time self-check (workbench/models/selfcheck.py) measures every identity the decompositions rely on
+    on the model's own forward pass; every family's identities hold except the ones listed as unverified, whose
+    analyses refuse."""
     model = family_model(family, folders)
-    ids = model.to_tokens(PROMPT)
-    for layer in range(model.info.n_layers):
-        names = [hn.resid_pre(layer), hn.resid_post(layer), hn.attn_out(layer), hn.mlp_out(layer),
-                 *model.head_write_names(layer)]
-        if not model.arch.parallel_blocks:
-            names.append(hn.resid_mid(layer))
-        acts = capture(model, names, ids)
-        added = acts[hn.resid_post(layer)] - acts[hn.resid_pre(layer)]
-        assert rel(acts[hn.attn_out(layer)] + acts[hn.mlp_out(layer)], added) < 1e-5
-        if not model.arch.parallel_blocks:
-            assert rel(acts[hn.resid_mid(layer)] - acts[hn.resid_pre(layer)], acts[hn.attn_out(layer)]) < 1e-5
-        heads, rest = model.head_writes(layer, acts)
-        assert rel(heads.sum(2) + rest, acts[hn.attn_out(layer)]) < 1e-5
-        if model.arch.mlp != "moe":  # the MLP's own output is its hidden activation through W_out
-            mlp = model.mlp_weights(layer)
-            acts = capture(model, [hn.mlp_post(layer), model.own_output_name(layer, "mlp")], ids)
-            own = acts[hn.mlp_post(layer)] @ mlp.W_out.float() + (mlp.b_out.float() if mlp.b_out is not None else 0)
-            assert rel(own, acts[model.own_output_name(layer, "mlp")]) < 1e-5
+    checks = model.arch.checks
+    assert checks is not None
+    failed = {name for name, found in checks.identities.items() if not found.passed}
+    assert failed == UNVERIFIED.get(family, set()), {n: checks.identities[n].describe() for n in failed}
+    for name, found in checks.identities.items():
+        if found.passed and name not in ("causal", "logits", "uniform_attention"):
+            assert found.layers, name  # checked on at least one layer
 
 
-def _normalise(model, x: torch.Tensor) -> torch.Tensor:
-    """x / rms(x) (RMS) or (x - mean) / std (LayerNorm): a norm without its gain and bias."""
-    arch = model.arch
-    if arch.norm != "rms":
-        x = x - x.mean(-1, keepdim=True)
-    return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + arch.norm_eps)
+def _broken(model, **facts):
+    """The model with wrong facts, as a table that guessed them would give."""
+    from dataclasses import replace
+
+    from workbench.models.selfcheck import run_self_check
+
+    good = model.arch
+    attention = facts.pop("attention", {})
+    model.arch = replace(good, **facts, attention=replace(good.attention, **attention))
+    try:
+        return run_self_check(model)
+    finally:
+        model.arch = good
 
 
-@pytest.mark.parametrize("family", ALL)
-def test_effective_matrices_reproduce_what_the_model_reads_and_writes(family, folders):
-    """W_V with the input norm folded reproduces the measured values; W_O with the output norm and the
-    residual multiplier folded reproduces the measured write up to the per-position scale of the norm."""
+@pytest.mark.parametrize("family, facts, identity", [
+    ("gemma3", dict(gain_offset=0.0), "qkv"),  # the Gemma 3 4B+ failure: 1 + w gains read as w
+    ("qwen3", dict(attention=dict(qk_norm=None)), "qkv"),  # q/k norms left out
+    ("olmo2", dict(attention=dict(qk_norm="head")), "qkv"),  # a full-width q/k norm read as per head
+    ("llama", dict(norm="layernorm"), "qkv"),  # an RMS norm read as a LayerNorm
+    ("gemma2", dict(post_norms=False), "head_writes"),  # sandwich norms read as pre-norms only
+    ("granite", dict(residual_multiplier=1.0), "attn_write"),  # a residual multiplier ignored
+    ("phi", dict(parallel_blocks=False, shared_input_norm=False), "mlp_read"),  # a parallel block read as sequential
+    ("gemma", dict(gain_offset=0.0), "mlp_read"),  # the MLP's norm: 1 + w read as w
+])
+def test_self_check_notices_a_wrong_fact(family, facts, identity, folders):
+    """Negative controls: each fact a table could get wrong makes the identity that depends on it fail, and an
+    analysis that needs it refuses, naming the identity and the error."""
     model = family_model(family, folders)
-    ids = model.to_tokens(PROMPT)
-    layer = model.info.n_layers - 1
-    names = [hn.resid_pre(layer), hn.attn_v(layer), hn.attn_z(layer), hn.attn_out(layer),
-             model.own_output_name(layer, "attn")]
-    acts = capture(model, names, ids)
-    eff = model.effective_attention_weights(layer)
-    x = acts[hn.resid_pre(layer)]
-    if model.arch.pre_norms:
-        x = _normalise(model, x)
-        bias = model.norm_bias(layer, "attn")
-    else:
-        bias = None
-    v = torch.einsum("bpd,hde->bphe", x, eff.W_V.float())
-    raw = model.attention_weights(layer)
-    if bias is not None:  # a LayerNorm's bias goes through the raw W_V
-        v = v + torch.einsum("d,hde->he", bias.float(), raw.W_V.float())
-    if raw.b_V is not None:
-        v = v + raw.b_V.float()
-    assert rel(v, acts[hn.attn_v(layer)].reshape(v.shape)) < 1e-4
+    found = _broken(model, **facts).identities[identity]
+    assert not found.passed, found.describe()  # failed by far, or (a hook the wrong layout needs) not checkable
+    assert found.error is None or found.error > 100 * found.tolerance, found.describe()
 
-    write = torch.einsum("bphd,hde->bpe", acts[hn.attn_z(layer)], eff.W_O.float())
-    if eff.b_O is not None:
-        write = write + eff.b_O.float()
-    if model.arch.post_norms:  # the norm's per-position scale is all the weights cannot hold
-        out = acts[model.own_output_name(layer, "attn")]
-        write = write * torch.rsqrt(out.square().mean(-1, keepdim=True) + model.arch.norm_eps)
-    assert rel(write, acts[hn.attn_out(layer)]) < 1e-4
+
+def test_an_analysis_refuses_on_a_failed_identity(folders):
+    from dataclasses import replace
+
+    model = family_model("gemma3", folders)
+    good = model.arch
+    model.arch = replace(good, gain_offset=0.0)
+    try:
+        model.arch = replace(model.arch, checks=_broken(model))
+        with pytest.raises(wb.UnsupportedModelError, match="effective W_Q, W_K, W_V reproduce.*FAILED: error"):
+            wb.head_composition(model, null_samples=8, cache=False)
+        assert isinstance(wb.reagent(model, prompt=PROMPT, max_steps=2, cache=False), wb.Result)  # needs logits only
+    finally:
+        model.arch = good
 
 
 @pytest.mark.parametrize("family", ALL)
 def test_whole_head_composition_is_the_formula_on_effective_matrices(family, folders):
     model = family_model(family, folders)
+    if {"qkv", "attn_write", "uniform_attention"} & UNVERIFIED.get(family, set()):
+        pytest.skip("head composition refuses on this family (its identities are unverified)")
     result = wb.head_composition(model, null_samples=8, cache=False)
     n = model.info.n_kv_heads
     writer = model.effective_attention_weights(0).expanded()
@@ -153,9 +153,11 @@ def test_whole_head_composition_is_the_formula_on_effective_matrices(family, fol
             assert got == pytest.approx(float(value), rel=1e-4), (kind, wh, rh, n)
 
 
-@pytest.mark.parametrize("family", [f for f in ALL if FAMILIES[f][0] not in ("MixtralConfig", "Qwen2MoeConfig")])
+@pytest.mark.parametrize("family", ALL)
 def test_trace_parts_sum_to_the_mlp_input_and_its_pre_activation(family, folders):
     model = family_model(family, folders)
+    if model.arch.layers[-1].mlp == "moe" or UNVERIFIED.get(family):
+        pytest.skip("the dense trace needs a dense last layer and every identity verified")
     ids = model.to_tokens(PROMPT)
     layer = model.info.n_layers - 1
     stream = hn.resid_pre(layer) if model.arch.parallel_blocks else hn.resid_mid(layer)

@@ -14,7 +14,8 @@ from support.families import build_family, save_family
 from workbench.cache import cache_key
 from workbench.models.layouts import LAYOUTS
 
-FAMILIES = ("gemma", "gemma2", "gemma3", "granite", "llama", "mistral", "olmo", "olmo2", "qwen2", "qwen3")
+FAMILIES = ("gemma", "gemma2", "gemma3", "granite", "llama", "mistral", "olmo", "olmo2", "olmo3", "qwen2", "qwen3",
+            "smollm3")
 FAST = ("llama", "qwen3", "gemma2", "olmo2")  # plain, q/k norms, sandwich norms, post-norm only
 
 

@@ -80,3 +80,56 @@ def build(architecture: str, seed: int = 0):
                 with torch.no_grad():
                     param.add_(0.3 * torch.randn_like(param))
     return model.eval()
+
+
+def sweep_table(outcomes: dict[str, tuple[str, str]]) -> str:
+    """Markdown: one row per architecture of the sweep, with its outcome and why."""
+    counts: dict[str, int] = {}
+    lines = ["| architecture | outcome | detail |", "|---|---|---|"]
+    for architecture in sorted(outcomes):
+        outcome, detail = outcomes[architecture]
+        counts[outcome] = counts.get(outcome, 0) + 1
+        lines.append(f"| {architecture} | {outcome} | {detail.replace('|', '/')} |")
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+    return "\n".join([f"{len(outcomes)} causal-LM architectures of the installed bridge: {summary}.", "", *lines])
+
+
+def verify(architecture: str, folder) -> tuple[str, str]:
+    """Build, save and load one architecture's tiny model: ("refused at load" | "verified" | "skipped", detail).
+
+    Asserts what must hold whatever the model: a refusal is one line; every analysis whose identities failed is
+    refused by the engine naming the identity; the overview (every weight accessor) and ReAGent run when allowed."""
+    from pathlib import Path
+
+    import pytest
+
+    import workbench as wb
+    from workbench.engine.registry import list_analyses
+    from workbench.models.tiny import byte_tokenizer
+
+    try:
+        hf_model = build(architecture)
+    except Exception as exc:  # a config whose defaults cannot be shrunk generically
+        return "skipped", f"no tiny config ({type(exc).__name__})"
+    hf_model.save_pretrained(folder)
+    byte_tokenizer(Path(folder).parent / ".tokenizer").save_pretrained(folder)
+    try:
+        model = wb.load_model(folder, progress=False)
+    except (wb.UnsupportedModelError, wb.ModelLoadError) as exc:
+        message = str(exc).replace(str(folder), "the model")
+        return "refused at load", message.split(";")[0].splitlines()[0][:200]
+    assert model.arch.checks is not None
+    failed = sorted(n for n, i in model.arch.checks.identities.items() if not i.passed)
+    allowed = [a for a in list_analyses() if not set(a.needs) & set(failed)]
+    for spec in list_analyses():
+        if spec not in allowed:
+            with pytest.raises(wb.UnsupportedModelError, match="relies on"):
+                model.require_identities(spec.needs, spec.title)
+    names = {a.name for a in allowed}
+    if "overview" in names:
+        assert isinstance(wb.model_overview(model, cache=False), wb.Result)
+    if "reagent" in names:
+        assert isinstance(wb.reagent(model, prompt="The cat sat on", max_steps=2, cache=False), wb.Result)
+    decomposing = [a for a in allowed if a.needs != ("logits",)]
+    return "verified", f"{len(decomposing)} of {sum(a.needs != ('logits',) for a in list_analyses())} decomposing " \
+        "analyses allowed" + (f"; unverified: {', '.join(failed)}" if failed else "; every identity holds")

@@ -37,6 +37,9 @@ _FAMILIES: dict[str, dict] = {
     "olmo": {"norm": "nonparametric"},
     "olmo2": {"qk_norm": "full"},
     "gpt2": {}, "gpt_neox": {}, "gptj": {}, "opt": {}, "falcon": {}, "stablelm": {}, "bloom": {}, "phi": {},
+    # measured first, then written down once the family's tests verified them
+    "olmo3": {"qk_norm": "full"}, "olmoe": {"qk_norm": "full"}, "qwen3_moe": {"qk_norm": "head"}, "smollm3": {},
+    "gpt_neo": {}, "starcoder2": {}, "llama4_text": {},
 }
 
 
@@ -190,6 +193,11 @@ def refusal(config) -> str | None:
     if getattr(config, "is_encoder_decoder", False):
         return (f"{family} is an encoder-decoder; the workbench analyses decoder-only language models "
                 "(load a causal LM such as Llama, Qwen, Gemma or GPT-2 instead)")
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    if family in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False):
+        return (f"{family} is an encoder (trained to fill in masked tokens, its norms after each residual add); "
+                "the workbench analyses decoder-only language models: load a causal LM instead")
     if getattr(config, "kv_lora_rank", None):
         return (f"{family} uses multi-head latent attention: each head's queries, keys and values are decompressed "
                 "from shared low-rank latents, so no head has a W_Q / W_K / W_V of its own to decompose; use "

@@ -48,6 +48,8 @@ LAYOUTS: dict[str, CheckpointLayout] = {
     "gemma3_text": CheckpointLayout(**_SANDWICH, qk_norm_names=_QK),
     "olmo": CheckpointLayout(True, (None, None)),  # LayerNorm without gain or bias
     "olmo2": CheckpointLayout(False, (None, None), ("post_attention_layernorm", "post_feedforward_layernorm"), _QK),
+    "olmo3": CheckpointLayout(False, (None, None), ("post_attention_layernorm", "post_feedforward_layernorm"), _QK),
+    "smollm3": CheckpointLayout(True, _PRE),  # Llama's names; some layers without RoPE (a per-layer fact)
 }
 
 

@@ -10,7 +10,13 @@ activations of the model itself:
 - ``residual``: each block's attention and MLP writes sum to what the block adds to the residual stream;
 - ``head_writes``: the per-head writes (and the bias rest) sum to the attention's write;
 - ``qkv``: the effective (norm-folded) W_Q, W_K, W_V reproduce the measured queries, keys and values;
+- ``values_mixed``: each head's output is the hooked pattern applied to its values up to one scale per query
+  position (what a learned sink, GPT-OSS, does), so its OV circuit is W_V W_O; a gate on the output (Qwen3-Next)
+  fails it;
+- ``pattern``: the same exactly: the hooked pattern is the one the values are mixed with;
 - ``attn_write``: the effective W_O reproduces the attention's measured write;
+- ``mlp_read``: the MLP's input is the norm (kind, gain, offset) of the stream it reads: after the attention,
+  or the block's input in parallel blocks;
 - ``mlp_write``: the MLP's hidden activation through W_out reproduces its measured write (dense MLPs);
 - ``experts``: the experts' writes sum to the mixture-of-experts write.
 
@@ -41,7 +47,10 @@ IDENTITIES: dict[str, str] = {
     "residual": "the attention and MLP writes sum to the residual stream's change",
     "head_writes": "the per-head writes sum to the attention write",
     "qkv": "the effective W_Q, W_K, W_V reproduce the measured queries, keys and values",
+    "values_mixed": "each head's output is a mix of its values over key positions (no gate on it)",
+    "pattern": "the hooked attention pattern is the one applied to the values",
     "attn_write": "the effective W_O reproduces the measured attention write",
+    "mlp_read": "the MLP reads the normed stream the facts say (after attention, or beside it in parallel blocks)",
     "mlp_write": "W_out reproduces the measured MLP write",
     "experts": "the experts' writes sum to the mixture-of-experts write",
     "uniform_attention": "every layer has softmax attention heads of one shape (what stacked head weights need)",
@@ -157,7 +166,8 @@ def run_self_check(model) -> SelfCheck:
     names: set[str] = set()
     for l in layers:  # a hook the bridge lacks leaves the identities that need it unchecked, hence failed
         names |= {n for n in (hn.resid_pre(l), hn.resid_post(l), hn.attn_out(l), hn.mlp_out(l), hn.mlp_in(l),
-                              hn.mlp_post(l), hn.attn_v(l), hn.attn_z(l), hn.attn_q(l), hn.attn_k(l),
+                              hn.mlp_post(l), hn.resid_mid(l), hn.attn_v(l), hn.attn_z(l), hn.attn_q(l), hn.attn_k(l), hn.attn_pattern(l),
+                              hn.attn_q(l, rotated=True), hn.attn_k(l, rotated=True),
                               _normed(l, "q"), _normed(l, "k"), _own(model, l, "attn"), _own(model, l, "mlp"))
                   if n is not None and n in model._hook_names}
     store: dict[str, Tensor] = {}
@@ -185,12 +195,17 @@ def run_self_check(model) -> SelfCheck:
         "head_writes": lambda l: _head_writes(model, acts, l),
         "qkv": lambda l: _qkv(model, acts, l),
         "attn_write": lambda l: _attn_write(model, acts, l),
+        "values_mixed": lambda l: _values_mixed(model, acts, l),
+        "pattern": lambda l: _pattern(model, acts, l),
     }
     for name, check in checks.items():
         found[name] = _over_layers(name, check, attention, tol)
     found["uniform_attention"] = _uniform(model.arch, tol)
     dense = [l for l in layers if model.arch.layers[l].mlp in ("plain", "gated")]
     moe = [l for l in layers if model.arch.layers[l].mlp == "moe"]
+    mlps = [l for l in layers if model.arch.layers[l].mlp != "none"]
+    if mlps:
+        found["mlp_read"] = _over_layers("mlp_read", lambda l: _mlp_read(model, acts, l), mlps, tol)
     if dense:
         found["mlp_write"] = _over_layers("mlp_write", lambda l: _mlp_write(model, acts, l), dense, tol)
     if moe:
@@ -277,7 +292,36 @@ def _qkv(model, acts, l: int) -> float:
             got = got / _qk_scale(model, _project(x, rows, ln_bias, w_raw, b_raw))
             hook = _normed(l, which)
         errors.append(_rel(got, _per_head(acts[hook], got.shape)))
+        rotated = {"q": hn.attn_q(l, rotated=True), "k": hn.attn_k(l, rotated=True)}.get(which)
+        if rotated in acts:  # rotary keeps each head's vector length (up to YaRN's one factor): a q/k norm left out shows
+            errors.append(_up_to_scale(got.norm(dim=-1), _per_head(acts[rotated], got.shape).norm(dim=-1)))
     return max(errors)
+
+
+def _mixed(model, acts, l: int) -> tuple[Tensor, Tensor]:
+    """(the pattern [b, head, q, k] applied to the values, the measured head outputs), both [b, pos, head, d_head]."""
+    raw = model.attention_weights(l)
+    z = acts[hn.attn_z(l)]
+    v = _per_head(acts[hn.attn_v(l)], torch.Size((*z.shape[:2], raw.W_V.shape[0], raw.W_V.shape[-1])))
+    v = v.repeat_interleave(raw.W_Q.shape[0] // raw.W_V.shape[0], dim=2)  # shared K/V heads, per query head
+    mixed = torch.einsum("bhqk,bkhd->bqhd", acts[hn.attn_pattern(l)], v)
+    return mixed, z.reshape(mixed.shape)
+
+
+def _values_mixed(model, acts, l: int) -> float:
+    mixed, z = _mixed(model, acts, l)
+    scale = (mixed * z).sum(-1, keepdim=True) / mixed.square().sum(-1, keepdim=True).clamp_min(1e-30)
+    return _rel(scale * mixed, z)
+
+
+def _pattern(model, acts, l: int) -> float:
+    return _rel(*_mixed(model, acts, l))
+
+
+def _up_to_scale(a: Tensor, b: Tensor) -> float:
+    """Relative error of ``a`` as ``b`` after the one scale that fits best."""
+    a, b = a.double(), b.double()
+    return _rel(a * (a * b).sum() / a.square().sum().clamp_min(1e-30), b)
 
 
 def _per_head(t: Tensor, shape: torch.Size) -> Tensor:
@@ -317,6 +361,17 @@ def _attn_write(model, acts, l: int) -> float:
             raise UnsupportedModelError("a LayerNorm on the attention's output is not folded into W_O")
         write = write * torch.rsqrt(out.square().mean(-1, keepdim=True) + model.arch.norm_eps)
     return _rel(write, acts[hn.attn_out(l)])
+
+
+def _mlp_read(model, acts, l: int) -> float:
+    stream = acts[hn.resid_pre(l) if model.arch.parallel_blocks else hn.resid_mid(l)]
+    if not model.arch.pre_norms:
+        return _rel(stream, acts[hn.mlp_in(l)])
+    gain, bias = model.norm_gain(l, "mlp"), model.norm_bias(l, "mlp")
+    expected = normalise(model, stream) * (1.0 if gain is None else gain.float())
+    if bias is not None:
+        expected = expected + bias.float()
+    return _rel(expected, acts[hn.mlp_in(l)])
 
 
 def _mlp_write(model, acts, l: int) -> float:

@@ -365,5 +365,5 @@ ANALYSIS = Analysis(
     config_cls=HeadCompositionConfig,
     result_cls=HeadCompositionResult,
     compute=compute_head_composition,
-    needs=("qkv", "attn_write", "uniform_attention"),
+    needs=("qkv", "values_mixed", "attn_write", "uniform_attention"),
 )

@@ -334,6 +334,6 @@ ANALYSIS = Analysis(
     config_cls=HeadEffectsConfig,
     result_cls=HeadEffectsResult,
     compute=compute_head_effects,
-    needs=("qkv", "attn_write", "residual", "head_writes", "uniform_attention"),
+    needs=("qkv", "values_mixed", "pattern", "attn_write", "residual", "head_writes", "uniform_attention"),
     in_report=False,
 )

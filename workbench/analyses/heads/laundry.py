@@ -232,6 +232,6 @@ ANALYSIS = Analysis(
     config_cls=LaundryListConfig,
     result_cls=LaundryListResult,
     compute=compute_laundry_list,
-    needs=("qkv", "attn_write", "uniform_attention"),
+    needs=("qkv", "values_mixed", "attn_write", "uniform_attention"),
     in_report=False,
 )

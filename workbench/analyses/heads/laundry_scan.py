@@ -121,6 +121,6 @@ ANALYSIS = Analysis(
     config_cls=LaundryScanConfig,
     result_cls=LaundryScanResult,
     compute=compute_laundry_scan,
-    needs=("qkv", "attn_write", "head_writes", "uniform_attention"),
+    needs=("qkv", "values_mixed", "attn_write", "head_writes", "uniform_attention"),
     in_report=False,
 )

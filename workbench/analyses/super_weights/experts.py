@@ -165,7 +165,7 @@ ANALYSIS = Analysis(
     config_cls=SuperExpertConfig,
     result_cls=SuperExpertResult,
     compute=compute,
-    needs=("residual", "experts"),
+    needs=("residual", "mlp_read", "experts"),
     in_report=False,
     prepare=with_prompts_and_digest,
 )

@@ -161,10 +161,10 @@ class Architecture:
 
 def _span(layers: list[int]) -> str:
     runs, start = [], layers[0]
-    for a, b in zip(layers, [*layers[1:], None]):
-        if b != a + 1:
+    for i, a in enumerate(layers):
+        if i + 1 == len(layers) or layers[i + 1] != a + 1:
             runs.append(f"{start}" if start == a else f"{start}-{a}")
-            start = b
+            start = layers[i + 1] if i + 1 < len(layers) else a
     return ",".join(runs)
 
 

@@ -133,8 +133,8 @@ class CheckpointWeights(Tokenization, StackedWeights):
                     out[name] = tensor.clone() if self._device.type == "cpu" else tensor.to(self._device)
         return [out[n] for n in names]
 
-    def _optional(self, name: str) -> Tensor | None:
-        return self.read(name)[0] if self.has(name) else None
+    def _optional(self, name: str | None) -> Tensor | None:
+        return self.read(name)[0] if name is not None and self.has(name) else None
 
     # ------------------------------------------------------------- parameters
     def parameter_sizes(self) -> Iterator[tuple[str, int]]:

@@ -60,7 +60,7 @@ def _dequantize_into(gguf: Path, folder: Path) -> None:
         raise ModelLoadError(f"cannot read GGUF file {gguf}: {exc}") from exc
     # The weights are float32 now; saving must not claim they are still quantized.
     model.config.quantization_config = None
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 

@@ -24,12 +24,11 @@ from .info import ModelInfo
 from .offload import Offload, is_offloaded
 from .selfcheck import self_check
 from .stacked import StackedWeights
-from .tokens import Tokenization
+from .tokens import Inputs, Tokenization
 
 HookFn = Callable[..., Tensor | None]
 EXACT_CHECK_PARAMS = 300_000_000  # up to this size a cached call rescans every weight (edits through .data)
 Names = str | Sequence[str] | Callable[[str], bool] | None
-Inputs = str | Sequence[str] | Tensor
 
 
 class HookedModel(Tokenization, StackedWeights):
@@ -120,7 +119,7 @@ class HookedModel(Tokenization, StackedWeights):
             return True
         if self.info.n_params <= EXACT_CHECK_PARAMS:
             return True  # an exact rescan is cheap enough
-        return not torch.equal(_content_sample(self._parameters()), self._weight_sample)
+        return self._weight_sample is None or not torch.equal(_content_sample(self._parameters()), self._weight_sample)
 
     def require_finite_weights(self) -> None:
         """Raise :class:`UnsupportedModelError` naming every parameter that holds NaN or inf."""
@@ -276,7 +275,7 @@ class HookedModel(Tokenization, StackedWeights):
         return self.hf_model.get_input_embeddings()(ids.to(self.device))
 
     @torch.no_grad()
-    def greedy_ids(self, ids: Int[Tensor, "pos"], n: int, *, stop_at_eos: bool = False) -> Int[Tensor, "n"]:
+    def greedy_ids(self, ids: Int[Tensor, " pos"], n: int, *, stop_at_eos: bool = False) -> Int[Tensor, " n"]:
         """``n`` greedy next token ids after ``ids`` (KV-cached generation); fewer if ``stop_at_eos`` and one is EOS."""
         tok = self.tokenizer
         out = self.hf_model.generate(

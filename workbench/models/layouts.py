@@ -10,6 +10,7 @@ for every one of them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import UnsupportedModelError
 
@@ -34,7 +35,7 @@ class CheckpointLayout:
 
 _PRE = ("input_layernorm", "post_attention_layernorm")  # Llama: the second norm is the one in front of the MLP
 _QK = ("self_attn.q_norm", "self_attn.k_norm")
-_SANDWICH = dict(pre_norms=True, pre_norm_names=("input_layernorm", "pre_feedforward_layernorm"),
+_SANDWICH: dict[str, Any] = dict(pre_norms=True, pre_norm_names=("input_layernorm", "pre_feedforward_layernorm"),
                  post_norm_names=("post_attention_layernorm", "post_feedforward_layernorm"))
 
 LAYOUTS: dict[str, CheckpointLayout] = {

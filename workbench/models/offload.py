@@ -17,7 +17,7 @@ forward, an offloaded parameter is an empty ``meta`` tensor. So:
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -37,10 +37,10 @@ class Offload:
     """The offload bookkeeping of one dispatched model (see the module docstring)."""
 
     def __init__(self, hf_model: nn.Module):
-        self.hf_model = hf_model
+        self.hf_model: Any = hf_model  # a transformers PreTrainedModel (untyped methods)
         # storage address of a weight read -> (its weights map, its name there, its shape, dtype); no reference to
         # the tensor, so a weight nobody holds any more is freed
-        self._origin: dict[int, tuple[object, str, torch.Size, torch.dtype]] = {}
+        self._origin: dict[int, tuple[Any, str, torch.Size, torch.dtype]] = {}  # Any: accelerate's weights map
 
     def execution_device(self) -> torch.device:
         """Where token ids must go: the execution device of the input embedding."""
@@ -84,7 +84,7 @@ class Offload:
         storage = tensor.untyped_storage()
         if dtype != tensor.dtype or storage.nbytes() != shape.numel() * dtype.itemsize:
             return None  # an unrelated tensor that reuses a freed weight's address
-        whole = torch.empty(0, dtype=dtype, device=tensor.device).set_(storage, 0, shape)
+        whole = torch.empty(0, dtype=dtype, device=tensor.device).set_(storage, 0, shape, _contiguous(shape))
         store, key = weights_map.dataset.state_dict, weights_map.prefix + name
         previous = store.get(key)  # CPU offload: the CPU copy (never edited: the edit goes to ``whole``)
         if previous is whole:  # pinned by an outer edit already
@@ -109,3 +109,12 @@ class Offload:
             else:
                 yield name, param
 
+
+
+def _contiguous(shape: torch.Size) -> tuple[int, ...]:
+    """Strides of a contiguous tensor of ``shape``."""
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))

@@ -29,7 +29,8 @@ class StackedWeights:
         raise NotImplementedError
 
     def _stacked(self, pick: Callable[[int], Tensor | None]) -> Tensor:
-        return W.stack([pick(layer) for layer in range(self.info.n_layers)])
+        found = [pick(layer) for layer in range(self.info.n_layers)]
+        return W.stack([t for t in found if t is not None])  # W_gate is asked for only when every layer is gated
 
     @property
     def W_Q(self) -> Float[Tensor, "layer head d_model d_head"]:

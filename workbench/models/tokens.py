@@ -3,7 +3,7 @@ shard-reading ``CheckpointWeights`` (``wb.load_weights``), so both turn text int
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from jaxtyping import Int
@@ -11,9 +11,24 @@ from torch import Tensor
 
 from ..errors import InputError
 
+if TYPE_CHECKING:
+    from .info import ModelInfo
+
+Inputs = str | Sequence[str] | Tensor  # a prompt, a batch of prompts, or token ids
+
 
 class Tokenization:
     """Text <-> token ids. Needs ``tokenizer``, ``info`` (``d_vocab``, ``n_ctx``), ``name`` and ``device``."""
+
+    if TYPE_CHECKING:  # what the classes that mix this in provide
+        tokenizer: Any
+        info: ModelInfo
+
+        @property
+        def name(self) -> str: ...
+
+        @property
+        def device(self) -> torch.device: ...
 
     @property
     def default_prepend_bos(self) -> bool:

@@ -34,7 +34,7 @@ class AttentionWeights:
     b_Q: Float[Tensor, "head d_head"] | None
     b_K: Float[Tensor, "kv_head d_head"] | None
     b_V: Float[Tensor, "kv_head d_head"] | None
-    b_O: Float[Tensor, "d_model"] | None
+    b_O: Float[Tensor, " d_model"] | None
 
     @property
     def heads_per_kv(self) -> int:
@@ -56,8 +56,8 @@ class MLPWeights:
     W_in: Float[Tensor, "d_model d_mlp"]
     W_gate: Float[Tensor, "d_model d_mlp"] | None
     W_out: Float[Tensor, "d_mlp d_model"]
-    b_in: Float[Tensor, "d_mlp"] | None
-    b_out: Float[Tensor, "d_model"] | None
+    b_in: Float[Tensor, " d_mlp"] | None
+    b_out: Float[Tensor, " d_model"] | None
 
 
 def _maybe(fn, tensor, *args):
@@ -131,16 +131,18 @@ def qk_norm_params(bridge, layer: int) -> tuple[Tensor, Tensor] | None:
     if not hasattr(attn, "q_norm"):
         return None
     q, k = (getattr(getattr(attn, n), "_original_component", None) for n in ("q_norm", "k_norm"))
-    found = [_get(m, "weight") if m is not None else None for m in (q, k)]
-    return None if None in found else (found[0], found[1])
+    gq, gk = (_get(m, "weight") if m is not None else None for m in (q, k))
+    return None if gq is None or gk is None else (gq, gk)
 
 
 def per_head_gains(q: Tensor, k: Tensor, offset: float, n_heads: int, n_kv_heads: int, d_head: int
                    ) -> tuple[Float[Tensor, "head d_head"], Float[Tensor, "kv_head d_head"]]:
     """Effective query / key norm gains (``offset + stored``) per head: a norm over each head's d_head (Qwen3,
     Gemma 3) has one gain shared by all heads, a norm over all heads at once (OLMo 2) one per head."""
-    return tuple((g + offset).reshape(-1, d_head).expand(n, d_head) if g.numel() == d_head else (g + offset).reshape(n, d_head)
-                 for g, n in zip((q, k), (n_heads, n_kv_heads)))
+    def gains(g: Tensor, n: int) -> Tensor:
+        return (g + offset).reshape(-1, d_head).expand(n, d_head) if g.numel() == d_head else (g + offset).reshape(n, d_head)
+
+    return gains(q, n_heads), gains(k, n_kv_heads)
 
 
 def stack(per_layer: list[Tensor]) -> Tensor:

@@ -1,5 +1,7 @@
 """workbench: interpretability and weight analysis for transformer language models."""
 
+import logging as _logging
+
 from ._version import __version__
 from .errors import CacheCorruptError, InputError, ModelLoadError, UnsupportedModelError, WorkbenchError
 from .models import CheckpointWeights, HookedModel, ModelInfo, available_models, hook_names, load_model, load_weights
@@ -18,6 +20,10 @@ from .analyses.attribution import MaskedLM, attribute, compare_attributions, rea
 from .cache import ResultCache, clear_cache, get_cache
 from .report import build_report, report
 from .results import Result
+
+# Records cache hits and misses, and the device and threads of each analysis; shown only where the application
+# configures logging (e.g. logging.basicConfig(level=logging.INFO)): a library adds no handler of its own.
+_logging.getLogger("workbench").addHandler(_logging.NullHandler())
 
 __all__ = [
     "CacheCorruptError", "CheckpointWeights", "HookedModel", "InputError", "ModelInfo", "ModelLoadError", "Result", "ResultCache",

@@ -105,7 +105,11 @@ def test_the_bytes_not_the_layout_or_the_chunking_make_the_hash(monkeypatch):
     bad = half.clone()
     bad[3, 4] = float("nan")
     huge = torch.full((4,), 3e38)  # finite, but the sum overflows: must not be reported
-    assert fp.scan_parameters({}, [("w", half), ("bad", bad), ("huge", huge), ("ids", torch.arange(5))])[1] == ["bad"]
+    f16 = torch.full((100,), 60000.0, dtype=torch.float16)  # the same in float16's small range
+    f16_bad = f16.clone()
+    f16_bad[7] = float("-inf")
+    named = [("w", half), ("bad", bad), ("huge", huge), ("f16", f16), ("f16_bad", f16_bad), ("ids", torch.arange(5))]
+    assert fp.scan_parameters({}, named)[1] == ["bad", "f16_bad"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

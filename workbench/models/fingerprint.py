@@ -7,7 +7,7 @@ the bytes are hashed from a contiguous CPU copy made in chunks of at most ``CHUN
 contiguous CPU tensor), so memory stays bounded by one chunk. XXH3 is not cryptographic: it guards against
 accidents (a stale cached result), not against someone forging a collision on purpose.
 
-Non-finite values are found by a sum per parameter (non-finite when a value is, checked value by value then).
+Non-finite values are found by a sum per parameter (non-finite when a value is; then checked value by value).
 """
 
 from __future__ import annotations
@@ -56,12 +56,20 @@ def scan_parameters(config: dict, parameters: Iterable[tuple[str, torch.Tensor]]
 
 
 def _has_nonfinite(param: torch.Tensor) -> bool:
-    """True when ``param`` holds NaN or inf: its sum (float32 accumulation, float64 for float64) is finite
-    whenever every value is, barring an overflow, which the exact check that follows a non-finite sum rules out."""
-    if not param.is_floating_point():
+    """True when ``param`` holds NaN or inf. A quick look first: the sum in the tensor's own dtype (NaN and inf
+    carry through it; it runs at memory speed, where a float32 sum of bfloat16 runs 10x slower), or for float16,
+    whose small range a sum would overflow, the extremes. Only a non-finite answer is checked value by value."""
+    if not param.is_floating_point() or param.numel() == 0:
         return False
-    total = param.sum(dtype=torch.float64 if param.dtype == torch.float64 else torch.float32).item()
-    return not math.isfinite(total) and not bool(torch.isfinite(param).all())
+    try:
+        if param.dtype == torch.float16:
+            low, high = torch.aminmax(param.reshape(-1))
+            quick = math.isfinite(low.item()) and math.isfinite(high.item())
+        else:
+            quick = math.isfinite(param.sum().item())
+    except RuntimeError:  # a dtype without these kernels (float8, ...): the exact check
+        quick = False
+    return not quick and not bool(torch.isfinite(param).all())
 
 
 @contextmanager

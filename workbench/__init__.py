@@ -1,5 +1,7 @@
 """workbench: interpretability and weight analysis for transformer language models."""
 
+import logging as _logging
+
 from ._version import __version__
 from .errors import (CacheCorruptError, InputError, MissingExtraError, ModelLoadError, UnsupportedModelError,
                      WorkbenchError)
@@ -19,6 +21,10 @@ from .analyses.attribution import MaskedLM, attribute, compare_attributions, rea
 from .cache import ResultCache, clear_cache, get_cache
 from .report import build_report, report
 from .results import Result
+
+# Records cache hits and misses, and the device and threads of each analysis; shown only where the application
+# configures logging (e.g. logging.basicConfig(level=logging.INFO)): a library adds no handler of its own.
+_logging.getLogger("workbench").addHandler(_logging.NullHandler())
 
 __all__ = [
     "CacheCorruptError", "CheckpointWeights", "HookedModel", "InputError", "MissingExtraError", "ModelInfo", "ModelLoadError", "Result", "ResultCache",

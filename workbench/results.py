@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from ._tempnames import unique_suffix
 from ._version import __version__
 from .errors import CacheCorruptError, InputError, WorkbenchError
 
@@ -112,7 +113,7 @@ class Result:
         written for, recorded so that the cache can tell it from a result filed under the wrong key."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(self):x}.tmp")
+        tmp = path.with_name(f".{path.name}.{unique_suffix()}.tmp")  # unique across hosts sharing the cache
         try:
             _write(self, tmp, cache_key)
             os.replace(tmp, path)

@@ -191,7 +191,9 @@ def test_interrupted_conversion_leaves_nothing_behind(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         atomic_folder(tmp_path / "model", crash)
     assert list(tmp_path.iterdir()) == []
-    orphan = tmp_path / ".tmp-model-999999999-abcd"  # left by a process that was killed outright
+    from workbench._tempnames import host
+
+    orphan = tmp_path / f".tmp-model-{host()}-999999999-abcd"  # left by a process of this host killed outright
     orphan.mkdir()
     atomic_folder(tmp_path / "model", lambda folder: folder.mkdir())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

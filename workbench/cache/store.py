@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
+import time
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -25,6 +27,8 @@ from .._paths import cache_root
 from .._version import __version__
 from ..errors import CacheCorruptError
 from ..results import Result, config_to_json, recorded_cache_key
+
+log = logging.getLogger(__name__)  # under "workbench": hits and misses, for who wants to see them
 
 
 def cache_key(analysis: str, config, fingerprint: str, version: int = 1) -> str:
@@ -54,6 +58,7 @@ class ResultCache:
         if key in self._memory:
             self._memory.move_to_end(key)
             self.stats["memory_hits"] += 1
+            log.debug("cache hit (memory): %s %s", analysis or "result", key)
             return self._memory[key]
         path = self.path(key)
         if not path.exists():
@@ -73,6 +78,7 @@ class ResultCache:
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
             return None
         self.stats["disk_hits"] += 1
+        log.info("cache hit (disk): %s %s from %s", analysis or result.analysis, key, path)
         self._remember(key, result)
         return result
 
@@ -92,8 +98,12 @@ class ResultCache:
             if found is not None:
                 return found
             self.stats["misses"] += 1
+            log.info("cache miss: %s %s, computing", analysis or "result", key)
+            start = time.perf_counter()
             result = compute()
             self.put(key, result)
+            log.info("computed %s %s in %.2f s, stored in %s", analysis or result.analysis, key,
+                     time.perf_counter() - start, self.path(key))
             return result
 
     def _remember(self, key: str, result: Result) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
+
+import torch
 
 from .._threads import sized_threads
 from ..cache import ResultCache, cache_key, get_cache
@@ -11,6 +14,8 @@ from ..errors import InputError
 from ..models import HookedModel
 from ..results import Result
 from .registry import get_analysis
+
+log = logging.getLogger(__name__)  # under "workbench": what each analysis ran on
 
 
 def make_config(name: str, config: Any = None, **options) -> Any:
@@ -26,6 +31,14 @@ def make_config(name: str, config: Any = None, **options) -> Any:
     if not isinstance(config, spec.config_cls):
         raise InputError(f"{name} needs a {spec.config_cls.__name__}, got {type(config).__name__}")
     return dataclasses.replace(config, **options)
+
+
+def _device_of(model: Any) -> str:
+    """Where the analysis computes: the model's device (a loaded model, a checkpoint's weights, a torch module)."""
+    device = getattr(model, "device", None)
+    if device is None and isinstance(model, torch.nn.Module):
+        device = next(iter(model.parameters()), torch.empty(0)).device
+    return str(device if device is not None else "cpu")
 
 
 def _frozen(value: Any) -> Any:
@@ -50,7 +63,9 @@ def run_analysis(name: str, model, config=None, *, cache: bool | ResultCache = T
         config = spec.prepare(model, config)
 
     def compute() -> Result:
-        with sized_threads():  # only the cores other processes leave free (see workbench/_threads.py)
+        with sized_threads() as threads:  # only the cores other processes leave free (see workbench/_threads.py)
+            log.info("%s on %s: device %s, %d CPU threads", name, getattr(model, "name", type(model).__name__),
+                     _device_of(model), threads)
             return spec.compute(model, config)
 
     if cache is False:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Callable
+
+from .._tempnames import is_abandoned, unique_suffix
 
 
 def atomic_folder(target: Path, build: Callable[[Path], None]) -> Path:
@@ -14,13 +15,15 @@ def atomic_folder(target: Path, build: Callable[[Path], None]) -> Path:
 
     ``rename`` of a folder is atomic, so readers see either nothing or the whole
     thing; when two processes build at once, the first rename wins and the other
-    discards its copy. An interrupted build leaves only a stray ``.tmp-*`` folder.
+    discards its copy. An interrupted build leaves only a stray ``.tmp-*`` folder,
+    named after its host and process (``workbench/_tempnames.py``) so that a cache
+    shared by several hosts never loses a build still under way.
     """
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(target)
-    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = target.parent / f".tmp-{target.name}-{unique_suffix()}"
     try:
         build(tmp)
         try:
@@ -34,18 +37,9 @@ def atomic_folder(target: Path, build: Callable[[Path], None]) -> Path:
 
 
 def _remove_orphans(target: Path) -> None:
-    """Delete temp folders left by interrupted builds of ``target`` whose process is gone."""
-    for tmp in target.parent.glob(f".tmp-{target.name}-*"):
-        pid = tmp.name.removeprefix(f".tmp-{target.name}-").split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+    """Delete temp folders left by interrupted builds of ``target``: this host's whose process is gone, and
+    any host's untouched for a day."""
+    prefix = f".tmp-{target.name}-"
+    for tmp in target.parent.glob(f"{prefix}*"):
+        if is_abandoned(tmp, tmp.name.removeprefix(prefix)):
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: existence check only
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        pass
-    return True

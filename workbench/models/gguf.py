@@ -7,13 +7,17 @@ content, so every later load is a plain safetensors read (well under a second).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
+import json
+import os
 import shutil
 import warnings
 from pathlib import Path
 
+import xxhash
+
 from ..errors import ModelLoadError
+from .._tempnames import unique_suffix
 from ._atomic import atomic_folder
 
 EMBEDDED_NAME = "smollm2-135m-instruct"
@@ -39,15 +43,49 @@ def embedded_gguf_path() -> Path:
     )
 
 
-def content_key(path: Path, chunk: int = 1 << 20) -> str:
-    """A cheap content hash: size plus the first and last MiB (GGUF headers and tails differ)."""
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    with path.open("rb") as f:
-        digest.update(f.read(chunk))
-        f.seek(max(size - chunk, 0))
-        digest.update(f.read(chunk))
-    return digest.hexdigest()[:16]
+_KEYS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> content key, for this process
+
+
+def content_key(path: Path, root: Path | None = None) -> str:
+    """XXH3-128 of the whole file, computed once per (path, size, modification time): kept in memory and, with
+    ``root``, in a small file under ``root/gguf-keys`` so later processes skip the read (~0.1 s per GB cached,
+    seconds for a big file on a slow disk)."""
+    path = path.resolve()
+    stat = path.stat()
+    stamp = (str(path), stat.st_size, stat.st_mtime_ns)
+    if stamp in _KEYS:
+        return _KEYS[stamp]
+    memo = root / "gguf-keys" / xxhash.xxh3_64_hexdigest(repr(stamp).encode()) if root is not None else None
+    key = _read_memo(memo, stamp)
+    if key is None:
+        digest = xxhash.xxh3_128()
+        with path.open("rb") as f:
+            while block := f.read(16 << 20):
+                digest.update(block)
+        key = digest.hexdigest()
+        if memo is not None:
+            _write_memo(memo, stamp, key)
+    _KEYS[stamp] = key
+    return key
+
+
+def _read_memo(memo: Path | None, stamp: tuple[str, int, int]) -> str | None:
+    try:
+        doc = json.loads(memo.read_text()) if memo is not None else None
+    except (OSError, ValueError):
+        return None
+    return doc["key"] if isinstance(doc, dict) and doc.get("stamp") == list(stamp) else None
+
+
+def _write_memo(memo: Path, stamp: tuple[str, int, int], key: str) -> None:
+    """Best effort (a read-only cache just recomputes), written aside and renamed so readers never see half."""
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f"{memo.name}.{unique_suffix()}.tmp")
+        tmp.write_text(json.dumps({"stamp": list(stamp), "key": key}))
+        os.replace(tmp, memo)
+    except OSError:
+        pass
 
 
 def _dequantize_into(gguf: Path, folder: Path) -> None:
@@ -69,7 +107,7 @@ def dequantized_folder(gguf: Path, root: Path) -> Path:
     """The HF folder holding ``gguf`` dequantized, building it on first use."""
     if not gguf.is_file():
         raise ModelLoadError(f"GGUF file not found: {gguf}")
-    target = root / "models" / f"{gguf.stem}-{content_key(gguf)}"
+    target = root / "models" / f"{gguf.stem}-{content_key(gguf, root)}"
     return atomic_folder(target, lambda tmp: _dequantize_into(gguf, tmp))
 
 

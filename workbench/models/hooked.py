@@ -19,7 +19,7 @@ from ..errors import InputError, UnsupportedModelError
 from . import weights as W
 from . import writes
 from .architecture import Architecture, architecture_of
-from .fingerprint import scan_weights
+from .fingerprint import sample_digest, scan_weights
 from .info import ModelInfo
 from .offload import Offload, is_offloaded
 from .selfcheck import self_check
@@ -46,7 +46,7 @@ class HookedModel(Tokenization, StackedWeights):
         self.info = info
         self._hook_names = frozenset(bridge.hook_dict)
         self._weight_check: tuple[tuple[int, ...], tuple[str, list[str]]] | None = None
-        self._weight_sample: Tensor | None = None  # big models: a content sample taken with the last scan
+        self._weight_sample: str | None = None  # big models: a hash of a content sample taken with the last scan
         self.arch: Architecture = architecture_of(bridge, hf_model)  # the family's facts (models/architecture.py)
         # accelerate keeps some weights on disk / in CPU memory (models/offload.py): reads and edits go through it
         self._offload = Offload(hf_model) if is_offloaded(hf_model) else None
@@ -103,12 +103,15 @@ class HookedModel(Tokenization, StackedWeights):
         return self._offload.parameters() if self._offload is not None else self.hf_model.named_parameters()
 
     def fingerprint(self, *, verify: bool = False) -> str:
-        """Stable id of the current weights (changes when any weight is edited).
+        """Stable id of the current weights: a hash of every weight's bytes (models/fingerprint.py).
 
-        Recomputed when a parameter's version counter moved, i.e. after an in-place edit through the
-        parameter or any view of it. Edits through ``.data`` move no counter: ``verify=True`` (what every
-        cached call does) also looks at the contents — all of them for models up to ``EXACT_CHECK_PARAMS``
-        parameters (~0.2 s per 100M), a fixed sample of every parameter beyond that.
+        Recomputed when a parameter's version counter moved, i.e. after any in-place edit through the
+        parameter or a view of it (the weight accessors, ``param[...] = x`` under ``no_grad``): such edits are
+        always seen, whatever the model's size. Edits through ``.data`` move no counter: ``verify=True`` (what
+        every cached call does) also looks at the contents. Up to ``EXACT_CHECK_PARAMS`` parameters it rescans
+        every byte, so every edit is seen; beyond that it hashes every 4099th value of every parameter, which
+        sees an edit of whole rows, columns or heads (swapped, scaled, zeroed) but sees an edit of a few single
+        values only where one is sampled — on a big model, edit single values through the parameter or the views.
         """
         if verify and self._contents_moved():
             self._weight_check = None
@@ -119,7 +122,7 @@ class HookedModel(Tokenization, StackedWeights):
             return True
         if self.info.n_params <= EXACT_CHECK_PARAMS:
             return True  # an exact rescan is cheap enough
-        return self._weight_sample is None or not torch.equal(_content_sample(self._parameters()), self._weight_sample)
+        return sample_digest(self._parameters()) != self._weight_sample
 
     def require_finite_weights(self) -> None:
         """Raise :class:`UnsupportedModelError` naming every parameter that holds NaN or inf."""
@@ -136,7 +139,7 @@ class HookedModel(Tokenization, StackedWeights):
         if self._weight_check is None or self._weight_check[0] != versions:
             self._weight_check = (versions, scan_weights(self.hf_model, self._parameters()))
             if self.info.n_params > EXACT_CHECK_PARAMS:
-                self._weight_sample = _content_sample(self._parameters())
+                self._weight_sample = sample_digest(self._parameters())
         return self._weight_check[1]
 
     def named_parameters(self) -> Iterator[tuple[str, Tensor]]:
@@ -449,8 +452,3 @@ def _restore(saved: list[tuple[Tensor, Tensor]]) -> None:
     if interrupted is not None:
         raise interrupted
 
-
-@torch.no_grad()
-def _content_sample(parameters: Iterable[tuple[str, Tensor]]) -> Tensor:
-    """Every 4099th value of every parameter, summed per parameter: a cheap look at the contents."""
-    return torch.stack([p.detach().reshape(-1)[::4099].double().sum().cpu() for _, p in parameters])

@@ -15,6 +15,7 @@ from ..errors import ModelLoadError, UnsupportedModelError
 from .architecture import refusal
 from .hooked import HookedModel
 from .info import info_from_bridge
+from .no_installs import no_installs, refused
 from .offload import Offload
 from .sources import load_hf, resolve_source
 
@@ -121,7 +122,7 @@ def load_model(
     steps = progress_bar(total=3, desc=f"loading {src.label}", enabled=progress)
     try:
         steps.set_postfix_str("weights")
-        with _transformers_progress(not steps.disable):
+        with _transformers_progress(not steps.disable), no_installs():  # nothing installs (models/no_installs.py)
             placement_options = {"max_memory": max_memory, "offload_folder": str(offload_folder or root / "offload")} \
                 if device_map is not None else {}
             hf_model, tokenizer = load_hf(src, root, dtype=_dtype(dtype), device_map=device_map, seed=seed,
@@ -149,12 +150,13 @@ def from_hf(hf_model, tokenizer, name: str, *, source: str = "memory") -> Hooked
     dispatched = bool(getattr(hf_model, "hf_device_map", None))
     placed = None if dispatched else str(hf_model.get_input_embeddings().weight.device)
     hf_model.requires_grad_(False)
-    try:
-        with _quiet_bridge(), _text_only():
+    try:  # the bridge may try to install packages (models/no_installs.py): it is refused
+        with _quiet_bridge(), _text_only(), no_installs():
             bridge = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=tokenizer, device=placed)
     except Exception as exc:
+        needs = f" (it tried to install {refused[0]}, which the workbench never does)" if refused else ""
         raise ModelLoadError(
-            f"{name} ({type(hf_model).__name__}) loaded, but TransformerLens cannot hook this architecture: {exc}"
+            f"{name} ({type(hf_model).__name__}) loaded, but TransformerLens cannot hook this architecture{needs}: {exc}"
         ) from exc
     _smoke_forward(bridge, hf_model, name)
     return HookedModel(bridge, hf_model, tokenizer, info_from_bridge(bridge, hf_model, tokenizer, name, source))

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 
@@ -55,17 +53,18 @@ def resolve_source(source: str | os.PathLike | None) -> ModelSource:
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
-    """True when the HF hub's endpoint accepts a TCP connection (and offline mode is off)."""
-    from huggingface_hub import constants
+    """True when the HF hub answers at all (any HTTP status), asked through huggingface_hub's own HTTP session, so
+    that what the user set up for it applies: ``HTTPS_PROXY`` and the other proxy variables, a client factory
+    (``huggingface_hub.set_client_factory``), certificates, and ``HF_HUB_OFFLINE`` (then no request is made)."""
+    from huggingface_hub import constants, get_session
 
     if constants.HF_HUB_OFFLINE:
         return False
-    endpoint = urlparse(constants.ENDPOINT)
     try:
-        with socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout):
-            return True
-    except OSError:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception:  # no route, proxy refusal, timeout, offline mode: all mean "not reachable"
         return False
+    return True
 
 
 def _from_pretrained(ref: str, local_files_only: bool = False, **kwargs):

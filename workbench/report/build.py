@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._tempnames import unique_suffix
 from .._version import __version__
 from ..errors import InputError
 from ..render.page import render_html, slug
@@ -80,7 +81,7 @@ def report(results: Result | Sequence[Result], path: str | os.PathLike = "report
     failed write leaves neither a partial report nor a temporary file behind)."""
     path = check_output_path(path)
     text = build_report(results, title=title)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{unique_suffix()}.tmp")  # two writers never share a temp file
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text, encoding="utf-8")

@@ -30,6 +30,7 @@ from ...errors import InputError
 from ...models import hook_names as hn
 from .common import Sequence, embed, prepare
 from .result import AttributionResult, attribution_result, target_probabilities
+from ...models.contract import HookedSource
 
 GRADIENT_METHODS = ("gradient_norm", "input_x_gradient", "integrated_gradients")
 ATTENTION_METHODS = ("attention_last", "attention_mean", "attention_rollout")
@@ -264,7 +265,7 @@ class BaselineResult(AttributionResult):
     config_cls = AttributeConfig
 
 
-def compute_attribution(model, config: AttributeConfig) -> BaselineResult:
+def compute_attribution(model: HookedSource, config: AttributeConfig) -> BaselineResult:
     model.require_finite_weights()
     seq = prepare(model, config.prompt, config.target, max_new_tokens=config.max_new_tokens, prepend_bos=config.prepend_bos)
     tensors = {"importance": baseline_importance(model, seq, config.method, config),

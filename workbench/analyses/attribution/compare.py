@@ -16,6 +16,7 @@ from .common import prepare
 from .faithfulness import SOFT_METRICS, FaithfulnessParams, faithfulness, summarise
 from .reagent import ReagentParams, reagent_sequence
 from .result import target_probabilities
+from ...models.contract import HookedSource
 
 ALL_METHODS = ("reagent", *BASELINES)
 
@@ -88,7 +89,7 @@ class ComparisonResult(Result):
         return s.pivot(index="method", columns="metric", values="shown").reset_index()
 
 
-def compute_comparison(model, config: CompareConfig, mlm=None) -> ComparisonResult:
+def compute_comparison(model: HookedSource, config: CompareConfig, mlm=None) -> ComparisonResult:
     model.require_finite_weights()
     tables, tensors, sequences = [], {}, []
     for i, prompt in enumerate(progress(config.prompts, desc="prompts")):

@@ -65,6 +65,7 @@ from . import draws
 from .common import Sequence, last_logits, prepare
 from .replacers import REPLACERS, MaskedLM, Sampler, build_sampler
 from .result import AttributionResult, attribution_result
+from ...models.contract import HookedSource
 
 _EPS = 1e-6  # keeps logit(0.5 d + 0.5) finite when |Delta| reaches 1
 
@@ -359,7 +360,7 @@ def warn_if_costly(model, seq, config: ReagentConfig) -> float:
     return work
 
 
-def compute_reagent(model, config: ReagentConfig, mlm: MaskedLM | None = None) -> AttributionResult:
+def compute_reagent(model: HookedSource, config: ReagentConfig, mlm: MaskedLM | None = None) -> AttributionResult:
     model.require_finite_weights()
     check_params(config)
     seq = prepare(model, config.prompt, config.target, max_new_tokens=config.max_new_tokens, prepend_bos=config.prepend_bos)

@@ -44,6 +44,7 @@ from ...engine.registry import Analysis
 from .layers import BilinearMLP, BilinearWeights
 from .spectrum import (BilinearSpectrumResult, LayerView, SpectrumConfig, _homogeneous, analyse_layer,
                        with_direction_vectors)
+from ...models.contract import HookedSource
 
 
 @dataclass(frozen=True)
@@ -291,7 +292,7 @@ def _principal(y: Tensor, unembed: Tensor, vocab: list[str], n: int) -> tuple[Te
 
 
 @torch.no_grad()
-def compute_replacement(model, config: ReplacementConfig) -> BilinearReplacementResult:
+def compute_replacement(model: HookedSource, config: ReplacementConfig) -> BilinearReplacementResult:
     model.require_finite_weights()
     if not 0 < config.holdout < 1:
         raise InputError(f"holdout must lie in (0, 1), got {config.holdout}")

@@ -18,6 +18,7 @@ from .scores import KINDS, Composition, null_scores
 from .scores_streamed import rotated_null_streamed, stream_compositions
 from .svd import _chosen_layers, check_weights, spectrum_stats
 from ...engine.registry import Analysis
+from ...models.contract import WeightSource
 
 
 @dataclass(frozen=True)
@@ -312,7 +313,7 @@ def _concentration(pairs: pd.DataFrame, n: int) -> dict[str, str]:
 
 
 @torch.no_grad()
-def compute_head_composition(model, config: HeadCompositionConfig) -> HeadCompositionResult:
+def compute_head_composition(model: WeightSource, config: HeadCompositionConfig) -> HeadCompositionResult:
     check_weights(model)
     kinds = tuple(dict.fromkeys(config.kinds))
     if not kinds or set(kinds) - set(KINDS):

@@ -38,6 +38,7 @@ from ...results import Result
 from .scores import KINDS, all_compositions
 from .svd import FactoredSVD, HeadWeights, check_weights, head_weights, ov_svd
 from ...engine.registry import Analysis
+from ...models.contract import HookedSource
 
 DEFAULT_PROMPTS = (
     "When Mary and John went to the store, John gave a drink to",
@@ -189,7 +190,7 @@ def _tv(p: Tensor, q: Tensor, mask: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def compute_head_effects(model, config: HeadEffectsConfig) -> HeadEffectsResult:
+def compute_head_effects(model: HookedSource, config: HeadEffectsConfig) -> HeadEffectsResult:
     check_weights(model)
     if not config.prompts:
         raise InputError("give at least one prompt to measure effects on")

@@ -30,6 +30,7 @@ from ...errors import InputError
 from ...results import Result
 from .svd import check_weights, head_weights, ov_svd
 from ...engine.registry import Analysis
+from ...models.contract import HookedSource
 
 # Common concrete nouns; only those that are one token (with the prefix) in the model are used.
 DEFAULT_ITEMS = (
@@ -194,7 +195,7 @@ def _run(model, prompts: list[ListPrompt], batch_size: int) -> dict[str, Tensor]
 
 
 @torch.no_grad()
-def compute_laundry_list(model, config: LaundryListConfig) -> LaundryListResult:
+def compute_laundry_list(model: HookedSource, config: LaundryListConfig) -> LaundryListResult:
     check_weights(model)
     vocab = single_token_items(model.tokenizer, config.items, config.item_prefix)
     if not config.n_items or len(set(config.n_items)) != len(config.n_items):

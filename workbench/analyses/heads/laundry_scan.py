@@ -21,6 +21,7 @@ from ...models import hook_names as hn
 from ...results import Result
 from .laundry import DEFAULT_ITEMS, DEFAULT_TEMPLATES, generate_prompts, single_token_items
 from .svd import check_weights, head_weights, ov_svd
+from ...models.contract import HookedSource
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def items_margin(last: Tensor, item_ids: Tensor, target: Tensor) -> Tensor:
     return tgt - item_logits.scatter(1, target[:, None], float("-inf")).logsumexp(1)
 
 
-def compute_laundry_scan(model, config: LaundryScanConfig) -> LaundryScanResult:
+def compute_laundry_scan(model: HookedSource, config: LaundryScanConfig) -> LaundryScanResult:
     check_weights(model)
     vocab = single_token_items(model.tokenizer, config.items, config.item_prefix)
     prompts = generate_prompts(vocab, config.n_items, config.n_prompts, seed=config.seed, templates=config.templates)

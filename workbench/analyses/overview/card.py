@@ -15,6 +15,7 @@ from ...results import Result
 from ...types import EmbeddingNorms, LayerSpectra, Spectrum
 from ...linalg import effective_rank, singular_values
 from ...engine.registry import Analysis
+from ...models.contract import WeightSource
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ def _parameter_table(model) -> pd.DataFrame:
 
 
 @torch.no_grad()
-def compute_overview(model, config: OverviewConfig) -> OverviewResult:
+def compute_overview(model: WeightSource, config: OverviewConfig) -> OverviewResult:
     model.require_finite_weights()
     info = model.info
     per_layer: dict[str, list[Tensor]] = {}

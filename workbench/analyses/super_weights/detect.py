@@ -58,6 +58,7 @@ from ...corpus import evaluate
 from .evaluate import check_prompts, eval_windows, scaled, with_prompts_and_digest
 from .published import compare_published
 from .scan import ScanStats, StreamingRecorder, require_mlp_hooks, spiking_layers
+from ...models.contract import HookedSource
 
 DEFAULT_PROMPTS = (
     "Apple Inc. is a worldwide tech company.",
@@ -387,7 +388,7 @@ def _validate(config: SuperWeightConfig) -> None:
                          "factors positive, shares within [0, 1] (see SuperWeightConfig)")
 
 
-def compute(model, config: SuperWeightConfig) -> SuperWeightResult:
+def compute(model: HookedSource, config: SuperWeightConfig) -> SuperWeightResult:
     _validate(config)
     prompts = check_prompts(config.prompts)
     require_mlp_hooks(model)

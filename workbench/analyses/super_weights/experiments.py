@@ -28,6 +28,7 @@ from ...engine.registry import Analysis
 from ...corpus import evaluate
 from .evaluate import check_prompts, eval_windows, next_token_table, scaled, with_eval_digest
 from .quantize import blockwise_rtn
+from ...models.contract import HookedSource
 
 Coord = tuple[int, int, int]
 QUANT_MATRICES = ("W_Q", "W_K", "W_V", "W_O", "W_in", "W_gate", "W_out")
@@ -182,7 +183,7 @@ class _Evaluator:
 
 
 # ------------------------------------------------------------------ experiments
-def compute_prune(model, config: PruneConfig) -> PruneResult:
+def compute_prune(model: HookedSource, config: PruneConfig) -> PruneResult:
     coords = _check(model, config)
     fingerprint = model.fingerprint()
     ev = _Evaluator(model, config)
@@ -223,7 +224,7 @@ def compute_prune(model, config: PruneConfig) -> PruneResult:
     return ev.result(PruneResult, fingerprint, restored_channels=[list(c) for c in channels])
 
 
-def compute_scale(model, config: ScaleConfig) -> ScaleResult:
+def compute_scale(model: HookedSource, config: ScaleConfig) -> ScaleResult:
     coords = _check(model, config)
     if not config.scales:
         raise InputError("give at least one scale, e.g. scales=(0.0, 0.5, 1.0, 2.0)")
@@ -250,7 +251,7 @@ def top_outliers(model, n: int, exclude: tuple[Coord, ...]) -> list[Coord]:
     return list(zip(layer.tolist(), row.tolist(), col.tolist()))
 
 
-def compute_outliers(model, config: OutlierConfig) -> OutlierResult:
+def compute_outliers(model: HookedSource, config: OutlierConfig) -> OutlierResult:
     coords = _check(model, config)
     if not 0 < config.top_fraction < 1:
         raise InputError(f"top_fraction must lie in (0, 1), got {config.top_fraction}")
@@ -283,7 +284,7 @@ def _quant_views(model, layer: int, name: str):
             (lambda t: t.reshape(d_model, heads, d_head).transpose(0, 1)))
 
 
-def compute_quantize(model, config: QuantizeConfig) -> QuantizeResult:
+def compute_quantize(model: HookedSource, config: QuantizeConfig) -> QuantizeResult:
     coords = _check(model, config)
     unknown = sorted(set(config.matrices) - set(QUANT_MATRICES))
     if unknown or not config.matrices:

@@ -34,6 +34,7 @@ from ...engine.registry import Analysis
 from .detect import DEFAULT_PROMPTS
 from .evaluate import check_prompts, eval_windows, with_prompts_and_digest
 from .scan import StreamingRecorder
+from ...models.contract import HookedSource
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def _expert_stats(model, ids, mask) -> tuple[list[dict], float]:
     return rows, max(errors)
 
 
-def compute(model, config: SuperExpertConfig) -> SuperExpertResult:
+def compute(model: HookedSource, config: SuperExpertConfig) -> SuperExpertResult:
     if model.arch.mlp != "moe":
         raise UnsupportedModelError(f"{model.name} has {model.arch.mlp} MLPs, not a mixture of experts; "
                                     "use wb.super_weights(model) instead")

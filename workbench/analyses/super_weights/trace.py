@@ -35,6 +35,7 @@ from ...results import Result
 from ...engine.registry import Analysis
 from .evaluate import check_prompts
 from .scan import require_mlp_hooks
+from ...models.contract import HookedSource
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ def _hidden(model, cache, layer: int, col: int, expert: int) -> tuple[Tensor, Te
 
 
 @torch.no_grad()
-def compute(model, config: TraceConfig) -> TraceResult:
+def compute(model: HookedSource, config: TraceConfig) -> TraceResult:
     (layer, row, col), expert = config.weight, config.expert  # filled in and checked by prepare
     model.require_additive_residual()
     (prompt,) = check_prompts(config.prompt)

@@ -42,6 +42,8 @@ def metric_figure(result, metric: str, *, highlight_layer: int | None = None) ->
 def spectrum_figure(result, layer: int, matrices: list[str] | None = None) -> go.Figure:
     fig = figure(f"Singular values, layer {layer}")
     for matrix in matrices or result.matrices:
+        if layer not in result.layers_with(matrix):
+            continue  # a dense matrix of a mixture-of-experts layer, or the other way round
         sv = result.spectrum(matrix, layer)
         fig.add_scatter(y=sv.tolist(), mode="lines", name=matrix, line_color=MATRIX_COLORS.get(matrix),
                         hovertemplate=f"{matrix} σ_%{{x}} = %{{y:.4g}}<extra></extra>")

@@ -27,7 +27,8 @@ class OverviewConfig:
 class OverviewResult(Result):
     """Tables: ``matrices`` (one row per layer x weight matrix), ``parameters``, ``tokens``.
 
-    Tensors: ``sv/<matrix>`` singular values [layer, rank], descending;
+    Tensors: ``sv/<matrix>`` singular values [layer, rank], descending (``layers/<matrix>``: which layers, when
+    not all have it);
     ``embedding_norms`` [d_vocab] L2 norm of each token's embedding.
     ``meta['architecture']``: the model's :class:`~workbench.models.ModelInfo` as a dict.
     """
@@ -76,11 +77,16 @@ class OverviewResult(Result):
         return self.tensors["embedding_norms"]
 
     def singular_values(self, matrix: str) -> LayerSpectra:
-        """Singular values of ``matrix`` in every layer, descending."""
+        """Singular values of ``matrix`` in every layer that has it (:meth:`layers_with`), descending."""
         return self.tensors[f"sv/{matrix}"]
 
+    def layers_with(self, matrix: str) -> list[int]:
+        """The layers that have ``matrix``: all, except where dense and mixture-of-experts layers alternate."""
+        found = self.tensors.get(f"layers/{matrix}")
+        return list(range(self.singular_values(matrix).shape[0])) if found is None else found.tolist()
+
     def spectrum(self, matrix: str, layer: int) -> Spectrum:
-        return self.singular_values(matrix)[layer]
+        return self.singular_values(matrix)[self.layers_with(matrix).index(layer)]
 
     def summary(self) -> list[tuple[str, str]]:
         arch = self.architecture
@@ -160,20 +166,23 @@ def _parameter_table(model) -> pd.DataFrame:
 def compute_overview(model: WeightSource, config: OverviewConfig) -> OverviewResult:
     model.require_finite_weights()
     info = model.info
-    per_layer: dict[str, list[Tensor]] = {}
+    per_layer: dict[str, dict[int, Tensor]] = {}  # a matrix may be in some layers only (dense and MoE layers mixed)
     for layer in progress(range(info.n_layers), desc="reading weights"):
         for name, matrix in _matrices(model, layer).items():
-            per_layer.setdefault(name, []).append(matrix.float())
+            per_layer.setdefault(name, {})[layer] = matrix.float()
 
     rows, tensors = [], {}
-    for name, mats in per_layer.items():
+    for name, by_layer in per_layer.items():
+        layers, mats = list(by_layer), list(by_layer.values())
         stack = torch.stack([m.to(mats[0].device) for m in mats])  # [layer, in, out]
         sv = singular_values(stack)  # batched over layers, on the model's device
         tensors[f"sv/{name}"] = sv.cpu()
+        if len(layers) != info.n_layers:
+            tensors[f"layers/{name}"] = torch.tensor(layers)
         stats = {k: v.cpu() for k, v in matrix_stats(sv, stack).items()}
-        for layer in range(info.n_layers):
+        for i, layer in enumerate(layers):
             rows.append({"layer": layer, "matrix": name, "rows": stack.shape[1], "cols": stack.shape[2],
-                         **{k: float(v[layer]) for k, v in stats.items()}})
+                         **{k: float(v[i]) for k, v in stats.items()}})
     tensors["embedding_norms"] = model.W_E.float().norm(dim=-1).cpu()
 
     ids = model.to_tokens(config.sample_text, prepend_bos=False)[0].tolist()

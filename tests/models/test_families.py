@@ -119,6 +119,23 @@ def test_self_check_notices_a_wrong_fact(family, facts, identity, folders):
     assert found.error is None or found.error > 100 * found.tolerance, found.describe()
 
 
+@pytest.mark.parametrize("dropped", ["b_router", "b_out", "swiglu_limit"])
+def test_self_check_notices_misread_experts(dropped, folders, monkeypatch):
+    """GPT-OSS's experts read without their router bias, output bias or clamped SwiGLU: the experts' writes no
+    longer sum to the measured MoE write."""
+    from dataclasses import replace
+
+    from workbench.models import weights as W
+    from workbench.models.selfcheck import run_self_check
+
+    model = family_model("gpt_oss", folders)
+    assert run_self_check(model).identities["experts"].passed
+    read = W._gpt_oss_experts
+    monkeypatch.setattr(W, "_gpt_oss_experts", lambda *args: replace(read(*args), **{dropped: None}))
+    found = run_self_check(model).identities["experts"]
+    assert not found.passed and found.error is not None and found.error > 100 * found.tolerance, found.describe()
+
+
 def test_an_analysis_refuses_on_a_failed_identity(folders):
     from dataclasses import replace
 

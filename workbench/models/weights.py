@@ -158,7 +158,11 @@ class ExpertWeights:
 
     A token's MoE output is ``sum_{e in top-k} r_e * (act(x W_gate[e]) * (x W_in[e])) W_out[e]``
     (+ ``sigmoid(x W_shared_gate) * shared(x)``), with ``r`` the softmax of ``x W_router`` over the
-    top-k experts (renormalised over them when ``renormalize``)."""
+    top-k experts (renormalised over them when ``renormalize``).
+
+    GPT-OSS adds biases everywhere (``b_router``, ``b_in``, ``b_gate``, ``b_out``) and a clamped SwiGLU:
+    ``clamp(up, -limit, limit) + 1`` times ``g * sigmoid(alpha g)`` with ``g = min(gate, limit)``
+    (``swiglu_limit`` set); its routing (softmax of the top-k logits) is the renormalised form."""
 
     W_router: Float[Tensor, "d_model expert"]
     W_in: Float[Tensor, "expert d_model d_ff"]
@@ -168,6 +172,31 @@ class ExpertWeights:
     renormalize: bool
     shared: MLPWeights | None
     W_shared_gate: Float[Tensor, "d_model 1"] | None
+    b_router: Float[Tensor, " expert"] | None = None
+    b_in: Float[Tensor, "expert d_ff"] | None = None
+    b_gate: Float[Tensor, "expert d_ff"] | None = None
+    b_out: Float[Tensor, "expert d_model"] | None = None
+    swiglu_limit: float | None = None  # GPT-OSS's clamped SwiGLU (None: the family's own activation)
+    swiglu_alpha: float = 1.702
+
+    @property
+    def plain(self) -> bool:
+        """No biases and the family's own activation: what a trace inside an expert assumes."""
+        return self.swiglu_limit is None and all(b is None for b in (self.b_in, self.b_gate, self.b_out))
+
+    def hidden(self, x: Float[Tensor, "token d_model"], act) -> Float[Tensor, "token expert d_ff"]:
+        """Every expert's hidden activation for normed inputs ``x`` (``act``: the family's activation)."""
+        gate = torch.einsum("td,edf->tef", x.float(), self.W_gate.float())
+        up = torch.einsum("td,edf->tef", x.float(), self.W_in.float())
+        if self.b_gate is not None:
+            gate = gate + self.b_gate.float()
+        if self.b_in is not None:
+            up = up + self.b_in.float()
+        if self.swiglu_limit is None:
+            return act(gate) * up
+        limit = self.swiglu_limit
+        gate = gate.clamp(max=limit)
+        return (up.clamp(-limit, limit) + 1) * gate * torch.sigmoid(gate * self.swiglu_alpha)
 
     @property
     def n_experts(self) -> int:
@@ -175,7 +204,8 @@ class ExpertWeights:
 
     def routing(self, x: Float[Tensor, "token d_model"]) -> Float[Tensor, "token expert"]:
         """Each expert's routing weight for normed inputs ``x``, as the family computes it (0: not chosen)."""
-        probs = (x.float() @ self.W_router.float()).softmax(-1)
+        logits = x.float() @ self.W_router.float()
+        probs = (logits if self.b_router is None else logits + self.b_router.float()).softmax(-1)
         top_w, top_i = probs.topk(self.top_k, dim=-1)
         if self.renormalize:
             top_w = top_w / top_w.sum(-1, keepdim=True)
@@ -186,9 +216,14 @@ def expert_weights(bridge, layer: int) -> ExpertWeights | None:
     """The experts of ``layer`` when it is a mixture of experts with fused expert tensors (Mixtral,
     Qwen2-MoE, ... in transformers 5), else None."""
     block = getattr(bridge.blocks[layer].mlp, "_original_component", None)
-    experts, router = getattr(block, "experts", None), getattr(block, "gate", None)
+    experts = getattr(block, "experts", None)
+    router = getattr(block, "gate", None) if hasattr(block, "gate") else getattr(block, "router", None)
     if experts is None or router is None or not hasattr(experts, "gate_up_proj"):
         return None
+    if hasattr(experts, "limit") and hasattr(experts, "gate_up_proj_bias"):
+        return _gpt_oss_experts(experts, router)
+    if getattr(router, "bias", None) is not None or not hasattr(router, "top_k"):
+        return None  # a router this reading does not know (Llama 4's sigmoid scores, ...): refused, not guessed
     d_ff = experts.down_proj.shape[-1]
     gate_up = experts.gate_up_proj.detach()  # [expert, 2 d_ff, d_model]: gate rows first, then up
     shared = getattr(block, "shared_expert", None)
@@ -205,3 +240,14 @@ def expert_weights(bridge, layer: int) -> ExpertWeights | None:
             W_out=shared.down_proj.weight.detach().T, b_in=None, b_out=None),
         W_shared_gate=None if shared_gate is None else shared_gate.weight.detach().T,
     )
+
+
+def _gpt_oss_experts(experts, router) -> ExpertWeights:
+    """GPT-OSS: gate and up interleaved along the last axis of ``gate_up_proj`` [expert, d_model, 2 d_ff], biases,
+    a clamped SwiGLU, a router with a bias that takes the softmax of its top-k logits."""
+    gate_up, bias = experts.gate_up_proj.detach(), experts.gate_up_proj_bias.detach()
+    return ExpertWeights(
+        W_router=router.weight.detach().T, W_in=gate_up[..., 1::2], W_gate=gate_up[..., ::2],
+        W_out=experts.down_proj.detach(), top_k=int(router.top_k), renormalize=True, shared=None,
+        W_shared_gate=None, b_router=router.bias.detach(), b_in=bias[..., 1::2], b_gate=bias[..., ::2],
+        b_out=experts.down_proj_bias.detach(), swiglu_limit=float(experts.limit), swiglu_alpha=float(experts.alpha))

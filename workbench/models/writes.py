@@ -150,10 +150,12 @@ def expert_writes(model, layer: int, x: Tensor) -> tuple[
     w = model.expert_weights(layer)
     x = x.float()
     routing = w.routing(x)
-    hidden = model.mlp_activation(torch.einsum("td,edf->tef", x, w.W_gate.float())) \
-        * torch.einsum("td,edf->tef", x, w.W_in.float())  # [token, expert, d_ff]
+    hidden = w.hidden(x, model.mlp_activation)  # [token, expert, d_ff]
     m = model.arch.residual_multiplier
-    per_expert = m * routing[..., None] * torch.einsum("tef,efd->ted", hidden, w.W_out.float())
+    out = torch.einsum("tef,efd->ted", hidden, w.W_out.float())
+    if w.b_out is not None:
+        out = out + w.b_out.float()
+    per_expert = m * routing[..., None] * out
     shared = torch.zeros_like(x)
     if w.shared is not None:
         s = w.shared

@@ -136,10 +136,12 @@ def compute(model: HookedSource, config: SuperExpertConfig) -> SuperExpertResult
     table["kl"], table["delta_loss"], table["resid_without"] = float("nan"), float("nan"), float("nan")
     for i in progress(order, desc="removing experts"):
         layer, expert, row = (int(table.at[i, c]) for c in ("layer", "expert", "row"))
-        W_out = model.expert_weights(layer).W_out
+        w = model.expert_weights(layer)
+        removed = [w.W_out] + ([w.b_out] if w.b_out is not None else [])  # an expert's bias is its write too
         rec = StreamingRecorder(model, mlp=False)
-        with model.restoring(W_out), torch.no_grad():
-            W_out[expert] = 0.0
+        with model.restoring(*removed), torch.no_grad():
+            for t in removed:
+                t[expert] = 0.0
             loss, kl, _ = evaluate(model, windows, batch_size=config.batch_size, recorder=rec, reference=reference)
         table.at[i, "kl"], table.at[i, "delta_loss"] = kl, loss - intact
         table.at[i, "resid_without"] = float(rec.stats().resid_channel_max[1:, row].max())

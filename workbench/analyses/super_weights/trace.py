@@ -29,7 +29,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ...errors import InputError
+from ...errors import InputError, UnsupportedModelError
 from ...models import hook_names as hn
 from ...results import Result
 from ...engine.registry import Analysis
@@ -166,6 +166,10 @@ def mlp_of(model, layer: int, expert: int = -1) -> tuple[Tensor | None, Tensor, 
         m = model.mlp_weights(layer)
         return m.W_gate, m.W_in, m.b_in, m.W_out
     w = model.expert_weights(layer)
+    if not w.plain:
+        raise UnsupportedModelError(
+            f"{model.name}'s experts have biases and a clamped SwiGLU (GPT-OSS), which the trace's per-channel "
+            "split does not model; use wb.super_experts(model) for the experts and the super weights inside them instead")
     return w.W_gate[expert], w.W_in[expert], None, w.W_out[expert]
 
 

@@ -105,6 +105,7 @@ def _broken(model, **facts):
     ("qwen3", dict(attention=dict(qk_norm=None)), "qkv"),  # q/k norms left out
     ("olmo2", dict(attention=dict(qk_norm="head")), "qkv"),  # a full-width q/k norm read as per head
     ("llama", dict(norm="layernorm"), "qkv"),  # an RMS norm read as a LayerNorm
+    ("cohere", dict(attention=dict(qk_norm_centred=False)), "qkv"),  # Cohere's LayerNorm q/k norms read as RMS
     ("gemma2", dict(post_norms=False), "head_writes"),  # sandwich norms read as pre-norms only
     ("granite", dict(residual_multiplier=1.0), "attn_write"),  # a residual multiplier ignored
     ("phi", dict(parallel_blocks=False, shared_input_norm=False), "mlp_read"),  # a parallel block read as sequential

@@ -86,12 +86,11 @@ FAMILIES: dict[str, tuple[str, dict]] = {
 
 
 # Identities the load-time self-check cannot verify on these families (their analyses refuse, saying which):
-# Cohere's q/k norms are per-head LayerNorms (centred), which the effective W_Q / W_K do not fold; Llama 4's experts are stored and routed differently from the fused experts the workbench reads;
+# Llama 4's experts are stored and routed differently from the fused experts the workbench reads;
 # Qwen3-Next's full-attention layers gate their output with a sigmoid of the input (and the other layers are
 # linear attention);
 # Gemma 4 adds per-layer embeddings to the residual stream and its bridge exposes no W_Q.
 UNVERIFIED: dict[str, set[str]] = {
-    "cohere": {"qkv"},
     "llama4": {"experts"},
     "qwen3_next": {"values_mixed", "pattern", "uniform_attention"},
     "gemma4": {"residual", "head_writes", "qkv", "attn_write", "values_mixed", "pattern", "uniform_attention"},

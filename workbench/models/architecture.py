@@ -53,6 +53,7 @@ class AttentionForm:
     alibi: bool  # linear position biases added to the scores (BLOOM, some Falcons)
     rotary: bool  # rotary position embedding of q and k (on all or part of each head)
     qk_norm: str | None  # "head", "full" or None: queries and keys are normalised before the product
+    qk_norm_centred: bool = False  # the q/k norm is a LayerNorm (subtracts the mean; Cohere), not an RMS norm
 
 
 @dataclass(frozen=True)
@@ -238,7 +239,7 @@ def architecture_of(bridge, hf_model) -> Architecture:
             measured.append("norm kind and gain offset (probed)")
         if facts.norm != "nonparametric":
             updates.update(norm=kind, gain_offset=offset)
-    qk, qk_eps = _qk_norm(bridge, config, int(cfg.d_head))
+    qk, qk_eps, qk_centred = _qk_norm(bridge, config, int(cfg.d_head))
     if qk != facts.attention.qk_norm:
         measured.append(f"q/k norm {qk or 'absent'} (from the weights' shapes)")
     elif qk and family not in _FAMILIES:
@@ -247,7 +248,10 @@ def architecture_of(bridge, hf_model) -> Architecture:
     if layers != facts.layers:
         measured.append("per-layer structure (from the modules; the config says otherwise or less)")
     mlp = "moe" if any(f.mlp == "moe" for f in layers) else facts.mlp
-    return replace(facts, **updates, mlp=mlp, attention=replace(facts.attention, qk_norm=qk), layers=layers,
+    if qk_centred:
+        measured.append("q/k norm centres its input (probed)")
+    return replace(facts, **updates, mlp=mlp, attention=replace(facts.attention, qk_norm=qk, qk_norm_centred=qk_centred),
+                   layers=layers,
                    qk_norm_eps=qk_eps if qk_eps is not None else facts.norm_eps, measured=tuple(measured))
 
 
@@ -290,9 +294,10 @@ def _probe_norm(bridge_norm, eps: float) -> tuple[str, float] | None:
 _QK_NAMES = ("q_norm", "q_layernorm", "query_layernorm", "query_norm")
 
 
-def _qk_norm(bridge, config, d_head: int) -> tuple[str | None, float | None]:
-    """("head" | "full" | None, eps) of the query norm, from the HF attention module of the first attention
-    layer: a gain of d_head values (or one row per head) normalises each head, of n_heads * d_head all at once."""
+def _qk_norm(bridge, config, d_head: int) -> tuple[str | None, float | None, bool]:
+    """("head" | "full" | None, eps, centred) of the query norm, from the HF attention module of the first
+    attention layer: a gain of d_head values (or one row per head) normalises each head, of n_heads * d_head all
+    at once; ``centred`` when probing it shows a LayerNorm (it subtracts the mean)."""
     for block in bridge.blocks:
         attn = getattr(block, "attn", None)
         if attn is None:
@@ -305,10 +310,27 @@ def _qk_norm(bridge, config, d_head: int) -> tuple[str | None, float | None]:
             weight = getattr(module, "weight", None)
             eps = getattr(module, "variance_epsilon", None) or getattr(module, "eps", None)
             if not isinstance(weight, torch.Tensor) or weight.ndim == 2 or weight.numel() == d_head:
-                return "head", eps
-            return "full", eps
-        return None, None
-    return None, None
+                return "head", eps, _centres(module, weight, d_head)
+            return "full", eps, _centres(module, weight, weight.numel())
+        return None, None, False
+    return None, None, False
+
+
+@torch.no_grad()
+def _centres(module, weight, width: int) -> bool:
+    """Whether a q/k norm subtracts the mean: its output on a constant-plus-noise input then has zero mean
+    before the gain (the gain is divided out)."""
+    if not isinstance(weight, torch.Tensor):
+        return False
+    shape = (1, 2, *weight.shape) if weight.ndim == 2 else (1, 2, width)
+    x = (torch.randn(shape, generator=torch.Generator().manual_seed(0)) + 3.0).to(weight.device, weight.dtype)
+    try:
+        out = module(x).float() / weight.float().clamp_min(1e-6)
+    except Exception:  # a norm that cannot run alone is read as not centring; the self-check decides
+        return False
+    if weight.ndim == 1 and width != weight.numel():
+        return False
+    return bool(out.mean(-1).abs().max() < 1e-2 * out.abs().mean())
 
 
 _KINDS = {"full_attention": "full", "sliding_attention": "sliding window", "chunked_attention": "chunked",
@@ -414,6 +436,7 @@ def _facts(config, family: str, structure: dict) -> Architecture:
             alibi=bool(family == "bloom" or _first(config, "alibi", default=False)),
             rotary=structure["rotary"],
             qk_norm=table.get("qk_norm") or ("head" if getattr(config, "qk_layernorm", False) else None),
+            qk_norm_centred=bool(table.get("qk_norm_centred", False)),
         ),
         layers=tuple(_config_layer(config, l, structure, mlp) for l in range(n_layers)),
         qk_norm_eps=float(_first(config, "rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps",

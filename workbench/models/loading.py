@@ -159,7 +159,13 @@ def from_hf(hf_model, tokenizer, name: str, *, source: str = "memory") -> Hooked
             f"{name} ({type(hf_model).__name__}) loaded, but TransformerLens cannot hook this architecture{needs}: {exc}"
         ) from exc
     _smoke_forward(bridge, hf_model, name)
-    return HookedModel(bridge, hf_model, tokenizer, info_from_bridge(bridge, hf_model, tokenizer, name, source))
+    try:
+        return HookedModel(bridge, hf_model, tokenizer, info_from_bridge(bridge, hf_model, tokenizer, name, source))
+    except (AttributeError, KeyError, IndexError, RuntimeError, ValueError, TypeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise UnsupportedModelError(
+            f"{name} ({type(hf_model).__name__}) runs in TransformerLens, but the workbench cannot read its structure "
+            f"({type(exc).__name__}: {first[:160]}); use the model with transformers directly") from exc
 
 
 @contextlib.contextmanager

@@ -345,6 +345,8 @@ def _project(x: Tensor, w: Tensor, ln_bias: Tensor | None, w_bias: Tensor, b: Te
 def _qk_scale(model, t: Tensor) -> Tensor:
     """The q/k norm's per-position (and per-head, for a head-wise norm) RMS of ``t`` [b, pos, head, d_head]."""
     eps = model.arch.qk_norm_eps
+    if model.arch.attention.qk_norm_centred:
+        t = t - t.mean(-1, keepdim=True)
     if model.arch.attention.qk_norm == "full":
         return (t.square().mean((-2, -1), keepdim=True) + eps).sqrt()
     return (t.square().mean(-1, keepdim=True) + eps).sqrt()

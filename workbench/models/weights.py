@@ -223,7 +223,9 @@ def expert_weights(bridge, layer: int) -> ExpertWeights | None:
     if hasattr(experts, "limit") and hasattr(experts, "gate_up_proj_bias"):
         return _gpt_oss_experts(experts, router)
     if getattr(router, "bias", None) is not None or not hasattr(router, "top_k"):
-        return None  # a router this reading does not know (Llama 4's sigmoid scores, ...): refused, not guessed
+        return None  # a router this reading does not know: refused, not guessed
+    if experts.gate_up_proj.shape[-1] != router.weight.shape[-1]:
+        return None  # not [expert, 2 d_ff, d_model] (Llama 4 stores them the other way, and scores with a sigmoid)
     d_ff = experts.down_proj.shape[-1]
     gate_up = experts.gate_up_proj.detach()  # [expert, 2 d_ff, d_model]: gate rows first, then up
     shared = getattr(block, "shared_expert", None)

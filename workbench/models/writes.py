@@ -52,6 +52,11 @@ def write_gain(model, layer: int, sublayer: str) -> Tensor | float:
     return m if gain is None else gain * m
 
 
+def _centre_heads(w: Tensor | None) -> Tensor | None:
+    """``w`` [.., d_head] with each head's mean over d_head taken out (a head-wise LayerNorm's centring)."""
+    return None if w is None else w - w.mean(-1, keepdim=True)
+
+
 def effective_attention(model, layer: int, *, fold_input_norm: bool = True) -> AttentionWeights:
     """The layer's attention weights as they act on the residual stream (see the module docstring)."""
     raw = model.attention_weights(layer)
@@ -59,6 +64,8 @@ def effective_attention(model, layer: int, *, fold_input_norm: bool = True) -> A
     wq, wk, wv = (_scale_rows(w, gain) for w in (raw.W_Q, raw.W_K, raw.W_V))  # rows: d_model
     bq, bk = raw.b_Q, raw.b_K
     qk = model.qk_norm_gains(layer)
+    if qk is not None and model.arch.attention.qk_norm_centred:  # a LayerNorm's centring is a projection: fold it
+        wq, wk, bq, bk = (_centre_heads(t) for t in (wq, wk, bq, bk))
     if qk is not None:  # the query / key norm's gain scales each head's d_head columns
         gq, gk = qk
         wq, wk = wq * gq[:, None, :].to(wq.dtype), wk * gk[:, None, :].to(wk.dtype)

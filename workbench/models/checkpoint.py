@@ -26,13 +26,11 @@ from torch import Tensor
 
 from ..errors import InputError, ModelLoadError, UnsupportedModelError
 from . import weights as W
-from . import writes
 from .architecture import Architecture, architecture_from_config
 from .fingerprint import scan_parameters
 from .info import ModelInfo
 from .layouts import CheckpointLayout, layout_of
-from .stacked import StackedWeights
-from .tokens import Tokenization
+from .base import ModelBase
 
 SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
@@ -44,7 +42,7 @@ def load_weights(folder: str | os.PathLike, *, device: str | torch.device = "cpu
     return CheckpointWeights(folder, device=device)
 
 
-class CheckpointWeights(Tokenization, StackedWeights):
+class CheckpointWeights(ModelBase):
     """A checkpoint's weights with :class:`~workbench.models.HookedModel`'s weight accessors (see the module)."""
 
     def __init__(self, folder: str | os.PathLike, *, device: str | torch.device = "cpu"):
@@ -196,12 +194,6 @@ class CheckpointWeights(Tokenization, StackedWeights):
                 yield name, opened[path].get_tensor(name)
 
     # ----------------------------------------------------------------- weights
-    def _layer(self, layer: int) -> int:
-        n = self.info.n_layers
-        if not -n <= layer < n:
-            raise InputError(f"layer {layer} out of range: {self.name} has {n} layers")
-        return layer % n
-
     def attention_weights(self, layer: int, *, expand_kv: bool = False) -> W.AttentionWeights:
         """Raw attention weights of ``layer`` in TransformerLens layout (the views a loaded model gives)."""
         L, i = self.layout, self.info
@@ -236,38 +228,18 @@ class CheckpointWeights(Tokenization, StackedWeights):
         name = None if names is None else names[0 if sublayer == "attn" else 1]
         return None if name is None else self.layout.block(self._layer(layer), f"{name}.weight")
 
-    def norm_weight(self, layer: int, sublayer: str, *, post: bool = False) -> Tensor | None:
-        name = self._norm_name(layer, sublayer, post)
-        return None if name is None else self._optional(name)
-
-    def norm_gain(self, layer: int | None, before: str = "attn") -> Tensor | None:
-        """Effective gain of the norm in front of ``layer``'s ``before`` sublayer (or the final norm)."""
-        stored = self.norm_weight(layer, before) if layer is not None else self._optional(self._norm_name(None, before, False))
-        return None if stored is None else stored + self.arch.gain_offset
+    def _norm_weight(self, layer: int | None, sublayer: str, post: bool) -> Tensor | None:
+        return self._optional(self._norm_name(layer, sublayer, post))
 
     def norm_bias(self, layer: int | None, before: str = "attn", *, post: bool = False) -> Tensor | None:
         return None  # the families read from shards use RMS norms (or OLMo's non-parametric LayerNorm): no bias
 
-    def output_norm_gain(self, layer: int, sublayer: str = "attn") -> Tensor | None:
-        if not self.arch.post_norms:
-            return None
-        stored = self.norm_weight(layer, sublayer, post=True)
-        return None if stored is None else stored + self.arch.gain_offset
-
-    def qk_norm_gains(self, layer: int) -> tuple[Tensor, Tensor] | None:
+    def _qk_norm_params(self, layer: int) -> tuple[Tensor, Tensor] | None:
         names = self.layout.qk_norm_names
-        if names is None or not self.arch.attention.qk_norm:
+        if names is None:
             return None
-        q, k = self.read(*(self.layout.block(self._layer(layer), f"{n}.weight") for n in names))
-        i = self.info
-        return W.per_head_gains(q, k, self.arch.gain_offset, i.n_heads, i.n_kv_heads, i.d_head)
-
-    def effective_attention_weights(self, layer: int, *, fold_input_norm: bool = True) -> W.AttentionWeights:
-        """As :meth:`HookedModel.effective_attention_weights` (models/writes.py, the same code)."""
-        return writes.effective_attention(self, self._layer(layer), fold_input_norm=fold_input_norm)
-
-    def effective_mlp_weights(self, layer: int, *, fold_input_norm: bool = True) -> W.MLPWeights:
-        return writes.effective_mlp(self, self._layer(layer), fold_input_norm=fold_input_norm)
+        q, k = self.read(*(self.layout.block(layer, f"{n}.weight") for n in names))
+        return q, k
 
     @property
     def W_E(self) -> Float[Tensor, "d_vocab d_model"]:

@@ -23,15 +23,15 @@ from .fingerprint import sample_digest, scan_weights
 from .info import ModelInfo
 from .offload import Offload, is_offloaded
 from .selfcheck import self_check
-from .stacked import StackedWeights
-from .tokens import Inputs, Tokenization
+from .base import ModelBase
+from .tokens import Inputs
 
 HookFn = Callable[..., Tensor | None]
 EXACT_CHECK_PARAMS = 300_000_000  # up to this size a cached call rescans every weight (edits through .data)
 Names = str | Sequence[str] | Callable[[str], bool] | None
 
 
-class HookedModel(Tokenization, StackedWeights):
+class HookedModel(ModelBase):
     """A loaded language model with hooks, tokenization and raw weight access.
 
     Built by :func:`workbench.load_model`. Parameters are frozen (``requires_grad``
@@ -322,38 +322,17 @@ class HookedModel(Tokenization, StackedWeights):
                 f"({self.arch.layers[self._layer(layer)].mlp} MLP); use model.mlp_weights(layer) instead")
         return found
 
-    def norm_gain(self, layer: int | None, before: str = "attn") -> Tensor | None:
-        """Effective gain of the norm in front of ``layer``'s attention (``before="attn"``) or MLP (``"mlp"``), or
-        of the final norm (``layer=None``): the stored weight plus the family's offset (Gemma: ``1 + w``).
-        None when there is none (post-norm-only or non-parametric norms). Weight analyses fold it into what
-        it feeds."""
-        return self._gain(self._norm_param(layer, before, "weight"))
-
     def norm_bias(self, layer: int | None, before: str = "attn", *, post: bool = False) -> Tensor | None:
         """Additive bias of that norm (LayerNorm), or None (RMSNorm has none); ``post=True``: of the norm on
         ``before``'s output (sandwich / post-norm families)."""
         return self._norm_param(layer, before, "bias", post=post)
 
-    def output_norm_gain(self, layer: int, sublayer: str = "attn") -> Tensor | None:
-        """Effective gain of the norm on ``sublayer``'s output (sandwich / post-norm families), or None."""
-        return self._gain(self._norm_param(layer, sublayer, "weight", post=True)) if self.arch.post_norms else None
-
-    def norm_weight(self, layer: int, sublayer: str, *, post: bool = False) -> Tensor | None:
-        """The stored weight of a block norm (a view: edit it to edit the model; the effective gain is this plus
-        ``arch.gain_offset``): in front of ``sublayer`` or (``post=True``) on its output."""
+    def _norm_weight(self, layer: int | None, sublayer: str, post: bool) -> Tensor | None:
         return self._norm_param(layer, sublayer, "weight", post=post)
 
-    def qk_norm_gains(self, layer: int) -> tuple[Float[Tensor, "head d_head"], Float[Tensor, "kv_head d_head"]] | None:
-        """Effective gains of the query / key norms per head, or None when the family has none."""
-        with self._reading(self.bridge.blocks[self._layer(layer)]):
-            found = W.qk_norm_params(self.bridge, self._layer(layer)) if self.arch.attention.qk_norm else None
-        if found is None:
-            return None
-        i = self.info
-        return W.per_head_gains(*found, self.arch.gain_offset, i.n_heads, i.n_kv_heads, i.d_head)
-
-    def _gain(self, stored: Tensor | None) -> Tensor | None:
-        return None if stored is None else stored + self.arch.gain_offset
+    def _qk_norm_params(self, layer: int) -> tuple[Tensor, Tensor] | None:
+        with self._reading(self.bridge.blocks[layer]):
+            return W.qk_norm_params(self.bridge, layer)
 
     def _norm_param(self, layer: int | None, before: str, name: str, post: bool = False) -> Tensor | None:
         if before not in W.NORMS:
@@ -370,15 +349,6 @@ class HookedModel(Tokenization, StackedWeights):
         return ACT2FN[self.arch.act_fn](pre)
 
     # ------------------------------------------------- the residual stream
-    def effective_attention_weights(self, layer: int, *, fold_input_norm: bool = True) -> W.AttentionWeights:
-        """Attention weights as they act on the residual stream: input-norm and q/k-norm gains folded into
-        W_Q / W_K / W_V, the output norm's gain and the residual multiplier into W_O (models/writes.py)."""
-        return writes.effective_attention(self, self._layer(layer), fold_input_norm=fold_input_norm)
-
-    def effective_mlp_weights(self, layer: int, *, fold_input_norm: bool = True) -> W.MLPWeights:
-        """MLP weights as they act on the residual stream (see :meth:`effective_attention_weights`)."""
-        return writes.effective_mlp(self, self._layer(layer), fold_input_norm=fold_input_norm)
-
     def require_additive_residual(self) -> None:
         """Raise :class:`UnsupportedModelError` unless the residual stream is the sum of the blocks' writes."""
         writes.require_additive_residual(self)
@@ -411,12 +381,6 @@ class HookedModel(Tokenization, StackedWeights):
         unembedding = self.hf_model.get_output_embeddings()
         with self._reading(unembedding):
             return unembedding.weight.detach().T
-
-    def _layer(self, layer: int) -> int:
-        if not -self.info.n_layers <= layer < self.info.n_layers:
-            raise InputError(f"layer {layer} out of range: {self.name} has {self.info.n_layers} layers")
-        return layer % self.info.n_layers
-
 
 @contextmanager
 def _interrupts_held() -> Iterator[None]:

@@ -65,7 +65,8 @@ def effective_attention(model, layer: int, *, fold_input_norm: bool = True) -> A
     bq, bk = raw.b_Q, raw.b_K
     qk = model.qk_norm_gains(layer)
     if qk is not None and model.arch.attention.qk_norm_centred:  # a LayerNorm's centring is a projection: fold it
-        wq, wk, bq, bk = (_centre_heads(t) for t in (wq, wk, bq, bk))
+        wq, wk = wq - wq.mean(-1, keepdim=True), wk - wk.mean(-1, keepdim=True)
+        bq, bk = _centre_heads(bq), _centre_heads(bk)
     if qk is not None:  # the query / key norm's gain scales each head's d_head columns
         gq, gk = qk
         wq, wk = wq * gq[:, None, :].to(wq.dtype), wk * gk[:, None, :].to(wk.dtype)

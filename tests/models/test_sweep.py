@@ -22,7 +22,7 @@ SWEEP: dict[str, tuple[str, str]] = {}  # architecture -> (outcome, detail)
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_every_bridge_architecture_is_verified_or_refused(architecture, tmp_path_factory):
-    SWEEP[architecture] = verify(architecture, tmp_path_factory.mktemp(architecture))
+    SWEEP[architecture] = verify(architecture, tmp_path_factory.mktemp(architecture, numbered=False))
     if SWEEP[architecture][0] == "skipped":
         pytest.skip(f"{architecture}: {SWEEP[architecture][1]}")
 

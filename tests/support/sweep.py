@@ -131,5 +131,5 @@ def verify(architecture: str, folder) -> tuple[str, str]:
     if "reagent" in names:
         assert isinstance(wb.reagent(model, prompt="The cat sat on", max_steps=2, cache=False), wb.Result)
     decomposing = [a for a in allowed if a.needs != ("logits",)]
-    return "verified", f"{len(decomposing)} of {sum(a.needs != ('logits',) for a in list_analyses())} decomposing " \
+    return "self-checked", f"{len(decomposing)} of {sum(a.needs != ('logits',) for a in list_analyses())} decomposing " \
         "analyses allowed" + (f"; unverified: {', '.join(failed)}" if failed else "; every identity holds")

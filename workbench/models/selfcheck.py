@@ -1,5 +1,5 @@
 """The self-check every loaded model passes through: the identities the decompositions rely on, measured on
-the model in hand with one short forward pass.
+the model in hand on one short prompt.
 
 A table of family facts is never complete, so the facts an analysis uses are checked where it matters, on the
 activations of the model itself:
@@ -9,7 +9,8 @@ activations of the model itself:
 - ``logits``: the hooked model's logits equal the model's own (no hook changed the computation);
 - ``residual``: each block's attention and MLP writes sum to what the block adds to the residual stream;
 - ``head_writes``: the per-head writes (and the bias rest) sum to the attention's write;
-- ``qkv``: the effective (norm-folded) W_Q, W_K, W_V reproduce the measured queries, keys and values;
+- ``qkv``: the effective (norm-folded) W_Q, W_K, W_V reproduce the measured queries, keys and values (after
+  any q/k norm; rotary keeps their lengths, so a q/k norm left out shows after it too);
 - ``values_mixed``: each head's output is the hooked pattern applied to its values up to one scale per query
   position (what a learned sink, GPT-OSS, does), so its OV circuit is W_V W_O; a gate on the output (Qwen3-Next)
   fails it;
@@ -84,7 +85,8 @@ class Identity:
             return f"not checked: {self.problem}"
         where = f" (worst at layer {self.worst_layer})" if self.worst_layer is not None else ""
         verdict = "passed" if self.passed else "FAILED"
-        return f"{verdict}: error {self.error:.1e}{where}, tolerance {self.tolerance:.0e}, layers {_span(self.layers)}"
+        layers = f", layers {_span(self.layers)}" if self.layers else ""
+        return f"{verdict}: error {self.error:.1e}{where}, tolerance {self.tolerance:.0e}{layers}"
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ class SelfCheck:
                     f"logits) instead, or report the model so its facts can be added")
 
     def describe(self) -> list[tuple[str, str]]:
-        how = "read from the cache (checked at an earlier load)" if self.cached else f"one forward pass, {self.seconds:.2f} s"
+        how = "read back (checked at an earlier load)" if self.cached else f"on one short prompt, {self.seconds:.2f} s"
         return [("self-check", how)] + [(f"check: {name}", found.describe()) for name, found in self.identities.items()]
 
 
@@ -125,14 +127,22 @@ def _rel(a: Tensor, b: Tensor) -> float:
 
 
 def self_check(model) -> SelfCheck:
-    """The self-check of ``model``: read from the cache when this exact model (fingerprint of its weights and
-    config, with the workbench, torch and transformers versions) was checked before, else run and stored."""
+    """The self-check of ``model``: read back when this exact model (the fingerprint of its weights and config)
+    was checked before with the same facts and the same checking code (workbench, torch and transformers
+    versions, and the sources of the modules the identities run), else run and stored."""
+    import hashlib
+
     import transformers
 
     from .. import __version__
     from .._paths import cache_root
 
-    versions = f"{__version__}|{torch.__version__}|{transformers.__version__}|{','.join(IDENTITIES)}"
+    here = os.path.dirname(__file__)
+    code = hashlib.sha256(repr(model.arch).encode())
+    for module in ("selfcheck.py", "writes.py", "weights.py", "base.py", "architecture.py"):
+        with open(os.path.join(here, module), "rb") as f:
+            code.update(f.read())
+    versions = f"{__version__}|{torch.__version__}|{transformers.__version__}|{code.hexdigest()[:16]}"
     path = cache_root() / "selfcheck" / f"{model.fingerprint()}.json"
     try:
         stored = json.loads(path.read_text())
@@ -154,7 +164,8 @@ def self_check(model) -> SelfCheck:
 
 
 def run_self_check(model) -> SelfCheck:
-    """Measure every identity on ``model`` (a :class:`~workbench.models.HookedModel`) with one forward pass."""
+    """Measure every identity on ``model`` (a :class:`~workbench.models.HookedModel`): one hooked forward pass of
+    the probe, one plain forward of it and of a copy with another last token, then the identities, layer by layer."""
     start = time.perf_counter()
     tol = tolerance(model.dtype)
     ids = model.to_tokens(PROBE)
@@ -165,11 +176,11 @@ def run_self_check(model) -> SelfCheck:
     attention = [l for l in layers if model.arch.layers[l].attention]
     names: set[str] = set()
     for l in layers:  # a hook the bridge lacks leaves the identities that need it unchecked, hence failed
-        names |= {n for n in (hn.resid_pre(l), hn.resid_post(l), hn.attn_out(l), hn.mlp_out(l), hn.mlp_in(l),
-                              hn.mlp_post(l), hn.resid_mid(l), hn.attn_v(l), hn.attn_z(l), hn.attn_q(l), hn.attn_k(l), hn.attn_pattern(l),
-                              hn.attn_q(l, rotated=True), hn.attn_k(l, rotated=True),
-                              _normed(l, "q"), _normed(l, "k"), _own(model, l, "attn"), _own(model, l, "mlp"))
-                  if n is not None and n in model._hook_names}
+        wanted = (hn.resid_pre(l), hn.resid_mid(l), hn.resid_post(l), hn.attn_out(l), hn.mlp_out(l), hn.mlp_in(l),
+                  hn.mlp_post(l), hn.attn_q(l), hn.attn_k(l), hn.attn_v(l), hn.attn_z(l), hn.attn_pattern(l),
+                  hn.attn_q(l, rotated=True), hn.attn_k(l, rotated=True), _normed(l, "q"), _normed(l, "k"),
+                  _own(model, l, "attn"), _own(model, l, "mlp"))
+        names |= {n for n in wanted if n is not None and n in model._hook_names}
     store: dict[str, Tensor] = {}
 
     def keep(name: str):
@@ -222,8 +233,8 @@ def _uniform(arch, tol: float) -> Identity:
                         f"layers {_span(tuple(others))} are {' / '.join(kinds)}, with no attention heads")
     shapes = {(f.n_heads, f.n_kv_heads, f.d_head) for f in arch.layers}
     if len(shapes) > 1:
-        return Identity("uniform_attention", None, (), None, tol,
-                        "head counts or sizes differ between layers: " + ", ".join(f"{h}/{k} heads of {d}" for h, k, d in sorted(shapes)))
+        sizes = ", ".join(f"{h}/{k} heads of {d}" for h, k, d in sorted(shapes))
+        return Identity("uniform_attention", None, (), None, tol, f"head counts or sizes differ between layers: {sizes}")
     return Identity("uniform_attention", 0.0, tuple(range(len(arch.layers))), None, tol)
 
 
@@ -234,7 +245,7 @@ def _over_layers(name: str, check: Callable[[int], float], layers: list[int], to
     for l in layers:
         try:
             errors[l] = check(l)
-        except (KeyError, RuntimeError, ValueError, UnsupportedModelError, AttributeError, IndexError) as exc:
+        except (KeyError, RuntimeError, ValueError, TypeError, UnsupportedModelError, AttributeError, IndexError) as exc:
             return Identity(name, None, tuple(layers), l, tol, f"layer {l}: {type(exc).__name__}: {exc}"[:300])
     worst = max(errors, key=lambda l: errors[l])
     return Identity(name, errors[worst], tuple(layers), worst, tol)

@@ -41,6 +41,7 @@ from torch import Tensor
 
 from ..errors import UnsupportedModelError
 from . import hook_names as hn
+from .weights import AttentionWeights
 
 IDENTITIES: dict[str, str] = {
     "causal": "each position's logits depend on that position and earlier ones only",
@@ -201,27 +202,47 @@ def run_self_check(model) -> SelfCheck:
         "causal": Identity("causal", _rel(other[:-1], own[:-1]), (), None, tol),
         "logits": Identity("logits", _rel(hooked[0], own), (), None, tol),
     }
+    reads = _Reads(model)
     checks: dict[str, Callable[[int], float]] = {
         "residual": lambda l: _residual(model, acts, l),
         "head_writes": lambda l: _head_writes(model, acts, l),
-        "qkv": lambda l: _qkv(model, acts, l),
-        "attn_write": lambda l: _attn_write(model, acts, l),
-        "values_mixed": lambda l: _values_mixed(model, acts, l),
-        "pattern": lambda l: _pattern(model, acts, l),
+        "qkv": lambda l: _qkv(model, reads, acts, l),
+        "attn_write": lambda l: _attn_write(model, reads, acts, l),
+        "values_mixed": lambda l: _values_mixed(reads, acts, l),
+        "pattern": lambda l: _pattern(reads, acts, l),
     }
-    for name, check in checks.items():
-        found[name] = _over_layers(name, check, attention, tol)
+    found.update(_over_layers(checks, attention, tol))
     found["uniform_attention"] = _uniform(model.arch, tol)
     dense = [l for l in layers if model.arch.layers[l].mlp in ("plain", "gated")]
     moe = [l for l in layers if model.arch.layers[l].mlp == "moe"]
     mlps = [l for l in layers if model.arch.layers[l].mlp != "none"]
     if mlps:
-        found["mlp_read"] = _over_layers("mlp_read", lambda l: _mlp_read(model, acts, l), mlps, tol)
+        found.update(_over_layers({"mlp_read": lambda l: _mlp_read(model, acts, l)}, mlps, tol))
     if dense:
-        found["mlp_write"] = _over_layers("mlp_write", lambda l: _mlp_write(model, acts, l), dense, tol)
+        found.update(_over_layers({"mlp_write": lambda l: _mlp_write(model, acts, l)}, dense, tol))
     if moe:
-        found["experts"] = _over_layers("experts", lambda l: _experts(model, acts, l), moe, tol)
+        found.update(_over_layers({"experts": lambda l: _experts(model, acts, l)}, moe, tol))
     return SelfCheck(found, time.perf_counter() - start)
+
+
+class _Reads:
+    """Each layer's raw and effective attention weights, read once for all the identities that use them (the
+    last layer's only are kept: the identities go layer by layer)."""
+
+    def __init__(self, model):
+        self.model = model
+        self._raw: dict[int, AttentionWeights] = {}
+        self._effective: dict[int, AttentionWeights] = {}
+
+    def raw(self, layer: int) -> AttentionWeights:
+        if layer not in self._raw:
+            self._raw = {layer: self.model.attention_weights(layer)}
+        return self._raw[layer]
+
+    def effective(self, layer: int) -> AttentionWeights:
+        if layer not in self._effective:
+            self._effective = {layer: self.model.effective_attention_weights(layer)}
+        return self._effective[layer]
 
 
 def _uniform(arch, tol: float) -> Identity:
@@ -238,17 +259,29 @@ def _uniform(arch, tol: float) -> Identity:
     return Identity("uniform_attention", 0.0, tuple(range(len(arch.layers))), None, tol)
 
 
-def _over_layers(name: str, check: Callable[[int], float], layers: list[int], tol: float) -> Identity:
+def _over_layers(checks: dict[str, Callable[[int], float]], layers: list[int], tol: float) -> dict[str, Identity]:
+    """Each identity's largest error over ``layers``, layer by layer (a layer's weights are read once for all of
+    them); an identity that cannot be computed on some layer is not checked, and says why."""
     if not layers:
-        return Identity(name, None, (), None, tol, "the model has no layer where it is defined")
-    errors = {}
+        return {name: Identity(name, None, (), None, tol, "the model has no layer where it is defined") for name in checks}
+    errors: dict[str, dict[int, float]] = {name: {} for name in checks}
+    problems: dict[str, tuple[int, str]] = {}
     for l in layers:
-        try:
-            errors[l] = check(l)
-        except (KeyError, RuntimeError, ValueError, TypeError, UnsupportedModelError, AttributeError, IndexError) as exc:
-            return Identity(name, None, tuple(layers), l, tol, f"layer {l}: {type(exc).__name__}: {exc}"[:300])
-    worst = max(errors, key=lambda l: errors[l])
-    return Identity(name, errors[worst], tuple(layers), worst, tol)
+        for name, check in checks.items():
+            if name in problems:
+                continue
+            try:
+                errors[name][l] = check(l)
+            except (KeyError, RuntimeError, ValueError, TypeError, UnsupportedModelError, AttributeError, IndexError) as exc:
+                problems[name] = (l, f"layer {l}: {type(exc).__name__}: {exc}"[:300])
+    found = {}
+    for name, by_layer in errors.items():
+        if name in problems:
+            found[name] = Identity(name, None, tuple(layers), problems[name][0], tol, problems[name][1])
+        else:
+            worst = max(by_layer, key=lambda l: by_layer[l])
+            found[name] = Identity(name, by_layer[worst], tuple(layers), worst, tol)
+    return found
 
 
 def _normed(layer: int, which: str) -> str:
@@ -279,10 +312,10 @@ def normalise(model, x: Tensor) -> Tensor:
     return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + model.arch.norm_eps)
 
 
-def _qkv(model, acts, l: int) -> float:
+def _qkv(model, reads: _Reads, acts, l: int) -> float:
     """Queries, keys and values from the residual stream through the effective matrices, against the hooks."""
     x = acts[hn.resid_pre(l)]
-    raw, eff = model.attention_weights(l), model.effective_attention_weights(l)
+    raw, eff = reads.raw(l), reads.effective(l)
     ln_bias = None
     if model.arch.pre_norms:
         x = normalise(model, x)
@@ -309,9 +342,9 @@ def _qkv(model, acts, l: int) -> float:
     return max(errors)
 
 
-def _mixed(model, acts, l: int) -> tuple[Tensor, Tensor]:
+def _mixed(reads: _Reads, acts, l: int) -> tuple[Tensor, Tensor]:
     """(the pattern [b, head, q, k] applied to the values, the measured head outputs), both [b, pos, head, d_head]."""
-    raw = model.attention_weights(l)
+    raw = reads.raw(l)
     z = acts[hn.attn_z(l)]
     v = _per_head(acts[hn.attn_v(l)], torch.Size((*z.shape[:2], raw.W_V.shape[0], raw.W_V.shape[-1])))
     v = v.repeat_interleave(raw.W_Q.shape[0] // raw.W_V.shape[0], dim=2)  # shared K/V heads, per query head
@@ -319,14 +352,14 @@ def _mixed(model, acts, l: int) -> tuple[Tensor, Tensor]:
     return mixed, z.reshape(mixed.shape)
 
 
-def _values_mixed(model, acts, l: int) -> float:
-    mixed, z = _mixed(model, acts, l)
+def _values_mixed(reads: _Reads, acts, l: int) -> float:
+    mixed, z = _mixed(reads, acts, l)
     scale = (mixed * z).sum(-1, keepdim=True) / mixed.square().sum(-1, keepdim=True).clamp_min(1e-30)
     return _rel(scale * mixed, z)
 
 
-def _pattern(model, acts, l: int) -> float:
-    return _rel(*_mixed(model, acts, l))
+def _pattern(reads: _Reads, acts, l: int) -> float:
+    return _rel(*_mixed(reads, acts, l))
 
 
 def _up_to_scale(a: Tensor, b: Tensor) -> float:
@@ -363,8 +396,8 @@ def _qk_scale(model, t: Tensor) -> Tensor:
     return (t.square().mean(-1, keepdim=True) + eps).sqrt()
 
 
-def _attn_write(model, acts, l: int) -> float:
-    eff = model.effective_attention_weights(l)
+def _attn_write(model, reads: _Reads, acts, l: int) -> float:
+    eff = reads.effective(l)
     write = torch.einsum("bphd,hde->bpe", acts[hn.attn_z(l)], eff.W_O.float())
     if eff.b_O is not None:
         write = write + eff.b_O.float()

@@ -26,8 +26,32 @@ def test_while_running_the_controls_are_off_and_the_status_says_so():
     assert (button.description, button.disabled, picker.disabled) == ("go", False, False)
 
 
+class _Shell:
+    """Enough of an IPython shell for ipywidgets' Output: in a kernel, an exception that reaches an output area is
+    printed there and swallowed."""
+
+    kernel = None
+
+    def __init__(self):
+        self.tracebacks = []
+
+    def showtraceback(self, exc_tuple, tb_offset=None):
+        self.tracebacks.append(exc_tuple[1])
+
+
+@pytest.fixture(params=["plain", "kernel"])
+def shell(request, monkeypatch):
+    if request.param == "plain":
+        return None
+    from ipywidgets.widgets import widget_output
+
+    fake = _Shell()
+    monkeypatch.setattr(widget_output, "get_ipython", lambda: fake)
+    return fake
+
+
 @pytest.mark.parametrize("error", [wb.InputError("the prompt is <empty>\nmore"), RuntimeError("boom")])
-def test_a_failure_is_shown_and_the_controls_come_back(error):
+def test_a_failure_is_shown_and_the_controls_come_back(error, shell):
     status, button = ComputeStatus(), widgets.Button(description="go")
     already_off = widgets.Dropdown(options=[1], disabled=True)
 
@@ -40,6 +64,7 @@ def test_a_failure_is_shown_and_the_controls_come_back(error):
         in status.value and "more" not in status.value
     assert (button.description, button.disabled) == ("go", False)
     assert already_off.disabled  # what was off before stays off
+    assert shell is None or shell.tracebacks == []  # never left to the output area, which would swallow it
 
 
 FAST = {"n_probes": 2, "max_steps": 3, "max_new_tokens": 1}

@@ -1,6 +1,7 @@
 """The four explorers in real JupyterLab: notebooks/explorers.ipynb run in a server started here and
-opened in headless Chromium; every explorer renders (widget views, drawn plotly figures) and a
-control change updates its view.
+opened in headless Chromium; every explorer renders (widget views, drawn plotly figures: the kernel's first
+FigureWidget carries plotly's code, every other one uses it from the page) and a control change updates its
+view; a failed computation is shown inside its explorer, whose controls come back.
 
 The latency of each control change (in the page: change dispatched -> last DOM mutation of the
 view) is printed and recorded as a test property; nothing asserts on it. For repeated figures and
@@ -9,6 +10,7 @@ the Python-only side, run ``benchmarks/widgets.py``. Skipped without /usr/bin/ch
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,31 @@ def test_linked_trace_from_the_super_weight_explorer(lab, record_property):
     assert "down_proj" in state["text"] and state["drawn"] == state["plots"], state
     record_property("latency_ms", round(result["last_ms"], 1))
     print(f"\nsuper_weights / trace this weight: settled {result['last_ms']:.0f} ms (computed, then cached)")
+
+
+@pytest.mark.browser
+@pytest.mark.real
+def test_failed_computation_is_shown_in_the_explorer(lab):
+    # A computation that fails (an empty prompt to trace) says so inside the explorer and gives its button back.
+    lab.mark_explorers(MARKERS)
+    prompt = lab.fill("super_weights", "prompt", "")
+    try:
+        result = lab.change(Control("super_weights", "trace this weight", "button"))
+        assert "error" not in result, result["error"]
+        assert result["changed"], "nothing in the explorer said the trace failed"
+        failure = lab.wait_html_text("super_weights", "failed")
+        assert failure is not None and "non-empty" in failure, lab.html_texts("super_weights")
+        deadline = time.monotonic() + 10  # the button comes back right after the status line
+        while lab.button("super_weights", "trace this weight") != {"disabled": False} and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert lab.button("super_weights", "trace this weight") == {"disabled": False}
+    finally:
+        lab.fill("super_weights", "prompt", prompt)
+    again = lab.change(Control("super_weights", "trace this weight", "button"))  # and it works again
+    assert "error" not in again and again["changed"], again
+    assert lab.wait_html_text("super_weights", "done in") is not None, lab.html_texts("super_weights")
+    assert not [t for t in lab.html_texts("super_weights") if "failed" in t]
+    assert not [m for m in lab.console if m.startswith("pageerror")], lab.console
 
 
 @pytest.mark.browser

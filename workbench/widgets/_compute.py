@@ -55,18 +55,22 @@ class ComputeStatus(widgets.VBox):
         self.line.value = f"<span style='{BUSY_STYLE}'>{html.escape(what)}...</span>"
         start = time.perf_counter()
         try:
-            with self.output:
-                value = work()
-            self.line.value = (f"<span style='{BUSY_STYLE}'>{html.escape(what)}: "
-                                 f"done in {time.perf_counter() - start:.1f} s</span>")
-            return value
-        except Exception as exc:  # shown in the widget: a failed computation must not break the explorer
-            self.failed = exc
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            error = None
+            with self.output:  # in a kernel, an exception reaching the output area would be printed and swallowed
+                try:
+                    value = work()
+                except Exception as exc:  # shown in the widget: a failed computation must not break the explorer
+                    error = exc
+            if error is None:
+                self.line.value = (f"<span style='{BUSY_STYLE}'>{html.escape(what)}: "
+                                   f"done in {time.perf_counter() - start:.1f} s</span>")
+                return value
+            self.failed = error
+            first = str(error).splitlines()[0] if str(error) else type(error).__name__
             self.line.value = f"<span style='{ERROR_STYLE}'>{html.escape(what)} failed: {html.escape(first)}</span>"
-            if not isinstance(exc, WorkbenchError):  # a bug, not a bad input: keep the traceback at hand
+            if not isinstance(error, WorkbenchError):  # a bug, not a bad input: keep the traceback at hand
                 with self.output:
-                    print("".join(traceback.format_exception(exc)))
+                    print("".join(traceback.format_exception(error)))
             return None
         finally:
             for control, disabled in before:

@@ -46,6 +46,12 @@ def test_in_memory_model_needs_its_tokenizer(saved):
         wb.load_model(saved[0])
 
 
+@pytest.mark.parametrize("option", [{"revision": "main"}, {"trust_remote_code": True}, {"device_map": "auto"}])
+def test_loading_options_with_a_model_object_are_refused(saved, option):
+    with pytest.raises(wb.ModelLoadError, match=f"{next(iter(option))} apply while loading"):
+        wb.load_model(saved[0], tokenizer=saved[1], **option)
+
+
 def test_only_transformers_models_are_wrapped():
     with pytest.raises(wb.ModelLoadError, match="PreTrainedModel"):
         wb.load_model(torch.nn.Linear(2, 2), tokenizer=object())

@@ -132,6 +132,12 @@ def load_model(
     result on disk; later loads read that copy in about a second.
     """
     if isinstance(source, torch.nn.Module):
+        loading_only = {"revision": revision, "trust_remote_code": trust_remote_code or None, "device_map": device_map,
+                        "max_memory": max_memory, "offload_folder": offload_folder}
+        unused = [name for name, value in loading_only.items() if value is not None]
+        if unused:
+            raise ModelLoadError(f"{', '.join(unused)} apply while loading a name, folder or file; this model is "
+                                 "already in memory (place it with device=, or with accelerate before wrapping it)")
         return _in_memory(source, tokenizer, device=device, dtype=_dtype(dtype))
     if tokenizer is not None:
         raise ModelLoadError("tokenizer= goes with a model object in memory; a name, folder or file brings its own")

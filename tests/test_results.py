@@ -13,7 +13,7 @@ from workbench import results
 from workbench.analyses.overview.card import OverviewConfig, OverviewResult
 from workbench.engine import registry
 from workbench.engine.registry import Analysis, get_analysis, register_analysis
-from workbench.render import render_html
+from workbench.render import page, render_html
 
 
 def _result(**tables) -> OverviewResult:
@@ -119,12 +119,30 @@ def test_repr_html_escapes_everything():
 
 
 def test_repr_and_report_show_the_same_section(tiny_llama):
+    page.reset_notebook_plotly()
     overview = wb.model_overview(tiny_llama, cache=False)
     repr_html, report = overview._repr_html_(), wb.build_report([overview])
     section = render_html(overview)
     assert repr_html.endswith(section) and repr_html.count("plotly.js v") == 1  # figures work offline in a cell
     assert section.count('class="wb-figure"') == len(overview.figures()) > 0
     assert render_html(overview, anchor="s0-overview") in report
+    assert report.count("plotly.js v") == 1  # the report carries its own, whatever the kernel sent before
+
+
+def test_plotly_js_once_per_kernel(tiny_llama, monkeypatch):
+    page.reset_notebook_plotly()
+    overview = wb.model_overview(tiny_llama, cache=False)
+    first, later = overview._repr_html_(), overview._repr_html_()
+    assert first.count("plotly.js v") == 1 and len(first) > 3_000_000
+    assert later.count("plotly.js v") == 0 and len(later) < 200_000
+    assert later.endswith(render_html(overview)) and "wb-plotly-missing" in later  # says so if the page has none
+    bare = wb.Result(config=None, model_id="m", fingerprint="f", tables={"t": pd.DataFrame({"x": [1]})})
+    assert "plotly" not in bare._repr_html_().lower()  # no figures: neither the library nor the note
+    # in a kernel: a new run of the cell that carried the library replaces its output, so it carries it again
+    runs = iter([("cell-a", 1), ("cell-b", 2), ("cell-a", 3), ("cell-a", 3), (None, 4)])
+    monkeypatch.setattr(page, "_current_cell", lambda: next(runs))
+    page.reset_notebook_plotly()
+    assert [overview._repr_html_().count("plotly.js v") for _ in range(5)] == [1, 0, 1, 0, 0]
 
 
 def test_every_result_is_shown_and_explored_through_the_same_dispatch():

@@ -356,6 +356,46 @@ class LabPage:
             time.sleep(0.25)
         return state
 
+    def _text_input(self, explorer: str, description: str):
+        box = self.page.locator(f'[data-explorer="{explorer}"] .widget-text').filter(
+            has=self.page.get_by_text(description, exact=True))
+        return box.locator("input")
+
+    def fill(self, explorer: str, description: str, value: str) -> str:
+        """Type ``value`` into explorer ``explorer``'s text box ``description`` as a user would; returns what it held."""
+        field = self._text_input(explorer, description)
+        field.scroll_into_view_if_needed()
+        before = field.input_value()
+        field.fill(value)
+        return before
+
+    def html_texts(self, explorer: str) -> list[str]:
+        """The text of every HTML widget of explorer ``explorer`` (its summaries, details and status lines)."""
+        return self.page.evaluate(
+            """(name) => Array.from(document.querySelectorAll(`[data-explorer="${name}"] .widget-html`),
+                                    h => h.innerText)""", explorer)
+
+    def wait_html_text(self, explorer: str, needle: str, timeout: float = 60.0) -> str | None:
+        """The first HTML widget text of ``explorer`` that contains ``needle``, once one does (None after ``timeout``):
+        a computation's status changes several times, and its end can come after a quiet spell."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [t for t in self.html_texts(explorer) if needle in t]
+            if found:
+                return found[0]
+            time.sleep(0.25)
+        return None
+
+    def button(self, explorer: str, description: str) -> dict | None:
+        """Explorer ``explorer``'s button labelled ``description``: {"disabled": ...}, or None when none is."""
+        return self.page.evaluate(
+            """([name, description]) => {
+              const root = document.querySelector(`[data-explorer="${name}"]`);
+              const b = root && Array.from(root.querySelectorAll('button.widget-button'))
+                .find(b => b.textContent.trim() === description);
+              return b ? {disabled: b.disabled} : null;
+            }""", [explorer, description])
+
     def change(self, control: Control, quiet_ms: int = 750, timeout_ms: int = 60000) -> dict:
         """Move ``control`` to its next option; returns chosen, changed, first_ms, last_ms (or error)."""
         self.page.locator(f'[data-explorer="{control.explorer}"]').scroll_into_view_if_needed()

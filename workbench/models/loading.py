@@ -35,19 +35,27 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
 def check_device(device: str | torch.device | None) -> torch.device:
     """``device`` (default: :func:`default_device`) as a device this machine has, or one clear error."""
     try:
         chosen = torch.device(device or default_device())
     except (RuntimeError, TypeError) as exc:
-        raise ModelLoadError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from exc
+        raise ModelLoadError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from exc
     if chosen.type == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError(f"device {device!r} asked for, but this machine (torch {torch.__version__}) has no CUDA "
                              "GPU; use --device cpu")
     if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
         raise ModelLoadError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-    if chosen.type not in ("cpu", "cuda"):
-        raise ModelLoadError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
+    if chosen.type == "mps" and not _mps_available():
+        raise ModelLoadError(f"device {device!r} asked for, but torch {torch.__version__} has no usable Apple MPS "
+                             "backend here (it needs Apple silicon and macOS 12.3+); use --device cpu")
+    if chosen.type not in ("cpu", "cuda", "mps"):
+        raise ModelLoadError(f"device {device!r} is not supported; use cpu, cuda, cuda:N or mps")
     return chosen
 
 
@@ -80,8 +88,11 @@ def _quiet_bridge():
 
 
 def load_model(
-    source: str | os.PathLike | None = None,
+    source=None,
     *,
+    tokenizer=None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     device_map: str | dict | None = None,
@@ -96,9 +107,17 @@ def load_model(
     Args:
         source: ``None`` for the embedded SmolLM2-135M-Instruct (offline); a tiny
             random model name (``"tiny-llama"``, ``"tiny-gpt2"``); a local HF folder;
-            a ``.gguf`` file; or a Hugging Face hub id (needs the network unless cached).
-        device: where to put the model (default: CUDA if available, else CPU).
-            Ignored when ``device_map`` places the model.
+            a ``.gguf`` file; a Hugging Face hub id (needs the network unless cached); or a
+            causal LM already in memory (a ``transformers`` ``PreTrainedModel``, e.g. a merged PEFT
+            fine-tune), wrapped as it is: same fingerprint and results as the same weights saved and
+            loaded from a folder. It is put in eval mode and its parameters are frozen.
+        tokenizer: the tokenizer of an in-memory model (required with one; names, folders and files
+            bring their own).
+        revision: for a hub id or folder, the branch, tag or commit to load (``from_pretrained``'s).
+        trust_remote_code: for a hub id or folder, let ``from_pretrained`` run the model's own code
+            (off by default: only turn it on for a repository you trust).
+        device: where to put the model: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` (default: CUDA if
+            available, else CPU; an in-memory model stays where it is). Ignored when ``device_map`` places the model.
         dtype: ``"float32"``, ``"bfloat16"``, ... (default: as stored, float32 for GGUF).
         device_map: passed to ``from_pretrained`` (needs ``accelerate``): ``"auto"`` shards a
             large model over all GPUs and offloads the rest to CPU memory, then to disk.
@@ -114,6 +133,16 @@ def load_model(
     The first load of a GGUF (the embedded model included) dequantizes it and keeps the
     result on disk; later loads read that copy in about a second.
     """
+    if isinstance(source, torch.nn.Module):
+        loading_only = {"revision": revision, "trust_remote_code": trust_remote_code or None, "device_map": device_map,
+                        "max_memory": max_memory, "offload_folder": offload_folder}
+        unused = [name for name, value in loading_only.items() if value is not None]
+        if unused:
+            raise ModelLoadError(f"{', '.join(unused)} apply while loading a name, folder or file; this model is "
+                                 "already in memory (place it with device=, or with accelerate before wrapping it)")
+        return _in_memory(source, tokenizer, device=device, dtype=_dtype(dtype))
+    if tokenizer is not None:
+        raise ModelLoadError("tokenizer= goes with a model object in memory; a name, folder or file brings its own")
     src = resolve_source(source)
     if device_map is None and (max_memory is not None or offload_folder is not None):
         raise ModelLoadError("max_memory and offload_folder place a model with accelerate: pass device_map='auto' too")
@@ -126,7 +155,7 @@ def load_model(
             placement_options = {"max_memory": max_memory, "offload_folder": str(offload_folder or root / "offload")} \
                 if device_map is not None else {}
             hf_model, tokenizer = load_hf(src, root, dtype=_dtype(dtype), device_map=device_map, seed=seed,
-                                          **placement_options)
+                                          revision=revision, trust_remote_code=trust_remote_code, **placement_options)
         steps.update()
         if device_map is None or src.kind == "tiny":  # otherwise from_pretrained placed it
             hf_model = hf_model.to(placement)
@@ -136,6 +165,26 @@ def load_model(
     finally:
         steps.close()
     return model
+
+
+def _in_memory(hf_model, tokenizer, *, device, dtype: torch.dtype | None) -> HookedModel:
+    """An in-memory HF causal LM as a :class:`HookedModel`: moved only when ``device``/``dtype`` is given."""
+    from transformers import PreTrainedModel
+
+    if not isinstance(hf_model, PreTrainedModel):
+        raise ModelLoadError(f"wb.load_model takes a transformers PreTrainedModel, not a {type(hf_model).__name__}; "
+                             "merge adapters first (peft: model.merge_and_unload())")
+    if tokenizer is None:
+        raise ModelLoadError(f"a {type(hf_model).__name__} in memory has no tokenizer of its own: pass tokenizer=, "
+                             "e.g. wb.load_model(model, tokenizer=AutoTokenizer.from_pretrained(...))")
+    if device is not None:
+        hf_model = hf_model.to(check_device(device))
+    if dtype is not None:
+        hf_model = hf_model.to(dtype)
+    name = str(getattr(hf_model.config, "_name_or_path", "") or type(hf_model).__name__)
+    if os.path.isdir(name):  # a model read from a folder is named by the folder, as wb.load_model(folder) names it
+        name = os.path.basename(os.path.normpath(name))
+    return from_hf(hf_model.eval(), tokenizer, name, source="memory")
 
 
 def from_hf(hf_model, tokenizer, name: str, *, source: str = "memory") -> HookedModel:

@@ -67,10 +67,14 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
+SHARED_OPTIONS = ("revision", "trust_remote_code")  # what the tokenizer is loaded with too
+
+
 def _from_pretrained(ref: str, local_files_only: bool = False, **kwargs):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(ref, local_files_only=local_files_only)
+    shared = {k: v for k, v in kwargs.items() if k in SHARED_OPTIONS}
+    tokenizer = AutoTokenizer.from_pretrained(ref, local_files_only=local_files_only, **shared)
     model = AutoModelForCausalLM.from_pretrained(ref, local_files_only=local_files_only, **kwargs)
     return model, tokenizer
 
@@ -124,10 +128,18 @@ def _load_gguf(path: Path, root: Path, **kwargs):
         return _load_folder(str(gguf.dequantized_folder(path, root)), **kwargs)
 
 
-def load_hf(source: ModelSource, root: Path, *, dtype: torch.dtype | None, device_map, seed: int, **placement):
+def load_hf(source: ModelSource, root: Path, *, dtype: torch.dtype | None, device_map, seed: int,
+            revision: str | None = None, trust_remote_code: bool = False, **placement):
     """Return ``(hf_model, tokenizer)`` for a resolved source, in eval mode. ``placement``: accelerate's
-    ``max_memory`` / ``offload_folder``, with ``device_map``."""
+    ``max_memory`` / ``offload_folder``, with ``device_map``. ``revision`` and ``trust_remote_code`` reach
+    ``from_pretrained`` (model and tokenizer) for folders and hub ids; no other source has either."""
     kwargs = {k: v for k, v in placement.items() if v is not None}
+    if source.kind in ("folder", "hub"):
+        kwargs["trust_remote_code"] = bool(trust_remote_code)
+        if revision is not None:
+            kwargs["revision"] = revision
+    elif revision is not None:
+        raise ModelLoadError(f"revision= picks a version of a hub model or folder; {source.label} ({source.kind}) has none")
     if dtype is not None:
         kwargs["dtype"] = dtype
     if device_map is not None:

@@ -43,7 +43,8 @@ def _colour(value: float, scale: float) -> str:
 
 def token_heatmap_html(tokens: list[str], importance: list[float], target_position: int, *,
                        label: str = "") -> str:
-    """One line of tokens: context coloured by importance, the target boxed, later tokens greyed.
+    """One line of tokens: context coloured by importance, the target boxed, later tokens greyed, and so are
+    context tokens that are not attributed (special tokens, a chat template's tokens).
 
     ``importance[p]`` for p < target_position (NaN: not attributed). Every token is escaped.
     """
@@ -52,9 +53,12 @@ def token_heatmap_html(tokens: list[str], importance: list[float], target_positi
     cells = []
     for p, tok in enumerate(tokens):
         text = html.escape(readable_token(tok))
-        if p < target_position:
+        if p < target_position and math.isnan(importance[p]):
+            tip = f"position {p}: {html.escape(repr(tok))}, not attributed (a special or chat-template token)"
+            cells.append(f'<span class="wb-tok wb-fixed" style="color:#aaa" title="{tip}">{text}</span>')
+        elif p < target_position:
             v = importance[p]
-            tip = f"position {p}: {html.escape(repr(tok))}, importance {'n/a' if math.isnan(v) else f'{v:.4g}'}"
+            tip = f"position {p}: {html.escape(repr(tok))}, importance {v:.4g}"
             cells.append(f'<span class="wb-tok" style="background:{_colour(v, scale)}" title="{tip}">{text}</span>')
         elif p == target_position:
             cells.append(f'<span class="wb-tok wb-target" style="outline:2px solid #333" title="target at position {p}">{text}</span>')
@@ -80,7 +84,8 @@ def result_heatmaps_html(result, target: int | None = None) -> str:
         label = f"target {j}: {readable_token(tok)!r} (position {pos})"
         lines.append(token_heatmap_html(result.tokens, imp, pos, label=label))
     legend = ("<p>Method <b>" + html.escape(result.method) + "</b>. Orange: the token raised the target "
-              "(darker = more important); blue: negative attribution; boxed: the target; grey: later tokens. "
+              "(darker = more important); blue: negative attribution; boxed: the target; grey: later tokens and "
+              "tokens never attributed (special tokens, a chat template's). "
               "· is a space, ⏎ a newline.</p>")
     return legend + "".join(lines)
 

@@ -3,9 +3,9 @@
 :func:`render_html` is a pure function of the result: same result, same bytes (figure ids are derived
 from the anchor, never random). Every string that came from a model or a user is escaped here or by
 the view that made it. The report wraps the sections in one page with plotly.js inlined once;
-:func:`notebook_html` prefixes one section with an inline plotly.js loader, so a bare result in a cell
-shows its figures too, with no network (at ~4.8 MB per such output: the price of working offline
-in any notebook front end).
+:func:`notebook_html` does the same for a notebook: the first output with figures in a kernel carries
+plotly.js inline (~4.8 MB, no network), later outputs use it from the page, so an executed notebook
+holds the library once however many figures it shows.
 """
 
 from __future__ import annotations
@@ -67,7 +67,53 @@ def plotly_loader() -> str:
     return f'<script type="text/javascript">{get_plotlyjs()}</script>'
 
 
+# The cell whose output carries plotly.js in this kernel: (cell id or None, execution count), None before any.
+_carrier: tuple[str | None, int | None] | None = None
+
+# Shown by an output without plotly.js when the page has none (the output that carried it was cleared).
+_MISSING = ('<div class="wb-plotly-missing" style="display:none;color:#b00">The figures below need plotly.js, '
+            "which came with this kernel's first output with figures; that output is gone from the page. "
+            "Restart the kernel and run the notebook again.</div>"
+            '<script type="text/javascript">(function () { var s = document.currentScript;'
+            ' if (typeof window.Plotly === "undefined" && s) { s.previousElementSibling.style.display = "block"; }'
+            " })();</script>")
+
+
+def _current_cell() -> tuple[str | None, int | None]:
+    """(the running cell's id where the front end sends one, execution count); (None, None) outside IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None, None
+    shell = get_ipython()
+    if shell is None:
+        return None, None
+    kernel = getattr(shell, "kernel", None)
+    parent = kernel.get_parent() if kernel is not None and hasattr(kernel, "get_parent") else {}
+    return (parent or {}).get("metadata", {}).get("cellId"), getattr(shell, "execution_count", None)
+
+
+def _carries_plotly() -> bool:
+    """Whether this output is the one to carry plotly.js: the kernel's first with figures, or a new run of the
+    cell that carried it (its old output, and the library with it, is being replaced)."""
+    global _carrier
+    cell, run = _current_cell()
+    if _carrier is None or (cell is not None and cell == _carrier[0] and run != _carrier[1]):
+        _carrier = (cell, run)
+        return True
+    return False
+
+
+def reset_notebook_plotly() -> None:
+    """Forget which output carried plotly.js: the next result with figures carries it again (a new page)."""
+    global _carrier
+    _carrier = None
+
+
 def notebook_html(result: Result) -> str:
-    """What a bare result in a notebook cell shows: :func:`render_html`, with plotly.js when it has figures."""
+    """What a bare result in a notebook cell shows: :func:`render_html`, preceded, when it has figures, by
+    plotly.js (the kernel's first such output) or by a note that shows only if the page lacks plotly.js."""
     section = render_html(result)
-    return (plotly_loader() if 'class="wb-figure"' in section else "") + section
+    if 'class="wb-figure"' not in section:
+        return section
+    return (plotly_loader() if _carries_plotly() else _MISSING) + section

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import ipywidgets as widgets
-import plotly.graph_objects as go
 
 from ..render import attribution as render
 from ..render.page import summary_html
-from ._figures import replace_figure
+from ._compute import ComputeStatus
+from ._figures import figure_widget, replace_figure
 
 
 def _target_options(tokens: list[str], n_prompt: int, n_targets: int) -> list[tuple[str, int]]:
@@ -32,11 +32,12 @@ class AttributionWidget(widgets.VBox):
         self.method = widgets.Dropdown(options=list(ALL_METHODS) if model is not None else [result.method],
                                        value=result.method, description="method", disabled=model is None)
         self.tokens = widgets.HTML(render.result_heatmaps_html(result, 0))
-        self.heatmap = go.FigureWidget(render.heatmap_figure(result))
+        self.heatmap = figure_widget(render.heatmap_figure(result))
         self.top = widgets.HTML(self._top_html())
+        self.status = ComputeStatus()  # another method's run: its progress and errors
         self.target.observe(self._update, names="value")
         self.method.observe(self._switch_method, names="value")
-        super().__init__([widgets.HTML(summary_html(result)), widgets.HBox([self.target, self.method]),
+        super().__init__([widgets.HTML(summary_html(result)), widgets.HBox([self.target, self.method]), self.status,
                           self.tokens, self.top, self.heatmap])
 
     def _top_html(self) -> str:
@@ -49,14 +50,23 @@ class AttributionWidget(widgets.VBox):
         self.top.value = self._top_html()
 
     def _switch_method(self, change) -> None:
+        method = change["new"]
+        if method == self.result.method:  # set back after a failed run
+            return
+        self.status.run(f"{method} attribution", lambda: self._show_method(method), controls=(self.target, self.method))
+        if self.status.failed is not None:  # keep showing the method whose result is on screen
+            self.method.value = self.result.method
+
+    def _show_method(self, method: str) -> None:
         from ..analyses.attribution import attribute
 
-        method = change["new"]
         if method not in self.results:
             cfg = self.result.config
             target = getattr(cfg, "target", None)
-            self.results[method] = attribute(self.model, prompt=cfg.prompt, method=method, target=target,
-                                             max_new_tokens=cfg.max_new_tokens, prepend_bos=cfg.prepend_bos)
+            messages = getattr(cfg, "messages", None)
+            text = {"messages": messages} if messages else {"prompt": cfg.prompt}
+            self.results[method] = attribute(self.model, method=method, target=target, max_new_tokens=cfg.max_new_tokens,
+                                             prepend_bos=cfg.prepend_bos, **text)
         self.result = self.results[method]
         replace_figure(self.heatmap, render.heatmap_figure(self.result))
         self._update()
@@ -82,7 +92,7 @@ class ComparisonWidget(widgets.VBox):
         self._prompt_changed()
         super().__init__([widgets.HTML(summary_html(result)), widgets.HBox([self.prompt, self.target, self.method]),
                           self.tokens, self.metrics, widgets.HTML("<b>All prompts</b>" + summary),
-                          go.FigureWidget(render.comparison_figure(result))])
+                          figure_widget(render.comparison_figure(result))])
 
     def _prompt_changed(self, _change=None) -> None:
         prompt = self.prompt.value

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import ipywidgets as widgets
-import plotly.graph_objects as go
 
 from ..render import bilinear as render
 from ..render.page import summary_html
-from ._figures import replace_figure
+from ._figures import figure_widget, replace_figure
 
 
 class BilinearWidget(widgets.VBox):
@@ -28,11 +27,11 @@ class BilinearWidget(widgets.VBox):
                                           value=0, description="direction", layout=widgets.Layout(width="420px"))
         self.input = widgets.Dropdown(options=[(f"{i}: {label}", i) for i, label in enumerate(inputs["label"])],
                                       value=0, description="input", layout=widgets.Layout(width="420px"))
-        self.spectrum_plot = go.FigureWidget(render.spectrum_figure(result, 0))
-        self.vector_plot = go.FigureWidget(render.eigenvector_figure(result, 0))
-        self.contrib_plot = go.FigureWidget(render.contributions_figure(result, 0, 0))
-        self.image_plot = go.FigureWidget(render.input_image_figure(result, 0)) if result.image_shape else None
-        self.truncation_plot = go.FigureWidget(render.truncation_figure(result, 0))
+        self.spectrum_plot = figure_widget(render.spectrum_figure(result, 0))
+        self.vector_plot = figure_widget(render.eigenvector_figure(result, 0))
+        self.contrib_plot = figure_widget(render.contributions_figure(result, 0, 0))
+        self.image_plot = figure_widget(render.input_image_figure(result, 0)) if result.image_shape else None
+        self.truncation_plot = figure_widget(render.truncation_figure(result, 0))
         self.table = widgets.HTML(self._table_html(0))
         self.direction.observe(self._on_direction, names="value")
         self.input.observe(self._on_input, names="value")

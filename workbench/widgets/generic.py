@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import ipywidgets as widgets
-import plotly.graph_objects as go
 
 from ..render.page import summary_html
 from ..render.registry import figures
 from ..results import Result
+from ._figures import figure_widget
 
 
 class FiguresView(widgets.VBox):
@@ -17,5 +17,5 @@ class FiguresView(widgets.VBox):
 
     def __init__(self, result: Result, model: Any = None):
         self.result = result
-        plots = [go.FigureWidget(fig) for fig in figures(result).values()]
+        plots = [figure_widget(fig) for fig in figures(result).values()]
         super().__init__([widgets.HTML(summary_html(result)), *plots])

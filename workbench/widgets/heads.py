@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 
 import ipywidgets as widgets
-import plotly.graph_objects as go
 
 from ..render import heads as render
 from ..render.page import summary_html
-from ._figures import replace_figure
+from ._compute import ComputeStatus
+from ._figures import figure_widget, replace_figure
 
 _LABEL = re.compile(r"L(\d+)H(\d+)")
 
@@ -33,9 +33,9 @@ class HeadCompositionWidget(widgets.VBox):
         self.view = widgets.ToggleButtons(options=[("layer × layer", "layers"), ("head × head", "heads")],
                                           value="layers", description="view")
         self.pair = widgets.Dropdown(description="pair", layout=widgets.Layout(width="420px"))
-        self.heatmap = go.FigureWidget()
-        self.breakdown = go.FigureWidget()
-        self.spectra = go.FigureWidget()
+        self.heatmap = figure_widget()
+        self.breakdown = figure_widget()
+        self.spectra = figure_widget()
         self.laundry = LaundryListPanel(model, **laundry_options) if model is not None else None
         self._fill_pairs()
         self._draw_heatmap()
@@ -155,8 +155,8 @@ class LaundryListPanel(widgets.VBox):
         self.add_button = widgets.Button(description="add")
         self.suggest_button = widgets.Button(description="suggest (scan)")
         self.button = widgets.Button(description="run Laundry List", button_style="primary")
-        self.status = widgets.HTML()
-        self.curve = go.FigureWidget()
+        self.status = ComputeStatus()  # the run's / scan's progress and errors
+        self.curve = figure_widget()
         self.add_button.on_click(lambda _: self.add())
         self.suggest_button.on_click(lambda _: self.suggest())
         self.button.on_click(lambda _: self.run())
@@ -175,20 +175,26 @@ class LaundryListPanel(widgets.VBox):
     def add(self) -> None:
         self.edits.value = format_edits((*parse_edits(self.edits.value), self.intervention()))
 
+    def _controls(self) -> tuple:
+        return (self.layer, self.head, self.components, self.scale, self.edits, self.add_button, self.suggest_button,
+                self.button)
+
     def suggest(self, n: int = 5) -> None:
         keep = {k: v for k, v in self.options.items() if k in ("templates", "items", "item_prefix", "fold_norm")}
-        scan = self._scan(self.model, seed=int(self.options.get("seed", 0)) + 1, **keep)
-        self.edits.value = format_edits(scan.edits(n))
+
+        def scan() -> None:
+            found = self._scan(self.model, seed=int(self.options.get("seed", 0)) + 1, **keep)
+            self.edits.value = format_edits(found.edits(n))
+
+        self.status.run("first-order scan", scan, controls=self._controls())
 
     def run(self):
-        from ..errors import WorkbenchError
-
-        try:
+        """Run the Laundry List on the edits (or the one intervention the controls describe); None when it failed
+        (the reason is in :attr:`status`)."""
+        def laundry():
             edits = parse_edits(self.edits.value) or (self.intervention(),)
             result = self._run(self.model, interventions=edits, **self.options)
-        except WorkbenchError as exc:
-            self.status.value = f"<span style='color:#b00'>{render.plot_text(str(exc))}</span>"
-            return None
-        self.status.value = ""
-        replace_figure(self.curve, render.laundry_figure(result))
-        return result
+            replace_figure(self.curve, render.laundry_figure(result))
+            return result
+
+        return self.status.run("Laundry List", laundry, controls=self._controls())

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import ipywidgets as widgets
-import plotly.graph_objects as go
 
 from ..render import overview as render
 from ..render.page import summary_html
-from ._figures import replace_figure
+from ._figures import figure_widget, replace_figure
 
 
 class OverviewWidget(widgets.VBox):
@@ -27,8 +26,8 @@ class OverviewWidget(widgets.VBox):
         )
         self.layer = widgets.IntSlider(value=0, min=0, max=n_layers - 1, description="layer", continuous_update=False)
         self.matrices = widgets.SelectMultiple(options=result.matrices, value=tuple(result.matrices), description="matrices", rows=len(result.matrices))
-        self.metric_plot = go.FigureWidget(render.metric_figure(result, self.metric.value, highlight_layer=0))
-        self.spectrum_plot = go.FigureWidget(render.spectrum_figure(result, 0))
+        self.metric_plot = figure_widget(render.metric_figure(result, self.metric.value, highlight_layer=0))
+        self.spectrum_plot = figure_widget(render.spectrum_figure(result, 0))
         summary = widgets.HTML(summary_html(result))
         for control in (self.metric, self.layer, self.matrices):
             control.observe(self._update, names="value")

@@ -9,11 +9,11 @@ from __future__ import annotations
 import html
 
 import ipywidgets as widgets
-import plotly.graph_objects as go
 
 from ..render import super_weights as render
 from ..render.page import summary_html
-from ._figures import replace_figure
+from ._compute import ComputeStatus
+from ._figures import figure_widget, replace_figure
 
 
 class SuperWeightWidget(widgets.VBox):
@@ -31,19 +31,20 @@ class SuperWeightWidget(widgets.VBox):
         self.candidate = widgets.Dropdown(options=options or [("no candidates", -1)], value=first if first is not None else -1,
                                           description="candidate", layout=widgets.Layout(width="420px"))
         self.details = widgets.HTML()
-        self.spike_plot = go.FigureWidget(render.spikes_figure(result, highlight=first))
-        self.trace_plot = go.FigureWidget(render.trace_figure(result, first))
+        self.spike_plot = figure_widget(render.spikes_figure(result, highlight=first))
+        self.trace_plot = figure_widget(render.trace_figure(result, first))
         self.scale = widgets.SelectionSlider(options=[1.0], value=1.0, description="scale s", continuous_update=False,
                                              disabled=True)
         self.compute_button = widgets.Button(description="compute scale sweep", disabled=model is None or not result.coordinates())
-        self.quality_plot = go.FigureWidget()
-        self.tokens_plot = go.FigureWidget()
+        self.quality_plot = figure_widget()
+        self.tokens_plot = figure_widget()
         from ..analyses.super_weights.trace import TraceConfig
 
         self.trace_prompt = widgets.Text(value=TraceConfig.prompt, description="prompt", layout=widgets.Layout(width="420px"))
         self.trace_button = widgets.Button(description="trace this weight", disabled=model is None or first is None,
                                            tooltip="drivers and readers of the picked weight on the prompt (needs model=)")
         self.trace_view = TraceView()
+        self.sweep_status, self.trace_status = ComputeStatus(), ComputeStatus()  # progress and errors, in the widget
         self.candidate.observe(self._on_candidate, names="value")
         self.scale.observe(self._on_scale, names="value")
         self.compute_button.on_click(self._on_compute)
@@ -57,9 +58,11 @@ class SuperWeightWidget(widgets.VBox):
             self.candidate, self.details,
             self.trace_plot,
             widgets.HBox([self.scale] + ([] if scale is not None else [self.compute_button])),
+            self.sweep_status,
             self.quality_plot, self.tokens_plot,
             widgets.HTML("<h4>Follow the weight: what drives it, who reads it</h4>"),
             widgets.HBox([self.trace_prompt, self.trace_button]),
+            self.trace_status,
             self.trace_view,
         ])
 
@@ -93,9 +96,12 @@ class SuperWeightWidget(widgets.VBox):
     def _on_compute(self, _button=None) -> None:
         from ..analyses.super_weights.api import scale_super_weights
 
-        self.compute_button.description = "computing..."
-        self._use_scale(scale_super_weights(self.model, weights=self.result.coordinates()))  # cached per model and weights
-        self.compute_button.description = "computed"
+        def sweep():  # cached per model and weights
+            self._use_scale(scale_super_weights(self.model, weights=self.result.coordinates()))
+
+        self.sweep_status.run("scale sweep", sweep, button=self.compute_button)
+        if self.sweep_status.failed is None:  # done for good: the slider has the sweep now
+            self.compute_button.disabled, self.compute_button.description = True, "computed"
 
     def _on_scale(self, _change=None) -> None:
         if self.scale_result is None:
@@ -108,14 +114,11 @@ class SuperWeightWidget(widgets.VBox):
         from ..analyses.super_weights.api import trace_super_weight
 
         row = self.result.candidates.iloc[self.candidate.value]
-        self.trace_button.description = "tracing..."
-        try:
-            weight = (int(row["layer"]), int(row["row"]), int(row["col"]))
-            self.trace_view.show(trace_super_weight(self.model, weight=weight, prompt=self.trace_prompt.value))
-        except Exception as err:  # shown in the widget: a bad prompt must not break the explorer
-            self.trace_view.error(err)
-        finally:
-            self.trace_button.description = "trace this weight"
+        weight = (int(row["layer"]), int(row["row"]), int(row["col"]))
+        self.trace_status.run(  # a bad prompt is shown here and the controls come back
+            f"tracing layer {weight[0]} [{weight[1]}, {weight[2]}]",
+            lambda: self.trace_view.show(trace_super_weight(self.model, weight=weight, prompt=self.trace_prompt.value)),
+            controls=(self.candidate, self.trace_prompt), button=self.trace_button, busy="tracing...")
 
 
 class TraceView(widgets.VBox):
@@ -125,7 +128,7 @@ class TraceView(widgets.VBox):
 
     def __init__(self, result=None, model=None):
         self.text = widgets.HTML()
-        self.plots = {name: go.FigureWidget() for name in ("tokens", "drivers", "readers")}
+        self.plots = {name: figure_widget() for name in ("tokens", "drivers", "readers")}
         super().__init__([self.text, *self.plots.values()])
         if result is not None:
             self.show(result)
@@ -135,5 +138,3 @@ class TraceView(widgets.VBox):
         for name, fig in result.figures().items():
             replace_figure(self.plots[name], fig)
 
-    def error(self, err: Exception) -> None:
-        self.text.value = f"<p style='color:#b00'>{html.escape(str(err))}</p>"

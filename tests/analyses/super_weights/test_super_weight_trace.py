@@ -95,8 +95,9 @@ def test_trace_defaults_errors_and_views(tiny_llama):
     explorer._on_trace()
     assert len(explorer.trace_view.plots["readers"].data) == 1 and "down_proj" in explorer.trace_view.text.value
     explorer.trace_prompt.value = ""
-    explorer._on_trace()  # a bad prompt is reported in the view, not raised
-    assert "non-empty" in explorer.trace_view.text.value
+    explorer._on_trace()  # a bad prompt is reported in the explorer, not raised, and its controls come back
+    assert "non-empty" in explorer.trace_status.value and "down_proj" in explorer.trace_view.text.value
+    assert not explorer.trace_button.disabled and explorer.trace_button.description == "trace this weight"
 
 
 @pytest.mark.real

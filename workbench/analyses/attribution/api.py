@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from ...engine.registry import get_analysis
 from ...engine.runner import make_config, run_analysis
+from ...errors import InputError
 from .baselines import AttributeConfig
+from .chat import as_messages
 from .common import as_target
 from .compare import CompareConfig, ComparisonResult
 from .reagent import ReagentConfig, ReagentResult
@@ -25,6 +27,16 @@ def _target_as_stored(options: dict) -> dict:
     if "target" in options:
         options["target"] = as_target(options["target"])
     return options
+
+
+def _chat_as_stored(options: dict) -> dict:
+    """``messages=`` ({"role", "content"} dicts) as the config stores them: (role, content) pairs, which key the
+    cache; the prompt is then the rendered chat, so a prompt given too is refused."""
+    if options.get("messages") is None:
+        return options
+    if options.get("prompt"):
+        raise InputError("give prompt= or messages=, not both")
+    return {**options, "messages": as_messages(options["messages"]), "prompt": ""}
 
 
 def _one_or_many(options: dict) -> dict:
@@ -45,15 +57,18 @@ def _with_mlm(name: str, model, config, mlm: MaskedLM, options: dict):
 def reagent(model, *, config: ReagentConfig | None = None, cache=True, mlm: MaskedLM | None = None,
             **options) -> ReagentResult:
     """ReAGent attribution of ``target=`` (text or a token id; default: each of ``max_new_tokens`` greedily
-    generated tokens) to the tokens of ``prompt=``.
+    generated tokens) to the tokens of ``prompt=``, or of ``messages=``: a chat (``[{"role": "user", "content":
+    "..."}]``) rendered with the tokenizer's chat template, the assistant's turn opened, where only the messages'
+    own tokens are attributed (the template's are context, like BOS).
 
     Options: see :class:`~workbench.analyses.attribution.reagent.ReagentConfig` (``n_probes``,
     ``max_steps``, ``keep_top_n``, ``stop_top_k``, ``replacing_ratio``, ``replacer``, ``seed``...).
     ``mlm``: a loaded :class:`MaskedLM` for ``replacer="mlm"`` (not cached; or give ``mlm_path`` to cache).
 
     >>> attr = wb.reagent(model, prompt="The capital of France is", target=" Paris")
+    >>> chat = wb.reagent(model, messages=[{"role": "user", "content": "What is the capital of France?"}])
     """
-    options = _target_as_stored(options)
+    options = _chat_as_stored(_target_as_stored(options))
     if mlm is not None:
         return _with_mlm("reagent", model, config, mlm, options)
     return run_analysis("reagent", model, config, cache=cache, **options)  # type: ignore[return-value]
@@ -65,11 +80,13 @@ def attribute(model, *, method: str | None = None, config: AttributeConfig | Rea
     ``"reagent"`` (default, :func:`reagent`) or one of ``gradient_norm``, ``input_x_gradient``,
     ``integrated_gradients``, ``attention_last``, ``attention_mean``, ``attention_rollout``, ``occlusion``
     (the ``attribution`` analysis; options: :class:`~workbench.analyses.attribution.baselines.AttributeConfig`).
+    ``messages=`` instead of ``prompt=``: a chat, as in :func:`reagent`.
     """
     method = method or (config.method if isinstance(config, AttributeConfig) else "reagent")
     if method == "reagent":
         return reagent(model, config=config, cache=cache, **options)  # type: ignore[arg-type]
-    result = run_analysis("attribution", model, config, cache=cache, method=method, **_target_as_stored(options))
+    result = run_analysis("attribution", model, config, cache=cache, method=method,
+                          **_chat_as_stored(_target_as_stored(options)))
     return result  # type: ignore[return-value]
 
 

@@ -28,6 +28,7 @@ from torch import Tensor
 from ...engine.registry import Analysis
 from ...errors import InputError
 from ...models import hook_names as hn
+from .chat import Messages
 from .common import Sequence, embed, prepare
 from .result import AttributionResult, attribution_result, target_probabilities
 from ...models.contract import HookedSource
@@ -52,6 +53,7 @@ class AttributeConfig(BaselineParams):
     target: str | int | None = None  # a token (or text: each token in turn) to attribute; None: generate
     max_new_tokens: int = 3
     prepend_bos: bool | None = None
+    messages: Messages | None = None  # a chat instead of prompt: (role, content) pairs, see chat.py
 
 
 def _mask_outside(seq: Sequence, scores: Float[Tensor, "target pos"]) -> Tensor:
@@ -267,7 +269,8 @@ class BaselineResult(AttributionResult):
 
 def compute_attribution(model: HookedSource, config: AttributeConfig) -> BaselineResult:
     model.require_finite_weights()
-    seq = prepare(model, config.prompt, config.target, max_new_tokens=config.max_new_tokens, prepend_bos=config.prepend_bos)
+    seq = prepare(model, config.prompt, config.target, max_new_tokens=config.max_new_tokens, prepend_bos=config.prepend_bos,
+                  messages=config.messages)
     tensors = {"importance": baseline_importance(model, seq, config.method, config),
                "target_probability": target_probabilities(model, seq)}
     return attribution_result(BaselineResult, model, config, seq, config.method, tensors)

@@ -3,7 +3,8 @@
 A *sequence* is the prompt's ids followed by the target tokens. Target ``j`` is the
 token at position ``n_prompt + j`` and its context is everything before it; with a
 generated continuation every generated token is attributed to all tokens before it
-(prompt and earlier generated tokens). Special tokens (BOS, ...) are never attributed.
+(prompt and earlier generated tokens). Special tokens (BOS, ...) are never attributed, nor, in a chat
+prompt (``messages=``), the chat template's own tokens (:mod:`.chat`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ...errors import InputError
+from .chat import Messages, chat_tokens
 from .replacers import special_ids
 
 
@@ -27,7 +29,8 @@ class Sequence:
     ids: Int[Tensor, "pos"]
     n_prompt: int
     generated: bool  # targets came from greedy generation (else: given by the user)
-    attributable: Bool[Tensor, "pos"] = field(repr=False)  # False for special tokens
+    attributable: Bool[Tensor, "pos"] = field(repr=False)  # False for special tokens and a chat template's
+    text: str | None = None  # the prompt as the model reads it, when it is not the config's prompt (a rendered chat)
 
     @property
     def n_targets(self) -> int:
@@ -76,13 +79,27 @@ def _target_ids(model, target) -> list[int]:
     return ids
 
 
-@torch.no_grad()
-def prepare(model, prompt: str, target=None, *, max_new_tokens: int = 3, prepend_bos: bool | None = None) -> Sequence:
-    """Tokenize ``prompt`` and append the targets: ``target`` (text, possibly several tokens,
-    or an id) or, when None, ``max_new_tokens`` greedily generated tokens."""
+def _prompt_ids(model, prompt: str, prepend_bos: bool | None, messages: Messages | None):
+    """(ids, which ids may be attributed or None for all but special tokens, the text read when it is a chat)."""
+    if messages:
+        ids, content, text = chat_tokens(model, messages)
+        model._check_length(len(ids))
+        return (torch.tensor(ids, dtype=torch.long, device=model.device),
+                torch.tensor(content, dtype=torch.bool, device=model.device), text)
     if isinstance(prompt, str) and not prompt.strip():
         raise InputError("the prompt is empty: give at least one word to attribute to")
-    ids = model.to_tokens(prompt, prepend_bos=prepend_bos)[0]  # raises on empty / over-long prompts
+    return model.to_tokens(prompt, prepend_bos=prepend_bos)[0], None, None  # raises on empty / over-long prompts
+
+
+@torch.no_grad()
+def prepare(model, prompt: str, target=None, *, max_new_tokens: int = 3, prepend_bos: bool | None = None,
+            messages: Messages | None = None) -> Sequence:
+    """Tokenize ``prompt`` and append the targets: ``target`` (text, possibly several tokens,
+    or an id) or, when None, ``max_new_tokens`` greedily generated tokens.
+
+    ``messages`` ((role, content) pairs) replace ``prompt``: rendered by the chat template with the assistant's
+    turn opened; only the tokens of the messages' contents are attributable (``prepend_bos`` is the template's)."""
+    ids, content, text = _prompt_ids(model, prompt, prepend_bos, messages)
     n_prompt = len(ids)
     if target is not None:
         new = torch.tensor(_target_ids(model, target), device=ids.device)
@@ -95,9 +112,13 @@ def prepare(model, prompt: str, target=None, *, max_new_tokens: int = 3, prepend
     model._check_length(len(full) - 1)  # the last target is predicted, never fed
     special = torch.tensor(special_ids(model.tokenizer), dtype=torch.long, device=full.device)
     attributable = ~torch.isin(full, special)
+    if content is not None:
+        attributable[:n_prompt] &= content
+        if not attributable[:n_prompt].any():
+            raise InputError("the messages hold no text of their own; there is nothing to attribute to")
     if not attributable[:n_prompt].any():
         raise InputError("the prompt holds only special tokens; there is nothing to attribute to")
-    return Sequence(full, n_prompt, target is None, attributable)
+    return Sequence(full, n_prompt, target is None, attributable, text)
 
 
 def greedy(model, ids: Int[Tensor, "pos"], n: int) -> Int[Tensor, "n"]:

@@ -62,6 +62,7 @@ from ...engine.registry import Analysis
 from ...errors import InputError
 from ...types import ProbeImportance, ProbeSteps, ProbeStopped
 from . import draws
+from .chat import Messages
 from .common import Sequence, last_logits, prepare
 from .replacers import REPLACERS, MaskedLM, Sampler, build_sampler
 from .result import AttributionResult, attribution_result
@@ -104,6 +105,7 @@ class ReagentConfig(ReagentParams):
     target: str | int | None = None  # a token (or text: each token in turn) to attribute; None: generate
     max_new_tokens: int = 1  # generated tokens attributed when target is None (greedy)
     prepend_bos: bool | None = None  # None: the model's default (TransformerLens')
+    messages: Messages | None = None  # a chat instead of prompt: (role, content) pairs, see chat.py
 
 
 def check_params(p: ReagentParams) -> None:
@@ -363,7 +365,8 @@ def warn_if_costly(model, seq, config: ReagentConfig) -> float:
 def compute_reagent(model: HookedSource, config: ReagentConfig, mlm: MaskedLM | None = None) -> AttributionResult:
     model.require_finite_weights()
     check_params(config)
-    seq = prepare(model, config.prompt, config.target, max_new_tokens=config.max_new_tokens, prepend_bos=config.prepend_bos)
+    seq = prepare(model, config.prompt, config.target, max_new_tokens=config.max_new_tokens, prepend_bos=config.prepend_bos,
+                  messages=config.messages)
     warn_if_costly(model, seq, config)
     tensors = reagent_sequence(model, seq, config, mlm)
     dtype = probe_dtype(model, config) or str(model.dtype).removeprefix("torch.")

@@ -18,7 +18,8 @@ class AttributionResult(Result):
     Tensors: ``importance`` [target, pos] (NaN outside the target's context and at special
     tokens). Tables: ``attribution`` (one row per target x context token, ``rank`` 1 = most
     important) and ``targets`` (one row per target). ``meta``: ``tokens`` (every token of the
-    sequence as text), ``ids``, ``n_prompt``, ``method``, ``prompt``, ``generated``.
+    sequence as text), ``ids``, ``n_prompt``, ``method``, ``prompt`` (for a chat, as the template rendered it; the
+    messages are in the config), ``generated``.
     """
 
     analysis = ""
@@ -46,6 +47,12 @@ class AttributionResult(Result):
     @property
     def prompt(self) -> str:
         return str(self.meta["prompt"])
+
+    @property
+    def messages(self) -> list[dict[str, str]] | None:
+        """The chat messages attributed (``messages=``), or None for a plain prompt."""
+        pairs = getattr(self.config, "messages", None)
+        return [{"role": role, "content": content} for role, content in pairs] if pairs else None
 
     @property
     def generated(self) -> bool:
@@ -85,6 +92,7 @@ class AttributionResult(Result):
         return [
             ("model", self.model_id),
             ("method", self.method),
+            *([("messages", "; ".join(f"{m['role']}: {m['content']!r}" for m in self.messages))] if self.messages else []),
             ("prompt", self.prompt),
             ("targets", f"{len(targets)} ({'generated' if self.generated else 'given'})"),
             ("most important token per target", shown),
@@ -128,7 +136,7 @@ def attribution_result(cls, model, config, seq, method: str, tensors: dict[str, 
         targets["steps_mean"] = tensors["probe_steps"].float().mean(1).numpy()
         targets["probes_stopped"] = tensors["probe_stopped"].sum(1).numpy()
     meta = {"tokens": tokens, "ids": ids, "n_prompt": seq.n_prompt, "method": method,
-            "prompt": config.prompt, "generated": seq.generated, **(extra_meta or {})}
+            "prompt": config.prompt if seq.text is None else seq.text, "generated": seq.generated, **(extra_meta or {})}
     return cls(config=config, model_id=model.name, fingerprint=model.fingerprint(),
                tensors={k: v.cpu() for k, v in tensors.items()}, tables=tables, meta=meta)
 

@@ -6,6 +6,7 @@ import contextlib
 import io
 import logging
 import os
+from typing import Any
 
 import torch
 
@@ -177,10 +178,12 @@ def _in_memory(hf_model, tokenizer, *, device, dtype: torch.dtype | None) -> Hoo
     if tokenizer is None:
         raise ModelLoadError(f"a {type(hf_model).__name__} in memory has no tokenizer of its own: pass tokenizer=, "
                              "e.g. wb.load_model(model, tokenizer=AutoTokenizer.from_pretrained(...))")
+    placed: Any = hf_model  # transformers types .to() through a decorator mypy cannot call
     if device is not None:
-        hf_model = hf_model.to(check_device(device))
+        placed = placed.to(check_device(device))
     if dtype is not None:
-        hf_model = hf_model.to(dtype)
+        placed = placed.to(dtype)
+    hf_model = placed
     name = str(getattr(hf_model.config, "_name_or_path", "") or type(hf_model).__name__)
     if os.path.isdir(name):  # a model read from a folder is named by the folder, as wb.load_model(folder) names it
         name = os.path.basename(os.path.normpath(name))

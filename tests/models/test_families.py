@@ -110,6 +110,7 @@ def _broken(model, **facts):
     ("granite", dict(residual_multiplier=1.0), "attn_write"),  # a residual multiplier ignored
     ("phi", dict(parallel_blocks=False, shared_input_norm=False), "mlp_read"),  # a parallel block read as sequential
     ("gemma", dict(gain_offset=0.0), "mlp_read"),  # the MLP's norm: 1 + w read as w
+    ("bloom", dict(act_fn="relu"), "mlp_in"),  # a wrong activation (BLOOM's config names none)
 ])
 def test_self_check_notices_a_wrong_fact(family, facts, identity, folders):
     """Negative controls: each fact a table could get wrong makes the identity that depends on it fail, and an

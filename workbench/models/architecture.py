@@ -36,7 +36,8 @@ _FAMILIES: dict[str, dict] = {
     "gemma3_text": {"gain_offset": 1.0, "embed_scale": "sqrt", "qk_norm": "head"},
     "olmo": {"norm": "nonparametric"},
     "olmo2": {"qk_norm": "full"},
-    "gpt2": {}, "gpt_neox": {}, "gptj": {}, "opt": {}, "falcon": {}, "stablelm": {}, "bloom": {}, "phi": {},
+    "gpt2": {}, "gpt_neox": {}, "gptj": {}, "opt": {}, "falcon": {}, "stablelm": {}, "phi": {},
+    "bloom": {"act_fn": "gelu_pytorch_tanh"},  # its config names no activation; the bridge's default is wrong
     # measured first, then written down once the family's tests verified them
     "olmo3": {"qk_norm": "full"}, "olmoe": {"qk_norm": "full"}, "qwen3_moe": {"qk_norm": "head"}, "smollm3": {},
     "gpt_neo": {}, "starcoder2": {}, "llama4_text": {},
@@ -425,7 +426,8 @@ def _facts(config, family: str, structure: dict) -> Architecture:
         residual_multiplier=float(_first(config, "residual_multiplier", default=1.0)),
         residual_from_norm=bool(getattr(config, "apply_residual_connection_post_layernorm", False)),
         mlp=mlp,
-        act_fn=str(_first(config, "hidden_act", "activation_function", "activation", default=structure["default_act"])),
+        act_fn=str(table.get("act_fn") or _first(config, "hidden_act", "activation_function", "activation",
+                                                 default=structure["default_act"])),
         n_experts=n_experts,
         experts_per_token=int(_first(config, "num_experts_per_tok", default=0) or 0),
         shared_expert=bool(_first(config, "shared_expert_intermediate_size", default=0)),

@@ -18,6 +18,8 @@ activations of the model itself:
 - ``attn_write``: the effective W_O reproduces the attention's measured write;
 - ``mlp_read``: the MLP's input is the norm (kind, gain, offset) of the stream it reads: after the attention,
   or the block's input in parallel blocks;
+- ``mlp_in``: W_in (and W_gate) through the family's activation reproduce the MLP's measured hidden activation
+  from its measured input (dense MLPs; a fused or misread projection fails it);
 - ``mlp_write``: the MLP's hidden activation through W_out reproduces its measured write (dense MLPs);
 - ``experts``: the experts' writes sum to the mixture-of-experts write.
 
@@ -53,6 +55,7 @@ IDENTITIES: dict[str, str] = {
     "pattern": "the hooked attention pattern is the one applied to the values",
     "attn_write": "the effective W_O reproduces the measured attention write",
     "mlp_read": "the MLP reads the normed stream the facts say (after attention, or beside it in parallel blocks)",
+    "mlp_in": "W_in, W_gate and the activation reproduce the MLP's measured hidden activation",
     "mlp_write": "W_out reproduces the measured MLP write",
     "experts": "the experts' writes sum to the mixture-of-experts write",
     "uniform_attention": "every layer has softmax attention heads of one shape (what stacked head weights need)",
@@ -219,7 +222,8 @@ def run_self_check(model) -> SelfCheck:
     if mlps:
         found.update(_over_layers({"mlp_read": lambda l: _mlp_read(model, acts, l)}, mlps, tol))
     if dense:
-        found.update(_over_layers({"mlp_write": lambda l: _mlp_write(model, acts, l)}, dense, tol))
+        found.update(_over_layers({"mlp_in": lambda l: _mlp_in(model, acts, l),
+                                   "mlp_write": lambda l: _mlp_write(model, acts, l)}, dense, tol))
     if moe:
         found.update(_over_layers({"experts": lambda l: _experts(model, acts, l)}, moe, tol))
     return SelfCheck(found, time.perf_counter() - start)
@@ -418,6 +422,13 @@ def _mlp_read(model, acts, l: int) -> float:
     if bias is not None:
         expected = expected + bias.float()
     return _rel(expected, acts[hn.mlp_in(l)])
+
+
+def _mlp_in(model, acts, l: int) -> float:
+    x, mlp = acts[hn.mlp_in(l)], model.mlp_weights(l)
+    up = x @ mlp.W_in.float() + (mlp.b_in.float() if mlp.b_in is not None else 0)
+    hidden = model.mlp_activation(up) if mlp.W_gate is None else model.mlp_activation(x @ mlp.W_gate.float()) * up
+    return _rel(hidden, acts[hn.mlp_post(l)])
 
 
 def _mlp_write(model, acts, l: int) -> float:

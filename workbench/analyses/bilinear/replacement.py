@@ -385,6 +385,6 @@ ANALYSIS = Analysis(
     config_cls=ReplacementConfig,
     result_cls=BilinearReplacementResult,
     compute=compute_replacement,
-    needs=("residual", "mlp_read", "mlp_write"),
+    needs=("residual", "mlp_read", "mlp_in", "mlp_write"),
     prepare=with_direction_vectors,
 )

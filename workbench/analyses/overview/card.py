@@ -203,5 +203,5 @@ ANALYSIS = Analysis(
     config_cls=OverviewConfig,
     result_cls=OverviewResult,
     compute=compute_overview,
-    needs=("qkv", "values_mixed", "attn_write", "mlp_write", "experts", "uniform_attention"),
+    needs=("qkv", "values_mixed", "attn_write", "mlp_in", "mlp_write", "experts", "uniform_attention"),
 )

@@ -345,7 +345,7 @@ ANALYSIS = Analysis(
     config_cls=TraceConfig,
     result_cls=TraceResult,
     compute=compute,
-    needs=("residual", "head_writes", "pattern", "mlp_read", "mlp_write", "experts", "uniform_attention"),
+    needs=("residual", "head_writes", "pattern", "mlp_read", "mlp_in", "mlp_write", "experts", "uniform_attention"),
     in_report=True,  # the strongest super weight on the default prompt: under a second once detection is cached
     prepare=prepare,
 )

@@ -17,10 +17,10 @@ self-check (:mod:`workbench.models.selfcheck`): an analysis whose identity fails
 from __future__ import annotations
 
 import math
-
-import torch
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
+
+import torch
 
 if TYPE_CHECKING:
     from .selfcheck import SelfCheck
@@ -116,12 +116,6 @@ class Architecture:
         """Layers whose MLP is a mixture of experts."""
         return [l for l, f in enumerate(self.layers) if f.mlp == "moe"]
 
-    @property
-    def uniform(self) -> bool:
-        """Every layer has softmax attention of one head shape and one MLP kind (what stacked weights need)."""
-        shapes = {(f.n_heads, f.n_kv_heads, f.d_head, f.attention, f.mlp) for f in self.layers}
-        return len(shapes) <= 1
-
     def describe(self, *, checks: bool = True) -> list[tuple[str, str]]:
         """Human-readable lines for tables and reports: the facts, which were measured, and (``checks``) the
         outcome of each identity of the load-time self-check."""
@@ -134,7 +128,7 @@ class Architecture:
                                         (f"{a.qk_norm} q/k norm", a.qk_norm),
                                         ("sliding window", any(w is not None for w in a.sliding_window))) if on]
         return [
-            ("family", self.family + ("" if self.known else " (not in the workbench's table: facts inferred)")),
+            ("family", self.family + ("" if self.known else " (not in the workbench's table: facts measured, see below)")),
             ("block", "parallel attention + MLP" if self.parallel_blocks else "sequential attention -> MLP"),
             ("norms", f"{norms}, {self.norm}" + (", gain 1 + w" if self.gain_offset else "")),
             ("MLP", f"{mlp}, {self.act_fn}"),
@@ -158,10 +152,13 @@ class Architecture:
             groups.setdefault(text, []).append(l)
         if len(groups) <= 1:
             return []
-        return [(f"layers {_span(ls)}", text) for text, ls in groups.items()]
+        return [(f"layers {layer_span(ls)}", text) for text, ls in groups.items()]
 
 
-def _span(layers: list[int]) -> str:
+def layer_span(layers: list[int] | tuple[int, ...]) -> str:
+    """Layer indices as runs: ``0-3,5,7-9``."""
+    if not layers:
+        return "none"
     runs, start = [], layers[0]
     for i, a in enumerate(layers):
         if i + 1 == len(layers) or layers[i + 1] != a + 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import signal
 import threading
@@ -19,11 +20,11 @@ from ..errors import InputError, UnsupportedModelError
 from . import weights as W
 from . import writes
 from .architecture import Architecture, architecture_of
+from .base import ModelBase
 from .fingerprint import sample_digest, scan_weights
 from .info import ModelInfo
 from .offload import Offload, is_offloaded
 from .selfcheck import self_check
-from .base import ModelBase
 from .tokens import Inputs
 
 HookFn = Callable[..., Tensor | None]
@@ -59,7 +60,7 @@ class HookedModel(ModelBase):
         see later tokens), or one with neither attention heads nor MLPs (a pure state-space model)."""
         checks = self.arch.checks
         causal = checks.identities.get("causal") if checks is not None else None
-        if causal is not None and not causal.passed:
+        if causal is not None and causal.error is not None and math.isfinite(causal.error) and not causal.passed:
             raise UnsupportedModelError(
                 f"{self.name} is not a causal language model: changing the last token moved earlier logits (error "
                 f"{causal.error}), as in an encoder such as BERT; the workbench analyses decoder-only models")
@@ -75,6 +76,8 @@ class HookedModel(ModelBase):
         checks = self.arch.checks
         if checks is None:
             raise UnsupportedModelError(f"{self.name} was not self-checked; load it with wb.load_model")
+        if any(i.error is not None and not math.isfinite(i.error) for i in checks.identities.values()):
+            self.require_finite_weights()  # NaN weights make every identity NaN: say what is really wrong
         checks.require(tuple(needs), self.name, what)
 
     # ------------------------------------------------------------------ facts

@@ -89,9 +89,9 @@ def _quiet_bridge():
 
 
 def load_model(
-    source=None,
+    source: str | os.PathLike | Any = None,
     *,
-    tokenizer=None,
+    tokenizer: Any = None,
     revision: str | None = None,
     trust_remote_code: bool = False,
     device: str | torch.device | None = None,

@@ -43,6 +43,7 @@ from torch import Tensor
 
 from ..errors import UnsupportedModelError
 from . import hook_names as hn
+from .architecture import layer_span
 from .weights import AttentionWeights
 
 IDENTITIES: dict[str, str] = {
@@ -89,7 +90,7 @@ class Identity:
             return f"not checked: {self.problem}"
         where = f" (worst at layer {self.worst_layer})" if self.worst_layer is not None else ""
         verdict = "passed" if self.passed else "FAILED"
-        layers = f", layers {_span(self.layers)}" if self.layers else ""
+        layers = f", layers {layer_span(self.layers)}" if self.layers else ""
         return f"{verdict}: error {self.error:.1e}{where}, tolerance {self.tolerance:.0e}{layers}"
 
 
@@ -115,14 +116,6 @@ class SelfCheck:
     def describe(self) -> list[tuple[str, str]]:
         how = "read back (checked at an earlier load)" if self.cached else f"on one short prompt, {self.seconds:.2f} s"
         return [("self-check", how)] + [(f"check: {name}", found.describe()) for name, found in self.identities.items()]
-
-
-def _span(layers: tuple[int, ...]) -> str:
-    if not layers:
-        return "none"
-    if list(layers) == list(range(layers[0], layers[-1] + 1)):
-        return f"{layers[0]}-{layers[-1]}" if len(layers) > 1 else str(layers[0])
-    return ",".join(map(str, layers))
 
 
 def _rel(a: Tensor, b: Tensor) -> float:
@@ -255,7 +248,7 @@ def _uniform(arch, tol: float) -> Identity:
     if others:
         kinds = sorted({arch.layers[l].kind for l in others})
         return Identity("uniform_attention", None, (), None, tol,
-                        f"layers {_span(tuple(others))} are {' / '.join(kinds)}, with no attention heads")
+                        f"layers {layer_span(tuple(others))} are {' / '.join(kinds)}, with no attention heads")
     shapes = {(f.n_heads, f.n_kv_heads, f.d_head) for f in arch.layers}
     if len(shapes) > 1:
         sizes = ", ".join(f"{h}/{k} heads of {d}" for h, k, d in sorted(shapes))

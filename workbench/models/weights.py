@@ -101,10 +101,16 @@ def attention_weights(bridge, layer: int) -> AttentionWeights:
 
 def mlp_weights(bridge, layer: int, gated: bool) -> MLPWeights:
     mlp = bridge.blocks[layer].mlp
+    W_in = _required(_get(mlp, "W_in"), "MLP W_in", bridge)
+    W_out = _required(_get(mlp, "W_out"), "MLP W_out", bridge)
+    if W_in.shape[-1] != W_out.shape[0]:  # e.g. gate and up fused in one projection the bridge does not split
+        raise UnsupportedModelError(
+            f"layer {layer}'s MLP input projection ({tuple(W_in.shape)}) does not match its output projection "
+            f"({tuple(W_out.shape)}): a fused projection the workbench cannot split; use wb.reagent instead")
     return MLPWeights(
-        W_in=_required(_get(mlp, "W_in"), "MLP W_in", bridge),
+        W_in=W_in,
         W_gate=_required(_get(mlp, "W_gate"), "MLP W_gate", bridge) if gated else None,
-        W_out=_required(_get(mlp, "W_out"), "MLP W_out", bridge),
+        W_out=W_out,
         b_in=_get(mlp, "b_in"),
         b_out=_get(mlp, "b_out"),
     )

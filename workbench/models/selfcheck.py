@@ -19,7 +19,8 @@ activations of the model itself:
 - ``mlp_read``: the MLP's input is the norm (kind, gain, offset) of the stream it reads: after the attention,
   or the block's input in parallel blocks;
 - ``mlp_in``: W_in (and W_gate) through the family's activation reproduce the MLP's measured hidden activation
-  from its measured input (dense MLPs; a fused or misread projection fails it);
+  from its measured input (dense MLPs; a fused or misread projection fails it); this and ``mlp_write`` compare
+  up to 512 channels spread over the width, so a big model's MLP is not copied whole;
 - ``mlp_write``: the MLP's hidden activation through W_out reproduces its measured write (dense MLPs);
 - ``experts``: the experts' writes sum to the mixture-of-experts write.
 
@@ -417,17 +418,26 @@ def _mlp_read(model, acts, l: int) -> float:
     return _rel(expected, acts[hn.mlp_in(l)])
 
 
+def _spread(n: int, most: int = 512) -> Tensor:
+    """Up to ``most`` channel indices spread evenly over ``n``: a wrong fact (an activation, a fused projection, a
+    gain) moves every channel, so a spread sample shows it without copying a big model's whole MLP to float32."""
+    return torch.linspace(0, n - 1, min(n, most)).round().long().unique()
+
+
 def _mlp_in(model, acts, l: int) -> float:
     x, mlp = acts[hn.mlp_in(l)], model.mlp_weights(l)
-    up = x @ mlp.W_in.float() + (mlp.b_in.float() if mlp.b_in is not None else 0)
-    hidden = model.mlp_activation(up) if mlp.W_gate is None else model.mlp_activation(x @ mlp.W_gate.float()) * up
-    return _rel(hidden, acts[hn.mlp_post(l)])
+    cols = _spread(mlp.W_in.shape[-1]).to(mlp.W_in.device)
+    up = x @ mlp.W_in[:, cols].float() + (mlp.b_in[cols].float() if mlp.b_in is not None else 0)
+    hidden = model.mlp_activation(up) if mlp.W_gate is None else \
+        model.mlp_activation(x @ mlp.W_gate[:, cols].float()) * up
+    return _rel(hidden, acts[hn.mlp_post(l)][..., cols.to(x.device)])
 
 
 def _mlp_write(model, acts, l: int) -> float:
     mlp = model.mlp_weights(l)
-    own = acts[hn.mlp_post(l)] @ mlp.W_out.float() + (mlp.b_out.float() if mlp.b_out is not None else 0)
-    return _rel(own, acts[model.own_output_name(l, "mlp")])
+    cols = _spread(mlp.W_out.shape[-1]).to(mlp.W_out.device)
+    own = acts[hn.mlp_post(l)] @ mlp.W_out[:, cols].float() + (mlp.b_out[cols].float() if mlp.b_out is not None else 0)
+    return _rel(own, acts[model.own_output_name(l, "mlp")][..., cols.to(own.device)])
 
 
 def _experts(model, acts, l: int) -> float:

@@ -44,8 +44,8 @@ from torch import Tensor
 
 from ..errors import UnsupportedModelError
 from . import hook_names as hn
+from . import identities as measure
 from .architecture import layer_span
-from .weights import AttentionWeights
 
 IDENTITIES: dict[str, str] = {
     "causal": "each position's logits depend on that position and earlier ones only",
@@ -119,11 +119,6 @@ class SelfCheck:
         return [("self-check", how)] + [(f"check: {name}", found.describe()) for name, found in self.identities.items()]
 
 
-def _rel(a: Tensor, b: Tensor) -> float:
-    a, b = a.double(), b.double()
-    return float((a - b).norm() / b.norm().clamp_min(1e-30))
-
-
 def self_check(model) -> SelfCheck:
     """The self-check of ``model``: read back when this exact model (the fingerprint of its weights and config)
     was checked before with the same facts and the same checking code (workbench, torch and transformers
@@ -176,8 +171,8 @@ def run_self_check(model) -> SelfCheck:
     for l in layers:  # a hook the bridge lacks leaves the identities that need it unchecked, hence failed
         wanted = (hn.resid_pre(l), hn.resid_mid(l), hn.resid_post(l), hn.attn_out(l), hn.mlp_out(l), hn.mlp_in(l),
                   hn.mlp_post(l), hn.attn_q(l), hn.attn_k(l), hn.attn_v(l), hn.attn_z(l), hn.attn_pattern(l),
-                  hn.attn_q(l, rotated=True), hn.attn_k(l, rotated=True), _normed(l, "q"), _normed(l, "k"),
-                  _own(model, l, "attn"), _own(model, l, "mlp"))
+                  hn.attn_q(l, rotated=True), hn.attn_k(l, rotated=True), measure.normed(l, "q"), measure.normed(l, "k"),
+                  measure.own(model, l, "attn"), measure.own(model, l, "mlp"))
         names |= {n for n in wanted if n is not None and n in model._hook_names}
     store: dict[str, Tensor] = {}
 
@@ -196,17 +191,17 @@ def run_self_check(model) -> SelfCheck:
 
     # every identity is present unless the model has no layer of its kind (dense vs experts): absent = not needed
     found: dict[str, Identity] = {
-        "causal": Identity("causal", _rel(other[:-1], own[:-1]), (), None, tol),
-        "logits": Identity("logits", _rel(hooked[0], own), (), None, tol),
+        "causal": Identity("causal", measure.rel(other[:-1], own[:-1]), (), None, tol),
+        "logits": Identity("logits", measure.rel(hooked[0], own), (), None, tol),
     }
-    reads = _Reads(model)
+    reads = measure.Reads(model)
     checks: dict[str, Callable[[int], float]] = {
-        "residual": lambda l: _residual(model, acts, l),
-        "head_writes": lambda l: _head_writes(model, acts, l),
-        "qkv": lambda l: _qkv(model, reads, acts, l),
-        "attn_write": lambda l: _attn_write(model, reads, acts, l),
-        "values_mixed": lambda l: _values_mixed(reads, acts, l),
-        "pattern": lambda l: _pattern(reads, acts, l),
+        "residual": lambda l: measure.residual(model, acts, l),
+        "head_writes": lambda l: measure.head_writes(model, acts, l),
+        "qkv": lambda l: measure.qkv(model, reads, acts, l),
+        "attn_write": lambda l: measure.attn_write(model, reads, acts, l),
+        "values_mixed": lambda l: measure.values_mixed(reads, acts, l),
+        "pattern": lambda l: measure.pattern(reads, acts, l),
     }
     found.update(_over_layers(checks, attention, tol))
     found["uniform_attention"] = _uniform(model.arch, tol)
@@ -214,33 +209,13 @@ def run_self_check(model) -> SelfCheck:
     moe = [l for l in layers if model.arch.layers[l].mlp == "moe"]
     mlps = [l for l in layers if model.arch.layers[l].mlp != "none"]
     if mlps:
-        found.update(_over_layers({"mlp_read": lambda l: _mlp_read(model, acts, l)}, mlps, tol))
+        found.update(_over_layers({"mlp_read": lambda l: measure.mlp_read(model, acts, l)}, mlps, tol))
     if dense:
-        found.update(_over_layers({"mlp_in": lambda l: _mlp_in(model, acts, l),
-                                   "mlp_write": lambda l: _mlp_write(model, acts, l)}, dense, tol))
+        found.update(_over_layers({"mlp_in": lambda l: measure.mlp_in(model, acts, l),
+                                   "mlp_write": lambda l: measure.mlp_write(model, acts, l)}, dense, tol))
     if moe:
-        found.update(_over_layers({"experts": lambda l: _experts(model, acts, l)}, moe, tol))
+        found.update(_over_layers({"experts": lambda l: measure.experts(model, acts, l)}, moe, tol))
     return SelfCheck(found, time.perf_counter() - start)
-
-
-class _Reads:
-    """Each layer's raw and effective attention weights, read once for all the identities that use them (the
-    last layer's only are kept: the identities go layer by layer)."""
-
-    def __init__(self, model):
-        self.model = model
-        self._raw: dict[int, AttentionWeights] = {}
-        self._effective: dict[int, AttentionWeights] = {}
-
-    def raw(self, layer: int) -> AttentionWeights:
-        if layer not in self._raw:
-            self._raw = {layer: self.model.attention_weights(layer)}
-        return self._raw[layer]
-
-    def effective(self, layer: int) -> AttentionWeights:
-        if layer not in self._effective:
-            self._effective = {layer: self.model.effective_attention_weights(layer)}
-        return self._effective[layer]
 
 
 def _uniform(arch, tol: float) -> Identity:
@@ -280,168 +255,3 @@ def _over_layers(checks: dict[str, Callable[[int], float]], layers: list[int], t
             worst = max(by_layer, key=lambda l: by_layer[l])
             found[name] = Identity(name, by_layer[worst], tuple(layers), worst, tol)
     return found
-
-
-def _normed(layer: int, which: str) -> str:
-    return f"blocks.{layer}.attn.hook_{which}_normed"
-
-
-def _own(model, layer: int, sublayer: str) -> str | None:
-    try:
-        return model.own_output_name(layer, sublayer)
-    except UnsupportedModelError:
-        return None
-
-
-def _residual(model, acts, l: int) -> float:
-    added = acts[hn.resid_post(l)] - acts[hn.resid_pre(l)]
-    return _rel(acts[hn.attn_out(l)] + acts[hn.mlp_out(l)], added)
-
-
-def _head_writes(model, acts, l: int) -> float:
-    heads, rest = model.head_writes(l, acts)
-    return _rel(heads.sum(2) + rest, acts[hn.attn_out(l)])
-
-
-def normalise(model, x: Tensor) -> Tensor:
-    """``x`` through a norm without its gain and bias: ``x / rms(x)`` (RMS) or ``(x - mean) / std`` (LayerNorm)."""
-    if model.arch.norm != "rms":
-        x = x - x.mean(-1, keepdim=True)
-    return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + model.arch.norm_eps)
-
-
-def _qkv(model, reads: _Reads, acts, l: int) -> float:
-    """Queries, keys and values from the residual stream through the effective matrices, against the hooks."""
-    x = acts[hn.resid_pre(l)]
-    raw, eff = reads.raw(l), reads.effective(l)
-    ln_bias = None
-    if model.arch.pre_norms:
-        x = normalise(model, x)
-        ln_bias = model.norm_bias(l, "attn")
-    gain = model.norm_gain(l, "attn") if model.arch.pre_norms else None
-    qk = model.qk_norm_gains(l)
-    if model.arch.attention.qk_norm and qk is None:
-        raise UnsupportedModelError("the model has query / key norms whose gains the hooked model does not expose")
-    errors = []
-    for which, w_eff, w_raw, b_eff, b_raw in (("q", eff.W_Q, raw.W_Q, eff.b_Q, raw.b_Q),
-                                              ("k", eff.W_K, raw.W_K, eff.b_K, raw.b_K),
-                                              ("v", eff.W_V, raw.W_V, eff.b_V, raw.b_V)):
-        cols = qk[0 if which == "q" else 1].float() if qk is not None and which != "v" else None
-        got = _project(x, w_eff, ln_bias, w_raw if cols is None else w_raw * cols[:, None, :], b_eff)
-        hook = {"q": hn.attn_q(l), "k": hn.attn_k(l), "v": hn.attn_v(l)}[which]
-        if cols is not None:  # the q/k norm's gain is folded into the matrix; its per-position scale is measured
-            rows = w_raw if gain is None else w_raw * gain.to(w_raw.dtype)[:, None]
-            got = got / _qk_scale(model, _project(x, rows, ln_bias, w_raw, b_raw))
-            hook = _normed(l, which)
-        errors.append(_rel(got, _per_head(acts[hook], got.shape)))
-        rotated = {"q": hn.attn_q(l, rotated=True), "k": hn.attn_k(l, rotated=True)}.get(which)
-        if rotated in acts:  # rotary keeps each head's vector length (up to YaRN's one factor): a q/k norm left out shows
-            errors.append(_up_to_scale(got.norm(dim=-1), _per_head(acts[rotated], got.shape).norm(dim=-1)))
-    return max(errors)
-
-
-def _mixed(reads: _Reads, acts, l: int) -> tuple[Tensor, Tensor]:
-    """(the pattern [b, head, q, k] applied to the values, the measured head outputs), both [b, pos, head, d_head]."""
-    raw = reads.raw(l)
-    z = acts[hn.attn_z(l)]
-    v = _per_head(acts[hn.attn_v(l)], torch.Size((*z.shape[:2], raw.W_V.shape[0], raw.W_V.shape[-1])))
-    v = v.repeat_interleave(raw.W_Q.shape[0] // raw.W_V.shape[0], dim=2)  # shared K/V heads, per query head
-    mixed = torch.einsum("bhqk,bkhd->bqhd", acts[hn.attn_pattern(l)], v)
-    return mixed, z.reshape(mixed.shape)
-
-
-def _values_mixed(reads: _Reads, acts, l: int) -> float:
-    mixed, z = _mixed(reads, acts, l)
-    scale = (mixed * z).sum(-1, keepdim=True) / mixed.square().sum(-1, keepdim=True).clamp_min(1e-30)
-    return _rel(scale * mixed, z)
-
-
-def _pattern(reads: _Reads, acts, l: int) -> float:
-    return _rel(*_mixed(reads, acts, l))
-
-
-def _up_to_scale(a: Tensor, b: Tensor) -> float:
-    """Relative error of ``a`` as ``b`` after the one scale that fits best."""
-    a, b = a.double(), b.double()
-    return _rel(a * (a * b).sum() / a.square().sum().clamp_min(1e-30), b)
-
-
-def _per_head(t: Tensor, shape: torch.Size) -> Tensor:
-    """A hooked query / key / value as [batch, pos, head, d_head]: some bridges give [batch, head, pos, d_head]
-    after the q/k norm (the probe's length never equals a head count, so the layouts cannot be confused)."""
-    if t.ndim == 4 and t.shape[1] != shape[1]:
-        t = t.transpose(1, 2)
-    return t.reshape(shape)
-
-
-def _project(x: Tensor, w: Tensor, ln_bias: Tensor | None, w_bias: Tensor, b: Tensor | None) -> Tensor:
-    """``x w`` per head [b, pos, head, d_head], plus a LayerNorm bias through ``w_bias`` and the projection bias."""
-    out = torch.einsum("bpd,hde->bphe", x, w.float())
-    if ln_bias is not None:
-        out = out + torch.einsum("d,hde->he", ln_bias.float(), w_bias.float())
-    if b is not None:
-        out = out + b.float().reshape(out.shape[-2:])
-    return out
-
-
-def _qk_scale(model, t: Tensor) -> Tensor:
-    """The q/k norm's per-position (and per-head, for a head-wise norm) RMS of ``t`` [b, pos, head, d_head]."""
-    eps = model.arch.qk_norm_eps
-    if model.arch.attention.qk_norm_centred:
-        t = t - t.mean(-1, keepdim=True)
-    if model.arch.attention.qk_norm == "full":
-        return (t.square().mean((-2, -1), keepdim=True) + eps).sqrt()
-    return (t.square().mean(-1, keepdim=True) + eps).sqrt()
-
-
-def _attn_write(model, reads: _Reads, acts, l: int) -> float:
-    eff = reads.effective(l)
-    write = torch.einsum("bphd,hde->bpe", acts[hn.attn_z(l)], eff.W_O.float())
-    if eff.b_O is not None:
-        write = write + eff.b_O.float()
-    if model.arch.post_norms:  # the output norm's per-position scale is all the weights cannot hold
-        out = acts[model.own_output_name(l, "attn")]
-        if model.arch.norm != "rms":
-            raise UnsupportedModelError("a LayerNorm on the attention's output is not folded into W_O")
-        write = write * torch.rsqrt(out.square().mean(-1, keepdim=True) + model.arch.norm_eps)
-    return _rel(write, acts[hn.attn_out(l)])
-
-
-def _mlp_read(model, acts, l: int) -> float:
-    stream = acts[hn.resid_pre(l) if model.arch.parallel_blocks else hn.resid_mid(l)]
-    if not model.arch.pre_norms:
-        return _rel(stream, acts[hn.mlp_in(l)])
-    gain, bias = model.norm_gain(l, "mlp"), model.norm_bias(l, "mlp")
-    expected = normalise(model, stream) * (1.0 if gain is None else gain.float())
-    if bias is not None:
-        expected = expected + bias.float()
-    return _rel(expected, acts[hn.mlp_in(l)])
-
-
-def _spread(n: int, most: int = 512) -> Tensor:
-    """Up to ``most`` channel indices spread evenly over ``n``: a wrong fact (an activation, a fused projection, a
-    gain) moves every channel, so a spread sample shows it without copying a big model's whole MLP to float32."""
-    return torch.linspace(0, n - 1, min(n, most)).round().long().unique()
-
-
-def _mlp_in(model, acts, l: int) -> float:
-    x, mlp = acts[hn.mlp_in(l)], model.mlp_weights(l)
-    cols = _spread(mlp.W_in.shape[-1]).to(mlp.W_in.device)
-    up = x @ mlp.W_in[:, cols].float() + (mlp.b_in[cols].float() if mlp.b_in is not None else 0)
-    hidden = model.mlp_activation(up) if mlp.W_gate is None else \
-        model.mlp_activation(x @ mlp.W_gate[:, cols].float()) * up
-    return _rel(hidden, acts[hn.mlp_post(l)][..., cols.to(x.device)])
-
-
-def _mlp_write(model, acts, l: int) -> float:
-    mlp = model.mlp_weights(l)
-    cols = _spread(mlp.W_out.shape[-1]).to(mlp.W_out.device)
-    own = acts[hn.mlp_post(l)] @ mlp.W_out[:, cols].float() + (mlp.b_out[cols].float() if mlp.b_out is not None else 0)
-    return _rel(own, acts[model.own_output_name(l, "mlp")][..., cols.to(own.device)])
-
-
-def _experts(model, acts, l: int) -> float:
-    x = acts[hn.mlp_in(l)].reshape(-1, model.info.d_model)
-    per_expert, shared, _, _ = model.expert_writes(l, x)
-    measured = acts[model.own_output_name(l, "mlp")].reshape(-1, model.info.d_model)
-    return _rel(per_expert.sum(1) + shared, measured)

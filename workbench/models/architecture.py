@@ -399,6 +399,8 @@ def architecture_from_config(config) -> Architecture:
 def _facts(config, family: str, structure: dict) -> Architecture:
     """Combine the structure (from the bridge or a checkpoint layout) with the config's numbers and the table."""
     table = _FAMILIES.get(family, {})
+    eps = float(_first(config, "rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps",
+                       default=structure["default_eps"]))
     n_layers, d_model, d_head = structure["n_layers"], structure["d_model"], structure["d_head"]
     norm = table.get("norm") or ("rms" if structure["rms"] else "layernorm")
     n_experts = int(_first(config, "num_local_experts", "num_experts", default=0) or 0)
@@ -417,8 +419,7 @@ def _facts(config, family: str, structure: dict) -> Architecture:
         post_norms=structure["post_norms"],
         norm=norm,
         gain_offset=float(table.get("gain_offset", 0.0)),
-        norm_eps=float(_first(config, "rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps",
-                              default=structure["default_eps"])),
+        norm_eps=eps,
         embed_scale=embed_scale,
         residual_multiplier=float(_first(config, "residual_multiplier", default=1.0)),
         residual_from_norm=bool(getattr(config, "apply_residual_connection_post_layernorm", False)),
@@ -438,8 +439,7 @@ def _facts(config, family: str, structure: dict) -> Architecture:
             qk_norm_centred=bool(table.get("qk_norm_centred", False)),
         ),
         layers=tuple(_config_layer(config, l, structure, mlp) for l in range(n_layers)),
-        qk_norm_eps=float(_first(config, "rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps",
-                                 default=structure["default_eps"])),
+        qk_norm_eps=eps,  # the q/k norms' own, where the model has them, is measured in architecture_of
     )
 
 

@@ -32,6 +32,8 @@ measured. Nothing is computed on an unverified decomposition.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import time
@@ -119,23 +121,29 @@ class SelfCheck:
         return [("self-check", how)] + [(f"check: {name}", found.describe()) for name, found in self.identities.items()]
 
 
+@functools.cache
+def _checking_code() -> str:
+    """The versions and a digest of the sources the identities run: read once per process, not per load."""
+    import transformers
+
+    from .. import __version__
+
+    here = os.path.dirname(__file__)
+    code = hashlib.sha256()
+    for module in ("selfcheck.py", "identities.py", "writes.py", "weights.py", "base.py", "architecture.py"):
+        with open(os.path.join(here, module), "rb") as f:
+            code.update(f.read())
+    return f"{__version__}|{torch.__version__}|{transformers.__version__}|{code.hexdigest()[:16]}"
+
+
 def self_check(model) -> SelfCheck:
     """The self-check of ``model``: read back when this exact model (the fingerprint of its weights and config)
     was checked before with the same facts and the same checking code (workbench, torch and transformers
     versions, and the sources of the modules the identities run), else run and stored."""
-    import hashlib
-
-    import transformers
-
-    from .. import __version__
     from .._paths import cache_root
 
-    here = os.path.dirname(__file__)
-    code = hashlib.sha256(repr(model.arch).encode())
-    for module in ("selfcheck.py", "writes.py", "weights.py", "base.py", "architecture.py"):
-        with open(os.path.join(here, module), "rb") as f:
-            code.update(f.read())
-    versions = f"{__version__}|{torch.__version__}|{transformers.__version__}|{code.hexdigest()[:16]}"
+    facts = hashlib.sha256(repr(model.arch).encode()).hexdigest()[:16]
+    versions = f"{_checking_code()}|{facts}"
     path = cache_root() / "selfcheck" / f"{model.fingerprint()}.json"
     try:
         stored = json.loads(path.read_text())

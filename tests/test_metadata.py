@@ -112,10 +112,11 @@ def test_the_digits_demo_without_scikit_learn_says_to_install_the_demos_extra(mo
         workbench.train_digits(cache=False)
 
 
-def test_the_explorers_without_ipywidgets_say_to_install_the_lab_extra(monkeypatch):
+@pytest.mark.parametrize("missing", ["ipywidgets", "anywidget"])
+def test_the_explorers_without_a_widget_library_say_to_install_the_lab_extra(monkeypatch, missing):
     from workbench.widgets import registry
 
-    monkeypatch.setitem(sys.modules, "ipywidgets", None)
+    monkeypatch.setitem(sys.modules, missing, None)
     monkeypatch.setattr(registry, "_BUILTINS_LOADED", False)
     with pytest.raises(MissingExtraError, match=re.escape("pip install 'lm-workbench[lab]'")):
         registry._load_builtins()  # what Result.widget() calls first

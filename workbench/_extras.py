@@ -12,6 +12,7 @@ from .errors import MissingExtraError
 EXTRAS = {
     "sklearn": ("scikit-learn", "demos"),
     "ipywidgets": ("ipywidgets", "lab"),
+    "anywidget": ("anywidget", "lab"),  # plotly's FigureWidget: without it plotly gives a stand-in class
 }
 
 

@@ -41,6 +41,7 @@ def _load_builtins() -> None:
         from .._extras import require
 
         require("ipywidgets", "the explorers (Result.widget())")  # the `lab` extra
+        require("anywidget", "the explorers' figures (plotly's FigureWidget)")
         from . import views  # noqa: F401  (registers the built-in explorers)
 
         _BUILTINS_LOADED = True

@@ -146,7 +146,7 @@ def test_an_analysis_refuses_on_a_failed_identity(folders):
     model.arch = replace(good, gain_offset=0.0)
     try:
         model.arch = replace(model.arch, checks=_broken(model))
-        with pytest.raises(wb.UnsupportedModelError, match="effective W_Q, W_K, W_V reproduce.*FAILED: error"):
+        with pytest.raises(wb.UnsupportedModelError, match="effective W_Q, W_K, W_V reproduce.*which failed on .*error"):
             wb.head_composition(model, null_samples=8, cache=False)
         assert isinstance(wb.reagent(model, prompt=PROMPT, max_steps=2, cache=False), wb.Result)  # needs logits only
     finally:
@@ -156,12 +156,14 @@ def test_an_analysis_refuses_on_a_failed_identity(folders):
 @pytest.mark.parametrize("family", ALL)
 def test_whole_head_composition_is_the_formula_on_effective_matrices(family, folders):
     model = family_model(family, folders)
-    if {"qkv", "attn_write", "uniform_attention"} & UNVERIFIED.get(family, set()):
+    if {"qkv", "attn_write", "values_mixed", "uniform_heads"} & UNVERIFIED.get(family, set()):
         pytest.skip("head composition refuses on this family (its identities are unverified)")
     result = wb.head_composition(model, null_samples=8, cache=False)
     n = model.info.n_kv_heads
-    writer = model.effective_attention_weights(0).expanded()
-    reader = model.effective_attention_weights(1).expanded()
+    first, second = model.arch.attention_layers[:2]  # a hybrid's first two attention layers
+    assert result.writer_layers[:2] == [first, second]
+    writer = model.effective_attention_weights(first).expanded()
+    reader = model.effective_attention_weights(second).expanded()
     for wh, rh in ((0, 0), (1, model.info.n_heads - 1)):
         ov = writer.W_V[wh].double() @ writer.W_O[wh].double()
         qk = reader.W_Q[rh].double() @ reader.W_K[rh].double().T
@@ -170,6 +172,33 @@ def test_whole_head_composition_is_the_formula_on_effective_matrices(family, fol
         for kind, value in expected.items():
             got = float(result.tensors[f"head/{kind}"][0, wh, 1, rh])
             assert got == pytest.approx(float(value), rel=1e-4), (kind, wh, rh, n)
+
+
+def test_head_composition_runs_over_a_hybrids_attention_layers(folders):
+    """LFM2 with convolution layers between its attention layers: composition scores the attention layers' heads,
+    says which layers it skipped and why, and draws its rotated null from attention heads only; what stacks every
+    layer's heads refuses, naming the convolution layers."""
+    from workbench.analyses.heads.scores import rotated_null_scores
+    from workbench.analyses.heads.svd import head_weights
+
+    model = family_model("lfm2", folders)
+    assert [f.kind for f in model.arch.layers] == ["convolution", "full", "convolution", "full"]
+    result = wb.head_composition(model, null_samples=8, cache=False)
+    assert result.writer_layers == result.reader_layers == [1, 3]
+    assert result.skipped_layers == {0: "convolution: no attention heads", 2: "convolution: no attention heads"}
+    assert ("layers skipped", "0,2 (convolution: no attention heads)") in result.summary()
+    sv = result.singular_values("OV")
+    assert sv[[0, 2]].isnan().all() and not sv[[1, 3]].isnan().any()
+    w = model.effective_attention_weights(3).expanded()
+    dense = torch.linalg.svdvals(w.W_V[2].double() @ w.W_O[2].double())[: sv.shape[-1]]
+    torch.testing.assert_close(sv[3, 2].double(), dense, rtol=1e-4, atol=1e-6)
+    stacked = rotated_null_scores(head_weights(model, (1, 3)), ("Q", "K", "V"), 8, seed=1)  # the attention layers'
+    for kind in "QKV":
+        torch.testing.assert_close(result.null_scores(kind, rotated=True), stacked[kind].head.reshape(-1).float())
+    with pytest.raises(wb.InputError, match=r"no attention heads to compose in layers 0 \(convolution\)"):
+        wb.head_composition(model, writer_layers=(0,), cache=False)
+    with pytest.raises(wb.UnsupportedModelError, match="layers 0,2 are convolution"):
+        wb.laundry_list(model, cache=False)
 
 
 @pytest.mark.parametrize("family", ALL)

@@ -79,6 +79,9 @@ FAMILIES: dict[str, tuple[str, dict]] = {
                                            num_experts_per_tok=2, shared_expert_intermediate_size=32,
                                            linear_key_head_dim=8, linear_value_head_dim=8, linear_num_key_heads=2,
                                            linear_num_value_heads=4, layer_types=["linear_attention", "full_attention"])),
+    # a hybrid whose every identity holds: head composition runs over its attention layers, skipping the others
+    "lfm2": ("Lfm2Config", dict(_LLAMA_LIKE, num_hidden_layers=4,
+                                layer_types=["conv", "full_attention", "conv", "full_attention"])),
     "gemma4": ("Gemma4TextConfig", dict(_LLAMA_LIKE, head_dim=16, sliding_window=4, hidden_size_per_layer_input=8,
                                         vocab_size_per_layer_input=VOCAB,
                                         layer_types=["sliding_attention", "full_attention"])),
@@ -92,8 +95,10 @@ FAMILIES: dict[str, tuple[str, dict]] = {
 # Gemma 4 adds per-layer embeddings to the residual stream and its bridge exposes no W_Q.
 UNVERIFIED: dict[str, set[str]] = {
     "llama4": {"experts"},
+    "lfm2": {"uniform_attention"},  # layers 0 and 2 are convolutions: what stacks every layer's heads refuses
     "qwen3_next": {"values_mixed", "pattern", "uniform_attention"},
-    "gemma4": {"residual", "head_writes", "qkv", "attn_write", "values_mixed", "pattern", "uniform_attention"},
+    "gemma4": {"residual", "head_writes", "qkv", "attn_write", "values_mixed", "pattern", "uniform_attention",
+               "uniform_heads"},
 }
 
 

@@ -6,7 +6,7 @@ kind, and the attention's real form. :func:`architecture_of` reads these once, f
 (numbers) and from the hooked bridge (structure), into a frozen :class:`Architecture`. Nothing
 outside ``models/`` reads a config or a module to learn them.
 
-The table below is the only per-family knowledge in the workbench. Where it is silent, facts are measured
+Per-family knowledge lives in :mod:`workbench.models.families` alone. Where it is silent, facts are measured
 rather than assumed: a norm's kind (RMS or centring LayerNorm) and gain offset (``w`` or ``1 + w``) by probing
 the norm module with a known input, the presence and width of query / key norms from their weights' shapes,
 the structure of each layer (softmax attention or not, dense MLP or experts) from the hooked modules.
@@ -22,27 +22,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .families import Family, family_of
+
 if TYPE_CHECKING:
     from .selfcheck import SelfCheck
-
-# model_type -> facts the config does not spell out. gain_offset: the norm multiplies by (offset + w);
-# embed_scale "sqrt": embeddings are multiplied by sqrt(d_model); qk_norm: "head" = RMS over each head's
-# d_head (Qwen3, Gemma 3), "full" = RMS over all heads' queries at once (OLMo 2).
-_FAMILIES: dict[str, dict] = {
-    "llama": {}, "mistral": {}, "qwen2": {}, "phi3": {}, "granite": {}, "mixtral": {}, "qwen2_moe": {},
-    "qwen3": {"qk_norm": "head"},
-    "gemma": {"gain_offset": 1.0, "embed_scale": "sqrt"},
-    "gemma2": {"gain_offset": 1.0, "embed_scale": "sqrt"},
-    "gemma3_text": {"gain_offset": 1.0, "embed_scale": "sqrt", "qk_norm": "head"},
-    "olmo": {"norm": "nonparametric"},
-    "olmo2": {"qk_norm": "full"},
-    "gpt2": {}, "gpt_neox": {}, "gptj": {}, "opt": {}, "falcon": {}, "stablelm": {}, "phi": {},
-    "bloom": {"act_fn": "gelu_pytorch_tanh"},  # its config names no activation; the bridge's default is wrong
-    # measured first, then written down once the family's tests verified them
-    "olmo3": {"qk_norm": "full"}, "olmoe": {"qk_norm": "full"}, "qwen3_moe": {"qk_norm": "head"}, "smollm3": {},
-    "gpt_neo": {}, "starcoder2": {}, "llama4_text": {},
-}
-
 
 @dataclass(frozen=True)
 class AttentionForm:
@@ -61,7 +44,8 @@ class AttentionForm:
 class LayerFacts:
     """What one layer is: analyses run on the layers where they are defined and say which they skipped."""
 
-    kind: str  # "full", "sliding window", "chunked", "linear attention" (state space, gated delta, ...) or "none"
+    kind: str  # "full", "sliding window", "chunked", "linear attention" (state space, gated delta, ...),
+    # "convolution" (a gated short convolution mixing nearby tokens: LFM2) or "none"
     rope: bool  # queries and keys are rotated (False: a no-RoPE layer, or no rotary embedding at all)
     n_heads: int  # query heads (0 without softmax attention)
     n_kv_heads: int
@@ -233,14 +217,14 @@ def architecture_of(bridge, hf_model) -> Architecture:
         kind, offset = norm
         if facts.norm != "nonparametric" and (kind, offset) != (facts.norm, facts.gain_offset):
             measured.append(f"norm {kind}, gain {'1 + w' if offset else 'w'} (probed)")
-        elif family not in _FAMILIES:
+        elif family_of(family) is None:
             measured.append("norm kind and gain offset (probed)")
         if facts.norm != "nonparametric":
             updates.update(norm=kind, gain_offset=offset)
     qk, qk_eps, qk_centred = _qk_norm(bridge, config, int(cfg.d_head))
     if qk != facts.attention.qk_norm:
         measured.append(f"q/k norm {qk or 'absent'} (from the weights' shapes)")
-    elif qk and family not in _FAMILIES:
+    elif qk and family_of(family) is None:
         measured.append("q/k norm (from the weights' shapes)")
     layers = tuple(_layer_facts(bridge, config, l, names, structure) for l in range(structure["n_layers"]))
     if layers != facts.layers:
@@ -344,8 +328,9 @@ def _layer_facts(bridge, config, layer: int, names: set[str], structure: dict) -
     types = getattr(config, "layer_types", None) or getattr(config, "attention_layers", None)
     kind = _KINDS.get(str(types[layer]), "full") if types and layer < len(types) else "full"
     if not has_heads:
-        kind = "linear attention" if any(n.startswith(prefix) and ("linear_attn" in n or "mixer" in n or "ssm" in n)
-                                         for n in names) else "none"
+        mixers = [n for n in names if n.startswith(prefix)]
+        kind = ("linear attention" if any("linear_attn" in n or "mixer" in n or "ssm" in n for n in mixers) else
+                "convolution" if any(n.startswith(prefix + "conv.") for n in mixers) else "none")
     elif kind == "linear attention":
         kind = "full"
     no_rope = getattr(config, "no_rope_layers", None)
@@ -380,8 +365,8 @@ def _head_shape(attn, n_heads: int, n_kv: int, d_head: int) -> tuple[int, int, i
 
 def architecture_from_config(config) -> Architecture:
     """The same facts from a checkpoint's config alone (no model built), for the families whose checkpoint
-    layout :mod:`workbench.models.layouts` knows; :func:`architecture_of` agrees with it (tested)."""
-    from .layouts import layout_of
+    layout :mod:`workbench.models.families` knows; :func:`architecture_of` agrees with it (tested)."""
+    from .families import layout_of
 
     family = str(getattr(config, "model_type", ""))
     layout = layout_of(config)
@@ -398,33 +383,32 @@ def architecture_from_config(config) -> Architecture:
 
 def _facts(config, family: str, structure: dict) -> Architecture:
     """Combine the structure (from the bridge or a checkpoint layout) with the config's numbers and the table."""
-    table = _FAMILIES.get(family, {})
+    table = family_of(family) or Family()
     eps = float(_first(config, "rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps",
                        default=structure["default_eps"]))
     n_layers, d_model, d_head = structure["n_layers"], structure["d_model"], structure["d_head"]
-    norm = table.get("norm") or ("rms" if structure["rms"] else "layernorm")
+    norm = table.norm or ("rms" if structure["rms"] else "layernorm")
     n_experts = int(_first(config, "num_local_experts", "num_experts", default=0) or 0)
     mlp = "moe" if n_experts else ("gated" if structure["gated"] else "plain")
     scale = _first(config, "attention_multiplier")
     if scale is None and _first(config, "query_pre_attn_scalar") is not None:
         scale = float(config.query_pre_attn_scalar) ** -0.5
-    embed = table.get("embed_scale")
-    embed_scale = math.sqrt(d_model) if embed == "sqrt" else float(_first(config, "embedding_multiplier", default=1.0))
+    embed_scale = math.sqrt(d_model) if table.embed_scale == "sqrt" else float(_first(config, "embedding_multiplier", default=1.0))
     return Architecture(
         family=family,
-        known=family in _FAMILIES,
+        known=family_of(family) is not None,
         parallel_blocks=structure["parallel_blocks"],
         pre_norms=structure["pre_norms"],
         shared_input_norm=structure["shared_input_norm"],
         post_norms=structure["post_norms"],
         norm=norm,
-        gain_offset=float(table.get("gain_offset", 0.0)),
+        gain_offset=table.gain_offset,
         norm_eps=eps,
         embed_scale=embed_scale,
         residual_multiplier=float(_first(config, "residual_multiplier", default=1.0)),
         residual_from_norm=bool(getattr(config, "apply_residual_connection_post_layernorm", False)),
         mlp=mlp,
-        act_fn=str(table.get("act_fn") or _first(config, "hidden_act", "activation_function", "activation",
+        act_fn=str(table.act_fn or _first(config, "hidden_act", "activation_function", "activation",
                                                  default=structure["default_act"])),
         n_experts=n_experts,
         experts_per_token=int(_first(config, "num_experts_per_tok", default=0) or 0),
@@ -435,8 +419,7 @@ def _facts(config, family: str, structure: dict) -> Architecture:
             sliding_window=_sliding_windows(config, n_layers),
             alibi=bool(family == "bloom" or _first(config, "alibi", default=False)),
             rotary=structure["rotary"],
-            qk_norm=table.get("qk_norm") or ("head" if getattr(config, "qk_layernorm", False) else None),
-            qk_norm_centred=bool(table.get("qk_norm_centred", False)),
+            qk_norm=table.qk_norm or ("head" if getattr(config, "qk_layernorm", False) else None),
         ),
         layers=tuple(_config_layer(config, l, structure, mlp) for l in range(n_layers)),
         qk_norm_eps=eps,  # the q/k norms' own, where the model has them, is measured in architecture_of

@@ -29,7 +29,7 @@ from . import weights as W
 from .architecture import Architecture, architecture_from_config
 from .fingerprint import scan_parameters
 from .info import ModelInfo
-from .layouts import CheckpointLayout, layout_of
+from .families import CheckpointLayout, layout_of
 from .base import ModelBase
 
 SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}

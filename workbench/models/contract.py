@@ -9,7 +9,7 @@ backend is a class that implements the protocol — nothing else in ``analyses/`
 The facts come with the self-check's verdict (``arch.checks``): a loaded model measured, on itself, the
 identities the decompositions rely on (:mod:`workbench.models.selfcheck`), and the engine refuses an analysis
 whose identity failed. A :class:`WeightSource` read from shards has no forward pass to check with; it reads
-only the families whose layouts the test suite checks against the loaded model (:mod:`.layouts`).
+only the families whose layouts the test suite checks against the loaded model (:mod:`.families`).
 """
 
 from __future__ import annotations

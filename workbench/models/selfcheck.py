@@ -63,6 +63,7 @@ IDENTITIES: dict[str, str] = {
     "mlp_write": "W_out reproduces the measured MLP write",
     "experts": "the experts' writes sum to the mixture-of-experts write",
     "uniform_attention": "every layer has softmax attention heads of one shape (what stacked head weights need)",
+    "uniform_heads": "the attention layers' heads share one shape (what composition between their heads needs)",
 }
 PROBE = "The cat sat on the mat, and the dog"  # a short prompt: every layer sees several positions
 
@@ -111,10 +112,15 @@ class SelfCheck:
         for name in needs:
             found = self.identities.get(name)
             if found is not None and not found.passed:
+                outcome = (f"could not be checked on {model_name} ({found.problem})" if found.error is None else
+                           f"failed on {model_name} ({found.describe().removeprefix('FAILED: ')})")
+                heads = self.identities.get("uniform_heads")
+                instead = ("wb.head_composition (it runs over the attention layers) or wb.reagent (needs only the "
+                           "logits)" if name == "uniform_attention" and heads is not None and heads.passed else
+                           "wb.reagent (needs only the logits)")
                 raise UnsupportedModelError(
-                    f"{what} relies on '{IDENTITIES[name]}', which on {model_name} {found.describe()}; "
-                    f"the workbench does not compute on an unverified decomposition. Use wb.reagent (needs only the "
-                    f"logits) instead, or report the model so its facts can be added")
+                    f"{what} relies on '{IDENTITIES[name]}', which {outcome}; the workbench does not compute on an "
+                    f"unverified decomposition. Use {instead} instead, or report the model so its facts can be added")
 
     def describe(self) -> list[tuple[str, str]]:
         how = "read back (checked at an earlier load)" if self.cached else f"on one short prompt, {self.seconds:.2f} s"
@@ -213,6 +219,7 @@ def run_self_check(model) -> SelfCheck:
     }
     found.update(_over_layers(checks, attention, tol))
     found["uniform_attention"] = _uniform(model.arch, tol)
+    found["uniform_heads"] = _uniform(model.arch, tol, attention_only=True)
     dense = [l for l in layers if model.arch.layers[l].mlp in ("plain", "gated")]
     moe = [l for l in layers if model.arch.layers[l].mlp == "moe"]
     mlps = [l for l in layers if model.arch.layers[l].mlp != "none"]
@@ -226,18 +233,23 @@ def run_self_check(model) -> SelfCheck:
     return SelfCheck(found, time.perf_counter() - start)
 
 
-def _uniform(arch, tol: float) -> Identity:
-    """A structural fact, not a measured one: which layers lack softmax heads, or differ in head shape."""
+def _uniform(arch, tol: float, *, attention_only: bool = False) -> Identity:
+    """A structural fact, not a measured one: which layers lack softmax heads (``uniform_attention``), or differ in
+    head shape; ``attention_only``: the same over the attention layers alone (``uniform_heads``: a hybrid's)."""
+    name = "uniform_heads" if attention_only else "uniform_attention"
+    layers = [l for l, f in enumerate(arch.layers) if f.attention]
     others = [l for l, f in enumerate(arch.layers) if not f.attention]
-    if others:
+    if others and not attention_only:
         kinds = sorted({arch.layers[l].kind for l in others})
-        return Identity("uniform_attention", None, (), None, tol,
+        return Identity(name, None, (), None, tol,
                         f"layers {layer_span(tuple(others))} are {' / '.join(kinds)}, with no attention heads")
-    shapes = {(f.n_heads, f.n_kv_heads, f.d_head) for f in arch.layers}
+    if not layers:
+        return Identity(name, None, (), None, tol, "no layer has softmax attention heads")
+    shapes = {(arch.layers[l].n_heads, arch.layers[l].n_kv_heads, arch.layers[l].d_head) for l in layers}
     if len(shapes) > 1:
         sizes = ", ".join(f"{h}/{k} heads of {d}" for h, k, d in sorted(shapes))
-        return Identity("uniform_attention", None, (), None, tol, f"head counts or sizes differ between layers: {sizes}")
-    return Identity("uniform_attention", 0.0, tuple(range(len(arch.layers))), None, tol)
+        return Identity(name, None, (), None, tol, f"head counts or sizes differ between layers: {sizes}")
+    return Identity(name, 0.0, tuple(layers), None, tol)
 
 
 def _over_layers(checks: dict[str, Callable[[int], float]], layers: list[int], tol: float) -> dict[str, Identity]:

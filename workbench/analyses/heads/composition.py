@@ -18,6 +18,7 @@ from .scores import KINDS, Composition, null_scores
 from .scores_streamed import rotated_null_streamed, stream_compositions
 from .svd import _chosen_layers, check_weights, spectrum_stats
 from ...engine.registry import Analysis
+from ...models.architecture import layer_span
 from ...models.contract import WeightSource
 
 
@@ -85,6 +86,12 @@ class HeadCompositionResult(Result):
     def heads_per_kv(self) -> int:
         """Query heads sharing one key/value head (grouped-query attention)."""
         return int(self.meta["heads_per_kv"])
+
+    @property
+    def skipped_layers(self) -> dict[int, str]:
+        """Layers left out because they have no attention heads (a hybrid's linear-attention or convolution
+        layers), with the reason; empty for a model whose every layer has heads."""
+        return {int(l): str(why) for l, why in self.meta.get("skipped_layers", {}).items()}
 
     @property
     def concentration(self) -> dict[str, str]:
@@ -197,9 +204,18 @@ class HeadCompositionResult(Result):
                           f"({r.vs_null:.1f}x Gaussian-null q99, {r.get('vs_rotated', float('nan')):.1f}x rotated-null q99; "
                           f"component {r.top_component} carries {r.top_share:.0%})"))
         lines.extend(self.concentration.items())
+        if skipped := self.skipped_layers:
+            lines.append(("layers skipped", "; ".join(f"{layer_span(ls)} ({why})" for why, ls in _by_reason(skipped))))
         lines.append(("norm gain folded", str(self.norm_folded)))
         lines.append(("grouped-query", f"{self.heads_per_kv} query heads per key/value head; scores per query head"))
         return lines
+
+
+def _by_reason(skipped: dict[int, str]) -> list[tuple[str, list[int]]]:
+    groups: dict[str, list[int]] = {}
+    for layer, why in sorted(skipped.items()):
+        groups.setdefault(why, []).append(layer)
+    return list(groups.items())
 
 
 # ------------------------------------------------------------------ compute
@@ -268,14 +284,33 @@ def _components_table(pairs, comps, sv_ov, meta, n_pairs: int, n_comp: int) -> p
     return pd.DataFrame(rows)
 
 
-def _spectra_table(sv: dict[str, Tensor]) -> pd.DataFrame:
+def _spectra_table(sv: dict[str, Tensor], layers: list[int]) -> pd.DataFrame:
+    """Spectrum statistics per head of ``layers`` (the attention layers) and circuit."""
     frames = []
     for circuit, s in sv.items():
-        stats = spectrum_stats(s)
-        layer, head = _grid(*s.shape[:2])
-        frames.append(pd.DataFrame({"layer": layer, "head": head, "circuit": circuit,
+        stats = spectrum_stats(s[layers])
+        layer, head = _grid(len(layers), s.shape[1])
+        frames.append(pd.DataFrame({"layer": np.array(layers)[layer], "head": head, "circuit": circuit,
                                     **{k: v.reshape(-1).numpy() for k, v in stats.items()}}))
     return pd.concat(frames, ignore_index=True)
+
+
+def _attention_layers(model: WeightSource, layers: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The chosen layers (default: every attention layer), refusing one without attention heads by name."""
+    attention = model.arch.attention_layers
+    if layers is None:
+        return tuple(attention)
+    chosen = _chosen_layers(model.info.n_layers, layers)
+    if without := [l for l in chosen if l not in attention]:
+        kinds = " / ".join(sorted({model.arch.layers[l].kind for l in without}))
+        raise InputError(f"{model.name} has no attention heads to compose in layers {layer_span(without)} ({kinds}); "
+                         f"choose among its attention layers {layer_span(attention)}")
+    return chosen
+
+
+def _skipped(model: WeightSource) -> dict[int, str]:
+    """Layers without attention heads (a hybrid's), and why: composition is defined between heads."""
+    return {l: f"{f.kind}: no attention heads" for l, f in enumerate(model.arch.layers) if not f.attention}
 
 
 def _null_table(nulls: dict[str, dict]) -> pd.DataFrame:
@@ -319,7 +354,7 @@ def compute_head_composition(model: WeightSource, config: HeadCompositionConfig)
     if not kinds or set(kinds) - set(KINDS):
         raise InputError(f"kinds must be a non-empty subset of {KINDS}, got {config.kinds}")
     n_layers, n_heads = model.info.n_layers, model.info.n_heads
-    w_layers, r_layers = _chosen_layers(n_layers, config.writer_layers), _chosen_layers(n_layers, config.reader_layers)
+    w_layers, r_layers = (_attention_layers(model, layers) for layers in (config.writer_layers, config.reader_layers))
     w_idx, r_idx = _head_index(n_heads, config.writer_heads), _head_index(n_heads, config.reader_heads)
     w_heads, r_heads = (list(range(n_heads)) if i is None else i for i in (w_idx, r_idx))
     if not any(a < b for a in w_layers for b in r_layers):
@@ -340,7 +375,8 @@ def compute_head_composition(model: WeightSource, config: HeadCompositionConfig)
     q99, q99c, q99r = q99_of("gaussian", "head"), q99_of("gaussian", "component"), q99_of("rotated", "head")
     meta = {"kinds": list(kinds), "writer_layers": list(w_layers), "writer_heads": w_heads,
             "reader_layers": list(r_layers), "reader_heads": r_heads, "norm_folded": streamed.norm_folded,
-            "heads_per_kv": streamed.heads_per_kv, "n_layers": n_layers, "n_heads": n_heads}
+            "heads_per_kv": streamed.heads_per_kv, "n_layers": n_layers, "n_heads": n_heads,
+            "skipped_layers": _skipped(model)}
     pairs = _pairs_table(comps, w_layers, w_heads, r_layers, r_heads, q99, q99c, q99r)
     meta["concentration"] = _concentration(pairs, config.table_pairs)
     tensors = {"sv/OV": sv["OV"], "sv/QK": sv["QK"]}
@@ -355,7 +391,7 @@ def compute_head_composition(model: WeightSource, config: HeadCompositionConfig)
         config=config, model_id=model.name, fingerprint=model.fingerprint(), tensors=tensors,
         tables={"pairs": pairs,
                 "components": _components_table(pairs, comps, sv["OV"], meta, config.table_pairs, config.table_components),
-                "spectra": _spectra_table(sv), "null": null_tab},
+                "spectra": _spectra_table(sv, model.arch.attention_layers), "null": null_tab},
         meta=meta,
     )
 
@@ -366,5 +402,5 @@ ANALYSIS = Analysis(
     config_cls=HeadCompositionConfig,
     result_cls=HeadCompositionResult,
     compute=compute_head_composition,
-    needs=("qkv", "values_mixed", "attn_write", "uniform_attention"),
+    needs=("qkv", "values_mixed", "attn_write", "uniform_heads"),
 )

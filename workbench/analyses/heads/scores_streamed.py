@@ -90,19 +90,21 @@ def _read_columns(w: HeadWeights, kind: str, heads: list[int]) -> tuple[Tensor, 
     return cols, norms
 
 
-def _gather(picks: Tensor, n_heads: int) -> dict[int, list[tuple[int, int]]]:
-    """layer -> [(position in the pick list, head)] for flat layer*head indices."""
+def _gather(picks: Tensor, n_heads: int, layers: list[int]) -> dict[int, list[tuple[int, int]]]:
+    """layer -> [(position in the pick list, head)] for flat indices over ``layers`` x heads."""
     out: dict[int, list[tuple[int, int]]] = {}
     for pos, flat in enumerate(picks.tolist()):
-        out.setdefault(flat // n_heads, []).append((pos, flat % n_heads))
+        out.setdefault(layers[flat // n_heads], []).append((pos, flat % n_heads))
     return out
 
 
 @torch.no_grad()
 def stream_compositions(model, kinds: tuple[str, ...], writer_layers: tuple[int, ...], reader_layers: tuple[int, ...],
                         writer_heads: list[int], reader_heads: list[int], *, fold_norm: bool) -> Streamed:
-    """All kinds of composition between the chosen writer and (later) reader heads, streaming layers."""
+    """All kinds of composition between the chosen writer and (later) reader heads, streaming the attention layers
+    (every layer, except in a hybrid). ``sv_ov`` / ``sv_qk`` have a row for every layer: NaN where it has no heads."""
     n_layers = model.info.n_layers
+    attention = model.arch.attention_layers
     w_index, r_index = {l: i for i, l in enumerate(writer_layers)}, {l: i for i, l in enumerate(reader_layers)}
     wh, rh = len(writer_heads), len(reader_heads)
     sv_ov, sv_qk, norms, shapes = [], [], [], ()
@@ -112,10 +114,12 @@ def stream_compositions(model, kinds: tuple[str, ...], writer_layers: tuple[int,
     heads_per_kv, folded = 1, fold_norm
     blocks = _blocks(list(writer_layers), wh * model.info.d_head * model.info.d_model * 4)
     last_reader = max(reader_layers)
-    steps = progress(total=n_layers + sum(last_reader - b[0] + 1 for b in blocks[1:]), desc="composition")
+    passes = [attention if b == 0 else [l for l in attention if block[0] <= l <= last_reader]
+              for b, block in enumerate(blocks)]
+    steps = progress(total=sum(map(len, passes)), desc="composition")
     for b, block in enumerate(blocks):
         held: dict[int, Tensor] = {}  # writer layer -> its heads' output directions [wh * comp, d_model]
-        for layer in range(0 if b == 0 else block[0], n_layers if b == 0 else last_reader + 1):
+        for layer in passes[b]:
             w = head_weights(model, (layer,), fold_norm=fold_norm)  # one layer: [1, head, ...]
             ov_s, ov_vh = _ov_parts(w, writer_heads if layer in block else None) if (b == 0 or layer in block) else (None, None)
             if b == 0:  # what the result needs of every layer, once
@@ -154,7 +158,15 @@ def stream_compositions(model, kinds: tuple[str, ...], writer_layers: tuple[int,
             continue
         comps[kind] = scores_from_reach(writer_s, reach.pop(kind), read_norm[kind])
     head_norms = HeadNorms(torch.cat(norms, dim=1), shapes, folded)
-    return Streamed(comps, torch.stack(sv_ov), torch.stack(sv_qk), head_norms, heads_per_kv, folded)
+    return Streamed(comps, _every_layer(sv_ov, attention, n_layers), _every_layer(sv_qk, attention, n_layers),
+                    head_norms, heads_per_kv, folded)
+
+
+def _every_layer(rows: list[Tensor], layers: list[int], n_layers: int) -> Tensor:
+    """Per-layer rows of ``layers`` as one tensor with a row for every layer (NaN for the others)."""
+    out = torch.full((n_layers, *rows[0].shape), float("nan"), dtype=rows[0].dtype)
+    out[layers] = torch.stack(rows)
+    return out
 
 
 @torch.no_grad()
@@ -163,10 +175,10 @@ def rotated_null_streamed(model, kinds: tuple[str, ...], n: int, seed: int, *, f
     layers that hold the picked heads, once each: a writer is kept as the R factors of its W_V and W_O (all its
     rotated OV needs), a reader is met one at a time (:class:`Reach`). Memory: one layer plus the writers'
     n x d_head output directions, instead of 2 x n heads' four matrices."""
-    n_heads = model.info.n_heads
-    gen, pw, pr = rotated_picks(model.info.n_layers * n_heads, n, seed)
+    n_heads, attention = model.info.n_heads, model.arch.attention_layers
+    gen, pw, pr = rotated_picks(len(attention) * n_heads, n, seed)
     r_v, r_o = [None] * n, [None] * n
-    for layer, picks in _gather(pw, n_heads).items():
+    for layer, picks in _gather(pw, n_heads, attention).items():
         w = head_weights(model, (layer,), fold_norm=fold_norm)
         for pos, head in picks:
             r_v[pos] = torch.linalg.qr(w.W_V[0, head].double())[1]
@@ -182,7 +194,7 @@ def rotated_null_streamed(model, kinds: tuple[str, ...], n: int, seed: int, *, f
 
     writer_s, writer_v = writer_directions(turned(), n)
     reach = {kind: Reach(writer_v, n) for kind in kinds}
-    for layer, picks in _gather(pr, n_heads).items():
+    for layer, picks in _gather(pr, n_heads, attention).items():
         heads = sorted({head for _, head in picks})
         w = take(head_weights(model, (layer,), fold_norm=fold_norm), [0], heads)
         for kind in kinds:

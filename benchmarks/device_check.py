@@ -18,7 +18,8 @@ Steps, in order (random-weight Llama models of real shapes, seeded: the embedded
  4. fingerprints of the same weights equal on the CPU and on the device;
  5. a result computed on the device, cached, read back in a fresh process (a disk hit, equal);
  6. ``wb.load_weights(folder, device=<device>)`` equal to the in-memory run (overview, head composition);
- 7. a GPU + CPU device map: runs and equals the one-device run, or is refused with a reason (needs CUDA);
+ 7. a GPU + CPU device map: refused by ``wb.load_model`` with what to do instead; then booted around the refusal
+    to record whether the bridge would be right on it (equal to the one-device run) — needs CUDA;
  8. the 1.1B (TinyLlama) and 7B (Llama-2) shapes in bfloat16: seconds and peak GPU memory per analysis.
 ``--quick``: two tiny shapes instead of the real ones (what tests/test_device_check.py runs).
 """
@@ -494,27 +495,49 @@ def step_load_weights(shape, device, state) -> dict:
 
 
 def step_device_map(shape, device, state) -> dict:
-    """Half the layers on the GPU, the rest and the head on the CPU, through ``wb.load_model``."""
+    """Half the layers on the GPU, the rest and the head in CPU memory. ``wb.load_model`` refuses such a map
+    (``models/placement.py``: TransformerLens's bridge refuses it too, unverified on a GPU); the refusal must come
+    before loading and name what to do instead. Then, to learn whether the bridge would be right on it, the same
+    map is booted around both refusals and two hooked analyses are compared with the one-device run: evidence for
+    lifting the refusal, never a path the library takes."""
+    import transformer_lens.utilities.multi_gpu as tl_multi_gpu  # the bridge imports its check from here at boot
+    from transformers import AutoModelForCausalLM
+
     import workbench as wb
     from workbench.errors import UnsupportedModelError
+    from workbench.models import loading
 
     if not device.startswith("cuda"):
         return {"ok": None, "skipped": "needs a GPU (a GPU + CPU map)"}
     layers = shape[0]
     device_map = {"model.embed_tokens": 0, "model.rotary_emb": 0, "model.norm": "cpu", "lm_head": "cpu",
                   **{f"model.layers.{i}": (0 if i < layers // 2 else "cpu") for i in range(layers)}}
+    folder = _saved(shape, state)
+    out: dict = {}
     try:
-        model = wb.load_model(_saved(shape, state), device_map=device_map)
+        wb.load_model(folder, device_map=device_map, progress=False)
+        out["refused"] = None
     except UnsupportedModelError as exc:
-        return {"ok": True, "refused": one_line(exc)}  # refused at load with what to do: the other allowed outcome
-    results = {}
-    for analysis in ("super weights", "ReAGent"):
-        run = analyses(model, float32_probes=True)[analysis]
-        try:
-            results[analysis] = compare(run(), state["device_results"][analysis])
-        except Exception as exc:
-            results[analysis] = {"ok": False, "error": one_line(exc)}
-    return {"ok": all(r["ok"] for r in results.values()), "ran": True, "analyses": results}
+        out["refused"] = one_line(exc)
+    hf = AutoModelForCausalLM.from_pretrained(folder, device_map=device_map, dtype="float32")
+    checks = loading.check_placement, tl_multi_gpu.is_mixed_offload_gpu
+    loading.check_placement, tl_multi_gpu.is_mixed_offload_gpu = (lambda hf_model: None), (lambda values: False)
+    try:
+        model = loading.from_hf(hf, state["tokenizer"], "mixed-map")
+        around = {}
+        for analysis in ("super weights", "ReAGent"):
+            try:
+                around[analysis] = compare(analyses(model, float32_probes=True)[analysis](),
+                                           state["device_results"][analysis])
+            except Exception as exc:
+                around[analysis] = {"ok": False, "error": one_line(exc)}
+    except Exception as exc:
+        around = {"boot": {"ok": False, "error": one_line(exc)}}
+    finally:
+        loading.check_placement, tl_multi_gpu.is_mixed_offload_gpu = checks
+    out["around_the_refusal"] = around
+    out["would_be_right"] = all(r.get("ok") for r in around.values())
+    return {"ok": out["refused"] is not None, **out}
 
 
 def step_big(shapes, small_name, device, state, report) -> dict:

@@ -171,7 +171,7 @@ def compute_overview(model: WeightSource, config: OverviewConfig) -> OverviewRes
     # summaries are kept (holding every matrix in float32 until the end is ~27 GB at 7B shapes, ~280 GB at 70B).
     # A matrix may be in some layers only (dense and MoE layers mixed): summaries are kept per matrix name, in the
     # order the names first appear, and stacked over its layers at the end.
-    per_name: dict[str, list[tuple[int, tuple[int, int], Tensor, dict[str, Tensor]]]] = {}
+    per_name: dict[str, list[tuple[int, tuple[int, ...], Tensor, dict[str, Tensor]]]] = {}
     for layer in progress(range(info.n_layers), desc="reading weights"):
         for name, matrix in _matrices(model, layer).items():
             one = matrix.float()[None]  # [1, in, out]

@@ -43,7 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -278,6 +278,9 @@ def main() -> None:
     parser.add_argument("--no-composition", action="store_true", help="skip (a) from shards (7B: an hour on 2 cores)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for the rows and the matmul rate")
     parser.add_argument("--tmp", default=None, help="where the temporary checkpoints go (7B: ~13.5 GB)")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="write only this many layers of each shape (its widths kept): a streamed row's peak is one "
+                             "layer's work plus what it keeps, at a fraction of the time")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     shapes = ["1b"] if args.quick else args.shapes
@@ -287,8 +290,11 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="workbench-scale-", dir=args.tmp) as tmp:
         for name in shapes:
-            print(f"{SHAPES[name].name}: writing the checkpoint and measuring ...", flush=True)
-            rows.append(measure(SHAPES[name], Path(tmp), args.cap, not args.no_baseline, not args.no_scan,
+            shape = SHAPES[name]
+            if args.layers:
+                shape = replace(shape, name=f"{shape.name} ({args.layers} of {shape.n_layers} layers)", n_layers=args.layers)
+            print(f"{shape.name}: writing the checkpoint and measuring ...", flush=True)
+            rows.append(measure(shape, Path(tmp), args.cap, not args.no_baseline, not args.no_scan,
                                 not args.no_composition))
             print(table(rows[-1:]), flush=True)
     print(f"\ntorch {torch.__version__}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} threads; floor = FLOPs of "

@@ -46,6 +46,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout this script is in, not an installed copy
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WORKBENCH_PROGRESS", "0")
@@ -199,6 +200,7 @@ def child(task: str, folder: str, cap: str, offload: str) -> dict:
     out["seconds"] = time.perf_counter() - start
     out["cpu_seconds"] = time.process_time() - cpu
     out["peak_rss_mb"] = _peak_rss_mb()
+    out["workbench_from"] = str(Path(wb.__file__).parent)
     out["pairs"] = int(len(result.tables[next(iter(result.tables))]))
     return out
 

@@ -8,6 +8,8 @@ memory) and one planted super weight, shard by shard into a temporary folder tha
 row in a fresh Python process, its peak resident memory read from ``/proc/self/status`` (VmHWM: mapped file
 pages count too):
 
+(o) the overview (every matrix's spectrum and statistics): ``wb.model_overview(wb.load_weights(folder))``,
+    one layer's matrices at a time;
 (a) head composition of every head pair (Q, K, V; whole heads and per component), ``cache=False``:
     - ``from shards``: ``wb.head_composition(wb.load_weights(folder))``, one layer's weights at a time;
     - ``load model first``: ``wb.head_composition(wb.load_model(folder))`` (transformers + the bridge);
@@ -28,7 +30,7 @@ pages count too):
 ``--quick`` runs the 1B shape only (a few minutes on 2 cores). ``--threads N`` fixes the threads of the rows
 (``WORKBENCH_THREADS``) and of the rate; without it the workbench sizes its threads to the cores free when the
 row starts, which on a busy machine is fewer than the rate used: compare CPU times then, as the ratio does.
-``--no-baseline`` / ``--no-scan`` skip rows. Nothing asserts on time: read the table.
+``--no-baseline`` / ``--no-scan`` / ``--no-composition`` skip rows. Nothing asserts on time: read the table.
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout this script is in, not an installed copy
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WORKBENCH_PROGRESS", "0")
@@ -178,7 +181,9 @@ def child(task: str, folder: str, cap: str, offload: str) -> dict:
 
     out: dict = {}
     start, cpu = time.perf_counter(), time.process_time()
-    if task == "composition_shards":
+    if task == "overview_shards":
+        result = wb.model_overview(wb.load_weights(folder), cache=False)
+    elif task == "composition_shards":
         result = wb.head_composition(wb.load_weights(folder), cache=False)
     elif task == "composition_loaded":
         model = wb.load_model(folder, progress=False)
@@ -195,6 +200,7 @@ def child(task: str, folder: str, cap: str, offload: str) -> dict:
     out["seconds"] = time.perf_counter() - start
     out["cpu_seconds"] = time.process_time() - cpu
     out["peak_rss_mb"] = _peak_rss_mb()
+    out["workbench_from"] = str(Path(wb.__file__).parent)
     out["pairs"] = int(len(result.tables[next(iter(result.tables))]))
     return out
 
@@ -208,20 +214,22 @@ def run_child(task: str, folder: Path, cap: str, offload: Path) -> dict:
 
 
 # ------------------------------------------------------------------ main
-def measure(shape: Shape, root: Path, cap: str, baseline: bool, scan: bool) -> dict:
+def measure(shape: Shape, root: Path, cap: str, baseline: bool, scan: bool, composition: bool = True) -> dict:
     folder = root / shape.name
     t = time.perf_counter()
     write_checkpoint(shape, folder)
     row: dict = {"shape": asdict(shape), "params": shape.n_params, "write_s": time.perf_counter() - t}
     flops = composition_flops(shape)
     row["load_before"] = os.getloadavg()[0]
-    rate = matmul_rate(shape)  # measured next to the row it is the floor of, under the same load
-    row["matmul_gflops"] = rate["cpu"] / 1e9  # per CPU-second: the floor's unit
-    row["matmul_gflops_wall"] = rate["wall"] / 1e9
-    row["flops"] = flops
-    row["floor_s"] = sum(flops.values()) / rate["cpu"]  # CPU seconds
-    row["floor_pairs_only_s"] = flops["pairs"] / rate["cpu"]
-    row["shards"] = run_child("composition_shards", folder, cap, root / "offload")
+    row["overview"] = run_child("overview_shards", folder, cap, root / "offload")  # weight-only, streamed
+    if composition:
+        rate = matmul_rate(shape)  # measured next to the row it is the floor of, under the same load
+        row["matmul_gflops"] = rate["cpu"] / 1e9  # per CPU-second: the floor's unit
+        row["matmul_gflops_wall"] = rate["wall"] / 1e9
+        row["flops"] = flops
+        row["floor_s"] = sum(flops.values()) / rate["cpu"]  # CPU seconds
+        row["floor_pairs_only_s"] = flops["pairs"] / rate["cpu"]
+        row["shards"] = run_child("composition_shards", folder, cap, root / "offload")
     row["load_after"] = os.getloadavg()[0]
     if baseline:
         row["loaded"] = run_child("composition_loaded", folder, cap, root / "offload")
@@ -238,16 +246,23 @@ def table(rows: list[dict]) -> str:
             return "failed: " + entry["error"][:60]
         return f"{entry['seconds']:.0f} / {entry['peak_rss_mb']:.0f}" if entry else "-"
 
-    lines = ["| shape | params | (a) from shards: wall s / CPU s / peak MB | matmul floor: CPU s (GFLOP per CPU-s) "
+    lines = ["| shape | params | overview from shards: wall s / CPU s / peak MB "
+             "| (a) composition from shards: wall s / CPU s / peak MB | matmul floor: CPU s (GFLOP per CPU-s) "
              "| shards / floor (CPU) | load avg | (a) load model first: s / peak MB | (b) offloaded scan: s / peak MB "
              "| planted weight found |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def walls(s: dict) -> str:
+        if not s:
+            return "-"
+        return run(s) if "error" in s else f"{s['seconds']:.0f} / {s['cpu_seconds']:.0f} / {s['peak_rss_mb']:.0f}"
+
     for r in rows:
-        s = r["shards"]
-        shards = run(s) if "error" in s else f"{s['seconds']:.0f} / {s['cpu_seconds']:.0f} / {s['peak_rss_mb']:.0f}"
+        s = r.get("shards", {})
         ratio = f"{s['cpu_seconds'] / r['floor_s']:.2f}x" if "cpu_seconds" in s else "-"
-        lines.append(f"| {r['shape']['name']} | {r['params'] / 1e9:.2f}B | {shards} | {r['floor_s']:.0f} "
-                     f"({r['matmul_gflops']:.0f}) | {ratio} | {r['load_before']:.1f} / {r['load_after']:.1f} "
+        floor = f"{r['floor_s']:.0f} ({r['matmul_gflops']:.0f})" if "floor_s" in r else "-"
+        lines.append(f"| {r['shape']['name']} | {r['params'] / 1e9:.2f}B | {walls(r['overview'])} | {walls(s)} | {floor} "
+                     f"| {ratio} | {r['load_before']:.1f} / {r['load_after']:.1f} "
                      f"| {run(r.get('loaded', {}))} | {run(r.get('scan', {}))} | {r.get('scan', {}).get('found', '-')} |")
     return "\n".join(lines)
 
@@ -262,8 +277,12 @@ def main() -> None:
     parser.add_argument("--cap", default="2GiB", help="accelerate's CPU memory cap for (b)")
     parser.add_argument("--no-baseline", action="store_true", help="skip loading the model with transformers first")
     parser.add_argument("--no-scan", action="store_true", help="skip (b), the offloaded super-weight scan")
+    parser.add_argument("--no-composition", action="store_true", help="skip (a) from shards (7B: an hour on 2 cores)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for the rows and the matmul rate")
     parser.add_argument("--tmp", default=None, help="where the temporary checkpoints go (7B: ~13.5 GB)")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="write only this many layers of each shape (its widths kept): a streamed row's peak is one "
+                             "layer's work plus what it keeps, at a fraction of the time")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     shapes = ["1b"] if args.quick else args.shapes
@@ -273,8 +292,12 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="workbench-scale-", dir=args.tmp) as tmp:
         for name in shapes:
-            print(f"{SHAPES[name].name}: writing the checkpoint and measuring ...", flush=True)
-            rows.append(measure(SHAPES[name], Path(tmp), args.cap, not args.no_baseline, not args.no_scan))
+            shape = SHAPES[name]
+            if args.layers:
+                shape = replace(shape, name=f"{shape.name} ({args.layers} of {shape.n_layers} layers)", n_layers=args.layers)
+            print(f"{shape.name}: writing the checkpoint and measuring ...", flush=True)
+            rows.append(measure(shape, Path(tmp), args.cap, not args.no_baseline, not args.no_scan,
+                                not args.no_composition))
             print(table(rows[-1:]), flush=True)
     print(f"\ntorch {torch.__version__}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} threads; floor = FLOPs of "
           "the all-pairs and the two nulls' products / float32 matmul FLOP per CPU-second (module docstring)\n")

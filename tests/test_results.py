@@ -149,3 +149,41 @@ def test_every_result_is_shown_and_explored_through_the_same_dispatch():
     for cls in {*results._RESULT_TYPES.values(), wb.Result}:
         for method in ("figures", "figure", "widget", "_repr_html_"):
             assert getattr(cls, method) is getattr(wb.Result, method), f"{cls.__name__}.{method} bypasses the registry"
+
+
+def _fake_cuda(*values: float) -> torch.Tensor:
+    """A tensor that says it lives on ``cuda:0`` with no GPU present (a fake tensor: device and shape, no data)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        return torch.empty(len(values), device="cuda")
+
+
+def test_results_hold_cpu_tensors_whatever_device_computed_them():
+    gpu = _fake_cuda(1.0, 2.0)
+    assert gpu.device.type == "cuda"  # the negative control: without the Result's own move it would stay there
+    result = dataclasses.replace(_result(), tensors={"on_gpu": gpu, "on_cpu": torch.ones(2)})
+    assert {t.device.type for t in result.tensors.values()} == {"cpu"}
+    assert result.tensors["on_gpu"].shape == (2,)
+    kept = torch.ones(3)
+    assert dataclasses.replace(_result(), tensors={"x": kept}).tensors["x"] is kept  # CPU tensors are not copied
+
+
+def test_a_result_refuses_tensors_without_data():
+    with pytest.raises(wb.InputError, match="meta device"):
+        dataclasses.replace(_result(), tensors={"x": torch.empty(2, device="meta")})
+
+
+def test_composition_null_quantiles_take_values_from_any_device():
+    """The nulls are drawn on the model's device; the quantile levels are CPU tensors (``torch.quantile`` wants
+    both on one device). With fake CUDA values, shapes and devices are checked without a GPU."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from workbench.analyses.heads.composition import _sampled_quantiles
+
+    with FakeTensorMode():
+        values = torch.empty(4, 5, device="cuda")
+        v, q = _sampled_quantiles(values)
+        assert v.device.type == "cpu" and q.shape == (3,)
+        with pytest.raises(RuntimeError, match="device"):  # negative control: the old way, values left on the GPU
+            torch.quantile(values.reshape(-1).double(), torch.tensor([0.5, 0.95, 0.99], dtype=torch.float64))

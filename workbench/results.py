@@ -59,6 +59,14 @@ class Result:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Results hold CPU tensors only: an analysis computes on the model's device, but what it returns is
+        # rendered (``.numpy()``), cached and compared, none of which may depend on where it was computed. This is
+        # the one place that enforces it, for every analysis, whatever its compute left on the device.
+        moved = {name: _on_cpu(name, t) for name, t in self.tensors.items()}
+        if any(moved[name] is not t for name, t in self.tensors.items()):
+            object.__setattr__(self, "tensors", moved)
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__dict__.get("analysis"):  # a subclass that only inherits a name does not claim it
@@ -125,6 +133,17 @@ class Result:
     def load(cls, path: str | os.PathLike) -> Result:
         """Read a saved result; raises :class:`CacheCorruptError` if the file is damaged."""
         return _read(Path(path), cls)
+
+
+def _on_cpu(name: str, tensor: Tensor) -> Tensor:
+    """``tensor`` itself when it is a CPU tensor, else a detached CPU copy; a tensor without data is refused."""
+    if not isinstance(tensor, Tensor):
+        raise InputError(f"result tensor {name!r} is a {type(tensor).__name__}, not a torch.Tensor")
+    if tensor.device.type == "cpu":
+        return tensor
+    if tensor.device.type == "meta":
+        raise InputError(f"result tensor {name!r} is on the meta device (no data): compute it on a real device")
+    return tensor.detach().to("cpu")
 
 
 def register_result_type(cls: type[Result]) -> type[Result]:

@@ -18,6 +18,7 @@ from .hooked import HookedModel
 from .info import info_from_bridge
 from .no_installs import no_installs, refused
 from .offload import Offload
+from .placement import check_device_map, check_placement
 from .sources import load_hf, resolve_source
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -121,8 +122,11 @@ def load_model(
             available, else CPU; an in-memory model stays where it is). Ignored when ``device_map`` places the model.
         dtype: ``"float32"``, ``"bfloat16"``, ... (default: as stored, float32 for GGUF).
         device_map: passed to ``from_pretrained`` (needs ``accelerate``): ``"auto"`` shards a
-            large model over all GPUs and offloads the rest to CPU memory, then to disk.
-        max_memory: with ``device_map``, the most each device may hold, e.g. ``{0: "20GiB", "cpu": "8GiB"}``;
+            large model over the devices ``max_memory`` names (default: all GPUs, then CPU memory, then disk).
+            GPUs only, or CPU memory and disk only; a map that mixes a GPU with CPU or disk is refused
+            (:class:`UnsupportedModelError`, saying what to do instead; ``models/placement.py``).
+        max_memory: with ``device_map``, the most each device may hold, e.g. ``{0: "70GiB", 1: "70GiB"}`` or
+            ``{"cpu": "8GiB"}``;
             what does not fit goes to ``offload_folder`` (weights a safetensors checkpoint already holds are read
             from its own shards, nothing is copied). Forward passes then load one module's weights at a time.
         offload_folder: where weights offloaded to disk are written when the checkpoint is not safetensors
@@ -147,6 +151,7 @@ def load_model(
     src = resolve_source(source)
     if device_map is None and (max_memory is not None or offload_folder is not None):
         raise ModelLoadError("max_memory and offload_folder place a model with accelerate: pass device_map='auto' too")
+    check_device_map(device_map)  # a GPU mixed with CPU / disk is refused before anything loads (models/placement.py)
     placement = check_device(device) if device_map is None or src.kind == "tiny" else None  # before any loading
     root = cache_root(cache_dir)
     steps = progress_bar(total=3, desc=f"loading {src.label}", enabled=progress)
@@ -198,6 +203,7 @@ def from_hf(hf_model, tokenizer, name: str, *, source: str = "memory") -> Hooked
     why = refusal(hf_model.config)
     if why is not None:
         raise UnsupportedModelError(why)
+    check_placement(hf_model)  # what accelerate placed ("auto" spills to CPU / disk when the GPUs are full)
     # Name the device unless accelerate spread the model: left out, the bridge assumes CUDA when present.
     dispatched = bool(getattr(hf_model, "hf_device_map", None))
     placed = None if dispatched else str(hf_model.get_input_embeddings().weight.device)

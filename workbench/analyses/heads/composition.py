@@ -320,13 +320,20 @@ def _null_table(nulls: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["null", "kind", "level", "mean", "std", "q50", "q95", "q99", "max"])
 
 
+def _sampled_quantiles(values: Tensor) -> tuple[Tensor, Tensor]:
+    """(the values as float64 on the CPU, their q50 / q95 / q99 over a seeded sample of at most 2^20). The nulls
+    are drawn on the model's device; the quantile levels and the sample's indices live on the CPU, so the values
+    come to them (torch.quantile wants its input and levels on one device)."""
+    v = values.detach().reshape(-1).to("cpu", torch.float64)
+    sample = v[torch.randperm(len(v), generator=torch.Generator().manual_seed(0))[:2**20]]
+    return v, torch.quantile(sample, torch.tensor([0.5, 0.95, 0.99], dtype=torch.float64))
+
+
 def _null_rows(null) -> list[dict]:
     rows = []
     for kind, comp in null.items():
-        for level, values in (("head", comp.head.reshape(-1)), ("component", comp.component.reshape(-1))):
-            v = values.double()
-            q = torch.quantile(v[torch.randperm(len(v), generator=torch.Generator().manual_seed(0))[:2**20]],
-                               torch.tensor([0.5, 0.95, 0.99], dtype=torch.float64))
+        for level, values in (("head", comp.head), ("component", comp.component)):
+            v, q = _sampled_quantiles(values)
             rows.append({"kind": kind, "level": level, "mean": float(v.mean()), "std": float(v.std()),
                          "q50": float(q[0]), "q95": float(q[1]), "q99": float(q[2]), "max": float(v.max())})
     return rows
@@ -366,6 +373,8 @@ def compute_head_composition(model: WeightSource, config: HeadCompositionConfig)
     null, rotated = ({}, {}) if config.null_samples < 2 else (  # no null drawn
         null_scores(streamed.norms, kinds, config.null_samples, config.seed),
         rotated_null_streamed(model, kinds, config.null_samples, config.seed + 1, fold_norm=config.fold_norm))
+    null, rotated = ({k: Composition(c.component.cpu(), c.head.cpu(), c.writer_s.cpu()) for k, c in drawn.items()}
+                     for drawn in (null, rotated))  # drawn on the model's device; the tables and the result are CPU
     null_tab = _null_table({"gaussian": null, "rotated": rotated} if null else {})
 
     def q99_of(name: str, level: str) -> dict[str, float]:

@@ -35,7 +35,8 @@ from ..._progress import progress
 from ...errors import InputError, UnsupportedModelError
 from ...models import hook_names as hn
 from ...results import Result
-from .scores import KINDS, all_compositions
+from .scores import KINDS
+from .scores_streamed import stream_compositions
 from .svd import FactoredSVD, HeadWeights, check_weights, head_weights, ov_svd
 from ...engine.registry import Analysis
 from ...models.contract import HookedSource
@@ -198,9 +199,11 @@ def compute_head_effects(model: HookedSource, config: HeadEffectsConfig) -> Head
         raise InputError(f"ablation must be 'zero' or 'mean', got {config.ablation!r}")
     kinds = tuple(k for k in KINDS if k in config.kinds)
     n_layers, n_heads = model.info.n_layers, model.info.n_heads
-    everything = head_weights(model, fold_norm=config.fold_norm)
-    ov = ov_svd(everything)  # shared by the scores, the component directions and the strengths
-    comps = all_compositions(everything, everything, kinds, show_progress=False, ov=ov)
+    # The weight side streams one layer at a time, as head_composition does: stacking every head's four matrices
+    # in float32 (4 x layers x d_model^2 values) is 8.6 GB at 7B shapes and ~86 GB at 70B, beside the model itself.
+    all_layers, all_heads = tuple(range(n_layers)), list(range(n_heads))
+    streamed = stream_compositions(model, kinds, all_layers, all_layers, all_heads, all_heads, fold_norm=config.fold_norm)
+    comps = streamed.comps
     writers = list(config.writers) or _auto_writers(comps, config.n_writers)
     for layer, head, comp in writers:
         if not (0 <= layer < n_layers - 1 and 0 <= head < n_heads and -1 <= comp < model.info.d_head):
@@ -214,7 +217,7 @@ def compute_head_effects(model: HookedSource, config: HeadEffectsConfig) -> Head
                                         *z_names}))  # one clean pass for everything
     _check_patch_reaches(model, ids, layers[0], clean)
     means = _z_means(clean, mask, writers) if config.ablation == "mean" else None
-    directions = component_directions(model, writers, config.fold_norm, hw=everything, svd=ov)
+    directions = component_directions(model, writers, config.fold_norm)  # reads the component writers' layers only
     W_O = {l: model.effective_attention_weights(l).W_O for l in layers}  # what a head's output writes
     P = ids.shape[0]
     per_chunk = max(1, config.batch_size // (P * len(kinds)))
@@ -244,7 +247,7 @@ def compute_head_effects(model: HookedSource, config: HeadEffectsConfig) -> Head
                     for head, value in enumerate(values.tolist()):
                         rows.append((*writer, layer, head, kind, value))
     table = pd.DataFrame(rows, columns=["writer_layer", "writer_head", "component", "reader_layer", "reader_head", "kind", "effect"])
-    table = _attach_scores(table, comps, ov.S.cpu())
+    table = _attach_scores(table, comps, streamed.sv_ov.cpu())
     return HeadEffectsResult(
         config=config, model_id=model.name, fingerprint=model.fingerprint(),
         tables={"effects": table, "correlation": _correlations(table)},
@@ -289,7 +292,7 @@ def _auto_writers(comps, n: int) -> list[tuple[int, int, int]]:
     for flat in order:
         layer, head = divmod(flat, best.shape[1])
         kind = max(comps, key=lambda k: float(comps[k].head[layer, head].max()))
-        share = comps[kind].share[layer, head]  # [comp, rl, rh]
+        share = comps[kind].share_of(layer)[head]  # [comp, rl, rh]; one writer row, not the scores' size again
         reader = int(comps[kind].head[layer, head].flatten().argmax())
         top = int(share.flatten(1)[:, reader].argmax())
         out += [(layer, head, -1), (layer, head, top)]

@@ -10,6 +10,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..._memory import release_freed
 from ..._progress import progress
 from ...results import Result
 from ...types import EmbeddingNorms, LayerSpectra, Spectrum
@@ -166,23 +167,29 @@ def _parameter_table(model) -> pd.DataFrame:
 def compute_overview(model: WeightSource, config: OverviewConfig) -> OverviewResult:
     model.require_finite_weights()
     info = model.info
-    per_layer: dict[str, dict[int, Tensor]] = {}  # a matrix may be in some layers only (dense and MoE layers mixed)
+    # One layer at a time: each matrix's spectrum and statistics are taken as soon as it is read, and only those
+    # summaries are kept (holding every matrix in float32 until the end is ~27 GB at 7B shapes, ~280 GB at 70B).
+    # A matrix may be in some layers only (dense and MoE layers mixed): summaries are kept per matrix name, in the
+    # order the names first appear, and stacked over its layers at the end.
+    per_name: dict[str, list[tuple[int, tuple[int, ...], Tensor, dict[str, Tensor]]]] = {}
     for layer in progress(range(info.n_layers), desc="reading weights"):
         for name, matrix in _matrices(model, layer).items():
-            per_layer.setdefault(name, {})[layer] = matrix.float()
+            one = matrix.float()[None]  # [1, in, out]
+            sv = singular_values(one)  # on the matrix's device
+            stats = {k: v.cpu() for k, v in matrix_stats(sv, one).items()}
+            per_name.setdefault(name, []).append((layer, tuple(matrix.shape), sv.cpu(), stats))
+            del one, matrix, sv
+        release_freed()  # the layer's float32 / float64 temporaries: else resident memory keeps their high-water mark
 
     rows, tensors = [], {}
-    for name, by_layer in per_layer.items():
-        layers, mats = list(by_layer), list(by_layer.values())
-        stack = torch.stack([m.to(mats[0].device) for m in mats])  # [layer, in, out]
-        sv = singular_values(stack)  # batched over layers, on the model's device
-        tensors[f"sv/{name}"] = sv.cpu()
+    for name, entries in per_name.items():
+        layers = [layer for layer, *_ in entries]
+        tensors[f"sv/{name}"] = torch.cat([sv for _, _, sv, _ in entries])
         if len(layers) != info.n_layers:
             tensors[f"layers/{name}"] = torch.tensor(layers)
-        stats = {k: v.cpu() for k, v in matrix_stats(sv, stack).items()}
-        for i, layer in enumerate(layers):
-            rows.append({"layer": layer, "matrix": name, "rows": stack.shape[1], "cols": stack.shape[2],
-                         **{k: float(v[i]) for k, v in stats.items()}})
+        for layer, shape, _, stats in entries:
+            rows.append({"layer": layer, "matrix": name, "rows": shape[0], "cols": shape[1],
+                         **{k: float(v[0]) for k, v in stats.items()}})
     tensors["embedding_norms"] = model.W_E.float().norm(dim=-1).cpu()
 
     ids = model.to_tokens(config.sample_text, prepend_bos=False)[0].tolist()

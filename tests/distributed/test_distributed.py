@@ -59,11 +59,11 @@ def test_the_cluster_has_single_threaded_workers(cluster):
 
 
 # ------------------------------------------------------------------ attribution of a dataset of prompts
-def test_dataset_equals_single_process_and_resumes_from_the_cache(cluster, cache_root):
+def test_dataset_equals_single_process_and_resumes_from_the_cache(cluster, cache_root, tiny_llama):
     run = wb.distributed.attribute_dataset("tiny-llama", PROMPTS, cache_root=cache_root, **OPTIONS)
     assert run.computed == [True] * len(PROMPTS)
     assert len(set(run.workers)) == 2  # both workers took prompts
-    model = wb.load_model("tiny-llama", progress=False)
+    model = tiny_llama
     for prompt, result in zip(PROMPTS, run.results):
         assert_same(result, wb.attribute(model, prompt=prompt, cache=False, **OPTIONS))
     # the same keys as a single-process call: this process finds the workers' results in the shared cache
@@ -76,7 +76,7 @@ def test_dataset_equals_single_process_and_resumes_from_the_cache(cluster, cache
         assert_same(a, b)
 
 
-def test_a_worker_killed_mid_run_costs_only_its_task(cluster, cache_root, tmp_path):
+def test_a_worker_killed_mid_run_costs_only_its_task(cluster, cache_root, tmp_path, tiny_llama):
     marker = tmp_path / "killed"
     cluster.client.register_plugin(KillOnce(str(marker), "attribute_task"), name="kill-once")
     try:
@@ -85,7 +85,7 @@ def test_a_worker_killed_mid_run_costs_only_its_task(cluster, cache_root, tmp_pa
         cluster.client.unregister_worker_plugin("kill-once")
     killed = int(marker.read_text())  # a worker did die, in the middle of the job
     assert killed not in run.workers  # its task was run again by another worker (or its nanny's new process)
-    model = wb.load_model("tiny-llama", progress=False)
+    model = tiny_llama
     for prompt, result in zip(PROMPTS, run.results):
         assert_same(result, wb.attribute(model, prompt=prompt, cache=False, **OPTIONS))
     assert killed not in cluster.worker_pids().values()

@@ -34,7 +34,7 @@ _current: list[Cluster] = []  # the clusters entered with ``with``, innermost la
 
 
 # what the process that forks the local workers imports once: each worker starts with the workbench loaded
-PRELOAD = ("distributed", "workbench.distributed.tasks", "workbench.analyses")
+PRELOAD = ("distributed", "workbench.distributed.tasks", "workbench.distributed.worker", "workbench.analyses")
 
 
 def _fork_workers_from_a_loaded_server() -> None:
@@ -85,6 +85,9 @@ class Cluster:
                                  f"{address} is sized where it was started")
             self.client = distributed.Client(address)
         try:
+            from .worker import WorkerSetup
+
+            self.client.register_plugin(WorkerSetup(), name=WorkerSetup.name)
             self._check_workers()
         except BaseException:
             self.close()

@@ -12,7 +12,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._progress import set_progress
 from .._threads import sized_threads
 from ..cache import get_cache
 from ..results import Result
@@ -42,7 +41,6 @@ class ModelSource:
 
 def model_of(source: ModelSource) -> Any:
     """``source`` loaded, once per worker; a worker keeps one model at a time (a new one replaces it)."""
-    set_progress(False)  # a worker's bars would interleave on the shared terminal; the caller shows one per job
     if source not in _MODELS:
         _MODELS.clear()
         _MODELS[source] = source.load()

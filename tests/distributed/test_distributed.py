@@ -70,7 +70,7 @@ def test_dataset_equals_single_process_and_resumes_from_the_cache(cluster, cache
     store = wb.ResultCache(cache_root)
     assert_same(wb.attribute(model, prompt=PROMPTS[0], cache=store, **OPTIONS), run.results[0])
     assert store.stats["misses"] == 0
-    again = wb.distributed.attribute_dataset("tiny-llama", PROMPTS + ["A new prompt"], cache_root=cache_root, **OPTIONS)
+    again = wb.distributed.attribute_dataset("tiny-llama", [*PROMPTS, "A new prompt"], cache_root=cache_root, **OPTIONS)
     assert again.computed == [False] * len(PROMPTS) + [True]  # only the new prompt is computed
     for a, b in zip(again.results, run.results):
         assert_same(a, b)
@@ -116,7 +116,7 @@ def test_checkpoint_series_equals_single_process(cluster, run_folders, cache_roo
     scores = series.summary_table["K top score"]
     assert scores.nunique() == 3  # the drift moves the composition scores
     fig = series.figure()
-    assert [list(t.x) for t in fig.data][0] == [0, 500, 1000] and len(fig.data) == len(series.metrics)
+    assert all(list(t.x) == [0, 500, 1000] for t in fig.data) and len(fig.data) == len(series.metrics)
     path = series.save(cache_root / "series.safetensors")
     assert_same(wb.Result.load(path), series)
 
@@ -173,3 +173,33 @@ def test_split_layers():
     assert split_layers(4, 3) == [(0,), (1, 2), (3,)]
     assert split_layers(2, 8) == [(0,), (1,)]
     assert sum(map(len, split_layers(30, 7))) == 30
+
+
+# ------------------------------------------------------------------ the command line
+def test_the_cluster_command_runs_each_workload_on_an_existing_cluster(cluster, run_folders, tmp_path, capsys):
+    from workbench.cli import main
+
+    address = ["--address", cluster.address]
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The cat sat on the\n\nOne, two, three,\n")
+    assert main(["cluster", "attribute", "--prompts", str(prompts), "-m", "tiny-llama", "--method", "occlusion",
+                 *address]) == 0
+    out = capsys.readouterr().out
+    assert "The cat sat on the" in out and "One, two, three," in out and "2 computed, 0 read from the cache" in out
+    page = tmp_path / "series.html"
+    assert main(["cluster", "checkpoints", *map(str, run_folders), "--analysis", "overview", "--out", str(page),
+                 *address]) == 0
+    out = capsys.readouterr().out
+    assert all(f.name in out for f in run_folders) and page.stat().st_size > 10_000
+    assert main(["cluster", "layers", str(run_folders[0]), "--parts", "2", *address]) == 0
+    assert "outlier_ratio" in capsys.readouterr().out
+    assert main(["cluster", "attribute", "--prompts", str(tmp_path / "none.txt"), *address]) == 2
+    assert "no prompts file" in capsys.readouterr().err
+
+
+def test_without_dask_the_cluster_says_which_extra_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # importing it now raises ImportError
+    with pytest.raises(wb.MissingExtraError, match=r"pip install 'lm-workbench\[cluster\]'"):
+        wb.distributed.cluster()

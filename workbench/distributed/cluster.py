@@ -34,7 +34,7 @@ _current: list[Cluster] = []  # the clusters entered with ``with``, innermost la
 
 
 # what the process that forks the local workers imports once: each worker starts with the workbench loaded
-PRELOAD = ("distributed", "workbench.distributed.tasks", "workbench.distributed.worker", "workbench.analyses")
+PRELOAD = ("distributed", "workbench.distributed._preload")
 
 
 def _fork_workers_from_a_loaded_server() -> None:

@@ -15,6 +15,7 @@ per checkpoint side by side).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -115,7 +116,7 @@ def split_layers(n_layers: int, parts: int) -> list[tuple[int, ...]]:
     """``range(n_layers)`` in ``parts`` contiguous ranges as even as can be (none empty)."""
     parts = max(1, min(parts, n_layers))
     bounds = [round(i * n_layers / parts) for i in range(parts + 1)]
-    return [tuple(range(a, b)) for a, b in zip(bounds, bounds[1:])]
+    return [tuple(range(a, b)) for a, b in itertools.pairwise(bounds)]
 
 
 def merge_overview(source: Any, parts: Sequence[Result], ranges: Sequence[tuple[int, ...]]) -> Result:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from .._paths import cache_root as resolved_root
 from ..cache import ResultCache
 from ..errors import InputError
-from ..results import Result
+from ..analyses.attribution.result import AttributionResult
 from .cluster import Cluster, using
 from .tasks import ModelSource, TaskOutput, attribute_task
 
@@ -19,7 +19,7 @@ from .tasks import ModelSource, TaskOutput, attribute_task
 class DatasetRun:
     """The results of a dataset run, in the prompts' order, and how each was had."""
 
-    results: list[Result]
+    results: list[AttributionResult]  # ReagentResult for method="reagent"
     computed: list[bool]  # per prompt: computed in this run (False: read back from the cache)
     workers: list[int]  # per prompt: the process id of the worker that ran it
 
@@ -60,4 +60,4 @@ def attribute_dataset(model: str | os.PathLike | None, prompts: Sequence[str | d
              for item in items]
     with using(cluster) as c:
         outputs: list[TaskOutput] = c.map(attribute_task, tasks, desc=f"{method} on {len(tasks)} prompts")
-    return DatasetRun([o.result for o in outputs], [o.computed for o in outputs], [o.pid for o in outputs])
+    return DatasetRun([cast(AttributionResult, o.result) for o in outputs], [o.computed for o in outputs], [o.pid for o in outputs])

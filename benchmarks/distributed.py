@@ -43,6 +43,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent / "tests"))  # the pretend training run, KillOnce
 
 import pandas as pd  # noqa: E402
+import torch  # noqa: E402
 
 import workbench as wb  # noqa: E402
 from workbench._threads import allowed_cpus  # noqa: E402
@@ -170,6 +171,14 @@ def main() -> None:
     print(f"killed worker survived: {survived} (worker pid {killed} killed at its first task; the dataset rerun "
           f"took {t_killed:.2f} s, {killed_run.n_computed} of {len(prompts)} computed; results {killed_equal}; "
           f"{len(set(killed_run.workers))} worker processes ran them)")
+    # negative control: the same comparison rejects a result with one spectrum value nudged by one ulp
+    name = next(k for k in single_over.tensors if k.startswith("sv/"))
+    nudged = single_over.tensors[name].clone()
+    nudged.view(-1)[0] = torch.nextafter(nudged.view(-1)[0], torch.tensor(float("inf")))
+    control = type(single_over)(config=single_over.config, model_id=single_over.model_id,
+                                fingerprint=single_over.fingerprint, tensors={**single_over.tensors, name: nudged},
+                                tables=single_over.tables, meta=single_over.meta)
+    print(f"negative control (one value of {name} one ulp off): {compare('control', [dist_over], [control])}")
     print("equal" if all(r["result"] == "equal" for r in rows) and survived else "NOT EQUAL")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "cluster_start_s": t_start, "killed_survived": survived,

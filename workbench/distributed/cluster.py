@@ -23,7 +23,7 @@ from typing import Any
 
 from .._extras import require
 from .._progress import progress
-from .._threads import allowed_cpus
+from .._threads import cores
 from .._version import __version__
 from ..errors import InputError, WorkbenchError
 
@@ -62,7 +62,7 @@ class Cluster:
     """A Dask client with the workbench's defaults (see the module docstring).
 
     ``address``: an existing scheduler (``"tcp://host:8786"``); None starts a local cluster of ``n_workers``
-    processes (default: one per core this process may use), one thread each. ``cluster_options`` go to
+    processes (default: one per core this process may use: its affinity and cgroup CPU quota), one thread each. ``cluster_options`` go to
     ``distributed.LocalCluster`` (e.g. ``memory_limit="8GB"``).
     """
 
@@ -70,7 +70,7 @@ class Cluster:
         distributed = require("distributed", "wb.distributed (running on a Dask cluster)")
         self._local = None
         if address is None:
-            n = n_workers if n_workers is not None else len(allowed_cpus())
+            n = n_workers if n_workers is not None else cores()
             if n < 1:
                 raise InputError(f"n_workers must be at least 1, got {n}")
             _fork_workers_from_a_loaded_server()

@@ -13,7 +13,8 @@ with ``cache=False`` or an empty cache folder, so both compute everything:
 - ``layers``: the overview of one checkpoint's shards, its layers split into one range per worker.
 
 ``equal`` means every Result of the cluster equals the single process's to the bit (tensors with NaN where
-both have NaN, tables exactly, meta). The cluster's times include what its workers spend loading their models
+both have NaN, tables exactly, meta), computed at one thread as each worker computes: the timed N-thread run
+splits float32 reductions differently, and its largest relative difference is printed beside (``vs N threads``). The cluster's times include what its workers spend loading their models
 (the single process loads once, and that load is in its time too); the cluster's start is timed on its own.
 Then the dataset runs once more on the cluster with a worker killed at its first task (SIGKILL, as a crash):
 ``killed worker survived`` when every result came back equal and the dead process ran none of them.
@@ -92,6 +93,21 @@ def differences(a: wb.Result, b: wb.Result) -> list[str]:
     return out
 
 
+def max_relative_difference(ours: list, theirs: list) -> float:
+    """Largest |a - b| / max |b| over every tensor of every pair of results (NaN where both are NaN ignored)."""
+    worst = 0.0
+    for a, b in zip(ours, theirs):
+        for k in a.tensors.keys() & b.tensors.keys():
+            x, y = a.tensors[k].double(), b.tensors[k].double()
+            if x.shape != y.shape:
+                return float("inf")
+            both = ~(x.isnan() & y.isnan())
+            if both.any():
+                scale = y[both].abs().max().clamp_min(1e-300)
+                worst = max(worst, float(((x - y)[both].abs().max() / scale).nan_to_num(nan=float("inf"))))
+    return worst
+
+
 def compare(name: str, ours: list, theirs: list) -> str:
     bad = [f"#{i}: {', '.join(d)}" for i, (a, b) in enumerate(zip(ours, theirs)) if (d := differences(a, b))]
     return "equal" if not bad and len(ours) == len(theirs) else f"NOT EQUAL ({name}: {'; '.join(bad[:3])})"
@@ -139,6 +155,14 @@ def main() -> None:
                 lambda: [wb.head_composition(wb.load_weights(f), cache=False, **composition) for f in run])
             single_over, t_single_over = timed(lambda: wb.model_overview(wb.load_weights(wide), cache=False))
 
+        # the references for equality: the same computations at one thread, as each worker computes (float32
+        # reductions split over another number of threads round differently, ~1e-7 relative: not timed)
+        with threads(1):
+            model = wb.load_model(model_name, progress=False)
+            ref_attr = [wb.attribute(model, prompt=p, cache=False, **ig) for p in prompts]
+            ref_ckpt = [wb.head_composition(wb.load_weights(f), cache=False, **composition) for f in run]
+            ref_over = wb.model_overview(wb.load_weights(wide), cache=False)
+
         # ---------------------------------------------------------------- the cluster, N workers x 1 thread
         cluster, t_start = timed(lambda: wb.distributed.cluster(n_workers=n))
         with cluster:
@@ -156,14 +180,16 @@ def main() -> None:
         load_after = os.getloadavg()
 
     killed = int(marker.read_text()) if marker.exists() else None
-    killed_equal = compare("killed", killed_run.results, single_attr)
+    killed_equal = compare("killed", killed_run.results, ref_attr)
     survived = killed is not None and killed not in killed_run.workers and killed_equal == "equal"
-    for name, ours, theirs, t_one, t_many, what in (
-            ("dataset", dist_attr, single_attr, t_single_attr, t_attr, f"{len(prompts)} prompts, {model_name or 'SmolLM2-135M'}"),
-            ("checkpoints", dist_ckpt, single_ckpt, t_single_ckpt, t_ckpt, f"{len(run)} checkpoints, head composition"),
-            ("layers", [dist_over], [single_over], t_single_over, t_over, f"overview, {wide_layers} layers from shards")):
+    for name, ours, ref, timed_single, t_one, t_many, what in (
+            ("dataset", dist_attr, ref_attr, single_attr, t_single_attr, t_attr,
+             f"{len(prompts)} prompts, {model_name or 'SmolLM2-135M'}"),
+            ("checkpoints", dist_ckpt, ref_ckpt, single_ckpt, t_single_ckpt, t_ckpt, f"{len(run)} checkpoints, head composition"),
+            ("layers", [dist_over], [ref_over], [single_over], t_single_over, t_over, f"overview, {wide_layers} layers from shards")):
         rows.append({"workload": name, "what": what, "one process s": round(t_one, 2), "cluster s": round(t_many, 2),
-                     "overhead": round(t_many / t_one, 2), "result": compare(name, ours, theirs)})
+                     "overhead": round(t_many / t_one, 2), "result": compare(name, ours, ref),
+                     f"vs {n} threads": f"{max_relative_difference(ours, timed_single):.1e}"})
     table = pd.DataFrame(rows)
     if args.equality_only:  # times taken without the lock are not figures
         table = table.drop(columns=["one process s", "cluster s", "overhead"])
@@ -185,6 +211,8 @@ def main() -> None:
                                 fingerprint=single_over.fingerprint, tensors={**single_over.tensors, name: nudged},
                                 tables=single_over.tables, meta=single_over.meta)
     print(f"negative control (one value of {name} one ulp off): {compare('control', [dist_over], [control])}")
+    print(f"result: against one process at one thread, as each worker computes; 'vs {n} threads': the largest "
+          f"relative difference of any tensor from the timed {n}-thread run (float32 round-off of another split)")
     print("equal" if all(r["result"] == "equal" for r in rows) and survived else "NOT EQUAL")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "cluster_start_s": t_start, "killed_survived": survived,

@@ -2,7 +2,7 @@
 # Create (or update) the project's virtual environment in .venv.
 #   ./setup.sh          the workbench with JupyterLab and the demos, at the versions pinned in
 #                       constraints.txt, and the embedded model
-#   ./setup.sh --test   the same plus the test and docs tools, an older pandas kept aside for the
+#   ./setup.sh --test   the same plus the test and docs tools, Dask for wb.distributed (the cluster extra), an older pandas kept aside for the
 #                       install test (tests/test_wheel.py), and Debian's chromium for the browser
 #                       tests when run as root on a Debian/Ubuntu machine
 set -euo pipefail
@@ -16,7 +16,7 @@ PYTHON=${PYTHON:-python3}
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
 
 extras="lab,demos"
-[ "${1:-}" = "--test" ] && extras="lab,demos,docs,test"
+[ "${1:-}" = "--test" ] && extras="lab,demos,docs,test,cluster"
 # The distribution is lm-workbench (import name workbench); an older .venv has it as "workbench": remove that,
 # or two installs would claim the same package.
 if .venv/bin/python -m pip show -q workbench >/dev/null 2>&1; then pip uninstall -y workbench; fi

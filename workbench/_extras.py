@@ -13,6 +13,7 @@ EXTRAS = {
     "sklearn": ("scikit-learn", "demos"),
     "ipywidgets": ("ipywidgets", "lab"),
     "anywidget": ("anywidget", "lab"),  # plotly's FigureWidget: without it plotly gives a stand-in class
+    "distributed": ("distributed", "cluster"),  # Dask's scheduler and workers: wb.distributed
 }
 
 

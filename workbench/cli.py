@@ -5,6 +5,7 @@
     workbench info --model M
     workbench overview --model M
     workbench super-weights | heads | bilinear | attribute ...   (one per analysis)
+    workbench cluster attribute | checkpoints | layers ...        (on a Dask cluster: wb.distributed)
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import time
 import pandas as pd
 
 from ._version import __version__
-from .commands import attribute, bilinear, heads, overview, super_weights
+from .commands import attribute, bilinear, cluster, heads, overview, super_weights
 from .commands.common import add_model_args, load, print_frame
 from .errors import MissingExtraError, UnsupportedModelError, WorkbenchError
 
 # One module per analysis sub-command, in the order `workbench --help` lists them.
-COMMANDS = (overview, super_weights, heads, bilinear, attribute)
+COMMANDS = (overview, super_weights, heads, bilinear, attribute, cluster)
 
 
 def cmd_models(args) -> None:

@@ -21,7 +21,8 @@ from ..analyses.super_weights.detect import SuperWeightResult
 from ..analyses.super_weights.experiments import ExperimentResult
 from ..analyses.super_weights.experts import SuperExpertResult
 from ..analyses.super_weights.trace import TraceResult
-from . import attribution, bilinear, heads, overview, super_weight_trace, super_weights
+from ..distributed.series import CheckpointSeries
+from . import attribution, bilinear, heads, overview, series, super_weight_trace, super_weights
 from .registry import register_view
 
 register_view(OverviewResult, figures=overview.overview_figures, html=overview.tokens_html)
@@ -39,3 +40,4 @@ register_view(TrainedBilinear, figures=bilinear.training_figures)
 register_view(AttributionResult, figures=attribution.attribution_figures, html=attribution.result_heatmaps_html)
 register_view(ReagentResult, figures=attribution.reagent_figures, html=attribution.result_heatmaps_html)
 register_view(ComparisonResult, figures=attribution.comparison_figures, html=attribution.comparison_html)
+register_view(CheckpointSeries, figures=series.series_figures)

@@ -17,10 +17,12 @@ choice comes from (Inseq 0.7.1 ``attr/feat/ops/reagent_core``, which the authors
 
 Where ours differs, on purpose: special tokens (BOS) are never replaced and get importance 0
 (Inseq replaces them like any token); logit's argument is clamped to [1e-6, 1 - 1e-6] (Inseq's
-is +inf when Delta reaches 1); when no probe stopped, Inseq returns 0/0 = NaN and we return the mean
-over all probes, flagged in ``probe_stopped``. Inseq samples replacements by part of speech with
-NLTK data downloaded at run time; ``replacer="uniform"`` (the default) is that sampler with one
-tag for the whole vocabulary, which is what Inseq does for tokens NLTK cannot tag.
+is +inf when Delta reaches 1); when no probe stopped, Inseq 0.7.1 returns 0/0 = NaN and we return the
+mean over all probes, flagged in ``probe_stopped`` (Inseq's main branch has since done the same).
+Inseq and the authors' code sample a replacement of the same part of speech (NLTK tags, downloaded at
+run time); ``replacer="uniform"`` (the default) draws from the whole vocabulary without special tokens
+instead, which is not what either does: under it, every token whose replacement alone removes y is
+hit alike, and they tie (see :mod:`.replacers` for the others).
 
 What ReAGent measures, and its limit: a position's score grows when replacing it lowers p(y) more
 than replacing the other positions does. Positions that are each *necessary* (replacing any one of
@@ -49,6 +51,7 @@ stops early wastes little. Only the last position is unembedded.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -96,7 +99,8 @@ class ReagentParams:
     chunk_tokens: int = 0  # tokens per forward the step chunks aim at; 0: auto (CPU 512, 4096 with probe_dtype; GPU 32768)
     probe_dtype: str | None = "auto"  # "bfloat16" / "float16": probe forwards under torch.autocast (3x faster per
     #   token on CPUs with AMX; probabilities move by ~1e-2); None: the model's own dtype; "auto": bfloat16 where
-    #   the device runs it fast (a CUDA GPU with bfloat16, a CPU with AMX tiles) and the model is float32, else None
+    #   the device runs it fast (a CUDA GPU with bfloat16, a CPU with AMX tiles) and the model is float32, else None;
+    #   resolved before the cache key is made, so the result's config names the dtype the probes ran in
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,16 @@ def probe_dtype(model, params: ReagentParams) -> str | None:
     fast = torch.cuda.is_bf16_supported() if device.type == "cuda" else (
         device.type == "cpu" and getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
     return "bfloat16" if fast else None
+
+
+def resolve_probe_dtype(model, config):
+    """``prepare``: the config checked, with ``probe_dtype="auto"`` replaced by what it resolves to on this model
+    and device ("bfloat16", or None for the model's own dtype), so the cache key and the saved config say which
+    precision the probes ran in: a bfloat16 run and a float32 run never share a key."""
+    check_params(config)
+    if config.probe_dtype != "auto":
+        return config
+    return dataclasses.replace(config, probe_dtype=probe_dtype(model, config))
 
 
 def _precision(model, dtype: str | None):
@@ -419,4 +433,5 @@ ANALYSIS = Analysis(
     result_cls=ReagentResult,
     compute=compute_reagent,
     in_report=True,
+    prepare=resolve_probe_dtype,
 )

@@ -311,10 +311,12 @@ def test_a_long_run_is_announced_before_it_starts(tiny_llama):
     module = importlib.import_module("workbench.analyses.attribution.reagent")
 
     seq = prepare(tiny_llama, "word " * 48, target="x")  # 241 tokens: near the tiny model's context
-    config = module.ReagentConfig(prompt="p", n_probes=16, max_steps=3000)  # Inseq's defaults: 1.2e7 positions
+    config = module.ReagentConfig(prompt="p", n_probes=16, max_steps=3000, adaptive=False)  # Inseq's: 1.2e7 positions
     with pytest.warns(UserWarning, match="can take hours"):
         work = module.warn_if_costly(tiny_llama, seq, config)
     assert work == 16 * 3000 * seq.n_prompt
+    with pytest.warns(UserWarning, match="256 probes"):  # adaptive: the worst case is max_probes
+        assert module.warn_if_costly(tiny_llama, seq, module.ReagentConfig(prompt="p")) == 256 * 500 * seq.n_prompt
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         module.warn_if_costly(tiny_llama, prepare(tiny_llama, "short", target="x"), module.ReagentConfig(prompt="p"))

@@ -58,3 +58,81 @@ def test_a_bfloat16_run_is_not_served_a_float32_result(copy_model, monkeypatch, 
     assert (a.config.probe_dtype, b.config.probe_dtype) == (None, "bfloat16")
     assert (a.probe_dtype, b.probe_dtype) == ("float32", "bfloat16")
     assert cache.stats["misses"] == 2
+
+
+# ------------------------------------------------------------------ uncertainty
+def test_t_quantile_matches_the_table():
+    from workbench.analyses.attribution.uncertainty import t_quantile
+
+    for df, value in ((1, 12.706), (2, 4.303), (3, 3.182), (7, 2.365), (15, 2.131), (100, 1.984)):
+        assert t_quantile(df) == pytest.approx(value, abs=2e-3)
+
+
+def test_probe_uncertainty_on_known_samples():
+    from workbench.analyses.attribution.uncertainty import probe_uncertainty
+
+    gen = torch.Generator().manual_seed(0)
+    nan = float("nan")
+    # position 1 clearly first; positions 2 and 3 drawn from one distribution (a tie below it); 0 not attributed
+    clear = torch.stack([torch.full((64,), nan), 0.5 + 0.05 * torch.randn(64, generator=gen),
+                         0.2 + 0.05 * torch.randn(64, generator=gen), 0.2 + 0.05 * torch.randn(64, generator=gen)], 1)
+    u = probe_uncertainty(clear)
+    assert u["tied_first"].tolist() == [False, True, False, False] and u["p_first"][1] > 0.99
+    assert math.isnan(u["low"][0]) and u["low"][1] < 0.5 < u["high"][1]
+    # 2 and 3 tied for first once 1 is gone: both marked, each ranks first about half the time
+    tie = clear.clone()
+    tie[:, 1] = 0.0
+    u = probe_uncertainty(tie)
+    assert u["tied_first"].tolist() == [False, False, True, True]
+    assert 0.1 < u["p_first"][2] < 0.9 and u["p_first"][2] + u["p_first"][3] == pytest.approx(1.0)
+    # negative control: shuffling the probes of one column cannot make a tie distinct, but a real gap is found
+    gap = tie.clone()
+    gap[:, 2] += 0.05
+    assert probe_uncertainty(gap)["tied_first"].tolist() == [False, False, True, False]
+    # the 95% interval covers the true mean about 95% of the time (200 draws of 16 probes)
+    covered = 0
+    for _ in range(200):
+        x = 0.3 + 0.1 * torch.randn(16, 2, generator=gen)
+        u = probe_uncertainty(x, n_boot=10)
+        covered += int(u["low"][0] <= 0.3 <= u["high"][0])
+    assert 0.89 <= covered / 200 <= 0.99
+
+
+def test_settled_needs_a_clear_leader_or_the_same_leader_twice():
+    from workbench.analyses.attribution.uncertainty import settled
+
+    def state(mean, tied):
+        return {"mean": torch.tensor(mean), "tied_first": torch.tensor(tied)}
+
+    alone = state([0.5, 0.3, 0.2], [True, False, False])
+    pair = state([0.4, 0.39, 0.2], [True, True, False])
+    assert settled(None, alone) and not settled(None, pair)
+    assert settled(pair, pair)
+    assert not settled(state([0.39, 0.4, 0.2], [True, True, False]), pair)  # the leader changed
+    assert settled(state([0.4, 0.3, 0.3], [True, True, True]), pair)  # the same leader; its ties are reported
+
+
+def test_adaptive_run_extends_the_default_run_and_reports_uncertainty(copy_model):
+    options = dict(prompt=PROMPT, cache=False, keep_top_n=3, max_steps=300)
+    fixed = wb.reagent(copy_model, adaptive=False, **options)
+    grown = wb.reagent(copy_model, max_probes=64, **options)
+    n = int(grown.probe_count[0])
+    assert fixed.probe_count.tolist() == [8] and 8 <= n <= 64 and n % 8 == 0
+    # the adaptive run's first batch is the fixed run, draw for draw
+    assert torch.equal(grown.probe_steps[0, :8], fixed.probe_steps[0])
+    assert torch.allclose(grown.probe_importance[0, :8].nan_to_num(), fixed.probe_importance[0].nan_to_num())
+    table = grown.top_tokens(0, 3)
+    assert {"low", "high", "p_first", "tied_first"} <= set(table.columns)
+    assert table["low"][0] <= table["importance"][0] <= table["high"][0]
+    assert grown.tied_first(0) == [2]  # the copied character, alone
+    assert grown.targets["tied_first_tokens"][0] == ["h"]
+    html = wb.build_report([grown])
+    assert "95% interval" in html and "ranks first with probability" in html
+
+
+def test_ties_are_shown_as_ties():
+    from workbench.render.attribution import token_heatmap_html
+
+    out = token_heatmap_html(["<s>", "a", "b", "c"], [float("nan"), 0.4, 0.4, 0.2], 3, tied={1, 2},
+                             notes={1: ", 95% interval 0.3 .. 0.5"})
+    assert out.count("wb-tied") == 2 and "95% interval 0.3 .. 0.5" in out

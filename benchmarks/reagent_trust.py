@@ -46,6 +46,17 @@ STABILITY_PROMPTS = (  # shortest first: on a busy machine the first ones finish
 )
 
 
+# held out for the estimand: short (3^n enumerations with K = 2), used by no test
+MU_PROMPTS = (
+    "The dog chased the", "She poured milk into the", "I wrote a letter to my", "The bird flew over the",
+    "He drove his car to the", "We ate pizza for", "The baby fell asleep in her", "They played football in the",
+    "The teacher opened the", "My favourite colour is", "The old man sat on a", "The river flows into the",
+    "She bought a new pair of", "The moon shines at", "He locked the front", "The soup was too",
+    "Rain fell on the", "The pilot landed the", "I brushed my", "The farmer milked the", "Snow covered the",
+    "The boy kicked the",
+)
+
+
 def load_avg() -> str:
     return Path("/proc/loadavg").read_text().split()[0]
 
@@ -112,6 +123,58 @@ def stability(model, prompts, options: dict, json_path: str | None = None) -> di
     return {"options": options, "rows": rows, "summary": summary}
 
 
+def mu_section(model, n_prompts: int, k: int = 2, json_path: str | None = None) -> dict:
+    """ReAGent (library defaults, adaptive; replacements from a fixed set of K tokens per position) against the
+    exact mu on the same replacement distribution, with leave-one-out / Banzhaf / Shapley beside it."""
+    from workbench.analyses.attribution.common import prepare
+    from workbench.analyses.attribution.estimand import exact_estimand, fixed_sampler, tied_top
+    from workbench.analyses.attribution.reagent import ReagentParams, draw_key, reagent_probes
+    from workbench.analyses.attribution.replacers import candidate_ids
+
+    params = ReagentParams(probe_dtype=None)
+    candidates = candidate_ids(model)
+    rows = []
+    for i, prompt in enumerate(MU_PROMPTS[:n_prompts]):
+        seq = prepare(model, prompt, None, max_new_tokens=1)
+        T = seq.n_prompt
+        ctx, attr, target = seq.context(0).cpu(), seq.attributable[:T].cpu(), seq.target_id(0)
+        gen = torch.Generator().manual_seed(1000 + i)
+        reps = candidates[torch.randint(len(candidates), (T, k), generator=gen)]
+        start = time.perf_counter()
+        exact = exact_estimand(model, ctx, target, attr, reps, params.replacing_ratio)
+        t_exact = time.perf_counter() - start
+        start = time.perf_counter()
+        run = reagent_probes(model, ctx, target, attr, fixed_sampler(reps), params, draw_key(0, 0))
+        t_run = time.perf_counter() - start
+        mu = exact["mu"].float()
+        imp = run["mean"].masked_fill(~attr, float("nan"))
+        drift = run["drift"].mean(0).masked_fill(~attr, float("nan"))
+        top_set = tied_top(mu)
+        top = int(torch.nan_to_num(imp, nan=-1).argmax())
+        row = {"prompt": prompt, "target": model.to_str_tokens([target])[0], "positions": int(attr.sum()),
+               "spearman_reagent_mu": spearman(imp, mu), "spearman_drift_mu": spearman(drift, mu),
+               "top1_in_mu_top": top in top_set, "mu_top_set": top_set, "reagent_top1": top,
+               "reagent_tied_first": run["tied_first"].nonzero()[:, 0].tolist(),
+               **{f"spearman_{m}_mu": spearman(exact[m].float(), mu) for m in ("leave_one_out", "banzhaf", "shapley")},
+               "probes": len(run["steps"]), "probe_steps": int(run["steps"].sum()), "forwards_exact": int(exact["forwards"]),
+               "seconds_exact": t_exact, "seconds_reagent": t_run, "load": load_avg(),
+               "mu": mu.tolist(), "reagent": imp.tolist(), "drift": drift.tolist()}
+        rows.append(row)
+        print(f"  {prompt!r} -> {row['target']!r}: n {row['positions']}, rho(ReAGent, mu) {row['spearman_reagent_mu']:+.2f}, "
+              f"rho(drift, mu) {row['spearman_drift_mu']:+.2f}, top-1 in mu's top set {row['top1_in_mu_top']}, "
+              f"rho(LOO / Banzhaf / Shapley, mu) {row['spearman_leave_one_out_mu']:+.2f} / "
+              f"{row['spearman_banzhaf_mu']:+.2f} / {row['spearman_shapley_mu']:+.2f}, {row['probes']} probes, "
+              f"exact {t_exact:.0f} s, ReAGent {t_run:.0f} s, load {row['load']}", flush=True)
+        if json_path:
+            Path(json_path).write_text(json.dumps({"k": k, "rows": rows}, indent=1, default=str) + "\n")
+    summary = {"prompts": len(rows),
+               "median_spearman_reagent_mu": statistics.median(r["spearman_reagent_mu"] for r in rows),
+               "median_spearman_drift_mu": statistics.median(r["spearman_drift_mu"] for r in rows),
+               "top1_in_mu_top": sum(r["top1_in_mu_top"] for r in rows)}
+    print(f"== {json.dumps(summary)}")
+    return {"k": k, "rows": rows, "summary": summary}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("section", choices=["stability", "mu"])
@@ -126,9 +189,7 @@ def main() -> None:
     if args.section == "stability":
         out = stability(model, STABILITY_PROMPTS[: args.prompts], options, args.json)
     else:
-        from benchmarks_mu import mu_section  # type: ignore[import-not-found]  # filled in below
-
-        out = mu_section(model, args.prompts)
+        out = mu_section(model, args.prompts, json_path=args.json)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=str) + "\n")
 

@@ -136,3 +136,80 @@ def test_ties_are_shown_as_ties():
     out = token_heatmap_html(["<s>", "a", "b", "c"], [float("nan"), 0.4, 0.4, 0.2], 3, tied={1, 2},
                              notes={1: ", 95% interval 0.3 .. 0.5"})
     assert out.count("wb-tied") == 2 and "95% interval 0.3 .. 0.5" in out
+
+
+# ------------------------------------------------------------------ the estimand, on planted models
+CONTEXT = [0, 1, 2, 3, 4, 5, 6, 7, 8]  # position 0 plays BOS (never replaced)
+WEIGHTS = [0.0, 3.0, 2.5, 2.0, 1.5, 1.0, 0.5, 0.25, 0.1]  # graded: strictly decreasing after BOS
+
+
+def _planted(kind: str):
+    from support.attribution_planted import PlantedFunction
+
+    extra = dict(weights=WEIGHTS, offset=-9.6) if kind == "graded" else {}  # -9.6: only the true top 5 suffice
+    model = PlantedFunction(kind, CONTEXT, target=39, vocab=40, **extra)
+    attr = torch.ones(len(CONTEXT), dtype=torch.bool)
+    attr[0] = False
+    replacements = torch.arange(20, 23).repeat(len(CONTEXT), 1)  # K = 3 fixed replacement tokens per position
+    return model, torch.tensor(CONTEXT), attr, replacements
+
+
+def test_exact_estimand_knows_the_planted_truth():
+    from workbench.analyses.attribution.estimand import exact_estimand
+
+    model, ctx, attr, reps = _planted("graded")
+    graded = exact_estimand(model, ctx, 39, attr, reps, 0.3)
+    mu = graded["mu"][1:]
+    assert (mu[:-1] > mu[1:]).all()  # the planted strict order
+    # Shapley is efficient: it splits v(everything replaced) = p_o - p(y | all replaced) exactly
+    all_replaced = ctx.clone()
+    all_replaced[1:] = 20
+    p_all = torch.softmax(model.logits(input_ids=all_replaced[None])[0, -1].double(), -1)[39]
+    assert graded["shapley"][1:].sum() == pytest.approx(float(graded["p_orig"] - p_all), abs=1e-9)
+
+    model, ctx, attr, reps = _planted("tie")
+    tie = exact_estimand(model, ctx, 39, attr, reps, 0.3)
+    assert tie["mu"][1] == pytest.approx(float(tie["mu"][2]), abs=1e-12) and tie["mu"][1] > tie["mu"][3:].max() + 0.5
+    model, ctx, attr, reps = _planted("redundant")
+    red = exact_estimand(model, ctx, 39, attr, reps, 0.3)
+    assert red["mu"][1] == pytest.approx(float(red["mu"][2]), abs=1e-12) and red["mu"][1] > red["mu"][3:].max() + 0.2
+    assert red["shapley"][1] > 0.2 and red["banzhaf"][1] > 0.2
+    # negative control: leave-one-out cannot see two redundant positions (either suffices): it scores both 0
+    assert red["leave_one_out"][1:].abs().max() < 1e-9
+
+
+def test_exact_mu_equals_a_monte_carlo_of_reagent_update_steps():
+    """The enumeration's weights are ReAGent's replacement distribution: the mean g(Delta) over sampled update
+    steps where a position was replaced lands on mu; with the wrong ratio in the enumeration it does not."""
+    from workbench.analyses.attribution.estimand import exact_estimand, fixed_sampler, g
+
+    model, ctx, attr, reps = _planted("graded")
+    gen = torch.Generator().manual_seed(0)
+    n = 20000
+    replaced = (torch.rand(n, len(ctx), generator=gen) < 0.3) & attr
+    tokens = fixed_sampler(reps).draw(n, len(ctx), gen)
+    rows = torch.where(replaced, tokens, ctx)
+    p = torch.softmax(model.logits(input_ids=rows)[:, -1].double(), -1)[:, 39]
+    p_orig = torch.softmax(model.logits(input_ids=ctx[None])[0, -1].double(), -1)[39]
+    gain = g(p_orig - p)
+    mc = torch.stack([gain[replaced[:, i]].mean() for i in range(1, len(ctx))])
+    sem = torch.stack([gain[replaced[:, i]].std() / replaced[:, i].sum().sqrt() for i in range(1, len(ctx))])
+    exact = exact_estimand(model, ctx, 39, attr, reps, 0.3)["mu"][1:]
+    assert ((mc - exact).abs() < 4 * sem).all()
+    wrong = exact_estimand(model, ctx, 39, attr, reps, 0.1)["mu"][1:]
+    assert ((mc - wrong).abs() > 4 * sem).any()
+
+
+def test_reagent_reports_the_planted_tie_as_a_tie():
+    """Two positions both required: over 20 seeds at the defaults, both are marked tied for first and the top-1 is
+    one of them (the tied set may hold more tokens: it is conservative)."""
+    from workbench.analyses.attribution.estimand import fixed_sampler
+    from workbench.analyses.attribution.reagent import ReagentParams, reagent_probes
+
+    model, ctx, attr, reps = _planted("tie")
+    both_tied = top_in_pair = 0
+    for seed in range(20):
+        run = reagent_probes(model, ctx, 39, attr, fixed_sampler(reps), ReagentParams(probe_dtype=None), seed)
+        both_tied += bool(run["tied_first"][1] and run["tied_first"][2])
+        top_in_pair += int(torch.nan_to_num(run["mean"], nan=-1).argmax()) in (1, 2)
+    assert both_tied >= 19 and top_in_pair >= 19, (both_tied, top_in_pair)

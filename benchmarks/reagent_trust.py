@@ -46,14 +46,19 @@ STABILITY_PROMPTS = (  # shortest first: on a busy machine the first ones finish
 )
 
 
-# held out for the estimand: short (3^n enumerations with K = 2), used by no test
+# held out for the estimand, used by no test: 6-11 tokens, so that the default stopping check (keep the top 5)
+# replaces something (2^n enumerations with K = 1)
 MU_PROMPTS = (
-    "The dog chased the", "She poured milk into the", "I wrote a letter to my", "The bird flew over the",
-    "He drove his car to the", "We ate pizza for", "The baby fell asleep in her", "They played football in the",
-    "The teacher opened the", "My favourite colour is", "The old man sat on a", "The river flows into the",
-    "She bought a new pair of", "The moon shines at", "He locked the front", "The soup was too",
-    "Rain fell on the", "The pilot landed the", "I brushed my", "The farmer milked the", "Snow covered the",
-    "The boy kicked the",
+    "The little girl put her doll in the toy", "After dinner we washed the dishes and dried the",
+    "The fisherman caught a big fish in the", "My grandmother knits warm socks and a woolly",
+    "The students handed their homework to the", "He climbed the tall ladder to paint the",
+    "The waiter brought us two cups of hot", "She planted roses and tulips in her",
+    "The firefighters rushed to put out the", "We packed our bags and drove to the",
+    "The hungry lion chased the zebra across the", "In the morning the birds sing in the",
+    "The shop on the corner sells fresh", "He wore a heavy coat because it was",
+    "The library closes at six on", "Our neighbours have a big black", "The artist painted a picture of the",
+    "I need a hammer and some", "The children waited for the school", "She sent her friend a birthday",
+    "The dog chased the", "She poured milk into the",
 )
 
 
@@ -123,7 +128,7 @@ def stability(model, prompts, options: dict, json_path: str | None = None) -> di
     return {"options": options, "rows": rows, "summary": summary}
 
 
-def mu_section(model, n_prompts: int, k: int = 2, json_path: str | None = None) -> dict:
+def mu_section(model, n_prompts: int, k: int = 1, json_path: str | None = None) -> dict:
     """ReAGent (library defaults, adaptive; replacements from a fixed set of K tokens per position) against the
     exact mu on the same replacement distribution, with leave-one-out / Banzhaf / Shapley beside it."""
     from workbench.analyses.attribution.common import prepare
@@ -180,6 +185,7 @@ def main() -> None:
     p.add_argument("section", choices=["stability", "mu"])
     p.add_argument("--options", default="{}", help="wb.reagent options as JSON")
     p.add_argument("--prompts", type=int, default=5)
+    p.add_argument("--k", type=int, default=1, help="mu: replacement tokens per position")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     model = wb.load_model(progress=False)
@@ -189,7 +195,7 @@ def main() -> None:
     if args.section == "stability":
         out = stability(model, STABILITY_PROMPTS[: args.prompts], options, args.json)
     else:
-        out = mu_section(model, args.prompts, json_path=args.json)
+        out = mu_section(model, args.prompts, k=args.k, json_path=args.json)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=str) + "\n")
 

@@ -213,3 +213,13 @@ def test_reagent_reports_the_planted_tie_as_a_tie():
         both_tied += bool(run["tied_first"][1] and run["tied_first"][2])
         top_in_pair += int(torch.nan_to_num(run["mean"], nan=-1).argmax()) in (1, 2)
     assert both_tied >= 19 and top_in_pair >= 19, (both_tied, top_in_pair)
+
+
+def test_a_stopping_check_that_keeps_everything_is_announced(copy_model):
+    with pytest.warns(UserWarning, match="keeps the top 5 positions"):
+        wb.reagent(copy_model, prompt="abcd", cache=False, n_probes=2, max_steps=5, adaptive=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wb.reagent(copy_model, prompt="abcdefgh", cache=False, n_probes=2, max_steps=5, adaptive=False)

@@ -433,12 +433,27 @@ def warn_if_costly(model, seq, config: ReagentConfig) -> float:
     return work
 
 
+def warn_if_check_keeps_everything(seq, config: ReagentParams) -> None:
+    """Say when the stopping check keeps every attributable position: it then replaces nothing, passes at once for a
+    target the model already ranks in its top ``stop_top_k``, every probe stops after one update step, and the
+    importance is mostly each probe's random start (measured: on 4-7 token prompts of SmolLM2-135M it does not
+    correlate with the exact estimand, benchmarks/reagent_trust.py mu)."""
+    n_attr = int(seq.attributable[: seq.n_prompt].sum())
+    keep = config.keep_top_n or math.ceil(config.keep_ratio * n_attr)
+    if keep >= n_attr:
+        warnings.warn(
+            f"ReAGent's stopping check keeps the top {keep} positions and the prompt has only {n_attr} attributable "
+            "tokens: the check replaces nothing, so probes stop after one step and the importance is mostly noise; "
+            f"lower keep_top_n below {n_attr} (or use a longer prompt)", stacklevel=4)
+
+
 def compute_reagent(model: HookedSource, config: ReagentConfig, mlm: MaskedLM | None = None) -> AttributionResult:
     model.require_finite_weights()
     check_params(config)
     seq = prepare(model, config.prompt, config.target, max_new_tokens=config.max_new_tokens, prepend_bos=config.prepend_bos,
                   messages=config.messages)
     warn_if_costly(model, seq, config)
+    warn_if_check_keeps_everything(seq, config)
     tensors = reagent_sequence(model, seq, config, mlm)
     dtype = probe_dtype(model, config) or str(model.dtype).removeprefix("torch.")
     return attribution_result(ReagentResult, model, config, seq, "reagent", tensors, {"probe_dtype": dtype})

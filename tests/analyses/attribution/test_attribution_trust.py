@@ -3,6 +3,7 @@ uncertainty (intervals, probability of ranking first, ties, adaptive probes) and
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
@@ -223,3 +224,45 @@ def test_a_stopping_check_that_keeps_everything_is_announced(copy_model):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         wb.reagent(copy_model, prompt="abcdefgh", cache=False, n_probes=2, max_steps=5, adaptive=False)
+
+
+# ------------------------------------------------------------------ tests with power
+def _graded12():
+    from support.attribution_planted import PlantedFunction
+
+    ctx = torch.arange(13)
+    weights = [0.0] + [3 - 0.25 * i for i in range(12)]  # strictly graded; -12: only about the true top 5 suffice
+    model = PlantedFunction("graded", ctx.tolist(), target=39, vocab=40, weights=weights, offset=-12.0)
+    attr = torch.ones(13, dtype=torch.bool)
+    attr[0] = False
+    return model, ctx, attr, torch.arange(20, 23).repeat(13, 1)
+
+
+def _runs(seeds):
+    from workbench.analyses.attribution.estimand import fixed_sampler
+    from workbench.analyses.attribution.reagent import ReagentParams, reagent_target
+
+    model, ctx, attr, reps = _graded12()
+    params = ReagentParams(probe_dtype=None, n_probes=16, adaptive=False, max_steps=100)
+    return [reagent_target(model, ctx, 39, attr, fixed_sampler(reps), params, s)["importance"][1:] for s in seeds]
+
+
+def test_equivalence_test_passes_the_method_and_rejects_random_and_a_sign_flip(monkeypatch):
+    """Held against its own other-seed runs (the batched run equals the reference step loop draw for draw, a test in
+    test_attribution.py), ReAGent on a planted graded model is equivalent within 0.1 in Spearman; uniform random
+    importance (20 of 20 seeds) and a sign-flipped update are not."""
+    from workbench.analyses.attribution.agreement import equivalence
+
+    reference = _runs(range(100, 106))
+    ours = _runs(range(6))
+    result = equivalence(ours, reference)
+    assert result["floor"] > 0.5 and result["equivalent"], result
+    gen = torch.Generator().manual_seed(0)
+    rejected = sum(not equivalence([torch.rand(12, generator=gen) for _ in range(6)], reference, n_boot=300, seed=s)
+                   ["equivalent"] for s in range(20))
+    assert rejected == 20
+    module = importlib.import_module("workbench.analyses.attribution.reagent")
+    original = module._increments
+    monkeypatch.setattr(module, "_increments", lambda *a: -original(*a))  # the broken variant: the update reversed
+    flipped = equivalence(_runs(range(6)), reference)
+    assert not flipped["equivalent"] and flipped["cross"] < 0, flipped

@@ -156,9 +156,9 @@ class Runner:
     def ours_importance(self, prompt: str, target: str, seed: int, steps: int | None = None,
                         replacer: str = "uniform", probe_dtype: str | None = None, bos: bool = False) -> torch.Tensor:
         """Our ReAGent's importance over the prompt's tokens (a BOS, when ``bos``, left out); float32 probes unless
-        ``probe_dtype`` says otherwise."""
+        ``probe_dtype`` says otherwise; a fixed number of probes like Inseq's (``adaptive=False``)."""
         res = wb.reagent(self.model, prompt=prompt, target=target, cache=False, prepend_bos=bos, seed=seed,
-                         probe_dtype=probe_dtype, replacer=replacer, **self.params(steps))
+                         probe_dtype=probe_dtype, replacer=replacer, adaptive=False, **self.params(steps))
         return res.importance(0).float()[int(bos):]
 
 

@@ -20,7 +20,7 @@ TAG = '<script>alert("x")</script>'
 
 @pytest.fixture(scope="module")
 def result(tiny_llama):
-    return wb.reagent(tiny_llama, prompt=NASTY, cache=False, max_new_tokens=2, max_steps=20)
+    return wb.reagent(tiny_llama, prompt=NASTY, cache=False, max_new_tokens=2, max_steps=20, adaptive=False)
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +52,8 @@ def test_heatmap_html_escapes_every_token(result, tagged):
 
 def test_result_round_trip_through_the_cache(tiny_llama, tmp_path):
     cache = wb.ResultCache(tmp_path)
-    a = wb.reagent(tiny_llama, prompt="hello there", cache=cache, max_new_tokens=2, max_steps=20)
-    b = wb.reagent(tiny_llama, prompt="hello there", cache=cache, max_new_tokens=2, max_steps=20)
+    a = wb.reagent(tiny_llama, prompt="hello there", cache=cache, max_new_tokens=2, max_steps=20, adaptive=False)
+    b = wb.reagent(tiny_llama, prompt="hello there", cache=cache, max_new_tokens=2, max_steps=20, adaptive=False)
     path = a.save(tmp_path / "r.safetensors")
     c = wb.Result.load(path)
     assert type(c).__name__ == "ReagentResult" and c.config == a.config

@@ -61,3 +61,39 @@ def build_copy_model(folder: Path, *, seed: int = 0, position: int = COPY_POSITI
     model.save_pretrained(folder)
     byte_tokenizer(folder / "_tok").save_pretrained(folder)
     return folder
+
+
+class PlantedFunction:
+    """A model whose truth is known by construction, for ReAGent's estimator: the target token's logit is a
+    planted function of which context positions still hold their original token; every other logit is 0.
+
+    * ``"graded"``: logit = sum_i w_i kept_i with distinct weights (a strict order of importance);
+    * ``"tie"``: logit = a kept_i kept_j + c (positions i and j both required: a tie by symmetry);
+    * ``"redundant"``: logit = a (kept_i or kept_j) + c (either suffices: leave-one-out sees neither).
+
+    It answers what ReAGent asks of a model (``logits(input_ids=, keep=)``, ``device``, ``dtype``) and nothing more.
+    """
+
+    device = torch.device("cpu")
+    dtype = torch.float32
+
+    def __init__(self, kind: str, context: list[int], *, target: int, vocab: int, weights=None, pair=(1, 2),
+                 strength: float = 6.0, offset: float = -2.0):
+        self.kind, self.context, self.target, self.vocab = kind, torch.tensor(context), target, vocab
+        self.weights = torch.tensor(weights, dtype=torch.float32) if weights is not None else None
+        self.pair, self.strength, self.offset = pair, strength, offset
+
+    def logits(self, input_ids, keep: int = 1):
+        kept = (input_ids == self.context[: input_ids.shape[1]]).float()  # [rows, pos]
+        i, j = self.pair
+        if self.kind == "graded":
+            value = kept[:, : len(self.weights)] @ self.weights + self.offset
+        elif self.kind == "tie":
+            value = self.strength * kept[:, i] * kept[:, j] + self.offset
+        elif self.kind == "redundant":
+            value = self.strength * torch.maximum(kept[:, i], kept[:, j]) + self.offset
+        else:
+            raise ValueError(self.kind)
+        out = torch.zeros(input_ids.shape[0], input_ids.shape[1], self.vocab)
+        out[:, -1, self.target] = value
+        return out[:, -keep:]

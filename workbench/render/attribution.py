@@ -42,12 +42,14 @@ def _colour(value: float, scale: float) -> str:
 
 
 def token_heatmap_html(tokens: list[str], importance: list[float], target_position: int, *,
-                       label: str = "") -> str:
+                       label: str = "", notes: dict[int, str] | None = None, tied: set[int] | None = None) -> str:
     """One line of tokens: context coloured by importance, the target boxed, later tokens greyed, and so are
     context tokens that are not attributed (special tokens, a chat template's tokens).
 
-    ``importance[p]`` for p < target_position (NaN: not attributed). Every token is escaped.
+    ``importance[p]`` for p < target_position (NaN: not attributed). ``notes[p]``: more text for the token's
+    tooltip (an interval); ``tied``: positions tied for first, underlined twice. Every token is escaped.
     """
+    notes, tied = notes or {}, tied or set()
     vals = [v for v in importance[:target_position] if not math.isnan(v)]
     scale = max((abs(v) for v in vals), default=0.0)
     cells = []
@@ -58,8 +60,10 @@ def token_heatmap_html(tokens: list[str], importance: list[float], target_positi
             cells.append(f'<span class="wb-tok wb-fixed" style="color:#aaa" title="{tip}">{text}</span>')
         elif p < target_position:
             v = importance[p]
-            tip = f"position {p}: {html.escape(repr(tok))}, importance {v:.4g}"
-            cells.append(f'<span class="wb-tok" style="background:{_colour(v, scale)}" title="{tip}">{text}</span>')
+            tip = f"position {p}: {html.escape(repr(tok))}, importance {v:.4g}" + html.escape(notes.get(p, ""))
+            mark = ";border-bottom:3px double #222" if p in tied else ""
+            cls = "wb-tok wb-tied" if p in tied else "wb-tok"
+            cells.append(f'<span class="{cls}" style="background:{_colour(v, scale)}{mark}" title="{tip}">{text}</span>')
         elif p == target_position:
             cells.append(f'<span class="wb-tok wb-target" style="outline:2px solid #333" title="target at position {p}">{text}</span>')
         else:
@@ -75,18 +79,43 @@ def _rows(result) -> list[tuple[int, str, list[float]]]:
     return [(n_prompt + j, tokens[n_prompt + j], row) for j, row in enumerate(result.importances.tolist())]
 
 
+def _uncertainty(result, j: int) -> tuple[dict[int, str], set[int], str]:
+    """Tooltip notes (95% interval, probability of ranking first), the tied-first positions and a line naming
+    them, for target ``j`` of a result that has them (ReAGent); nothing otherwise."""
+    t = result.tensors
+    if "tied_first" not in t:
+        return {}, set(), ""
+    low, high, p_first = (t[k][j].tolist() for k in ("importance_low", "importance_high", "p_first"))
+    notes = {p: f", 95% interval {lo:.3g} .. {hi:.3g} over probes, ranks first with probability {pf:.2f}"
+             for p, (lo, hi, pf) in enumerate(zip(low, high, p_first)) if not math.isnan(pf)}
+    tied = set(t["tied_first"][j].nonzero()[:, 0].tolist())
+    n = int(result.probe_count[j]) if hasattr(result, "probe_count") else 0
+    if len(tied) > 1:
+        names = ", ".join(f"{readable_token(result.tokens[p])!r} ({p_first[p]:.2f})" for p in sorted(tied))
+        line = f"tied for first over {n} probes (probability of ranking first): {names}"
+    else:
+        (p,) = tied or {-1}
+        line = (f"first: {readable_token(result.tokens[p])!r}, distinct from every other token over {n} probes "
+                f"(ranks first with probability {p_first[p]:.2f})") if p >= 0 else ""
+    return notes, tied, f'<div class="wb-attr-ties" style="font-size:90%">{html.escape(line)}</div>'
+
+
 def result_heatmaps_html(result, target: int | None = None) -> str:
-    """Token heat maps of an attribution result: every target (or one), with a short legend."""
+    """Token heat maps of an attribution result: every target (or one), with a short legend; ReAGent's tied-first
+    tokens are underlined twice and named, each token's interval is in its tooltip."""
     lines = []
     for j, (pos, tok, imp) in enumerate(_rows(result)):
         if target is not None and j != target:
             continue
         label = f"target {j}: {readable_token(tok)!r} (position {pos})"
-        lines.append(token_heatmap_html(result.tokens, imp, pos, label=label))
+        notes, tied, line = _uncertainty(result, j)
+        lines.append(token_heatmap_html(result.tokens, imp, pos, label=label, notes=notes, tied=tied) + line)
     legend = ("<p>Method <b>" + html.escape(result.method) + "</b>. Orange: the token raised the target "
               "(darker = more important); blue: negative attribution; boxed: the target; grey: later tokens and "
               "tokens never attributed (special tokens, a chat template's). "
-              "· is a space, ⏎ a newline.</p>")
+              + ("Underlined twice: tied for first (not distinguishable from the top token over the probes run). "
+                 if "tied_first" in result.tensors else "")
+              + "· is a space, ⏎ a newline.</p>")
     return legend + "".join(lines)
 
 
@@ -111,13 +140,14 @@ def heatmap_figure(result, *, title: str | None = None) -> go.Figure:
 
 def probes_figure(result) -> go.Figure:
     """ReAGent: steps each probe ran before its stopping check succeeded (or max_steps)."""
-    steps, stopped = result.probe_steps, result.probe_stopped
+    steps, stopped, count = result.probe_steps, result.probe_stopped, result.probe_count.tolist()
     n_prompt, tokens = result.n_prompt, result.tokens
     fig = figure("ReAGent probes: steps until stopped (hollow: hit max_steps)")
     for j in range(steps.shape[0]):
         name = f"{j}:{plot_text(readable_token(tokens[n_prompt + j]))}"
-        fig.add_scatter(x=[name] * steps.shape[1], y=steps[j].tolist(), mode="markers", showlegend=False,
-                        marker=dict(symbol=["circle" if s else "circle-open" for s in stopped[j].tolist()], size=9),
+        n = count[j]
+        fig.add_scatter(x=[name] * n, y=steps[j, :n].tolist(), mode="markers", showlegend=False,
+                        marker=dict(symbol=["circle" if s else "circle-open" for s in stopped[j, :n].tolist()], size=9),
                         hovertemplate="probe steps %{y}<extra></extra>")
     fig.update_xaxes(title="target", type="category")
     fig.update_yaxes(title="steps", type="log")

@@ -41,7 +41,9 @@ class AttributionWidget(widgets.VBox):
                           self.tokens, self.top, self.heatmap])
 
     def _top_html(self) -> str:
-        top = self.result.top_tokens(self.target.value, 8)[["rank", "context_position", "context_token", "importance"]]
+        table = self.result.top_tokens(self.target.value, 8)
+        extra = [c for c in ("low", "high", "p_first", "tied_first") if c in table]  # ReAGent's uncertainty
+        top = table[["rank", "context_position", "context_token", "importance", *extra]]
         top = top.assign(context_token=top["context_token"].map(render.readable_token))
         return top.to_html(index=False, escape=True, float_format=lambda v: f"{v:.4g}", border=0)
 

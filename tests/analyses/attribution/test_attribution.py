@@ -76,15 +76,17 @@ def test_integrated_gradients_completeness(copy_model):
     assert torch.nansum(ig[0]).item() == pytest.approx((lp[0] - lp[1]).item(), rel=0.02, abs=0.02)
 
 
-@pytest.mark.parametrize("s0_metric, margin", [("hellinger", 0.5), ("kl", 0.05)])  # "kl" compresses Soft-NS
-def test_faithfulness_of_the_perfect_attribution_beats_random(copy_model, s0_metric, margin):
+@pytest.mark.parametrize("s0_metric, margin, formula", [("hellinger", 0.5, "hellinger"), ("kl", 0.05, "hellinger"),
+                                                        ("hellinger", 0.5, "authors")])  # "kl" compresses Soft-NS
+def test_faithfulness_of_the_perfect_attribution_beats_random(copy_model, s0_metric, margin, formula):
     seq = prepare(copy_model, PROMPT, None, max_new_tokens=2)
     W = len(seq.ids) - 1
     perfect = torch.zeros(seq.n_targets, W)
     perfect[:, COPY_POSITION] = 1.0
     wrong = torch.ones(seq.n_targets, W)  # everything but the copied token
     wrong[:, COPY_POSITION] = 0.0
-    table = faithfulness(copy_model, seq, {"perfect": perfect, "wrong": wrong}, FaithfulnessParams(s0_metric=s0_metric))
+    table = faithfulness(copy_model, seq, {"perfect": perfect, "wrong": wrong}, FaithfulnessParams(s0_metric=s0_metric,
+                                                                                             soft_formula=formula))
     summary = summarise(table).set_index(["method", "metric"])
     for metric in ("soft_ns", "soft_nc"):
         assert summary.loc[("perfect", metric), "log_ratio"] > margin
@@ -309,10 +311,12 @@ def test_a_long_run_is_announced_before_it_starts(tiny_llama):
     module = importlib.import_module("workbench.analyses.attribution.reagent")
 
     seq = prepare(tiny_llama, "word " * 48, target="x")  # 241 tokens: near the tiny model's context
-    config = module.ReagentConfig(prompt="p", n_probes=16, max_steps=3000)  # Inseq's defaults: 1.2e7 positions
+    config = module.ReagentConfig(prompt="p", n_probes=16, max_steps=3000, adaptive=False)  # Inseq's: 1.2e7 positions
     with pytest.warns(UserWarning, match="can take hours"):
         work = module.warn_if_costly(tiny_llama, seq, config)
     assert work == 16 * 3000 * seq.n_prompt
+    with pytest.warns(UserWarning, match="256 probes"):  # adaptive: the worst case is max_probes
+        assert module.warn_if_costly(tiny_llama, seq, module.ReagentConfig(prompt="p")) == 256 * 500 * seq.n_prompt
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         module.warn_if_costly(tiny_llama, prepare(tiny_llama, "short", target="x"), module.ReagentConfig(prompt="p"))

@@ -77,16 +77,24 @@ REFERENCE = Path(__file__).parents[2] / "data" / "inseq_reagent.json"
 
 def test_reagent_agrees_with_inseq_as_inseq_agrees_with_itself(embedded):
     """Inseq 0.7.1's ReAGent, recorded on the same weights, ids and settings (``benchmarks/reagent.py --record``):
-    one of our runs correlates with one of Inseq's (Spearman over the prompt's tokens) as well as two of Inseq's
-    runs with different seeds do. ReAGent is random; that noise floor is the only fair bar."""
+    our runs must be equivalent to Inseq's as Inseq's are to each other (Spearman over the prompt's tokens,
+    :func:`~workbench.analyses.attribution.agreement.equivalence`, margin 0.1). Such a test has power only when the
+    reference agrees with itself: the current recording (8 probes, 60 steps, many runs stopped after one step) has
+    a noise floor of rho ~0.02, which uniform random importance matches too (it passed the former test in 186 of
+    200 seeds), so until it is re-recorded on prompts whose probes run >= 20 steps this test reports XFAIL."""
+    from workbench.analyses.attribution.agreement import equivalence
+
     ref = json.loads(REFERENCE.read_text())
-    floor, cross = [], []
+    floors = []
     for case in ref["prompts"]:
         inseq = [torch.tensor(run) for run in case["inseq"] if not math.isnan(run[0])]  # NaN: no Inseq probe stopped
+        floors += [spearman(a, b) for a, b in itertools.combinations(inseq, 2)]
+    if sum(floors) / len(floors) < 0.3:
+        pytest.xfail(f"the recorded Inseq reference agrees with itself at rho {sum(floors) / len(floors):.2f}: "
+                     "no test on it can tell ReAGent from random importance; re-record it")
+    for case in ref["prompts"]:
+        inseq = [torch.tensor(run) for run in case["inseq"] if not math.isnan(run[0])]
         ours = [wb.reagent(embedded, prompt=case["prompt"], target=case["target"], prepend_bos=False, probe_dtype=None,
-                           seed=seed, cache=False, **ref["params"]).importance(0) for seed in range(4)]
-        floor += [spearman(a, b) for a, b in itertools.combinations(inseq, 2)]
-        cross += [spearman(o, i) for o in ours for i in inseq]
-    floor_mean, cross_mean = sum(floor) / len(floor), sum(cross) / len(cross)
-    assert len(floor) >= 20
-    assert cross_mean > floor_mean - 0.1, (cross_mean, floor_mean)
+                           seed=seed, cache=False, adaptive=False, **ref["params"]).importance(0) for seed in range(4)]
+        result = equivalence(ours, inseq)
+        assert result["equivalent"], (case["prompt"], result)

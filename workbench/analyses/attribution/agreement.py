@@ -54,3 +54,36 @@ def ranks_first(importance: Float[Tensor, " pos"], position: int) -> bool:
     imp = importance.masked_fill(~importance.isfinite(), float("-inf"))
     best = imp.max()
     return bool(imp[position] == best) and int((imp == best).sum()) == 1
+
+
+def equivalence(ours: list[Tensor], reference: list[Tensor], *, margin: float = 0.1, n_boot: int = 2000,
+                seed: int = 0) -> dict[str, float | bool]:
+    """Whether ``ours`` agrees with ``reference`` as well as the reference agrees with itself: an equivalence test.
+
+    ``floor``: mean Spearman over pairs of distinct reference runs (the method's own noise); ``cross``: mean over
+    every (ours, reference) pair. The difference cross - floor gets a 90% interval from a bootstrap that resamples
+    whole runs (pairs that share a run are not independent; a resampled run is never paired with itself), and the
+    two are *equivalent* when that interval lies inside (-margin, +margin): two one-sided tests at 5% each. Unlike
+    "the interval contains 0", this fails when the data cannot tell (a wide interval), so noise cannot pass it.
+    """
+    n_o, n_r = len(ours), len(reference)
+    if n_o < 2 or n_r < 3:
+        raise ValueError("an equivalence test needs at least 2 runs of ours and 3 of the reference")
+    cross = torch.tensor([[spearman(a, b) for b in reference] for a in ours], dtype=torch.float64)  # [o, r]
+    ref = torch.tensor([[spearman(a, b) if i != j else float("nan") for j, b in enumerate(reference)]
+                        for i, a in enumerate(reference)], dtype=torch.float64)  # [r, r]
+
+    def stat(io: Tensor, ir: Tensor) -> float:
+        c = cross[io][:, ir].mean()
+        f = ref[ir][:, ir]
+        distinct = ir[:, None] != ir[None, :]
+        return float(c - f[distinct].mean())
+
+    gen = torch.Generator().manual_seed(seed)
+    diffs = torch.tensor([stat(torch.randint(n_o, (n_o,), generator=gen), torch.randint(n_r, (n_r,), generator=gen))
+                          for _ in range(n_boot)]).nan_to_num(nan=float("-inf"))
+    low, high = torch.quantile(diffs, 0.05).item(), torch.quantile(diffs, 0.95).item()
+    diff = stat(torch.arange(n_o), torch.arange(n_r))
+    floor = float(ref.nanmean())
+    return {"floor": floor, "cross": float(cross.mean()), "difference": diff, "low": low, "high": high,
+            "equivalent": bool(-margin < low and high < margin)}

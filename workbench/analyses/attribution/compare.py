@@ -14,7 +14,7 @@ from ...types import Importances
 from .baselines import BASELINES, BaselineParams, baseline_importance
 from .common import prepare
 from .faithfulness import SOFT_METRICS, FaithfulnessParams, faithfulness, summarise
-from .reagent import ReagentParams, reagent_sequence
+from .reagent import ReagentParams, reagent_sequence, resolve_probe_dtype
 from .result import target_probabilities
 from ...models.contract import HookedSource
 
@@ -122,7 +122,7 @@ def check_inputs(model, config: CompareConfig) -> CompareConfig:
     unknown = [m for m in config.methods if m not in ALL_METHODS]
     if unknown or not config.methods:
         raise InputError(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)}")
-    return config
+    return resolve_probe_dtype(model, config)
 
 
 ANALYSIS = Analysis(

@@ -10,12 +10,16 @@ original next-token distribution p:
   its importance (Bernoulli mask, zero otherwise), q = the model's distribution on the masked
   input, Soft-S = 1 - D(p, q); Soft comprehensiveness: kept with probability 1 - importance,
   Soft-C = D(p, q);
-* D is the Hellinger distance, D(p, q) = ||sqrt p - sqrt q||_2 / sqrt 2 in [0, 1], as the authors'
-  code computes it (the sum of squares without the square root can exceed 1 and make Soft-S
-  negative; docs/references.md, "Faithfulness");
-* S0 = the sufficiency of the empty rationale (every attributable embedding zeroed):
-  1 - D(p, p_zero) (``s0_metric="hellinger"``, the default: the same scale as Soft-S). The authors'
-  code scores S0 with hard sufficiency instead, 1 - max(0, KL(p || p_zero)) (``"kl"``): that S0 is
+* D is the Hellinger distance, D(p, q) = ||sqrt p - sqrt q||_2 / sqrt 2 in [0, 1] (``soft_formula=
+  "hellinger"``, the default). This is our choice, not the authors': their final evaluation code uses
+  D(p, q) = sum (sqrt p - sqrt q)^2 / sqrt 2, the squared distance over sqrt 2 (at most sqrt 2, so Soft-S can
+  go negative), for Soft-S, Soft-C and S0 alike, and zeroes BOS in S0 and in the masks (BOS then has
+  importance 0: the sufficiency masks drop it, the comprehensiveness masks keep it). ``soft_formula=
+  "authors"`` computes exactly that (:func:`soft_normalised`);
+* S0 = the sufficiency of the empty rationale (every attributable embedding zeroed; in "authors" every
+  embedding, BOS too): 1 - D(p, p_zero) with the same D (``s0_metric="hellinger"``, the default).
+  ``s0_metric="kl"`` scores S0 with hard sufficiency instead, 1 - max(0, KL(p || p_zero)); that variant
+  appeared only in an intermediate commit of the authors' code, not in their final one. That S0 is
   usually negative, so every attribution, random included, gets a large Soft-NS and the log ratios
   shrink towards 0 (a one-hot perfect attribution of the planted copy model: +0.19 with "kl",
   +5.0 with "hellinger"); with "hellinger", spread-out attributions often score Soft-NS 0;
@@ -80,7 +84,9 @@ class FaithfulnessParams:
     n_mask_samples: int = 8  # Bernoulli soft masks per target and method (averaged)
     ratios: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)  # hard rationale sizes as fractions of the context
     faithfulness_seed: int = 0  # masks and the random-importance baseline
-    s0_metric: str = "hellinger"  # S0 (empty rationale): "hellinger" (same scale as Soft-S) or "kl" (authors' code)
+    s0_metric: str = "hellinger"  # S0 (empty rationale): "hellinger" (same D as Soft-S) or "kl" (hard sufficiency)
+    soft_formula: str = "hellinger"  # "hellinger": ||sqrt p - sqrt q|| / sqrt 2; "authors": the authors' final code's
+    #   sum (sqrt p - sqrt q)^2 / sqrt 2 for Soft-S, Soft-C and S0, with BOS zeroed in S0 and the masks
     retention: tuple[float, ...] = (0.8, 0.9, 0.95)  # pi-Soft-NS / NC: expected kept fractions pi of the context
     retention_mask_samples: int = 4  # Bernoulli masks per pi, target and method
 
@@ -88,6 +94,24 @@ class FaithfulnessParams:
 def distance(p: Float[Tensor, "... vocab"], q: Float[Tensor, "... vocab"]) -> Float[Tensor, "..."]:
     """Hellinger distance ||sqrt p - sqrt q||_2 / sqrt 2, in [0, 1]."""
     return (p.sqrt() - q.sqrt()).square().sum(-1).sqrt() / _SQRT2
+
+
+def squared_distance(p: Float[Tensor, "... vocab"], q: Float[Tensor, "... vocab"]) -> Float[Tensor, "..."]:
+    """The authors' distance: sum (sqrt p - sqrt q)^2 / sqrt 2, in [0, sqrt 2]."""
+    return (p.sqrt() - q.sqrt()).square().sum(-1) / _SQRT2
+
+
+def soft_normalised(p: Tensor, q_suff: Tensor, q_comp: Tensor, p_zero: Tensor, formula: str = "hellinger",
+                    s0_metric: str = "hellinger") -> tuple[float, float]:
+    """(Soft-NS, Soft-NC) from the original distribution ``p`` [vocab], the masked ones ``q_suff`` / ``q_comp``
+    [masks, vocab] and the empty input's ``p_zero``: Soft-S = 1 - mean D(p, q_suff), Soft-C = mean D(p, q_comp),
+    S0 = 1 - D(p, p_zero), Soft-NS = max(0, Soft-S - S0) / (1 - S0), Soft-NC = Soft-C / (1 - S0); D is
+    :func:`distance` ("hellinger") or :func:`squared_distance` ("authors")."""
+    dist = squared_distance if formula == "authors" else distance
+    s0 = 1 - (kl(p, p_zero).clamp_min(0) if s0_metric == "kl" else dist(p_zero, p))
+    denom = max(float(1 - s0), 1e-12)
+    soft_s = float((1 - dist(q_suff, p[None])).mean())
+    return max(0.0, soft_s - float(s0)) / denom, float(dist(q_comp, p[None]).mean()) / denom
 
 
 def normalise(importance: Float[Tensor, "pos"], attributable: Tensor) -> Tensor:
@@ -142,13 +166,20 @@ def _element_masks(E: Tensor, attr: Tensor, keep_p: Tensor, n: int, gen: torch.G
     return E * kept.to(E)
 
 
+def _soft_maskable(attr: Tensor, params: FaithfulnessParams) -> Tensor:
+    """Positions the Soft-S / Soft-C masks and S0 may zero: the attributable ones, or every one (BOS too, with
+    importance 0) for the authors' formula."""
+    return torch.ones_like(attr) if params.soft_formula == "authors" else attr
+
+
 def _masked_rows(E: Tensor, attr: Tensor, imp: Tensor, params: FaithfulnessParams, gen: torch.Generator
                  ) -> tuple[Tensor, list]:
     """All masked copies of E [T, d] for one importance vector: soft suff / comp, pi-soft suff / comp per pi,
     hard comp / suff per ratio."""
     T, d = E.shape
     n = params.n_mask_samples
-    rows = [_element_masks(E, attr, imp, n, gen), _element_masks(E, attr, 1 - imp, n, gen)]
+    soft = _soft_maskable(attr, params)
+    rows = [_element_masks(E, soft, imp, n, gen), _element_masks(E, soft, 1 - imp, n, gen)]
     layout = [("soft_suff", n), ("soft_comp", n)]
     m = params.retention_mask_samples
     for pi in params.retention:
@@ -180,6 +211,8 @@ def faithfulness(model, seq: Sequence, importances: dict[str, Tensor], params: F
         raise InputError("retention_mask_samples must be >= 1 and retention fractions in (0, 1)")
     if params.s0_metric not in ("kl", "hellinger"):
         raise InputError(f"s0_metric must be 'kl' or 'hellinger', got {params.s0_metric!r}")
+    if params.soft_formula not in ("hellinger", "authors"):
+        raise InputError(f"soft_formula must be 'hellinger' or 'authors', got {params.soft_formula!r}")
     gen = torch.Generator().manual_seed(params.faithfulness_seed)
     rows = []
     for j in range(seq.n_targets):
@@ -189,7 +222,8 @@ def faithfulness(model, seq: Sequence, importances: dict[str, Tensor], params: F
         y = seq.target_id(j)
         methods = {"random": random_importance(attr, gen)}
         methods.update({m: imp[j, :T] for m, imp in importances.items()})
-        batch = [E[None], (E * (~attr).to(E)[:, None])[None]]  # original, all attributable tokens zeroed
+        zeroed = _soft_maskable(attr, params)
+        batch = [E[None], (E * (~zeroed).to(E)[:, None])[None]]  # original, the empty rationale (S0)
         layouts = []
         for name, imp in methods.items():
             r, layout = _masked_rows(E, attr, normalise(imp, attr), params, gen)
@@ -200,6 +234,7 @@ def faithfulness(model, seq: Sequence, importances: dict[str, Tensor], params: F
         p, p_zero = probs[0], probs[1]
         s0 = 1 - (kl(p, p_zero).clamp_min(0) if params.s0_metric == "kl" else distance(p_zero, p))
         denom = max(float(1 - s0), 1e-12)
+        soft = {}  # Soft-S / Soft-C masks of the current method, scored together by soft_normalised
         at = 2
         for name, layout in layouts:
             values: dict[str, float] = {}
@@ -209,10 +244,10 @@ def faithfulness(model, seq: Sequence, importances: dict[str, Tensor], params: F
                 q = probs[at:at + n]
                 at += n
                 if kind == "soft_suff":
-                    soft_s = float((1 - distance(q, p[None])).mean())
-                    values["soft_ns"] = max(0.0, soft_s - float(s0)) / denom
+                    soft["suff"] = q
                 elif kind == "soft_comp":
-                    values["soft_nc"] = float(distance(q, p[None]).mean()) / denom
+                    values["soft_ns"], values["soft_nc"] = soft_normalised(
+                        p, soft["suff"], q, p_zero, params.soft_formula, params.s0_metric)
                 elif kind.startswith("pi_suff"):
                     pi_ns.append(max(0.0, float((1 - distance(q, p[None])).mean()) - float(s0)) / denom)
                     values[f"pi_soft_ns@{kind[8:]}"] = pi_ns[-1]

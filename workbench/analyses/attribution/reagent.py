@@ -17,10 +17,12 @@ choice comes from (Inseq 0.7.1 ``attr/feat/ops/reagent_core``, which the authors
 
 Where ours differs, on purpose: special tokens (BOS) are never replaced and get importance 0
 (Inseq replaces them like any token); logit's argument is clamped to [1e-6, 1 - 1e-6] (Inseq's
-is +inf when Delta reaches 1); when no probe stopped, Inseq returns 0/0 = NaN and we return the mean
-over all probes, flagged in ``probe_stopped``. Inseq samples replacements by part of speech with
-NLTK data downloaded at run time; ``replacer="uniform"`` (the default) is that sampler with one
-tag for the whole vocabulary, which is what Inseq does for tokens NLTK cannot tag.
+is +inf when Delta reaches 1); when no probe stopped, Inseq 0.7.1 returns 0/0 = NaN and we return the
+mean over all probes, flagged in ``probe_stopped`` (Inseq's main branch has since done the same).
+Inseq and the authors' code sample a replacement of the same part of speech (NLTK tags, downloaded at
+run time); ``replacer="uniform"`` (the default) draws from the whole vocabulary without special tokens
+instead, which is not what either does: under it, every token whose replacement alone removes y is
+hit alike, and they tie (see :mod:`.replacers` for the others).
 
 What ReAGent measures, and its limit: a position's score grows when replacing it lowers p(y) more
 than replacing the other positions does. Positions that are each *necessary* (replacing any one of
@@ -49,6 +51,7 @@ stops early wastes little. Only the last position is unembedded.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -66,6 +69,7 @@ from .chat import Messages
 from .common import Sequence, last_logits, prepare
 from .replacers import REPLACERS, MaskedLM, Sampler, build_sampler
 from .result import AttributionResult, attribution_result
+from .uncertainty import probe_uncertainty, settled
 from ...models.contract import HookedSource
 
 _EPS = 1e-6  # keeps logit(0.5 d + 0.5) finite when |Delta| reaches 1
@@ -83,7 +87,9 @@ class ReagentParams:
     ``max_steps`` are flagged (``probe_stopped`` False), never silently mixed in.
     """
 
-    n_probes: int = 8  # independent probes averaged at the end (Inseq num_probes: 16)
+    n_probes: int = 8  # independent probes averaged at the end (Inseq num_probes: 16); with adaptive, per batch
+    adaptive: bool = True  # add batches of n_probes probes until the top-1 is settled (uncertainty.settled)
+    max_probes: int = 256  # the adaptive run's cap on probes per target
     max_steps: int = 500  # update + stopping-check steps per probe at most (Inseq max_probe_steps: 3000)
     keep_top_n: int = 5  # positions kept in the stopping check (Inseq keep_top_n); 0: use keep_ratio
     keep_ratio: float = 0.0  # fraction kept when keep_top_n == 0 (Inseq keep_ratio)
@@ -96,7 +102,8 @@ class ReagentParams:
     chunk_tokens: int = 0  # tokens per forward the step chunks aim at; 0: auto (CPU 512, 4096 with probe_dtype; GPU 32768)
     probe_dtype: str | None = "auto"  # "bfloat16" / "float16": probe forwards under torch.autocast (3x faster per
     #   token on CPUs with AMX; probabilities move by ~1e-2); None: the model's own dtype; "auto": bfloat16 where
-    #   the device runs it fast (a CUDA GPU with bfloat16, a CPU with AMX tiles) and the model is float32, else None
+    #   the device runs it fast (a CUDA GPU with bfloat16, a CPU with AMX tiles) and the model is float32, else None;
+    #   resolved before the cache key is made, so the result's config names the dtype the probes ran in
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,8 @@ class ReagentConfig(ReagentParams):
 def check_params(p: ReagentParams) -> None:
     if p.n_probes < 1 or p.max_steps < 1:
         raise InputError("n_probes and max_steps must be at least 1")
+    if p.adaptive and p.max_probes < p.n_probes:
+        raise InputError(f"max_probes ({p.max_probes}) must be at least n_probes ({p.n_probes})")
     if not 0.0 < p.replacing_ratio <= 1.0:
         raise InputError(f"replacing_ratio must lie in (0, 1], got {p.replacing_ratio}")
     if p.keep_top_n < 0 or (p.keep_top_n == 0 and not 0.0 < p.keep_ratio <= 1.0):
@@ -133,6 +142,16 @@ def probe_dtype(model, params: ReagentParams) -> str | None:
     fast = torch.cuda.is_bf16_supported() if device.type == "cuda" else (
         device.type == "cpu" and getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
     return "bfloat16" if fast else None
+
+
+def resolve_probe_dtype(model, config):
+    """``prepare``: the config checked, with ``probe_dtype="auto"`` replaced by what it resolves to on this model
+    and device ("bfloat16", or None for the model's own dtype), so the cache key and the saved config say which
+    precision the probes ran in: a bfloat16 run and a float32 run never share a key."""
+    check_params(config)
+    if config.probe_dtype != "auto":
+        return config
+    return dataclasses.replace(config, probe_dtype=probe_dtype(model, config))
 
 
 def _precision(model, dtype: str | None):
@@ -159,15 +178,17 @@ class _Probing:
     key: int  # seed and target: the draws' counter key
     ratio: float
     keep_n: int
+    first_probe: int = 0  # the draws' probe number of local probe 0 (an adaptive run's later batches)
 
     def initial_scores(self, n_probes: int) -> Float[Tensor, "probe ctx"]:
-        probes = torch.arange(n_probes)
+        probes = torch.arange(n_probes) + self.first_probe
         u = draws.uniform(self.key, draws.INIT, probes, torch.zeros_like(probes), len(self.ctx))
         return u.masked_fill(~self.attr, float("-inf"))
 
     def update_inputs(self, probe: Tensor, step: Tensor) -> tuple[Tensor, Tensor]:
         """Update step ``step`` of each row's probe: (replaced mask, replaced input) [rows, ctx]."""
         T = len(self.ctx)
+        probe = probe + self.first_probe
         replaced = (draws.uniform(self.key, draws.REPLACE, probe, step, T) < self.ratio) & self.attr
         tokens = self.sampler.pick(draws.uniform(self.key, draws.UPDATE_TOKENS, probe, step, T))
         return replaced, torch.where(replaced, tokens, self.ctx)
@@ -175,7 +196,8 @@ class _Probing:
     def check_inputs(self, probe: Tensor, step: Tensor, scores: Tensor) -> Tensor:
         """Stopping check after step ``step``: the top ``keep_n`` positions by score kept, the others replaced."""
         keep = torch.zeros(scores.shape, dtype=torch.bool).scatter_(-1, scores.topk(self.keep_n, -1).indices, True)
-        tokens = self.sampler.pick(draws.uniform(self.key, draws.CHECK_TOKENS, probe, step, len(self.ctx)))
+        tokens = self.sampler.pick(draws.uniform(self.key, draws.CHECK_TOKENS, probe + self.first_probe, step,
+                                                 len(self.ctx)))
         return torch.where(self.attr & ~keep, tokens, self.ctx)
 
 
@@ -186,31 +208,36 @@ def _increments(p_orig: Tensor, p_rep: Tensor, replaced: Tensor, attr: Tensor) -
     return torch.logit((0.5 * d + 0.5).clamp(_EPS, 1 - _EPS)).masked_fill(~attr, 0.0)
 
 
-def _probing(context: Tensor, attributable: Tensor, sampler: Sampler, params: ReagentParams, key: int) -> _Probing:
+def _probing(context: Tensor, attributable: Tensor, sampler: Sampler, params: ReagentParams, key: int,
+             first_probe: int = 0) -> _Probing:
     attr = attributable.cpu()
     n_attr = int(attr.sum())
     keep_n = params.keep_top_n or math.ceil(params.keep_ratio * n_attr)
-    return _Probing(context.cpu(), attr, sampler, key, params.replacing_ratio, max(1, min(keep_n, n_attr)))
+    return _Probing(context.cpu(), attr, sampler, key, params.replacing_ratio, max(1, min(keep_n, n_attr)), first_probe)
 
 
-def _result(scores: Tensor, steps: Tensor, stopped: Tensor, p_orig: Tensor) -> dict[str, Tensor]:
+def _result(scores: Tensor, steps: Tensor, stopped: Tensor, p_orig: Tensor, initial: Tensor) -> dict[str, Tensor]:
     probs = torch.softmax(scores, -1).float()  # [P, T]; special positions (-inf) get 0
     chosen = probs[stopped] if stopped.any() else probs
+    # each probe's mean score change per update step: an unbiased estimate of 2 r mu_i - E[g] (the drift whose
+    # order is mu's, see estimand.py), free of the random start and of softmax's winner-take-all
+    drift = ((scores - initial) / steps.clamp_min(1)[:, None]).nan_to_num(nan=0.0).float()
     return {"importance": chosen.mean(0), "probe_importance": probs, "steps": steps, "stopped": stopped,
-            "p_orig": p_orig}
+            "p_orig": p_orig, "drift": drift}
 
 
 @torch.no_grad()
 def reagent_target(
     model, context: Int[Tensor, " ctx"], target: int, attributable: Bool[Tensor, " ctx"], sampler: Sampler,
-    params: ReagentParams, key: int,
+    params: ReagentParams, key: int, first_probe: int = 0,
 ) -> dict[str, Tensor]:
     """ReAGent for one target after ``context``, batched: importance [ctx] plus per-probe details.
 
     All tensors on CPU. ``attributable`` False positions (special tokens) are never replaced and get
-    importance 0. ``key``: the counter key of this target's draws (:func:`draw_key`).
+    importance 0. ``key``: the counter key of this target's draws (:func:`draw_key`); ``first_probe``: the
+    draws' number of this call's first probe (an adaptive run's later batches draw afresh).
     """
-    probing = _probing(context, attributable, sampler, params, key)
+    probing = _probing(context, attributable, sampler, params, key, first_probe)
     ctx, attr = probing.ctx, probing.attr
     T, P = len(ctx), params.n_probes
 
@@ -273,17 +300,17 @@ def reagent_target(
         chunk = min(done, max(1, round(aim / (A * T))))  # never speculate further ahead than the steps already run
 
     bar.close()
-    return _result(scores, steps, stopped, p_orig)
+    return _result(scores, steps, stopped, p_orig, probing.initial_scores(P))
 
 
 @torch.no_grad()
 def reagent_target_stepwise(
     model, context: Int[Tensor, " ctx"], target: int, attributable: Bool[Tensor, " ctx"], sampler: Sampler,
-    params: ReagentParams, key: int,
+    params: ReagentParams, key: int, first_probe: int = 0,
 ) -> dict[str, Tensor]:
     """The same algorithm as :func:`reagent_target`, as the plain loop of the reference implementation: two
     forwards per step for every probe, stopped ones included. Slow; it is what the batched run is checked against."""
-    probing = _probing(context, attributable, sampler, params, key)
+    probing = _probing(context, attributable, sampler, params, key, first_probe)
     ctx, attr = probing.ctx, probing.attr
     P = params.n_probes
     probes = torch.arange(P)
@@ -302,7 +329,7 @@ def reagent_target_stepwise(
             stopped |= (logits.topk(params.stop_top_k, dim=-1).indices == target).any(-1).cpu()
             if stopped.all():
                 break
-    return _result(scores, steps, stopped, p_orig)
+    return _result(scores, steps, stopped, p_orig, probing.initial_scores(P))
 
 
 def draw_key(seed: int, target_index: int) -> int:
@@ -318,28 +345,71 @@ def load_mlm(params: ReagentParams, model, mlm: MaskedLM | None) -> MaskedLM | N
     return MaskedLM.from_folder(params.mlm_path, device=model.device)
 
 
+def _cat(batches: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    keys = ("probe_importance", "steps", "stopped", "drift")
+    return {**{k: torch.cat([b[k] for b in batches]) for k in keys}, "p_orig": batches[0]["p_orig"]}
+
+
+def reagent_probes(model, context: Tensor, target: int, attributable: Tensor, sampler: Sampler, params: ReagentParams,
+                   key: int) -> dict[str, Tensor]:
+    """One target's probes: ``n_probes`` of them, or with ``adaptive`` batches of ``n_probes`` until
+    :func:`.uncertainty.settled` (or ``max_probes``); their importance, its uncertainty and the per-probe details."""
+    attr = attributable.cpu()
+    batches: list[dict[str, Tensor]] = []
+    before = None
+    while True:
+        n = len(batches) * params.n_probes
+        size = min(params.n_probes, params.max_probes - n) if params.adaptive else params.n_probes
+        batch = dataclasses.replace(params, n_probes=size) if size != params.n_probes else params
+        batches.append(reagent_target(model, context, target, attributable, sampler, batch, key, first_probe=n))
+        res = _cat(batches)
+        chosen = res["probe_importance"][res["stopped"]] if res["stopped"].any() else res["probe_importance"]
+        unc = probe_uncertainty(chosen.masked_fill(~attr, float("nan")), seed=key)
+        if not params.adaptive or len(res["steps"]) >= params.max_probes or settled(before, unc):
+            break
+        before = unc
+    return {**res, **unc}
+
+
 def reagent_sequence(model, seq: Sequence, params: ReagentParams, mlm: MaskedLM | None = None) -> dict[str, Tensor]:
-    """ReAGent for every target of ``seq``: tensors [target, pos] with NaN outside each context."""
+    """ReAGent for every target of ``seq``: tensors [target, pos] with NaN outside each context, per-probe tensors
+    [target, probe, ...] padded to the most probes any target used (``probe_count`` says how many each did)."""
     check_params(params)
     mlm = load_mlm(params, model, mlm)
     sampler = build_sampler(model, seq.ids[:-1], params.replacer, mlm)  # contexts are prefixes: one table
-    J, W, P = seq.n_targets, len(seq.ids) - 1, params.n_probes
-    out = {
-        "importance": torch.full((J, W), float("nan")),
-        "probe_importance": torch.full((J, P, W), float("nan")),
-        "probe_steps": torch.zeros(J, P, dtype=torch.long),
-        "probe_stopped": torch.zeros(J, P, dtype=torch.bool),
-        "target_probability": torch.zeros(J),
-    }
+    J, W = seq.n_targets, len(seq.ids) - 1
+    runs = []
     for j in progress(range(J), desc="ReAGent targets"):
         T = seq.n_prompt + j
-        res = reagent_target(model, seq.context(j), seq.target_id(j), seq.attributable[:T], sampler, params,
-                             draw_key(params.seed, j))
-        imp = res["importance"].masked_fill(~seq.attributable[:T].cpu(), float("nan"))
-        out["importance"][j, :T] = imp
-        out["probe_importance"][j, :, :T] = res["probe_importance"]
-        out["probe_steps"][j] = res["steps"]
-        out["probe_stopped"][j] = res["stopped"]
+        runs.append(reagent_probes(model, seq.context(j), seq.target_id(j), seq.attributable[:T], sampler, params,
+                                   draw_key(params.seed, j)))
+    P = max(len(r["steps"]) for r in runs)
+    nan = float("nan")
+    out = {
+        "importance": torch.full((J, W), nan),
+        "importance_low": torch.full((J, W), nan),
+        "importance_high": torch.full((J, W), nan),
+        "p_first": torch.full((J, W), nan),
+        "tied_first": torch.zeros(J, W, dtype=torch.bool),
+        "probe_importance": torch.full((J, P, W), nan),
+        "probe_drift": torch.full((J, P, W), nan),
+        "probe_steps": torch.zeros(J, P, dtype=torch.long),
+        "probe_stopped": torch.zeros(J, P, dtype=torch.bool),
+        "probe_count": torch.zeros(J, dtype=torch.long),
+        "target_probability": torch.zeros(J),
+    }
+    for j, res in enumerate(runs):
+        T, n = seq.n_prompt + j, len(res["steps"])
+        out["importance"][j, :T] = res["mean"]
+        out["importance_low"][j, :T] = res["low"]
+        out["importance_high"][j, :T] = res["high"]
+        out["p_first"][j, :T] = res["p_first"]
+        out["tied_first"][j, :T] = res["tied_first"]
+        out["probe_importance"][j, :n, :T] = res["probe_importance"]
+        out["probe_drift"][j, :n, :T] = res["drift"].masked_fill(~seq.attributable[:T].cpu(), nan)
+        out["probe_steps"][j, :n] = res["steps"]
+        out["probe_stopped"][j, :n] = res["stopped"]
+        out["probe_count"][j] = n
         out["target_probability"][j] = res["p_orig"]
     return out
 
@@ -351,15 +421,30 @@ def warn_if_costly(model, seq, config: ReagentConfig) -> float:
     """Say before starting when a run could be long: its worst case is every probe of every target running all
     ``max_steps`` steps, each a forward pass over the target's context. Returns that many token positions."""
     contexts = sum(seq.n_prompt + j for j in range(seq.n_targets))
-    work = float(config.n_probes * config.max_steps * contexts)
+    probes = config.max_probes if config.adaptive else config.n_probes
+    work = float(probes * config.max_steps * contexts)
     if work > LARGE_WORK and model.device.type == "cpu":
         warnings.warn(
-            f"ReAGent on {seq.n_prompt} prompt tokens x {seq.n_targets} target(s): up to {config.n_probes} probes x "
+            f"ReAGent on {seq.n_prompt} prompt tokens x {seq.n_targets} target(s): up to {probes} probes x "
             f"{config.max_steps} steps over contexts of up to {seq.n_prompt + seq.n_targets - 1} tokens, about "
             f"{work:.2g} token positions through {model.name} on the CPU, which can take hours (early stopping "
             "usually ends far sooner); shorten the prompt, lower max_steps / n_probes, or use a GPU",
             stacklevel=4)
     return work
+
+
+def warn_if_check_keeps_everything(seq, config: ReagentParams) -> None:
+    """Say when the stopping check keeps every attributable position: it then replaces nothing, passes at once for a
+    target the model already ranks in its top ``stop_top_k``, every probe stops after one update step, and the
+    importance is mostly each probe's random start (measured: on 4-7 token prompts of SmolLM2-135M it does not
+    correlate with the exact estimand, benchmarks/reagent_trust.py mu)."""
+    n_attr = int(seq.attributable[: seq.n_prompt].sum())
+    keep = config.keep_top_n or math.ceil(config.keep_ratio * n_attr)
+    if keep >= n_attr:
+        warnings.warn(
+            f"ReAGent's stopping check keeps the top {keep} positions and the prompt has only {n_attr} attributable "
+            "tokens: the check replaces nothing, so probes stop after one step and the importance is mostly noise; "
+            f"lower keep_top_n below {n_attr} (or use a longer prompt)", stacklevel=4)
 
 
 def compute_reagent(model: HookedSource, config: ReagentConfig, mlm: MaskedLM | None = None) -> AttributionResult:
@@ -368,6 +453,7 @@ def compute_reagent(model: HookedSource, config: ReagentConfig, mlm: MaskedLM | 
     seq = prepare(model, config.prompt, config.target, max_new_tokens=config.max_new_tokens, prepend_bos=config.prepend_bos,
                   messages=config.messages)
     warn_if_costly(model, seq, config)
+    warn_if_check_keeps_everything(seq, config)
     tensors = reagent_sequence(model, seq, config, mlm)
     dtype = probe_dtype(model, config) or str(model.dtype).removeprefix("torch.")
     return attribution_result(ReagentResult, model, config, seq, "reagent", tensors, {"probe_dtype": dtype})
@@ -375,8 +461,11 @@ def compute_reagent(model: HookedSource, config: ReagentConfig, mlm: MaskedLM | 
 
 class ReagentResult(AttributionResult):
     """ReAGent attribution. Tensors: ``importance`` [target, pos] (softmax scores, NaN outside
-    each target's context and at special tokens), ``probe_importance`` [target, probe, pos],
-    ``probe_steps`` / ``probe_stopped`` [target, probe], ``target_probability`` [target]."""
+    each target's context and at special tokens), its 95% interval over probes ``importance_low`` /
+    ``importance_high``, ``p_first`` (probability of ranking first) and ``tied_first`` (not distinguishable
+    from the leader) [target, pos] (see :mod:`.uncertainty`), ``probe_importance`` and ``probe_drift`` (mean
+    score change per step) [target, probe, pos], ``probe_steps`` / ``probe_stopped`` [target, probe] (padded
+    past ``probe_count`` [target], the probes each target used), ``target_probability`` [target]."""
 
     analysis = "reagent"
     title = "ReAGent attribution"
@@ -401,11 +490,31 @@ class ReagentResult(AttributionResult):
         """The dtype the probe forwards ran in (None in results saved before it was recorded)."""
         return self.meta.get("probe_dtype")
 
+    @property
+    def probe_count(self) -> Tensor:
+        """Probes each target used [target] (an adaptive run adds batches until the top-1 is settled)."""
+        if "probe_count" in self.tensors:
+            return self.tensors["probe_count"]
+        return torch.full((self.probe_steps.shape[0],), self.probe_steps.shape[1], dtype=torch.long)
+
+    def _used(self) -> Tensor:
+        return torch.arange(self.probe_steps.shape[1])[None] < self.probe_count[:, None]
+
+    def tied_first(self, target: int = 0) -> list[int]:
+        """Context positions tied for first for target ``target`` (the leader alone when it is clear)."""
+        if "tied_first" not in self.tensors:
+            return [int(self.top_tokens(target, 1)["context_position"][0])]
+        return self.tensors["tied_first"][target].nonzero()[:, 0].tolist()
+
     def summary(self) -> list[tuple[str, str]]:
         lines = super().summary()
-        stopped = self.probe_stopped
-        steps = self.probe_steps.float()
-        lines.append(("probes", f"{int(stopped.sum())} of {stopped.numel()} stopped; "
+        used = self._used()
+        stopped = self.probe_stopped[used]
+        steps = self.probe_steps[used].float()
+        counts = self.probe_count.tolist()
+        lines.append(("probes", f"{int(stopped.sum())} of {stopped.numel()} stopped "
+                                f"({', '.join(map(str, counts))} per target"
+                                + (f", adaptive up to {self.config.max_probes}" if self.config.adaptive else "") + "); "
                                 f"steps per probe: median {steps.median():.0f}, max {steps.max():.0f} "
                                 f"(max_steps {self.config.max_steps})"
                                 + (f"; probe forwards in {self.probe_dtype}" if self.probe_dtype else "")))
@@ -419,4 +528,5 @@ ANALYSIS = Analysis(
     result_cls=ReagentResult,
     compute=compute_reagent,
     in_report=True,
+    prepare=resolve_probe_dtype,
 )

@@ -99,9 +99,15 @@ class AttributionResult(Result):
         ]
 
 
+UNCERTAINTY = ("importance_low", "importance_high", "p_first", "tied_first")
+
+
 def attribution_tables(tokens: list[str], ids: list[int], n_prompt: int, importance: Tensor,
-                       probability: Tensor | None = None) -> dict[str, pd.DataFrame]:
-    """Long ``attribution`` table and per-target ``targets`` table from importance [target, pos]."""
+                       probability: Tensor | None = None, uncertainty: dict[str, Tensor] | None = None
+                       ) -> dict[str, pd.DataFrame]:
+    """Long ``attribution`` table and per-target ``targets`` table from importance [target, pos]; with
+    ``uncertainty`` (the :data:`UNCERTAINTY` tensors [target, pos]) the attribution rows get the 95% interval
+    (``low`` / ``high``), ``p_first`` and ``tied_first``, and the targets table the tokens tied for first."""
     rows, target_rows = [], []
     for j in range(importance.shape[0]):
         pos_t = n_prompt + j
@@ -114,6 +120,11 @@ def attribution_tables(tokens: list[str], ids: list[int], n_prompt: int, importa
             rows.append({"target_index": j, "target_position": pos_t, "target": tokens[pos_t],
                          "context_position": p, "context_token": tokens[p], "context_id": ids[p],
                          "importance": v, "share": abs(v) / total, "rank": rank[p]})
+            if uncertainty is not None:
+                rows[-1].update({"low": float(uncertainty["importance_low"][j, p]),
+                                 "high": float(uncertainty["importance_high"][j, p]),
+                                 "p_first": float(uncertainty["p_first"][j, p]),
+                                 "tied_first": bool(uncertainty["tied_first"][j, p])})
         best = order[0][0] if order else -1
         target_rows.append({
             "target_index": j, "position": pos_t, "target": tokens[pos_t], "id": ids[pos_t],
@@ -121,6 +132,10 @@ def attribution_tables(tokens: list[str], ids: list[int], n_prompt: int, importa
             "top_context_position": best, "top_context_token": tokens[best] if best >= 0 else "",
             "top_importance": order[0][1] if order else float("nan"),
         })
+        if uncertainty is not None:
+            tied = [p for p, _ in order if bool(uncertainty["tied_first"][j, p])]
+            target_rows[-1]["tied_first_tokens"] = [tokens[p] for p in tied]
+            target_rows[-1]["top_p_first"] = float(uncertainty["p_first"][j, best]) if best >= 0 else float("nan")
     return {"attribution": pd.DataFrame(rows), "targets": pd.DataFrame(target_rows)}
 
 
@@ -130,10 +145,15 @@ def attribution_result(cls, model, config, seq, method: str, tensors: dict[str, 
     are never changed after construction)."""
     ids = seq.ids.tolist()
     tokens = model.to_str_tokens(ids)
-    tables = attribution_tables(tokens, ids, seq.n_prompt, tensors["importance"], tensors.get("target_probability"))
+    uncertainty = {k: tensors[k] for k in UNCERTAINTY} if all(k in tensors for k in UNCERTAINTY) else None
+    tables = attribution_tables(tokens, ids, seq.n_prompt, tensors["importance"], tensors.get("target_probability"),
+                                uncertainty)
     if "probe_steps" in tensors:
         targets = tables["targets"]
-        targets["steps_mean"] = tensors["probe_steps"].float().mean(1).numpy()
+        steps = tensors["probe_steps"]
+        count = tensors.get("probe_count", torch.full((steps.shape[0],), steps.shape[1]))
+        targets["probes"] = count.numpy()
+        targets["steps_mean"] = (steps.float().sum(1) / count.clamp_min(1)).numpy()
         targets["probes_stopped"] = tensors["probe_stopped"].sum(1).numpy()
     meta = {"tokens": tokens, "ids": ids, "n_prompt": seq.n_prompt, "method": method,
             "prompt": config.prompt if seq.text is None else seq.text, "generated": seq.generated, **(extra_meta or {})}

@@ -1,0 +1,88 @@
+"""How sure a ReAGent result is: intervals over probes, the probability of ranking first, ties.
+
+ReAGent's importance is the mean over independent probes of each probe's importance vector, so the
+probes are a sample and the mean has a sampling error the user should see. Per target, from the
+n probes the mean is taken over (the stopped ones):
+
+* a 95% interval per position: mean +- t_{n-1} sd / sqrt n (Student's t over probes);
+* ``p_first``: the probability that the position ranks first, by a bootstrap over probes (the mean
+  recomputed on ``n_boot`` resamples of the probes; a resample's tie for first is split);
+* ``tied_first``: the positions not distinguishable from the leader. For each position i, the
+  paired difference leader - i over probes (the probes share one softmax, so pairing removes their
+  common part); i is tied with the leader when the lower end of that difference's 95% interval is
+  <= 0. One probe gives no interval: every position is then reported as tied.
+
+The adaptive run (:func:`settled`) adds batches of probes until the leader stands alone (no other
+position tied with it) or the same position led after two batches in a row (the top-1 is stable); the
+tokens tied with it are then reported as tied, not resolved by more probes (that can take the cap).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+_Z95 = 1.959963984540054
+
+
+def t_quantile(df: int) -> float:
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (tabulated up to 6, then the Cornish-Fisher
+    expansion, within 1e-3 from there)."""
+    if df < 1:
+        return float("inf")
+    exact = {1: 12.706204736, 2: 4.302652730, 3: 3.182446305, 4: 2.776445105, 5: 2.570581836, 6: 2.446911851}
+    if df in exact:
+        return exact[df]
+    z = _Z95
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2) + (
+        3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+
+
+def probe_uncertainty(probes: Float[Tensor, "probe pos"], *, n_boot: int = 1000, seed: int = 0
+                      ) -> dict[str, Tensor]:
+    """Mean, 95% interval, probability of ranking first and the tied-first set over ``probes`` [n, pos]
+    (non-finite columns: not attributed; they get NaN and never rank)."""
+    ok = probes.isfinite().all(0)
+    v = probes[:, ok].double()
+    n, T = v.shape
+    mean = v.mean(0)
+    out = {k: torch.full((probes.shape[1],), float("nan"), dtype=torch.float64) for k in ("mean", "low", "high", "p_first")}
+    tied = torch.zeros(probes.shape[1], dtype=torch.bool)
+    if T == 0:
+        return {**{k: x.float() for k, x in out.items()}, "tied_first": tied}
+    leader = int(mean.argmax())
+    out["mean"][ok] = mean
+    if n >= 2:
+        half = t_quantile(n - 1) * v.std(0) / math.sqrt(n)
+        out["low"][ok], out["high"][ok] = mean - half, mean + half
+        diff = v[:, leader:leader + 1] - v  # [n, T]
+        lower = diff.mean(0) - t_quantile(n - 1) * diff.std(0) / math.sqrt(n)
+        tied_ok = lower <= 0
+        # bootstrap: resampled probe counts [B, n] times the probes gives B resampled means at once
+        gen = torch.Generator().manual_seed(seed)
+        counts = torch.zeros(n_boot, n, dtype=torch.float64)
+        counts.scatter_add_(1, torch.randint(n, (n_boot, n), generator=gen), torch.ones(n_boot, n, dtype=torch.float64))
+        means = counts @ v / n  # [B, T]
+        top = (means == means.amax(1, keepdim=True)).double()
+        out["p_first"][ok] = (top / top.sum(1, keepdim=True)).mean(0)
+    else:
+        tied_ok = torch.ones(T, dtype=torch.bool)
+        out["p_first"][ok] = (torch.arange(T) == leader).double()
+    tied[ok.nonzero()[:, 0]] = tied_ok
+    return {**{k: x.float() for k, x in out.items()}, "tied_first": tied}
+
+
+def settled(before: dict[str, Tensor] | None, now: dict[str, Tensor]) -> bool:
+    """Whether the adaptive run may stop: the leader stands alone, or it also led after the previous batch
+    (``before``)."""
+    tied: Bool[Tensor, " pos"] = now["tied_first"]
+    if int(tied.sum()) == 1:
+        return True
+    if before is None:
+        return False
+    lead = int(torch.nan_to_num(now["mean"], nan=-1.0).argmax())
+    lead_before = int(torch.nan_to_num(before["mean"], nan=-1.0).argmax())
+    return lead == lead_before

@@ -316,7 +316,8 @@ def test_a_long_run_is_announced_before_it_starts(tiny_llama):
         work = module.warn_if_costly(tiny_llama, seq, config)
     assert work == 16 * 3000 * seq.n_prompt
     with pytest.warns(UserWarning, match="256 probes"):  # adaptive: the worst case is max_probes
-        assert module.warn_if_costly(tiny_llama, seq, module.ReagentConfig(prompt="p")) == 256 * 500 * seq.n_prompt
+        config = module.ReagentConfig(prompt="p", adaptive=True)
+        assert module.warn_if_costly(tiny_llama, seq, config) == 256 * 500 * seq.n_prompt
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         module.warn_if_costly(tiny_llama, prepare(tiny_llama, "short", target="x"), module.ReagentConfig(prompt="p"))

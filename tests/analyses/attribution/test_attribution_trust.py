@@ -116,7 +116,7 @@ def test_settled_needs_a_clear_leader_or_the_same_leader_twice():
 def test_adaptive_run_extends_the_default_run_and_reports_uncertainty(copy_model):
     options = dict(prompt=PROMPT, cache=False, keep_top_n=3, max_steps=300)
     fixed = wb.reagent(copy_model, adaptive=False, **options)
-    grown = wb.reagent(copy_model, max_probes=64, **options)
+    grown = wb.reagent(copy_model, adaptive=True, max_probes=64, **options)
     n = int(grown.probe_count[0])
     assert fixed.probe_count.tolist() == [8] and 8 <= n <= 64 and n % 8 == 0
     # the adaptive run's first batch is the fixed run, draw for draw

@@ -21,6 +21,7 @@ from .analyses.attribution import MaskedLM, attribute, compare_attributions, rea
 from .cache import ResultCache, clear_cache, get_cache
 from .report import build_report, report
 from .results import Result
+from . import render, widgets  # noqa: F401  (install how results are shown: figures, HTML, explorers)
 
 # Records cache hits and misses, and the device and threads of each analysis; shown only where the application
 # configures logging (e.g. logging.basicConfig(level=logging.INFO)): a library adds no handler of its own.

@@ -22,6 +22,7 @@ from ...types import (Contributions, Eigenvalues, LayerInputs, LayerOutputs, Out
                       TopVectors)
 from ...linalg import effective_rank
 from ...engine.registry import Analysis
+from ...engine.runner import run_analysis
 from . import interaction as ix
 from .layers import BilinearClassifier, BilinearLM, BilinearMLP, BilinearWeights
 
@@ -431,9 +432,9 @@ def compute_spectrum(model, config: SpectrumConfig) -> BilinearSpectrumResult:
 def digits_demo(_report_model) -> BilinearClassifier:
     """What the report shows this analysis on: the report's LM is not bilinear (it gets
     bilinear_replacement), so the digits classifier is (trained once, then cached)."""
-    from .api import train_digits
+    from .training import DIGITS, TrainingSource, digits_data_id
 
-    return train_digits().model()
+    return run_analysis(DIGITS, TrainingSource("digits", digits_data_id())).model()
 
 
 ANALYSIS = Analysis(

@@ -76,24 +76,3 @@ def trace_super_weight(model, *, config: TraceConfig | None = None, cache=True, 
     >>> t.top_drivers(), t.top_readers()
     """
     return run_analysis("super_weight_trace", model, config, cache=cache, **options)  # type: ignore[return-value]
-
-
-def strongest_super_weight(model) -> tuple[tuple[int, int, int], int]:
-    """((layer, row, col), expert) of the super weight with the largest loss effect (cached :func:`super_weights`;
-    for a mixture of experts, the weight inside the super expert whose removal costs most, from :func:`super_experts`;
-    expert -1 for dense MLPs)."""
-    from ...errors import UnsupportedModelError
-
-    if model.arch.mlp == "moe":
-        found = super_experts(model).super_experts
-        if found.empty:
-            raise UnsupportedModelError(f"wb.super_experts found no super expert in {model.name}: nothing to trace by "
-                                        "default; pass weight=(layer, row, col) and expert=e")
-        best = found.sort_values("kl", ascending=False).iloc[0]
-        return (int(best["layer"]), int(best["row"]), int(best["col"])), int(best["expert"])
-    found = super_weights(model).super_weights
-    if found.empty:
-        raise UnsupportedModelError(f"wb.super_weights found no super weights in {model.name}: nothing to trace "
-                                    "by default; pass weight=(layer, row, col)")
-    best = found.sort_values("delta_loss", ascending=False).iloc[0]
-    return (int(best["layer"]), int(best["row"]), int(best["col"])), -1

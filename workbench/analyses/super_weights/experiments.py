@@ -25,6 +25,8 @@ from ...errors import InputError
 from ...models import hook_names as hn
 from ...results import Result
 from ...engine.registry import Analysis
+from ...engine.runner import run_analysis
+from . import detect
 from ...corpus import evaluate
 from .evaluate import check_prompts, eval_windows, next_token_table, scaled, with_eval_digest
 from .quantize import blockwise_rtn
@@ -318,9 +320,7 @@ def prepare_experiment(model, config: ExperimentConfig) -> ExperimentConfig:
     ``weights`` are given, weights as (layer, row, col) ints, prompts checked, the evaluation text's digest."""
     weights = config.weights
     if weights is None:
-        from .api import super_weights
-
-        weights = super_weights(model).coordinates()
+        weights = run_analysis(detect.ANALYSIS, model).coordinates()
         if not weights:
             raise InputError(f"wb.super_weights found no super weights in {model.name}; pass weights=((layer, row, col), ...)")
     prompts = check_prompts(config.prompts) if config.prompts else ()

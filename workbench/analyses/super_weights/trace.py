@@ -33,6 +33,8 @@ from ...errors import InputError, UnsupportedModelError
 from ...models import hook_names as hn
 from ...results import Result
 from ...engine.registry import Analysis
+from ...engine.runner import run_analysis
+from . import detect, experts
 from .evaluate import check_prompts
 from .scan import require_mlp_hooks
 from ...models.contract import HookedSource
@@ -203,12 +205,29 @@ def channel_contributions(model, parts: Float[Tensor, "part d_model"], layer: in
 
 
 # ------------------------------------------------------------------ compute
+def strongest_super_weight(model) -> tuple[tuple[int, int, int], int]:
+    """((layer, row, col), expert) of the super weight with the largest loss effect (cached :func:`super_weights`;
+    for a mixture of experts, the weight inside the super expert whose removal costs most, from :func:`super_experts`;
+    expert -1 for dense MLPs)."""
+    if model.arch.mlp == "moe":
+        found = run_analysis(experts.ANALYSIS, model).super_experts
+        if found.empty:
+            raise UnsupportedModelError(f"wb.super_experts found no super expert in {model.name}: nothing to trace by "
+                                        "default; pass weight=(layer, row, col) and expert=e")
+        best = found.sort_values("kl", ascending=False).iloc[0]
+        return (int(best["layer"]), int(best["row"]), int(best["col"])), int(best["expert"])
+    found = run_analysis(detect.ANALYSIS, model).super_weights
+    if found.empty:
+        raise UnsupportedModelError(f"wb.super_weights found no super weights in {model.name}: nothing to trace "
+                                    "by default; pass weight=(layer, row, col)")
+    best = found.sort_values("delta_loss", ascending=False).iloc[0]
+    return (int(best["layer"]), int(best["row"]), int(best["col"])), -1
+
+
 def prepare(model, config: TraceConfig) -> TraceConfig:
     """``Analysis.prepare``: the config with its default weight filled in (so the cache key and the result name
     the weight traced), validated."""
     if not config.weight:
-        from .api import strongest_super_weight
-
         weight, expert = strongest_super_weight(model)
         return prepare(model, replace(config, weight=weight, expert=expert))
     if len(config.weight) != 3:

@@ -10,18 +10,25 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
+from types import ModuleType
 
 import pandas as pd
 
 from ._version import __version__
-from .commands import attribute, bilinear, heads, overview, super_weights
 from .commands.common import add_model_args, load, print_frame
 from .errors import MissingExtraError, UnsupportedModelError, WorkbenchError
 
-# One module per analysis sub-command, in the order `workbench --help` lists them.
-COMMANDS = (overview, super_weights, heads, bilinear, attribute)
+
+def command_modules() -> list[ModuleType]:
+    """The sub-commands of the analyses: ``workbench.commands.<package>`` for each package of
+    :data:`workbench.analyses.PACKAGES`, in its order (each module has ``add_parser(sub)``)."""
+    from .analyses import PACKAGES
+
+    return [importlib.import_module(f"{__package__}.commands.{package.__name__.rpartition('.')[2]}")
+            for package in PACKAGES]
 
 
 def cmd_models(args) -> None:
@@ -41,7 +48,7 @@ def cmd_info(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from .analyses import get_analysis, list_analyses, run_analysis
+    from .engine import get_analysis, list_analyses, run_analysis
     from .report import report
     from .report.build import check_output_path
 
@@ -85,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     p.set_defaults(func=cmd_info)
 
-    for module in COMMANDS:
+    for module in command_modules():
         module.add_parser(sub)
     return parser
 

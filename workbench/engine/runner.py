@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from typing import Any, overload
 
 import torch
@@ -60,17 +61,20 @@ def _frozen(value: Any) -> Any:
 
 @overload
 def run_analysis(analysis: Analysis[ConfigT, ResultT], model: Any, config: ConfigT | None = None, *,
-                 cache: bool | ResultCache = True, **options: Any) -> ResultT: ...
+                 cache: bool | ResultCache = True, live_inputs: Mapping[str, Any] | None = None,
+                 **options: Any) -> ResultT: ...
 @overload
 def run_analysis(analysis: str, model: Any, config: Any = None, *, cache: bool | ResultCache = True,
-                 **options: Any) -> Result: ...
+                 live_inputs: Mapping[str, Any] | None = None, **options: Any) -> Result: ...
 def run_analysis(analysis: str | Analysis[Any, Any], model: Any, config: Any = None, *,
-                 cache: bool | ResultCache = True, **options: Any) -> Result:
+                 cache: bool | ResultCache = True, live_inputs: Mapping[str, Any] | None = None,
+                 **options: Any) -> Result:
     """Compute ``analysis`` (an :class:`Analysis`, or a registered one's name) on ``model``, or fetch it from the
     cache. Given the Analysis itself, the result is typed as its Result class (and checked to be one).
 
     ``cache=False`` always recomputes and stores nothing; a :class:`ResultCache`
-    uses that cache instead of the default one.
+    uses that cache instead of the default one. ``live_inputs``: live objects handed to ``compute`` as keyword
+    arguments (a loaded masked LM): no cache key can hold them, so such a run is never cached.
     """
     spec = _spec(analysis)
     name = spec.name
@@ -84,9 +88,9 @@ def run_analysis(analysis: str | Analysis[Any, Any], model: Any, config: Any = N
         with sized_threads() as threads:  # only the cores other processes leave free (see workbench/_threads.py)
             log.info("%s on %s: device %s, %d CPU threads", name, getattr(model, "name", type(model).__name__),
                      _device_of(model), threads)
-            return spec.compute(model, config)
+            return spec.compute(model, config, **(live_inputs or {}))
 
-    if cache is False:
+    if cache is False or live_inputs:
         return compute()
     store = cache if isinstance(cache, ResultCache) else get_cache()
     # a loaded model verifies its weights' contents too (edits through .data); trained demo models, sources, ... do not need to

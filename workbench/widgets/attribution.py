@@ -58,7 +58,7 @@ class AttributionWidget(widgets.VBox):
             self.method.value = self.result.method
 
     def _show_method(self, method: str) -> None:
-        from ..analyses.attribution import attribute
+        from ..analyses.attribution.api import attribute
 
         if method not in self.results:
             cfg = self.result.config

@@ -143,7 +143,7 @@ class LaundryListPanel(widgets.VBox):
     """
 
     def __init__(self, model, **options):
-        from ..analyses import laundry_component_scan, laundry_list
+        from ..analyses.heads.api import laundry_component_scan, laundry_list
 
         self.model, self.options, self._run, self._scan = model, options, laundry_list, laundry_component_scan
         self.layer = widgets.BoundedIntText(value=0, min=0, max=model.info.n_layers - 1, description="layer")

@@ -148,11 +148,6 @@ def svd_from_r(r_a: Float[Tensor, "... r r"], b: Float[Tensor, "... r n"], *, ri
     return s.to(b.dtype), (wh @ qb.mT).to(b.dtype) if right else None
 
 
-def take_svd(svd: FactoredSVD, rows: list[int], heads: list[int] | None = None) -> FactoredSVD:
-    """Per-head SVDs of the layer rows ``rows`` and heads ``heads`` (as :func:`take` picks weights)."""
-    return FactoredSVD(*(_pick(m, rows, heads) for m in (svd.U, svd.S, svd.Vh)))
-
-
 def ov_svd(w: HeadWeights) -> FactoredSVD:
     """SVD of every head's OV circuit W_V W_O: U [layer, head, d_model, d_head], Vh [.., d_head, d_model]."""
     return factored_svd(w.W_V, w.W_O)

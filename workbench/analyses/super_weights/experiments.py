@@ -24,7 +24,9 @@ from ..._progress import progress
 from ...errors import InputError
 from ...models import hook_names as hn
 from ...results import Result
-from ...engine.registry import Analysis
+from collections.abc import Callable
+
+from ...engine.registry import Analysis, ConfigT, ResultT
 from ...engine.runner import run_analysis
 from . import detect
 from ...corpus import evaluate
@@ -328,19 +330,19 @@ def prepare_experiment(model, config: ExperimentConfig) -> ExperimentConfig:
     return with_eval_digest(model, replace(config, weights=weights, prompts=prompts))
 
 
-def _spec(name, description, config_cls, result_cls, compute) -> Analysis:
+def _spec(name: str, description: str, config_cls: type[ConfigT], result_cls: type[ResultT],
+          compute: Callable[..., ResultT]) -> Analysis[ConfigT, ResultT]:
     return Analysis(name=name, description=description, config_cls=config_cls, result_cls=result_cls,
                     compute=compute, in_report=False, prepare=prepare_experiment,
                     needs=("residual", "mlp_write"))
 
 
-ANALYSES = (
-    _spec("super_weight_prune", "Prune the super weights; prune but restore the super activation",
-          PruneConfig, PruneResult, compute_prune),
-    _spec("super_weight_scale", "Scale the super weights by s: quality curve",
-          ScaleConfig, ScaleResult, compute_scale),
-    _spec("super_weight_outliers", "Prune other large W_out outliers but keep the super weights",
-          OutlierConfig, OutlierResult, compute_outliers),
-    _spec("super_weight_quantize", "Block-wise RTN quantization: plain vs clip + restore super weights",
-          QuantizeConfig, QuantizeResult, compute_quantize),
-)
+PRUNE = _spec("super_weight_prune", "Prune the super weights; prune but restore the super activation",
+              PruneConfig, PruneResult, compute_prune)
+SCALE = _spec("super_weight_scale", "Scale the super weights by s: quality curve",
+              ScaleConfig, ScaleResult, compute_scale)
+OUTLIERS = _spec("super_weight_outliers", "Prune other large W_out outliers but keep the super weights",
+                 OutlierConfig, OutlierResult, compute_outliers)
+QUANTIZE = _spec("super_weight_quantize", "Block-wise RTN quantization: plain vs clip + restore super weights",
+                 QuantizeConfig, QuantizeResult, compute_quantize)
+ANALYSES = (PRUNE, SCALE, OUTLIERS, QUANTIZE)

@@ -52,3 +52,11 @@ def test_no_result_contents_are_changed_after_construction():
     offenders = [f"{path.relative_to(PACKAGE)}:{i}" for path in PACKAGE.rglob("*.py")
                  for i, line in enumerate(path.read_text().splitlines(), 1) if mutation.search(line)]
     assert not offenders
+
+
+def test_meta_is_read_through_typed_accessors_only():
+    """Views, explorers, commands and analyses read a result's ``meta`` through its accessors, never by key."""
+    lookup = re.compile(r"(?<!self)\.meta(\[|\.get\()")
+    offenders = [f"{path.relative_to(PACKAGE)}:{i}" for path in PACKAGE.rglob("*.py")
+                 for i, line in enumerate(path.read_text().splitlines(), 1) if lookup.search(line)]
+    assert not offenders

@@ -22,7 +22,7 @@ from ._paths import data_file
 from .errors import InputError
 
 if TYPE_CHECKING:
-    from .models.hooked import HookedModel
+    from .models.contract import WeightSource
 
 CORPUS_FILE = "eval_corpus.txt"
 
@@ -57,7 +57,7 @@ def eval_text(path: str | os.PathLike | None = None) -> str:
 
 
 def token_windows(
-    model: HookedModel,
+    model: WeightSource,
     text: str | None = None,
     *,
     window: int = 128,

@@ -27,7 +27,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,6 +44,28 @@ FORMAT = "workbench-result/1"
 
 # analysis name -> the Result class that holds its output (filled as the classes are defined)
 _RESULT_TYPES: dict[str, type[Result]] = {}
+
+
+class Tables(Mapping[str, pd.DataFrame]):
+    """A result's tables, read-only: each lookup hands out a new DataFrame over the stored one. pandas' copy-on-write
+    (the only mode since pandas 3) makes it a lazy copy: it costs no data copy (~0.1 ms however large), and a change
+    made to it (a column set, a value written) copies first, so it never reaches the result. Its NumPy arrays are
+    read-only views."""
+
+    def __init__(self, tables: Mapping[str, pd.DataFrame]):
+        self._tables = dict(tables)
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        return self._tables[name].copy(deep=False)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tables)
+
+    def __len__(self) -> int:
+        return len(self._tables)
+
+    def __repr__(self) -> str:
+        return f"Tables({', '.join(self._tables)})"
 
 
 @dataclass
@@ -90,8 +112,12 @@ class Result:
     model_id: str
     fingerprint: str
     tensors: dict[str, Tensor] = field(default_factory=dict)
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    tables: Mapping[str, pd.DataFrame] = field(default_factory=dict)  # read back as :class:`Tables`
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tables, Tables):  # accessors and callers get lazy copies, never the stored frames
+            object.__setattr__(self, "tables", Tables(self.tables))
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -100,7 +126,7 @@ class Result:
 
     # ------------------------------------------------------------ tables
     def to_frame(self, name: str | None = None) -> pd.DataFrame:
-        """A copy of table ``name`` (default: the first, the result's main table)."""
+        """Table ``name`` (default: the first, the result's main table), as a copy of its own."""
         if not self.tables:
             raise InputError(f"{self.title} has no tables")
         key = name or next(iter(self.tables))

@@ -7,6 +7,7 @@ import ipywidgets as widgets
 from ..render import bilinear as render
 from ..render.page import summary_html
 from ._figures import figure_widget, replace_figure
+from ..analyses.bilinear.spectrum import BilinearSpectrumResult
 
 
 class BilinearWidget(widgets.VBox):
@@ -19,7 +20,7 @@ class BilinearWidget(widgets.VBox):
     result, so ``model`` is not needed (accepted as every explorer does).
     """
 
-    def __init__(self, result, model=None):
+    def __init__(self, result: BilinearSpectrumResult, model=None):
         self.result = result
         names = result.direction_names
         inputs = result.input_table

@@ -9,7 +9,7 @@ are refused with an error that points to :func:`workbench.bilinear_replacement`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 import torch
@@ -75,7 +75,7 @@ class BilinearSpectrumResult(Result):
 
     analysis = "bilinear_spectrum"
     title = "Bilinear layer: interaction-matrix eigenvectors"
-    config_cls = SpectrumConfig
+    config_cls: ClassVar[type | None] = SpectrumConfig
 
     # --------------------------------------------------------------- contents
     @property
@@ -240,7 +240,7 @@ def _classifier_view(model: BilinearClassifier) -> LayerView:
         labels = [f"gaussian input {i}" for i in range(len(X))]
     X = X.to(w.W.device, w.W.dtype)
     return LayerView("classifier", w, model.output_labels(), _homogeneous(X, w.biased), labels, classes=y,
-                     image_shape=model.image_shape, extra_meta={"input_labels": model.input_labels(), "dataset": dataset})
+                     image_shape=(int(model.image_shape[0]), int(model.image_shape[1])), extra_meta={"input_labels": model.input_labels(), "dataset": dataset})
 
 
 def _mlp_view(model: BilinearMLP) -> LayerView:
@@ -259,7 +259,7 @@ def _lm_view(model: BilinearLM, layer: int) -> LayerView:
     if not -n <= layer < n:
         raise InputError(f"layer {layer} out of range: {model.name} has {n} layers")
     layer %= n
-    block = model.blocks[layer]
+    block = model.block(layer)
     _, _, val = lm_text_split(eval_text(), 0.1)
     n_ctx = model.arch["n_ctx"]
     ids = model.encode(val)[: 8 * n_ctx]
@@ -299,7 +299,8 @@ def resolve_directions(view: LayerView, config: SpectrumConfig) -> tuple[Tensor,
     if kind == "pca":
         if view.principal is None:
             raise InputError("directions='pca' needs the layer's recorded outputs (bilinear_replacement); use 'svd' here")
-        return view.principal[: config.n_directions].to(P.dtype), view.principal_names[: config.n_directions], kind
+        names = view.principal_names or [f"pc{i}" for i in range(len(view.principal))]
+        return view.principal[: config.n_directions].to(P.dtype), names[: config.n_directions], kind
     if kind == "outputs":
         return torch.eye(d_out, dtype=P.dtype, device=P.device), list(view.output_labels), kind
     if kind == "svd":

@@ -107,8 +107,8 @@ def _pick(t: Tensor, rows: list[int], heads: list[int] | None) -> Tensor:
 def take(w: HeadWeights, rows: list[int], heads: list[int] | None = None) -> HeadWeights:
     """The heads ``heads`` (default: all) of the layer rows ``rows`` of ``w``: what ``head_weights`` of
     those layers gives, without stacking the model's weights again."""
-    return HeadWeights(*(_pick(m, rows, heads) for m in (w.W_Q, w.W_K, w.W_V, w.W_O)),
-                       tuple(w.layers[r] for r in rows), w.heads_per_kv, w.norm_folded)
+    q, k, v, o = (_pick(m, rows, heads) for m in (w.W_Q, w.W_K, w.W_V, w.W_O))
+    return HeadWeights(q, k, v, o, tuple(w.layers[r] for r in rows), w.heads_per_kv, w.norm_folded)
 
 
 def qr_r(a: Float[Tensor, "... m r"]) -> Float[Tensor, "... r r"]:

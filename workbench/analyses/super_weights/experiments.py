@@ -15,7 +15,9 @@ edit happens inside ``model.restoring``: the model is restored bit for bit, even
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import pandas as pd
 import torch
@@ -24,9 +26,7 @@ from ..._progress import progress
 from ...errors import InputError
 from ...models import hook_names as hn
 from ...results import Result
-from collections.abc import Callable
-
-from ...engine.registry import Analysis, ConfigT, ResultT
+from ...engine.registry import Analysis, ResultT
 from ...engine.runner import run_analysis
 from . import detect
 from ...corpus import evaluate
@@ -150,7 +150,8 @@ class _Evaluator:
         self.model, self.config = model, config
         self.prompts = check_prompts(config.prompts) if config.prompts else ()
         self.windows = eval_windows(model, config.eval_file, config.eval_windows, config.window)
-        self.rows, self.tokens = [], []
+        self.rows: list[dict[str, Any]] = []
+        self.tokens: list[pd.DataFrame] = []
         self.intact: float | None = None
         self.reference: list[torch.Tensor] | None = None  # the intact run's log-probs, for KL
 
@@ -161,8 +162,9 @@ class _Evaluator:
                                   keep=first, reference=self.reference)
         if first:
             self.intact, self.reference, kl = loss, kept, 0.0
+        intact = loss if self.intact is None else self.intact  # (set by the first call)
         self.rows.append({"setting": setting, **extra, "loss": loss, "perplexity": math.exp(min(loss, 700.0)),
-                          "delta_loss": loss - self.intact, "kl": kl})
+                          "delta_loss": loss - intact, "kl": kl})
         if self.prompts:
             if before is not None:
                 before(-1)  # -1: the prompt batch
@@ -176,7 +178,7 @@ class _Evaluator:
         if self.tokens:
             self.tokens.append(self.tokens[0].assign(setting=setting))
 
-    def result(self, cls, fingerprint: str, **meta) -> Result:
+    def result(self, cls: type[ResultT], fingerprint: str, **meta: Any) -> ResultT:
         self.reference = None
         tokens = pd.concat(self.tokens, ignore_index=True) if self.tokens else next_token_table(self.model, (), "")
         return cls(
@@ -317,7 +319,10 @@ def compute_quantize(model: HookedSource, config: QuantizeConfig) -> QuantizeRes
     return ev.result(QuantizeResult, fingerprint, matrices=matrices)
 
 
-def prepare_experiment(model, config: ExperimentConfig) -> ExperimentConfig:
+ExperimentT = TypeVar("ExperimentT", bound="ExperimentConfig")
+
+
+def prepare_experiment(model, config: ExperimentT) -> ExperimentT:
     """``Analysis.prepare`` of the experiments: the super weights :func:`~.api.super_weights` finds when no
     ``weights`` are given, weights as (layer, row, col) ints, prompts checked, the evaluation text's digest."""
     weights = config.weights
@@ -326,12 +331,14 @@ def prepare_experiment(model, config: ExperimentConfig) -> ExperimentConfig:
         if not weights:
             raise InputError(f"wb.super_weights found no super weights in {model.name}; pass weights=((layer, row, col), ...)")
     prompts = check_prompts(config.prompts) if config.prompts else ()
-    weights = tuple(tuple(int(v) for v in w) for w in weights)
+    if any(len(w) != 3 for w in weights):
+        raise InputError("weights are (layer, row, col) triples, e.g. weights=((2, 1827, 7890),)")
+    weights = tuple((int(w[0]), int(w[1]), int(w[2])) for w in weights)
     return with_eval_digest(model, replace(config, weights=weights, prompts=prompts))
 
 
-def _spec(name: str, description: str, config_cls: type[ConfigT], result_cls: type[ResultT],
-          compute: Callable[..., ResultT]) -> Analysis[ConfigT, ResultT]:
+def _spec(name: str, description: str, config_cls: type[ExperimentT], result_cls: type[ResultT],
+          compute: Callable[..., ResultT]) -> Analysis[ExperimentT, ResultT]:
     return Analysis(name=name, description=description, config_cls=config_cls, result_cls=result_cls,
                     compute=compute, in_report=False, prepare=prepare_experiment,
                     needs=("residual", "mlp_write"))

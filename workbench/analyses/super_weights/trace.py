@@ -22,6 +22,7 @@ trace says whether, and how strongly, the expert fired at the spike.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Protocol
 from dataclasses import dataclass, replace
 
 import pandas as pd
@@ -38,6 +39,7 @@ from . import detect, experts
 from .evaluate import check_prompts
 from .scan import require_mlp_hooks
 from ...models.contract import HookedSource
+from ...models.writes import require_additive_residual
 
 
 @dataclass(frozen=True)
@@ -266,15 +268,25 @@ def _hidden(model, cache, layer: int, col: int, expert: int) -> tuple[Tensor, Te
         return hidden, hidden, cache[hn.mlp_pre(layer)][0, :, col].float()
     x = cache[hn.mlp_in(layer)][0].float()  # [pos, d_model]
     W_gate, W_in, _, _ = mlp_of(model, layer, expert)
-    pre = x @ W_gate[:, col].float()
-    hidden = model.mlp_activation(pre) * (x @ W_in[:, col].float())
+    if W_gate is None:  # a plain expert: its activation of the input's pre-activation
+        pre = x @ W_in[:, col].float()
+        hidden = model.mlp_activation(pre)
+    else:
+        pre = x @ W_gate[:, col].float()
+        hidden = model.mlp_activation(pre) * (x @ W_in[:, col].float())
     return model.expert_weights(layer).routing(x)[:, expert] * hidden, hidden, pre
 
 
+class TracedModel(HookedSource, Protocol):
+    """What the trace asks beyond the hooked-model contract: the MLP's own activation function."""
+
+    def mlp_activation(self, pre: Tensor) -> Tensor: ...
+
+
 @torch.no_grad()
-def compute(model: HookedSource, config: TraceConfig) -> TraceResult:
+def compute(model: TracedModel, config: TraceConfig) -> TraceResult:
     (layer, row, col), expert = config.weight, config.expert  # filled in and checked by prepare
-    model.require_additive_residual()
+    require_additive_residual(model)
     (prompt,) = check_prompts(config.prompt)
     if expert < 0:
         require_mlp_hooks(model)

@@ -76,22 +76,30 @@ def run_analysis(analysis: str | Analysis[Any, Any], model: Any, config: Any = N
     uses that cache instead of the default one. ``live_inputs``: live objects handed to ``compute`` as keyword
     arguments (a loaded masked LM): no cache key can hold them, so such a run is never cached.
     """
-    spec = _spec(analysis)
+    return run_with_key(_spec(analysis), model, config, cache=cache, live_inputs=live_inputs, **options)[0]
+
+
+def run_with_key(spec: Analysis[ConfigT, ResultT], model: Any, config: ConfigT | None = None, *,
+                 cache: bool | ResultCache = True, live_inputs: Mapping[str, Any] | None = None,
+                 **options: Any) -> tuple[ResultT, str | None]:
+    """:func:`run_analysis` of an :class:`Analysis`, and the cache key its result is filed under (None when it
+    was not cached): what a report records to be rebuilt from the cache alone (``report/plan.py``)."""
     name = spec.name
     config = make_config(spec, config, **options)
     if isinstance(model, HookedModel):  # nothing is computed on a decomposition this model did not verify
         model.require_identities(spec.needs, spec.title)
     if spec.prepare is not None:
         config = spec.prepare(model, config)
+    prepared: Any = config
 
-    def compute() -> Result:
+    def compute() -> ResultT:
         with sized_threads() as threads:  # only the cores other processes leave free (see workbench/_threads.py)
             log.info("%s on %s: device %s, %d CPU threads", name, getattr(model, "name", type(model).__name__),
                      _device_of(model), threads)
-            return spec.compute(model, config, **(live_inputs or {}))
+            return spec.compute(model, prepared, **(live_inputs or {}))
 
     if cache is False or live_inputs:
-        return compute()
+        return compute(), None
     store = cache if isinstance(cache, ResultCache) else get_cache()
     # a loaded model verifies its weights' contents too (edits through .data); trained demo models, sources, ... do not need to
     fingerprint = model.fingerprint(verify=True) if isinstance(model, HookedModel) else model.fingerprint()
@@ -99,4 +107,4 @@ def run_analysis(analysis: str | Analysis[Any, Any], model: Any, config: Any = N
     result = store.get_or_compute(key, compute, name)
     if not isinstance(result, spec.result_cls):  # a cache entry is read back by its recorded analysis name
         raise CacheCorruptError(f"{name}: the cache returned a {type(result).__name__}, not a {spec.result_cls.__name__}")
-    return result
+    return result, key

@@ -66,12 +66,13 @@ def cmd_report(args) -> None:
     found = cached_sections(identity, store) if identity is not None else None
     if found is not None:
         plan, results = found
+        keys: list[str | None] = [key for _, key in plan.sections]
         for name, why in plan.skipped:
             print(f"skipped {name}: {why}", file=sys.stderr)
         model_name, how = plan.model, "from the cache, model not loaded"
     else:
         model = load(args)
-        results, sections, skipped = [], [], []
+        results, sections, skipped, keys = [], [], [], []
         for name in names:
             spec = get_analysis(name)
             try:
@@ -82,6 +83,7 @@ def cmd_report(args) -> None:
                 skipped.append((name, str(exc)))
                 continue
             results.append(result)
+            keys.append(key)
             if key is not None:
                 sections.append((name, key))
         if not results:
@@ -89,7 +91,7 @@ def cmd_report(args) -> None:
         if identity is not None and len(sections) == len(results):
             save_plan(identity, Plan(model.name, sections, skipped))
         model_name, how = model.name, "model loaded"
-    path = report(results, args.out, title=args.title or f"Workbench report: {model_name}")
+    path = report(results, args.out, title=args.title or f"Workbench report: {model_name}", keys=keys)
     size = path.stat().st_size / 1e6
     print(f"wrote {path} ({size:.1f} MB, {len(results)} section(s), {time.perf_counter() - start:.1f} s, {how})")
 

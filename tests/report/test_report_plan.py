@@ -52,3 +52,22 @@ def test_a_cached_report_loads_no_model_and_a_changed_weight_is_recomputed(folde
     fourth = _report(folder, tmp_path / "d.html", capsys)  # and the new plan serves the new results
     assert "from the cache, model not loaded" in fourth and len(loads) == 1
     assert (tmp_path / "d.html").read_bytes() == (tmp_path / "c.html").read_bytes()
+
+
+def test_a_rendered_section_is_reused_only_for_the_same_result_place_and_code(tiny_llama, tmp_path, monkeypatch):
+    import workbench as wb
+    from workbench.report import build
+
+    result = wb.model_overview(tiny_llama)
+    calls = []
+    real = build.render_html
+    monkeypatch.setattr(build, "render_html", lambda r, anchor: calls.append(anchor) or real(r, anchor=anchor))
+    key = f"planted-{tmp_path.name}"
+    first = build.build_report([result], keys=[key])
+    assert build.build_report([result], keys=[key]) == first and len(calls) == 1  # read back, not rendered
+    build.build_report([result], keys=[None])  # no key: always rendered
+    build.build_report([result, result], keys=[key, key])  # the second place is another section
+    assert len(calls) == 3
+    # the negative control: other code (a view changed) renders again
+    monkeypatch.setattr(build, "code_identity", lambda: "other code")
+    assert build.build_report([result], keys=[key]) == first and len(calls) == 4

@@ -20,11 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's package, here and in the timed processes (run from ROOT)
+
 
 def _report(model: str | None, out: Path) -> tuple[float, str]:
     cmd = [sys.executable, "-m", "workbench.cli", "report", "--out", str(out)] + (["--model", model] if model else [])
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "WORKBENCH_PROGRESS": "0"})
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "WORKBENCH_PROGRESS": "0"})
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(done.stderr[-2000:])

@@ -40,7 +40,7 @@ print(f"WORK {time.perf_counter() - start:.2f}")
 """
 REPORT = """
 import time, workbench as wb
-from workbench.analyses import list_analyses, run_analysis
+from workbench.engine import list_analyses, run_analysis
 model = wb.load_model(progress=False)
 start = time.perf_counter()
 for spec in list_analyses():

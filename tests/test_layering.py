@@ -31,15 +31,32 @@ def test_analyses_never_import_render_or_widgets():
     assert not offenders
 
 
-def test_results_reach_views_only_through_the_type_dispatch():
+def test_results_import_nothing_that_shows_them():
+    """Display is installed from outside (render/ and widgets/ fill ``results.DISPLAY`` when imported)."""
     shown = {name for name in _imports(PACKAGE / "results.py") if name.startswith(SHOWING)}
-    allowed = ("workbench.render.registry", "workbench.render.page", "workbench.widgets.registry")
-    assert shown and all(name.startswith(allowed) for name in shown), shown
+    assert not shown, shown
     assert not [name for name in _imports(PACKAGE / "results.py") if name.startswith("workbench.analyses")]
+
+
+def test_display_is_installed_by_importing_workbench():
+    import workbench  # noqa: F401
+    from workbench import render, results, widgets
+
+    assert results.DISPLAY.figures is render.figures
+    assert results.DISPLAY.html is render.notebook_html
+    assert results.DISPLAY.widget is widgets.widget
 
 
 def test_no_result_contents_are_changed_after_construction():
     mutation = re.compile(r"\.(meta|tensors|tables)(\[[^\]]+\]\s*=[^=]|\.(update|setdefault|pop)\()")
     offenders = [f"{path.relative_to(PACKAGE)}:{i}" for path in PACKAGE.rglob("*.py")
                  for i, line in enumerate(path.read_text().splitlines(), 1) if mutation.search(line)]
+    assert not offenders
+
+
+def test_meta_is_read_through_typed_accessors_only():
+    """Views, explorers, commands and analyses read a result's ``meta`` through its accessors, never by key."""
+    lookup = re.compile(r"(?<!self)\.meta(\[|\.get\()")
+    offenders = [f"{path.relative_to(PACKAGE)}:{i}" for path in PACKAGE.rglob("*.py")
+                 for i, line in enumerate(path.read_text().splitlines(), 1) if lookup.search(line)]
     assert not offenders

@@ -111,6 +111,23 @@ def test_results_are_frozen_and_tables_are_copied():
     assert r.tables["main"]["x"].tolist() == [1]
 
 
+def test_table_accessors_hand_out_frames_that_cannot_reach_the_result():
+    r = _result(matrices=pd.DataFrame({"x": [1.0, 2.0]}), parameters=pd.DataFrame({"n": [3]}))
+    for frame in (r.matrix_stats, r.tables["matrices"]):  # an accessor and the mapping alike
+        frame.loc[0, "x"] = 99.0
+        frame["y"] = 1
+        assert not frame["x"].to_numpy().flags.writeable or frame is not r.tables["matrices"]
+    with pytest.raises(ValueError):  # the arrays they hold are read-only views
+        r.matrix_stats["x"].to_numpy()[0] = 5.0
+    with pytest.raises(TypeError):
+        r.tables["other"] = pd.DataFrame()  # type: ignore[index]
+    assert r.tables["matrices"]["x"].tolist() == [1.0, 2.0] and list(r.tables["matrices"].columns) == ["x"]
+    # the negative control: the frame stored inside is the live one
+    stored = r.tables._tables["matrices"]  # type: ignore[attr-defined]
+    stored.loc[0, "x"] = 7.0
+    assert r.matrix_stats["x"].tolist() == [7.0, 2.0]
+
+
 def test_repr_html_escapes_everything():
     r = wb.Result(config=None, model_id="<i>m</i>", fingerprint="f", tables={"t": pd.DataFrame({"token": ["<script>alert(1)</script>"]})})
     html = r._repr_html_()

@@ -8,19 +8,18 @@ from .errors import (CacheCorruptError, InputError, MissingExtraError, ModelLoad
 from .models import CheckpointWeights, HookedModel, ModelInfo, available_models, hook_names, load_model, load_weights
 from ._progress import set_progress
 from .engine import get_analysis, list_analyses, register_analysis, run_analysis
-from .analyses import model_overview  # (importing workbench.analyses registers every analysis)
-# the analyses after the overview, each package's public functions (its api.py)
-from .analyses.super_weights import (
-    prune_outliers, prune_super_weights, quantize_super_weights, scale_super_weights, super_experts, super_weights,
-    trace_super_weight,
-)
-from .analyses.heads import head_composition, head_effects, laundry_component_scan, laundry_list
-from .analyses.bilinear import (BilinearMLP, bilinear_replacement, bilinear_spectrum, train_bilinear_lm, train_digits,
-                                train_toy)
-from .analyses.attribution import MaskedLM, attribute, compare_attributions, reagent
+from .analyses import PACKAGES as _PACKAGES  # registers every analysis
+# The analyses' public functions: each package's api.__all__, one line per package of analyses.PACKAGES
+# (tests/test_registration.py checks that these are exactly the packages' exports).
+from .analyses.overview.api import *  # noqa: F403
+from .analyses.super_weights.api import *  # noqa: F403
+from .analyses.heads.api import *  # noqa: F403
+from .analyses.bilinear.api import *  # noqa: F403
+from .analyses.attribution.api import *  # noqa: F403
 from .cache import ResultCache, clear_cache, get_cache
 from .report import build_report, report
 from .results import Result
+from . import render, widgets  # noqa: F401  (install how results are shown: figures, HTML, explorers)
 from . import distributed as distributed  # wb.distributed: Dask is imported only when a cluster starts
 
 # Records cache hits and misses, and the device and threads of each analysis; shown only where the application
@@ -28,14 +27,9 @@ from . import distributed as distributed  # wb.distributed: Dask is imported onl
 _logging.getLogger("workbench").addHandler(_logging.NullHandler())
 
 __all__ = [
-    "CacheCorruptError", "CheckpointWeights", "HookedModel", "InputError", "MissingExtraError", "ModelInfo", "ModelLoadError", "Result", "ResultCache",
-    "UnsupportedModelError", "WorkbenchError", "__version__", "available_models", "build_report", "clear_cache",
-    "get_analysis", "get_cache", "hook_names", "list_analyses", "load_model", "load_weights", "model_overview", "register_analysis",
-    "report", "run_analysis", "set_progress",
-    "prune_outliers", "prune_super_weights", "quantize_super_weights", "scale_super_weights", "super_experts",
-    "super_weights",
-    "trace_super_weight",
-    "head_composition", "head_effects", "laundry_component_scan", "laundry_list",
-    "BilinearMLP", "bilinear_replacement", "bilinear_spectrum", "train_bilinear_lm", "train_digits", "train_toy",
-    "MaskedLM", "attribute", "compare_attributions", "reagent",
+    "CacheCorruptError", "CheckpointWeights", "HookedModel", "InputError", "MissingExtraError", "ModelInfo",
+    "ModelLoadError", "Result", "ResultCache", "UnsupportedModelError", "WorkbenchError", "__version__",
+    "available_models", "build_report", "clear_cache", "get_analysis", "get_cache", "hook_names", "list_analyses",
+    "load_model", "load_weights", "register_analysis", "report", "run_analysis", "set_progress",
+    *(name for _package in _PACKAGES for name in _package.api.__all__),
 ]

@@ -11,18 +11,26 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
+from types import ModuleType
 
 import pandas as pd
 
 from ._version import __version__
-from .commands import attribute, bilinear, cluster, heads, overview, super_weights
+from .commands import cluster
 from .commands.common import add_model_args, load, print_frame
 from .errors import MissingExtraError, UnsupportedModelError, WorkbenchError
 
-# One module per analysis sub-command, in the order `workbench --help` lists them.
-COMMANDS = (overview, super_weights, heads, bilinear, attribute, cluster)
+
+def command_modules() -> list[ModuleType]:
+    """The sub-commands of the analyses: ``workbench.commands.<package>`` for each package of
+    :data:`workbench.analyses.PACKAGES`, in its order (each module has ``add_parser(sub)``)."""
+    from .analyses import PACKAGES
+
+    return [importlib.import_module(f"{__package__}.commands.{package.__name__.rpartition('.')[2]}")
+            for package in PACKAGES]
 
 
 def cmd_models(args) -> None:
@@ -42,29 +50,52 @@ def cmd_info(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from .analyses import get_analysis, list_analyses, run_analysis
+    from .cache import get_cache
+    from .engine import get_analysis, list_analyses
+    from .engine.runner import run_with_key
     from .report import report
     from .report.build import check_output_path
+    from .report.plan import Plan, cached_sections, plan_id, save_plan
 
     names = args.analyses or [a.name for a in list_analyses() if a.in_report]
     for name in names:  # every argument checked before any work
         get_analysis(name)
     check_output_path(args.out)
     start = time.perf_counter()
-    model = load(args)
-    results = []
-    for name in names:
-        spec = get_analysis(name)
-        try:
-            results.append(run_analysis(name, spec.report_subject(model) if spec.report_subject else model))
-        # a bilinear replacement asked of a plain MLP, the digits demo without scikit-learn: skip, say why
-        except (UnsupportedModelError, MissingExtraError) as exc:
-            print(f"skipped {name}: {exc}", file=sys.stderr)
-    if not results:
-        raise UnsupportedModelError(f"none of {names} applies to {model.name}")
-    path = report(results, args.out, title=args.title or f"Workbench report: {model.name}")
+    store = get_cache()
+    # every section cached for these exact model files: the report needs no model (workbench/report/plan.py)
+    identity = plan_id(args.model, names, dtype=args.dtype, device_map=args.device_map)
+    found = cached_sections(identity, store) if identity is not None else None
+    if found is not None:
+        plan, results = found
+        keys: list[str | None] = [key for _, key in plan.sections]
+        for name, why in plan.skipped:
+            print(f"skipped {name}: {why}", file=sys.stderr)
+        model_name, how = plan.model, "from the cache, model not loaded"
+    else:
+        model = load(args)
+        results, sections, skipped, keys = [], [], [], []
+        for name in names:
+            spec = get_analysis(name)
+            try:
+                result, key = run_with_key(spec, spec.report_subject(model) if spec.report_subject else model, cache=store)
+            # a bilinear replacement asked of a plain MLP, the digits demo without scikit-learn: skip, say why
+            except (UnsupportedModelError, MissingExtraError) as exc:
+                print(f"skipped {name}: {exc}", file=sys.stderr)
+                skipped.append((name, str(exc)))
+                continue
+            results.append(result)
+            keys.append(key)
+            if key is not None:
+                sections.append((name, key))
+        if not results:
+            raise UnsupportedModelError(f"none of {names} applies to {model.name}")
+        if identity is not None and len(sections) == len(results):
+            save_plan(identity, Plan(model.name, sections, skipped))
+        model_name, how = model.name, "model loaded"
+    path = report(results, args.out, title=args.title or f"Workbench report: {model_name}", keys=keys)
     size = path.stat().st_size / 1e6
-    print(f"wrote {path} ({size:.1f} MB, {len(results)} section(s), {time.perf_counter() - start:.1f} s)")
+    print(f"wrote {path} ({size:.1f} MB, {len(results)} section(s), {time.perf_counter() - start:.1f} s, {how})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,8 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     p.set_defaults(func=cmd_info)
 
-    for module in COMMANDS:
+    for module in command_modules():
         module.add_parser(sub)
+    cluster.add_parser(sub)  # not an analysis: runs them on a Dask cluster (wb.distributed)
     return parser
 
 

@@ -22,9 +22,13 @@ from ._paths import data_file
 from .errors import InputError
 
 if TYPE_CHECKING:
-    from .models.hooked import HookedModel
+    from .models.contract import WeightSource
 
 CORPUS_FILE = "eval_corpus.txt"
+
+# The last text read, by (path, modification time in ns, size): a run reads its text twice (its digest in the
+# analysis' prepare, its windows in compute); the second read is this one while the file is unchanged.
+_LAST_READ: dict[tuple[str, int, int], str] = {}
 
 
 def eval_text(path: str | os.PathLike | None = None) -> str:
@@ -35,6 +39,10 @@ def eval_text(path: str | os.PathLike | None = None) -> str:
     file = data_file(CORPUS_FILE) if path is None else Path(path).expanduser()
     if not file.is_file():
         raise InputError(f"evaluation text {str(file)!r} does not exist or is not a file; pass the path of a UTF-8 text file")
+    stat = file.stat()
+    key = (str(file.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key in _LAST_READ:
+        return _LAST_READ[key]
     try:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
@@ -43,11 +51,13 @@ def eval_text(path: str | os.PathLike | None = None) -> str:
         raise InputError(f"cannot read evaluation text {str(file)!r}: {err.strerror}") from None
     if not text.strip():
         raise InputError(f"evaluation text {str(file)!r} is empty; give a file with some prose in it")
+    _LAST_READ.clear()
+    _LAST_READ[key] = text
     return text
 
 
 def token_windows(
-    model: HookedModel,
+    model: WeightSource,
     text: str | None = None,
     *,
     window: int = 128,

@@ -5,10 +5,11 @@ fingerprint, named tensors, named tables and small JSON-able extras (``meta``), 
 given at construction and never changed after. Subclasses add typed accessors over
 those contents (jaxtyping shapes from :mod:`workbench.types`).
 
-A result knows nothing about how it is shown: ``figure()``, ``widget()`` and
-``_repr_html_`` look their view up by the result's type in :mod:`workbench.render`
-and :mod:`workbench.widgets` (imported only when called, as penzai loads its
-renderers at display time), the same dispatch the HTML report uses.
+A result knows nothing about how it is shown, and this module imports nothing that shows
+it: ``figure()``, ``widget()`` and ``_repr_html_`` go through :data:`DISPLAY`, a slot that
+:mod:`workbench.render` and :mod:`workbench.widgets` fill when they are imported (``import
+workbench`` imports both; neither loads plotly or ipywidgets until something is shown). Those
+hooks find the view by the result's type, the same dispatch the HTML report uses.
 
 Subclasses with an ``analysis`` name register themselves here (``__init_subclass__``),
 so :meth:`Result.load` finds the class and its config class without the analysis registry.
@@ -26,6 +27,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,6 +46,60 @@ FORMAT = "workbench-result/1"
 _RESULT_TYPES: dict[str, type[Result]] = {}
 
 
+class Tables(Mapping[str, pd.DataFrame]):
+    """A result's tables, read-only: each lookup hands out a new DataFrame over the stored one. pandas' copy-on-write
+    (the only mode since pandas 3) makes it a lazy copy: it costs no data copy (~0.1 ms however large), and a change
+    made to it (a column set, a value written) copies first, so it never reaches the result. Its NumPy arrays are
+    read-only views."""
+
+    def __init__(self, tables: Mapping[str, pd.DataFrame]):
+        self._tables = dict(tables)
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        return self._tables[name].copy(deep=False)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tables)
+
+    def __len__(self) -> int:
+        return len(self._tables)
+
+    def __repr__(self) -> str:
+        return f"Tables({', '.join(self._tables)})"
+
+
+@dataclass
+class Display:
+    """How results are shown, installed from outside (:func:`install_display`): ``figures(result)`` and
+    ``html(result)`` by :mod:`workbench.render`, ``widget(result, model, **options)`` by :mod:`workbench.widgets`."""
+
+    figures: Callable[[Result], dict[str, Any]] | None = None
+    html: Callable[[Result], str] | None = None
+    widget: Callable[..., Any] | None = None
+
+
+DISPLAY = Display()
+
+
+def install_display(*, figures: Callable[[Result], dict[str, Any]] | None = None,
+                    html: Callable[[Result], str] | None = None, widget: Callable[..., Any] | None = None) -> None:
+    """Fill the display slot (each hook given replaces the one there)."""
+    if figures is not None:
+        DISPLAY.figures = figures
+    if html is not None:
+        DISPLAY.html = html
+    if widget is not None:
+        DISPLAY.widget = widget
+
+
+def _hook(name: str) -> Callable[..., Any]:
+    hook = getattr(DISPLAY, name)
+    if hook is None:
+        package = "workbench.widgets" if name == "widget" else "workbench.render"
+        raise WorkbenchError(f"no display is installed for results ({name}); import {package} first")
+    return hook
+
+
 @dataclass(frozen=True)
 class Result:
     """Base class of analysis results. Subclasses set ``analysis``, ``title`` and ``config_cls``."""
@@ -56,7 +112,7 @@ class Result:
     model_id: str
     fingerprint: str
     tensors: dict[str, Tensor] = field(default_factory=dict)
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    tables: Mapping[str, pd.DataFrame] = field(default_factory=dict)  # read back as :class:`Tables`
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -66,6 +122,8 @@ class Result:
         moved = {name: _on_cpu(name, t) for name, t in self.tensors.items()}
         if any(moved[name] is not t for name, t in self.tensors.items()):
             object.__setattr__(self, "tensors", moved)
+        if not isinstance(self.tables, Tables):  # accessors and callers get lazy copies, never the stored frames
+            object.__setattr__(self, "tables", Tables(self.tables))
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -74,7 +132,7 @@ class Result:
 
     # ------------------------------------------------------------ tables
     def to_frame(self, name: str | None = None) -> pd.DataFrame:
-        """A copy of table ``name`` (default: the first, the result's main table)."""
+        """Table ``name`` (default: the first, the result's main table), as a copy of its own."""
         if not self.tables:
             raise InputError(f"{self.title} has no tables")
         key = name or next(iter(self.tables))
@@ -89,9 +147,7 @@ class Result:
     # ------------------------------------------------------- presentation (found by type)
     def figures(self) -> dict[str, Any]:
         """Named plotly figures of this result, from the view registered for its type."""
-        from .render.registry import figures
-
-        return figures(self)
+        return _hook("figures")(self)
 
     def figure(self, name: str | None = None) -> Any:
         """One plotly figure (default: the first of :meth:`figures`)."""
@@ -106,14 +162,10 @@ class Result:
     def widget(self, model: Any = None, **options: Any) -> Any:
         """An interactive explorer of this result; ``model`` lets it compute more (cached), ``options`` go
         to the explorer registered for its type (e.g. ``scale=`` for super weights)."""
-        from .widgets.registry import widget
-
-        return widget(self, model, **options)
+        return _hook("widget")(self, model, **options)
 
     def _repr_html_(self) -> str:
-        from .render.page import notebook_html
-
-        return notebook_html(self)
+        return _hook("html")(self)
 
     # ------------------------------------------------------------ files
     def save(self, path: str | os.PathLike, *, cache_key: str | None = None) -> Path:

@@ -65,13 +65,23 @@ def on_files(files, config):
     return files
 
 
-def public_names() -> list[str]:
-    """``workbench.__all__``, read from the source (no import of the package)."""
-    tree = ast.parse((ROOT / "workbench" / "__init__.py").read_text())
-    for node in tree.body:
+def _all_of(path: Path) -> list[str]:
+    """The string names of a module's ``__all__``, read from its source (no import of the package)."""
+    for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
-            return list(ast.literal_eval(node.value))
-    raise RuntimeError("workbench/__init__.py has no __all__")
+            return [e.value for e in node.value.elts if isinstance(e, ast.Constant)]
+    raise RuntimeError(f"{path} has no __all__")
+
+
+def public_names() -> list[str]:
+    """``workbench.__all__``: its own names, and the ``__all__`` of every analysis package's ``api`` it
+    star-imports."""
+    init = ROOT / "workbench" / "__init__.py"
+    names = _all_of(init)
+    for node in ast.parse(init.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.endswith(".api") and node.level == 1:
+            names += _all_of(ROOT / "workbench" / Path(*node.module.split(".")).with_suffix(".py"))
+    return names
 
 
 def on_page_markdown(markdown, page, config, files):

@@ -148,8 +148,12 @@ def test_clear_cache(tiny_llama, tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
     wb.model_overview(tiny_llama)
     assert list((tmp_path / "results").glob("*.safetensors"))
+    for folder in ("report-plans", "report-sections"):  # what reports keep about the results
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x").write_text("")
     wb.clear_cache()
     assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "report-plans").exists() and not (tmp_path / "report-sections").exists()
     assert wb.get_cache().stats["misses"] == 1
     wb.model_overview(tiny_llama)
     assert wb.get_cache().stats["misses"] == 2  # the memory layer was cleared too

@@ -71,7 +71,7 @@ FAST = {"n_probes": 2, "max_steps": 3, "max_new_tokens": 1}
 
 
 def test_attribution_explorer_survives_a_failed_method(tiny_llama, monkeypatch):
-    from workbench.analyses import attribution
+    from workbench.analyses.attribution import api as attribution
 
     explorer = wb.reagent(tiny_llama, prompt="ab", cache=False, **FAST).widget(model=tiny_llama)
 

@@ -1,29 +1,20 @@
-"""Analyses: pure computations on a HookedModel, returning frozen Results. No plotting here.
+"""Analyses: pure computations on a model, returning frozen Results. No plotting here.
 
-One package per analysis, one shape: its modules hold Config, Result and compute, its ``api.py`` the public
-functions (``f(model, *, config=None, cache=True, **options)``), re-exported by its ``__init__`` with its
-``ANALYSES``. Every analysis is registered here, explicitly, in the order the report shows them. How they
-run (registry, runner) is :mod:`workbench.engine`.
+One package per analysis family, one shape: its modules hold Config, Result, compute and ``ANALYSIS``; the package
+lists them in ``ANALYSES``; its ``api.py`` holds the public functions (``f(model, *, config=None, cache=True,
+**options)``), and ``api.__all__`` is what ``workbench`` exports from it. :data:`PACKAGES` is the one list of the
+packages, in the order the report shows them: every analysis is registered from it, here, explicitly; ``workbench``'s
+exports and the ``workbench`` sub-commands (``commands/<package>.py``) follow it. How analyses run (registry,
+runner) is :mod:`workbench.engine`; this package re-exports none of it.
 """
 
-from ..engine import Analysis, get_analysis, list_analyses, make_config, register_analysis, run_analysis
+from ..engine.registry import register_analysis
 from . import attribution, bilinear, heads, overview, super_weights
-from .attribution import attribute, compare_attributions, reagent
-from .bilinear import bilinear_replacement, bilinear_spectrum, train_bilinear_lm, train_digits, train_toy
-from .heads import head_composition, head_effects, laundry_component_scan, laundry_list
-from .overview import model_overview
-# (``wb.super_weights`` itself is exported by ``workbench``: here the name is the subpackage's)
-from .super_weights import (prune_outliers, prune_super_weights, quantize_super_weights, scale_super_weights,
-                                super_experts, trace_super_weight)
 
-for _analysis in (*overview.ANALYSES, *super_weights.ANALYSES, *heads.ANALYSES, *bilinear.ANALYSES,
-                  *attribution.ANALYSES):
-    register_analysis(_analysis)
+PACKAGES = (overview, super_weights, heads, bilinear, attribution)
 
-__all__ = [
-    "Analysis", "attribute", "bilinear_replacement", "bilinear_spectrum", "compare_attributions",
-    "get_analysis", "head_composition", "head_effects", "laundry_component_scan", "laundry_list", "list_analyses",
-    "make_config", "model_overview", "prune_outliers", "prune_super_weights", "quantize_super_weights", "reagent",
-    "register_analysis", "run_analysis", "scale_super_weights", "super_experts", "trace_super_weight",
-    "train_bilinear_lm", "train_digits", "train_toy",
-]
+for _package in PACKAGES:
+    for _analysis in _package.ANALYSES:
+        register_analysis(_analysis)
+
+__all__ = ["PACKAGES"]

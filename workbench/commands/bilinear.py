@@ -7,8 +7,10 @@ from .common import add_model_args, load, print_frame
 
 
 def run(args) -> None:
-    from ..analyses import bilinear_replacement, bilinear_spectrum, train_digits
+    from ..analyses.bilinear.api import bilinear_replacement, bilinear_spectrum, train_digits
+    from ..analyses.bilinear.spectrum import BilinearSpectrumResult
 
+    result: BilinearSpectrumResult
     if args.layer is not None:
         result = bilinear_replacement(load(args), layer=args.layer)
         print_frame(result.to_frame("fidelity"))

@@ -6,7 +6,7 @@ from .common import add_model_args, given, load, print_frame, print_summary
 
 
 def run(args) -> None:
-    from ..analyses import head_composition
+    from ..analyses.heads.api import head_composition
 
     options = given(args, "kinds", "writer_layers", "reader_layers", convert=tuple)
     result = head_composition(load(args), **options)

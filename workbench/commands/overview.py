@@ -6,7 +6,7 @@ from .common import add_model_args, load, print_frame
 
 
 def run(args) -> None:
-    from ..analyses import model_overview
+    from ..analyses.overview.api import model_overview
 
     result = model_overview(load(args))
     print_frame(result.to_frame("parameters"))

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, TypeVar
 
 from ..errors import InputError
+from ..results import Result
 
-if TYPE_CHECKING:
-    from ..results import Result
+ConfigT = TypeVar("ConfigT")
+ResultT = TypeVar("ResultT", bound=Result)
 
 
 @dataclass(frozen=True)
-class Analysis:
-    """One registered analysis.
+class Analysis(Generic[ConfigT, ResultT]):
+    """One registered analysis, typed by its config and its Result class: ``run_analysis(ANALYSIS, model)``
+    returns a ``ResultT``.
 
     ``compute(model, config)`` does the work and returns a ``result_cls``; it is only
     ever called through the cache (see :func:`workbench.analyses.run_analysis`).
@@ -33,13 +35,13 @@ class Analysis:
 
     name: str
     description: str
-    config_cls: type[Any]
-    result_cls: type[Result]
-    compute: Callable
+    config_cls: type[ConfigT]
+    result_cls: type[ResultT]
+    compute: Callable[..., ResultT]
     in_report: bool = True
     version: int = 1
-    report_subject: Callable | None = None
-    prepare: Callable | None = None
+    report_subject: Callable[[Any], Any] | None = None
+    prepare: Callable[[Any, ConfigT], ConfigT] | None = None
     title: str = ""
     needs: tuple[str, ...] = ("logits",)
 
@@ -49,10 +51,10 @@ class Analysis:
         object.__setattr__(self, "title", self.result_cls.title)
 
 
-_REGISTRY: dict[str, Analysis] = {}
+_REGISTRY: dict[str, Analysis[Any, Any]] = {}
 
 
-def register_analysis(analysis: Analysis) -> Analysis:
+def register_analysis(analysis: Analysis[ConfigT, ResultT]) -> Analysis[ConfigT, ResultT]:
     """Add an analysis; registering a name twice is an error, not a silent override."""
     if analysis.name in _REGISTRY:
         raise ValueError(f"analysis {analysis.name!r} is already registered")
@@ -64,12 +66,12 @@ def register_analysis(analysis: Analysis) -> Analysis:
     return analysis
 
 
-def get_analysis(name: str) -> Analysis:
+def get_analysis(name: str) -> Analysis[Any, Any]:
     if name not in _REGISTRY:
         raise InputError(f"unknown analysis {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 
-def list_analyses() -> list[Analysis]:
+def list_analyses() -> list[Analysis[Any, Any]]:
     """Every registered analysis, in registration order (the order reports show them in)."""
     return list(_REGISTRY.values())

@@ -132,7 +132,7 @@ def _checking_code() -> str:
     """The versions and a digest of the sources the identities run: read once per process, not per load."""
     import transformers
 
-    from .. import __version__
+    from .._version import __version__
 
     here = os.path.dirname(__file__)
     code = hashlib.sha256()

@@ -4,7 +4,11 @@ Views are registered by Result type (:mod:`.registry`, built-ins in :mod:`.views
 is the one HTML section per result that the report and the notebook repr both show.
 """
 
-from .page import render_html
-from .registry import View, register_view
+from ..results import install_display
+from .page import notebook_html, render_html
+from .registry import View, figures, register_view
+
+# results show themselves through these (results.py never imports render/)
+install_display(figures=figures, html=notebook_html)
 
 __all__ = ["View", "register_view", "render_html"]

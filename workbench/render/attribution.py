@@ -12,6 +12,9 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .style import figure, plot_text
+from ..analyses.attribution.compare import ComparisonResult
+from ..analyses.attribution.reagent import ReagentResult
+from ..analyses.attribution.result import AttributionResult
 
 _VISIBLE = {" ": "·", "\n": "⏎", "\t": "⇥", "\r": "↵"}
 
@@ -73,7 +76,7 @@ def token_heatmap_html(tokens: list[str], importance: list[float], target_positi
     return f'<div class="wb-attr-line" style="{style}">{head}{"".join(cells)}</div>'
 
 
-def _rows(result) -> list[tuple[int, str, list[float]]]:
+def _rows(result: AttributionResult) -> list[tuple[int, str, list[float]]]:
     """(position, token, importance row) of every target."""
     n_prompt, tokens = result.n_prompt, result.tokens
     return [(n_prompt + j, tokens[n_prompt + j], row) for j, row in enumerate(result.importances.tolist())]
@@ -100,7 +103,7 @@ def _uncertainty(result, j: int) -> tuple[dict[int, str], set[int], str]:
     return notes, tied, f'<div class="wb-attr-ties" style="font-size:90%">{html.escape(line)}</div>'
 
 
-def result_heatmaps_html(result, target: int | None = None) -> str:
+def result_heatmaps_html(result: AttributionResult, target: int | None = None) -> str:
     """Token heat maps of an attribution result: every target (or one), with a short legend; ReAGent's tied-first
     tokens are underlined twice and named, each token's interval is in its tooltip."""
     lines = []
@@ -119,7 +122,7 @@ def result_heatmaps_html(result, target: int | None = None) -> str:
     return legend + "".join(lines)
 
 
-def heatmap_figure(result, *, title: str | None = None) -> go.Figure:
+def heatmap_figure(result: AttributionResult, *, title: str | None = None) -> go.Figure:
     """Targets (rows) x context tokens (columns), coloured by importance."""
     n_prompt, tokens = result.n_prompt, result.tokens
     imp = result.importances
@@ -138,7 +141,7 @@ def heatmap_figure(result, *, title: str | None = None) -> go.Figure:
     return fig
 
 
-def probes_figure(result) -> go.Figure:
+def probes_figure(result: ReagentResult) -> go.Figure:
     """ReAGent: steps each probe ran before its stopping check succeeded (or max_steps)."""
     steps, stopped, count = result.probe_steps, result.probe_stopped, result.probe_count.tolist()
     n_prompt, tokens = result.n_prompt, result.tokens
@@ -154,17 +157,17 @@ def probes_figure(result) -> go.Figure:
     return fig
 
 
-def attribution_figures(result) -> dict[str, go.Figure]:
+def attribution_figures(result: AttributionResult) -> dict[str, go.Figure]:
     return {"heatmap": heatmap_figure(result)}
 
 
-def reagent_figures(result) -> dict[str, go.Figure]:
+def reagent_figures(result: ReagentResult) -> dict[str, go.Figure]:
     """A ReAGent result's: the heat map and how long its probes ran."""
     return {**attribution_figures(result), "probes": probes_figure(result)}
 
 
 # ----------------------------------------------------------------- comparison
-def comparison_figure(result, metrics=("soft_ns", "soft_nc")) -> go.Figure:
+def comparison_figure(result: ComparisonResult, metrics=("soft_ns", "soft_nc")) -> go.Figure:
     """log(sum method / sum random) per method and soft metric: > 0 is better than random."""
     s = result.method_summary
     s = s[s["metric"].isin(metrics) & (s["method"] != "random")]
@@ -178,7 +181,7 @@ def comparison_figure(result, metrics=("soft_ns", "soft_nc")) -> go.Figure:
     return fig
 
 
-def hard_figure(result) -> go.Figure:
+def hard_figure(result: ComparisonResult) -> go.Figure:
     """Hard comprehensiveness (higher better) and sufficiency (lower better) vs rationale ratio."""
     t = result.faithfulness
     hard = t[t["metric"].str.contains("@")].copy()
@@ -194,20 +197,20 @@ def hard_figure(result) -> go.Figure:
     return fig
 
 
-def comparison_figures(result) -> dict[str, go.Figure]:
+def comparison_figures(result: ComparisonResult) -> dict[str, go.Figure]:
     return {"soft": comparison_figure(result), "hard": hard_figure(result)}
 
 
-def comparison_table(result) -> pd.DataFrame:
+def comparison_table(result: ComparisonResult) -> pd.DataFrame:
     return result.wide()
 
 
-def sequence_importance(result, method: str, prompt: int) -> tuple[list[str], int, list[list[float]]]:
+def sequence_importance(result: ComparisonResult, method: str, prompt: int) -> tuple[list[str], int, list[list[float]]]:
     """Tokens, prompt length and importance rows of prompt ``prompt`` (an index) by ``method``."""
     return result.tokens(prompt), result.n_prompt(prompt), result.importances(method, prompt).tolist()
 
 
-def comparison_html(result) -> str:
+def comparison_html(result: ComparisonResult) -> str:
     """The summary (escaped) and, for the first prompt's first target, each method's token heat map."""
     table = comparison_table(result).to_html(index=False, escape=True, float_format=lambda v: f"{v:.3g}", border=0,
                                              classes="wb-table")

@@ -7,23 +7,26 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .style import TEMPLATE, figure, plot_text
+from ..analyses.bilinear.replacement import BilinearReplacementResult
+from ..analyses.bilinear.spectrum import BilinearSpectrumResult
+from ..analyses.bilinear.training import TrainedBilinear
 
 POSITIVE, NEGATIVE = "#1f77b4", "#d62728"
 
 
-def _title(result, text: str) -> str:
+def _title(result: BilinearSpectrumResult, text: str) -> str:
     """Figure title; a replacement's fidelity goes under every title, so no number is read without it."""
     note = result.approximation_note()
     return plot_text(text) + (f"<br><sup>{plot_text(note)}</sup>" if note else "")
 
 
-def _titled(result, text: str, **layout) -> go.Figure:
+def _titled(result: BilinearSpectrumResult, text: str, **layout) -> go.Figure:
     fig = figure("", **layout)
     fig.update_layout(title=_title(result, text))
     return fig
 
 
-def spectrum_figure(result, direction: str | int | None = None) -> go.Figure:
+def spectrum_figure(result: BilinearSpectrumResult, direction: str | int | None = None) -> go.Figure:
     """Eigenvalues against their rank (descending) for every direction; ``direction`` is drawn bold."""
     names = result.direction_names
     chosen = None if direction is None else result.index(direction)
@@ -62,7 +65,7 @@ def _image_grid_layout(fig: go.Figure, height: int, title: str) -> go.Figure:
     return fig
 
 
-def eigenvector_figure(result, direction: str | int = 0, n: int | None = None) -> go.Figure:
+def eigenvector_figure(result: BilinearSpectrumResult, direction: str | int = 0, n: int | None = None) -> go.Figure:
     """The top positive and top negative eigenvectors of one direction: images for image models, else
     their eigenvalues labelled with what each eigenvector reads (tokens or input coordinates)."""
     j = result.index(direction)
@@ -95,7 +98,7 @@ def eigenvector_figure(result, direction: str | int = 0, n: int | None = None) -
     return fig
 
 
-def class_eigenvectors_figure(result) -> go.Figure:
+def class_eigenvectors_figure(result: BilinearSpectrumResult) -> go.Figure:
     """Image models: the top positive and top negative eigenvector of every class (the paper's overview figure)."""
     shape = result.image_shape
     names = result.direction_names
@@ -112,7 +115,7 @@ def class_eigenvectors_figure(result) -> go.Figure:
     return _image_grid_layout(fig, 300, _title(result, "Top positive (row 1) and top negative (row 2) eigenvector per class"))
 
 
-def contributions_figure(result, input_index: int = 0, direction: str | int = 0) -> go.Figure:
+def contributions_figure(result: BilinearSpectrumResult, input_index: int = 0, direction: str | int = 0) -> go.Figure:
     """lambda_i (v_i^T x)^2 of the kept eigenvectors (and the rest) for one stored input and direction."""
     j = result.index(direction)
     name = result.direction_names[j]
@@ -130,7 +133,7 @@ def contributions_figure(result, input_index: int = 0, direction: str | int = 0)
     return fig
 
 
-def input_image_figure(result, input_index: int = 0) -> go.Figure:
+def input_image_figure(result: BilinearSpectrumResult, input_index: int = 0) -> go.Figure:
     """The stored input as an image (image models only)."""
     shape = result.image_shape
     x = result.inputs[input_index].numpy()
@@ -141,7 +144,7 @@ def input_image_figure(result, input_index: int = 0) -> go.Figure:
     return fig
 
 
-def truncation_figure(result, direction: str | int | None = None) -> go.Figure:
+def truncation_figure(result: BilinearSpectrumResult, direction: str | int | None = None) -> go.Figure:
     """The truncation curve: the metric with only the k largest-|λ| eigenvectors per direction kept.
 
     Classifiers: accuracy (all classes truncated together). Otherwise: variance of each direction's
@@ -170,7 +173,7 @@ def truncation_figure(result, direction: str | int | None = None) -> go.Figure:
     return fig
 
 
-def effective_rank_figure(result) -> go.Figure:
+def effective_rank_figure(result: BilinearSpectrumResult) -> go.Figure:
     table = result.direction_table
     fig = _titled(result, "Effective rank of each interaction matrix (exp entropy of |λ|)", height=320)
     fig.add_trace(go.Bar(x=[plot_text(d) for d in table["direction"]], y=table["effective_rank"],
@@ -179,7 +182,7 @@ def effective_rank_figure(result) -> go.Figure:
     return fig
 
 
-def fidelity_figure(result) -> go.Figure:
+def fidelity_figure(result: BilinearReplacementResult) -> go.Figure:
     """Replacement only: the model's loss original / with the replacement / with the MLP mean-ablated."""
     a = result.approximation
     fig = _titled(result, "Next-token loss on held-out text", height=320)
@@ -191,7 +194,7 @@ def fidelity_figure(result) -> go.Figure:
     return fig
 
 
-def spectrum_figures(result) -> dict[str, go.Figure]:
+def spectrum_figures(result: BilinearSpectrumResult) -> dict[str, go.Figure]:
     figs = {"spectrum": spectrum_figure(result)}
     if result.image_shape:
         figs["class eigenvectors"] = class_eigenvectors_figure(result)
@@ -203,12 +206,12 @@ def spectrum_figures(result) -> dict[str, go.Figure]:
     return figs
 
 
-def replacement_figures(result) -> dict[str, go.Figure]:
+def replacement_figures(result: BilinearReplacementResult) -> dict[str, go.Figure]:
     """A bilinear replacement's: its fidelity first, then the spectrum's figures."""
     return {"fidelity": fidelity_figure(result), **spectrum_figures(result)}
 
 
-def history_figure(trained) -> go.Figure:
+def history_figure(trained: TrainedBilinear) -> go.Figure:
     """Training curve of a :class:`~workbench.analyses.bilinear.TrainedBilinear`."""
     h = trained.history
     x = "epoch" if "epoch" in h else "step"
@@ -220,5 +223,5 @@ def history_figure(trained) -> go.Figure:
     return fig
 
 
-def training_figures(trained) -> dict[str, go.Figure]:
+def training_figures(trained: TrainedBilinear) -> dict[str, go.Figure]:
     return {"training": history_figure(trained)}

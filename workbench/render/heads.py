@@ -10,6 +10,10 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .style import figure, plot_text
+from ..analyses.heads.composition import HeadCompositionResult
+from ..analyses.heads.effects import HeadEffectsResult
+from ..analyses.heads.laundry import LaundryListResult
+from ..analyses.heads.laundry_scan import LaundryScanResult
 
 KIND_NAMES = {"Q": "Q-composition (writer → reader queries)", "K": "K-composition (writer → reader keys)",
               "V": "V-composition (writer → reader values)"}
@@ -24,7 +28,7 @@ def _r(values, digits: int = 4):
 
 
 # ------------------------------------------------------------------ composition
-def layer_heatmap(result, kind: str) -> go.Figure:
+def layer_heatmap(result: HeadCompositionResult, kind: str) -> go.Figure:
     """Writer layer x reader layer: the largest whole-head score over head pairs."""
     m = result.layer_matrix(kind)
     fig = figure(f"{KIND_NAMES[kind]}: max over head pairs", height=460)
@@ -35,7 +39,7 @@ def layer_heatmap(result, kind: str) -> go.Figure:
     return fig
 
 
-def head_matrix(result, kind: str) -> tuple[np.ndarray, list[str], list[str]]:
+def head_matrix(result: HeadCompositionResult, kind: str) -> tuple[np.ndarray, list[str], list[str]]:
     """[writer heads, reader heads] whole-head scores (NaN where the reader is not later) and labels."""
     head = result.head_scores(kind).numpy().astype(float)  # [wl, wh, rl, rh]
     wl, rl = np.array(result.writer_layers), np.array(result.reader_layers)
@@ -45,7 +49,7 @@ def head_matrix(result, kind: str) -> tuple[np.ndarray, list[str], list[str]]:
     return head.reshape(head.shape[0] * head.shape[1], -1), writers, readers
 
 
-def head_heatmap(result, kind: str) -> go.Figure:
+def head_heatmap(result: HeadCompositionResult, kind: str) -> go.Figure:
     """Writer head x reader head whole-head scores; click a cell in the widget for its breakdown."""
     z, ylab, xlab = head_matrix(result, kind)
     fig = figure(f"{KIND_NAMES[kind]}: head × head", height=620)
@@ -72,7 +76,7 @@ def kind_switcher(figs: dict[str, go.Figure], title: str) -> go.Figure:
     return fig
 
 
-def breakdown_figure(result, writer: tuple[int, int], reader: tuple[int, int], kind: str) -> go.Figure:
+def breakdown_figure(result: HeadCompositionResult, writer: tuple[int, int], reader: tuple[int, int], kind: str) -> go.Figure:
     """Per writer component: share of the pair's ||OV_A R_B||² (bars) and component score (line)."""
     df = result.breakdown(writer, reader, kind)
     fig = figure(f"L{writer[0]}H{writer[1]} → L{reader[0]}H{reader[1]} ({kind}): per OV component", height=360)
@@ -91,13 +95,13 @@ def breakdown_figure(result, writer: tuple[int, int], reader: tuple[int, int], k
     return fig
 
 
-def _null_component_q99(result, kind: str) -> float | None:
+def _null_component_q99(result: HeadCompositionResult, kind: str) -> float | None:
     t = result.null_quantiles
     row = t[(t.null == "gaussian") & (t.kind == kind) & (t.level == "component")]
     return None if row.empty else float(row.q99.iloc[0])
 
 
-def spectra_figure(result, heads: list[tuple[int, int]]) -> go.Figure:
+def spectra_figure(result: HeadCompositionResult, heads: list[tuple[int, int]]) -> go.Figure:
     """OV (solid) and QK (dotted) singular values of the given heads."""
     fig = figure("Singular spectra", height=340)
     for layer, head in heads:
@@ -110,7 +114,7 @@ def spectra_figure(result, heads: list[tuple[int, int]]) -> go.Figure:
     return fig
 
 
-def effective_rank_figure(result) -> go.Figure:
+def effective_rank_figure(result: HeadCompositionResult) -> go.Figure:
     """Effective rank (exp spectral entropy) of every head's OV and QK circuit, by layer."""
     t = result.spectra
     fig = figure("Effective rank of each head's circuits", height=340)
@@ -123,7 +127,7 @@ def effective_rank_figure(result) -> go.Figure:
     return fig
 
 
-def null_figure(result, bins: int = 60) -> go.Figure:
+def null_figure(result: HeadCompositionResult, bins: int = 60) -> go.Figure:
     """Whole-head scores of the model's pairs against scores of random matrices (same shapes/norms).
 
     Histograms are binned here (densities on shared bins), so the page carries 60 bars, not every score."""
@@ -151,7 +155,7 @@ def null_figure(result, bins: int = 60) -> go.Figure:
     return fig
 
 
-def top_pair(result, kind: str | None = None) -> tuple[tuple[int, int], tuple[int, int], str] | None:
+def top_pair(result: HeadCompositionResult, kind: str | None = None) -> tuple[tuple[int, int], tuple[int, int], str] | None:
     pairs = result.pairs
     if kind is not None:
         pairs = pairs[pairs.kind == kind]
@@ -161,7 +165,7 @@ def top_pair(result, kind: str | None = None) -> tuple[tuple[int, int], tuple[in
     return (int(r.writer_layer), int(r.writer_head)), (int(r.reader_layer), int(r.reader_head)), str(r.kind)
 
 
-def composition_figures(result) -> dict[str, go.Figure]:
+def composition_figures(result: HeadCompositionResult) -> dict[str, go.Figure]:
     kinds = result.kinds
     figs = {"layers": kind_switcher({k: layer_heatmap(result, k) for k in kinds}, ": max over head pairs"),
             "heads": kind_switcher({k: head_heatmap(result, k) for k in kinds}, ": head × head")}
@@ -176,13 +180,13 @@ def composition_figures(result) -> dict[str, go.Figure]:
     return figs
 
 
-def top_pairs_frame(result, kind: str | None = None, n: int = 20) -> pd.DataFrame:
+def top_pairs_frame(result: HeadCompositionResult, kind: str | None = None, n: int = 20) -> pd.DataFrame:
     pairs = result.pairs
     return (pairs if kind is None else pairs[pairs.kind == kind]).head(n).reset_index(drop=True)
 
 
 # ------------------------------------------------------------------ measured effects
-def effects_figures(result) -> dict[str, go.Figure]:
+def effects_figures(result: HeadEffectsResult) -> dict[str, go.Figure]:
     table, corr = result.effects, result.correlation
     figs = {}
     for kind, rows in table.groupby("kind", sort=False):
@@ -205,7 +209,7 @@ def effects_figures(result) -> dict[str, go.Figure]:
 
 
 # ------------------------------------------------------------------ laundry list
-def laundry_figure(result) -> go.Figure:
+def laundry_figure(result: LaundryListResult) -> go.Figure:
     curve = result.curve
     fig = figure("Laundry List: accuracy vs number of items", height=360)
     for cond, rows in curve.groupby("condition", sort=False):
@@ -218,12 +222,12 @@ def laundry_figure(result) -> go.Figure:
     return fig
 
 
-def laundry_figures(result) -> dict[str, go.Figure]:
+def laundry_figures(result: LaundryListResult) -> dict[str, go.Figure]:
     return {"laundry_list": laundry_figure(result)}
 
 
 
-def laundry_scan_figures(result, n: int = 20) -> dict[str, go.Figure]:
+def laundry_scan_figures(result: LaundryScanResult, n: int = 20) -> dict[str, go.Figure]:
     """The ``n`` components whose rescaling the scan says moves the margin most, each way."""
     table = result.components
     ends = pd.concat([table.head(n), table.tail(n)]).drop_duplicates()
@@ -236,7 +240,7 @@ def laundry_scan_figures(result, n: int = 20) -> dict[str, go.Figure]:
     fig.update_xaxes(title="d margin (positive: amplify helps; negative: removing helps)")
     return {"laundry_scan": fig}
 
-def explanation_html(result) -> str:
+def explanation_html(result: HeadCompositionResult) -> str:
     """How to read the section (static text plus escaped numbers)."""
     import html
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from .style import MATRIX_COLORS, figure, plot_text
+from ..analyses.overview.card import OverviewResult
 
 METRICS = {
     "frobenius": ("Frobenius norm per layer", "Frobenius norm", "linear"),
@@ -15,7 +16,7 @@ METRICS = {
 }
 
 
-def parameters_figure(result) -> go.Figure:
+def parameters_figure(result: OverviewResult) -> go.Figure:
     table = result.parameters
     fig = figure(f"Parameters of {result.model_id}: {table['parameters'].sum():,}")
     fig.add_bar(x=table["component"], y=table["parameters"], text=[f"{s:.1%}" for s in table["share"]],
@@ -24,7 +25,7 @@ def parameters_figure(result) -> go.Figure:
     return fig
 
 
-def metric_figure(result, metric: str, *, highlight_layer: int | None = None) -> go.Figure:
+def metric_figure(result: OverviewResult, metric: str, *, highlight_layer: int | None = None) -> go.Figure:
     title, axis, scale = METRICS[metric]
     table = result.matrix_stats
     fig = figure(title)
@@ -39,7 +40,7 @@ def metric_figure(result, metric: str, *, highlight_layer: int | None = None) ->
     return fig
 
 
-def spectrum_figure(result, layer: int, matrices: list[str] | None = None) -> go.Figure:
+def spectrum_figure(result: OverviewResult, layer: int, matrices: list[str] | None = None) -> go.Figure:
     fig = figure(f"Singular values, layer {layer}")
     for matrix in matrices or result.matrices:
         if layer not in result.layers_with(matrix):
@@ -52,7 +53,7 @@ def spectrum_figure(result, layer: int, matrices: list[str] | None = None) -> go
     return fig
 
 
-def embedding_figure(result) -> go.Figure:
+def embedding_figure(result: OverviewResult) -> go.Figure:
     fig = figure("Token embedding norms")
     fig.add_histogram(x=result.embedding_norms.tolist(), nbinsx=80, marker_color="#4c78a8")
     fig.update_xaxes(title="‖embedding‖₂")
@@ -60,7 +61,7 @@ def embedding_figure(result) -> go.Figure:
     return fig
 
 
-def overview_figures(result) -> dict[str, go.Figure]:
+def overview_figures(result: OverviewResult) -> dict[str, go.Figure]:
     return {
         "parameters": parameters_figure(result),
         "outliers": metric_figure(result, "outlier_ratio"),
@@ -71,7 +72,7 @@ def overview_figures(result) -> dict[str, go.Figure]:
     }
 
 
-def tokens_html(result) -> str:
+def tokens_html(result: OverviewResult) -> str:
     """The sample text split into tokens, whitespace made visible, every token escaped."""
     cells = "".join(
         f'<span class="wb-token" title="id {row.id}">{plot_text(row.token).replace(" ", "·").replace(chr(10), "↵")}</span>'

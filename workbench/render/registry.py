@@ -3,43 +3,22 @@
 A :class:`View` says which figures a result has and what HTML goes above them; :func:`figures` and
 :func:`extra_html` find the view of a result by walking its type's MRO, so a subclass without a view
 of its own is shown as its parent is (every Result falls back to the base view: summary and tables).
-The built-in views are registered in :mod:`workbench.render.views`, imported on the first lookup:
+The table itself is :mod:`.view_table`; the built-in views are registered in :mod:`workbench.render.views`,
+imported on the first lookup:
 plotly is loaded when something is shown, not when workbench is imported.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ..results import Result
 
-FigureMaker = Callable[[Any], dict[str, Any]]
-HtmlMaker = Callable[[Any], str]
+from .view_table import _VIEWS, FigureMaker, HtmlMaker, View, register_view
 
+__all__ = ["FigureMaker", "HtmlMaker", "View", "extra_html", "figures", "register_view", "view_of"]
 
-@dataclass(frozen=True)
-class View:
-    """``figures(result)``: named plotly figures; ``html(result)``: escaped HTML shown above them (report
-    section and notebook repr alike)."""
-
-    figures: FigureMaker | None = None
-    html: HtmlMaker | None = None
-
-
-_VIEWS: dict[type, View] = {}
 _BUILTINS_LOADED = False
-
-
-def register_view(result_type: type[Result], *, figures: FigureMaker | None = None,
-                  html: HtmlMaker | None = None) -> View:
-    """Show results of ``result_type`` (and its subclasses without a view) with these functions; registering
-    a type twice is an error, not a silent override."""
-    if result_type in _VIEWS:
-        raise ValueError(f"a view of {result_type.__qualname__} is already registered")
-    view = _VIEWS[result_type] = View(figures=figures, html=html)
-    return view
 
 
 def view_of(result: Result) -> View:

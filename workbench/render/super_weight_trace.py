@@ -6,17 +6,18 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 from .style import figure, plot_text
+from ..analyses.super_weights.trace import TraceResult
 
 INTACT, ZEROED = "#1f77b4", "#d62728"
 KIND_COLORS = {"head": "#2ca02c", "mlp": "#9467bd", "embeddings": "#8c564b", "bias": "#7f7f7f"}
 
 
-def _weight_label(result) -> str:
+def _weight_label(result: TraceResult) -> str:
     layer, row, col = result.weight
     return f"layer {layer}" + (f" expert {result.expert}" if result.expert >= 0 else "") + f" [{row}, {col}]"
 
 
-def tokens_figure(result) -> go.Figure:
+def tokens_figure(result: TraceResult) -> go.Figure:
     """The weight's output channel in the residual stream after its layer, per token: intact vs zeroed."""
     table = result.tokens
     labels = [plot_text(f"{p}: {t!r}") for p, t in zip(table["position"], table["token"])]
@@ -30,7 +31,7 @@ def tokens_figure(result) -> go.Figure:
     return fig
 
 
-def drivers_figure(result, n: int = 15) -> go.Figure:
+def drivers_figure(result: TraceResult, n: int = 15) -> go.Figure:
     """The ``n`` parts of the residual stream with the largest direct effect on the weight's input channel."""
     top = result.top_drivers(n).iloc[::-1]  # largest at the top of a horizontal bar chart
     fig = figure(f"What drives the input channel {result.weight[2]} at {result.spike_token!r} "
@@ -45,7 +46,7 @@ def drivers_figure(result, n: int = 15) -> go.Figure:
     return fig
 
 
-def readers_figure(result) -> go.Figure:
+def readers_figure(result: TraceResult) -> go.Figure:
     """Attention mass of every later head on the spike positions: change when the weight is zeroed."""
     readers = result.readers
     if readers.empty:
@@ -62,5 +63,5 @@ def readers_figure(result) -> go.Figure:
     return fig
 
 
-def trace_figures(result) -> dict[str, go.Figure]:
+def trace_figures(result: TraceResult) -> dict[str, go.Figure]:
     return {"tokens": tokens_figure(result), "drivers": drivers_figure(result), "readers": readers_figure(result)}

@@ -8,6 +8,9 @@ import html
 import plotly.graph_objects as go
 
 from .style import figure, plot_text
+from ..analyses.super_weights.detect import SuperWeightResult
+from ..analyses.super_weights.experiments import ExperimentResult
+from ..analyses.super_weights.experts import SuperExpertResult
 
 ROLE_COLORS = {"super weight": "#d62728", "paired spike": "#7f7f7f", "minor": "#bcbd22"}
 IN_COLOR, OUT_COLOR = "#ff7f0e", "#1f77b4"
@@ -17,7 +20,7 @@ def _label(row) -> str:
     return f"layer {row.layer} [{row.row}, {row.col}]"
 
 
-def spikes_figure(result, *, highlight: int | None = None) -> go.Figure:
+def spikes_figure(result: SuperWeightResult, *, highlight: int | None = None) -> go.Figure:
     """Per-layer max |MLP input| and max |MLP output| (first scan, log scale); candidates marked."""
     n = result.in_max.shape[1]
     layers = list(range(n))
@@ -39,13 +42,13 @@ def spikes_figure(result, *, highlight: int | None = None) -> go.Figure:
     return fig
 
 
-def strongest(result) -> int | None:
+def strongest(result: SuperWeightResult) -> int | None:
     """Index of the candidate with the largest ablation effect (None without candidates)."""
     cands = result.candidates
     return None if cands.empty else int(cands["kl"].fillna(0).to_numpy().argmax())
 
 
-def trace_figure(result, index: int | None = None) -> go.Figure:
+def trace_figure(result: SuperWeightResult, index: int | None = None) -> go.Figure:
     """Residual max |value| in the candidate's output channel after every layer: intact vs zeroed."""
     index = strongest(result) if index is None else index
     if index is None:
@@ -67,7 +70,7 @@ def trace_figure(result, index: int | None = None) -> go.Figure:
     return fig
 
 
-def effects_figure(result) -> go.Figure:
+def effects_figure(result: SuperWeightResult) -> go.Figure:
     """Ablation effect (KL from the intact predictions) per candidate, with the random controls."""
     cands = result.candidates
     fig = figure("Effect of zeroing each candidate vs random weights of the same matrix")
@@ -83,11 +86,11 @@ def effects_figure(result) -> go.Figure:
     return fig
 
 
-def detection_figures(result) -> dict[str, go.Figure]:
+def detection_figures(result: SuperWeightResult) -> dict[str, go.Figure]:
     return {"spikes": spikes_figure(result), "trace": trace_figure(result), "effects": effects_figure(result)}
 
 
-def super_expert_figures(result) -> dict[str, go.Figure]:
+def super_expert_figures(result: SuperExpertResult) -> dict[str, go.Figure]:
     """Each expert's largest write (log scale) and, for the removed ones, the KL its removal costs."""
     table = result.experts
     labels = [f"L{r.layer}E{r.expert}" for r in table.itertuples()]
@@ -111,7 +114,7 @@ def super_expert_figures(result) -> dict[str, go.Figure]:
     return {"writes": writes, "effects": effects, "router": router}
 
 
-def candidates_html(result) -> str:
+def candidates_html(result: SuperWeightResult) -> str:
     """What the candidates are, which ones are super weights, and the published comparison; all escaped.
 
     (The report appends every table itself; this is the text above the figures.)
@@ -140,7 +143,7 @@ def candidates_html(result) -> str:
 
 
 # ------------------------------------------------------------------ experiments
-def quality_figure(result, *, highlight: float | None = None) -> go.Figure:
+def quality_figure(result: ExperimentResult, *, highlight: float | None = None) -> go.Figure:
     """Loss per setting; for a scale sweep, loss against the scale with the chosen scale marked."""
     q = result.quality
     if "scale" in q.columns:
@@ -163,7 +166,7 @@ def quality_figure(result, *, highlight: float | None = None) -> go.Figure:
     return fig
 
 
-def next_tokens_figure(result, setting: str | None = None, prompt: str | None = None) -> go.Figure:
+def next_tokens_figure(result: ExperimentResult, setting: str | None = None, prompt: str | None = None) -> go.Figure:
     """Top next tokens after ``prompt`` (default: the first), one bar group per setting (or only ``setting``)."""
     tokens = result.next_tokens
     if tokens.empty:
@@ -181,7 +184,7 @@ def next_tokens_figure(result, setting: str | None = None, prompt: str | None = 
     return fig
 
 
-def experiment_figures(result) -> dict[str, go.Figure]:
+def experiment_figures(result: ExperimentResult) -> dict[str, go.Figure]:
     figures = {"quality": quality_figure(result)}
     if not result.next_tokens.empty:
         figures["next_tokens"] = next_tokens_figure(result)

@@ -23,7 +23,7 @@ from ..analyses.super_weights.experts import SuperExpertResult
 from ..analyses.super_weights.trace import TraceResult
 from ..distributed.series import CheckpointSeries
 from . import attribution, bilinear, heads, overview, series, super_weight_trace, super_weights
-from .registry import register_view
+from .view_table import register_view
 
 register_view(OverviewResult, figures=overview.overview_figures, html=overview.tokens_html)
 register_view(SuperWeightResult, figures=super_weights.detection_figures, html=super_weights.candidates_html)

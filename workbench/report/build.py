@@ -1,18 +1,24 @@
 """Build the HTML report: plotly.js inlined once, no network, same input -> same bytes.
 
 Each result is one :func:`~workbench.render.render_html` section, found by its type (the notebook repr
-shows the same). Every string that came from a model or a user is escaped here or in render/; the
+shows the same). Given the cache key each result is filed under, a section is kept once rendered (under the cache,
+``report-sections/``) and read back by that key, its place in the report, and a hash of the package's own code,
+report style and plotly's version: a section is a pure function of those, and rendering is most of a report
+built from cached results. Every string that came from a model or a user is escaped here or in render/; the
 page's Content-Security-Policy forbids loading anything from anywhere, so even a
 mistake could not make the report phone home.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import html
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from .._paths import cache_root
 from .._tempnames import unique_suffix
 from .._version import __version__
 from ..errors import InputError
@@ -27,19 +33,56 @@ _STYLE = (Path(__file__).with_name("report.css")).read_text()
 _SCRIPT = (Path(__file__).with_name("report.js")).read_text()
 
 
-def _section_html(index: int, result: Result) -> tuple[str, str]:
-    """The section id and the section: the same :func:`render_html` a notebook shows, numbered."""
+@functools.cache
+def code_identity() -> str:
+    """A hash of what a section's HTML depends on besides its result: every source file of the package (views,
+    and the accessors they read), the report's style and script, and plotly's version."""
+    from importlib import metadata
+
+    package = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256(f"{__version__}|plotly {metadata.version('plotly')}".encode())
+    for path in sorted([*package.rglob("*.py"), Path(__file__).with_name("report.css"), Path(__file__).with_name("report.js")]):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _section_html(index: int, result: Result, key: str | None = None) -> tuple[str, str]:
+    """The section id and the section: the same :func:`render_html` a notebook shows, numbered; with ``key``
+    (the cache key ``result`` is filed under), rendered once and then read back."""
     sid = f"s{index}-{slug(result.analysis or 'result')}"
-    return sid, render_html(result, anchor=sid)
+    if key is None:
+        return sid, render_html(result, anchor=sid)
+    name = hashlib.sha256(f"{key}|{sid}|{code_identity()}".encode()).hexdigest()[:32]
+    path = cache_root() / "report-sections" / f"{name}.html"
+    try:
+        return sid, path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        pass
+    body = render_html(result, anchor=sid)
+    tmp = path.with_name(f".{path.name}.{unique_suffix()}.tmp")
+    try:  # atomically: a reader finds the whole section or none
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(body, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:  # a read-only cache: the report is still written
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return sid, body
 
 
-def build_report(results: Result | Sequence[Result], *, title: str = "Workbench report") -> str:
-    """The report as an HTML string (see :func:`report` to write it to a file)."""
+def build_report(results: Result | Sequence[Result], *, title: str = "Workbench report",
+                 keys: Sequence[str | None] | None = None) -> str:
+    """The report as an HTML string (see :func:`report` to write it to a file). ``keys``: the cache key each
+    result is filed under (None for one that is not), to keep and reuse its rendered section."""
     if isinstance(results, Result):
         results = [results]
     if not results:
         raise InputError("build_report needs at least one result")
-    sections = [_section_html(i, r) for i, r in enumerate(results)]
+    if keys is not None and len(keys) != len(results):
+        raise InputError(f"{len(keys)} keys for {len(results)} results")
+    sections = [_section_html(i, r, keys[i] if keys is not None else None) for i, r in enumerate(results)]
     toc = "".join(f'<li><a href="#{sid}">{html.escape(r.title)}</a> — {html.escape(r.model_id)}</li>'
                   for (sid, _), r in zip(sections, results))
     from plotly.offline import get_plotlyjs
@@ -76,11 +119,13 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def report(results: Result | Sequence[Result], path: str | os.PathLike = "report.html", *, title: str = "Workbench report") -> Path:
+def report(results: Result | Sequence[Result], path: str | os.PathLike = "report.html", *, title: str = "Workbench report",
+           keys: Sequence[str | None] | None = None) -> Path:
     """Write a self-contained HTML report of ``results`` to ``path`` and return the path (atomically: a
-    failed write leaves neither a partial report nor a temporary file behind)."""
+    failed write leaves neither a partial report nor a temporary file behind). ``keys``: as for
+    :func:`build_report`."""
     path = check_output_path(path)
-    text = build_report(results, title=title)
+    text = build_report(results, title=title, keys=keys)
     tmp = path.with_name(f".{path.name}.{unique_suffix()}.tmp")  # two writers never share a temp file
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,9 @@ Explorers are registered by Result type (:mod:`.registry`, built-ins in :mod:`.v
 ``result.widget(model=None, **options)``.
 """
 
-from .registry import register_widget
+from ..results import install_display
+from .registry import register_widget, widget
+
+install_display(widget=widget)  # Result.widget() opens the explorer registered for its type
 
 __all__ = ["register_widget"]

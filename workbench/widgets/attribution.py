@@ -8,6 +8,8 @@ from ..render import attribution as render
 from ..render.page import summary_html
 from ._compute import ComputeStatus
 from ._figures import figure_widget, replace_figure
+from ..analyses.attribution.compare import ComparisonResult
+from ..analyses.attribution.result import AttributionResult
 
 
 def _target_options(tokens: list[str], n_prompt: int, n_targets: int) -> list[tuple[str, int]]:
@@ -21,7 +23,7 @@ class AttributionWidget(widgets.VBox):
     on the same prompt and targets.
     """
 
-    def __init__(self, result, model=None):
+    def __init__(self, result: AttributionResult, model=None):
         self.results = {result.method: result}
         self.model = model
         self.result = result
@@ -60,7 +62,7 @@ class AttributionWidget(widgets.VBox):
             self.method.value = self.result.method
 
     def _show_method(self, method: str) -> None:
-        from ..analyses.attribution import attribute
+        from ..analyses.attribution.api import attribute
 
         if method not in self.results:
             cfg = self.result.config
@@ -79,7 +81,7 @@ class ComparisonWidget(widgets.VBox):
     that target's faithfulness figures, and the summary table (log ratios vs random). It recomputes
     nothing, so ``model`` is not needed (accepted as every explorer does)."""
 
-    def __init__(self, result, model=None):
+    def __init__(self, result: ComparisonResult, model=None):
         self.result = result
         prompts = result.config.prompts
         self.prompt = widgets.Dropdown(options=[(p[:60], i) for i, p in enumerate(prompts)], value=0, description="prompt")

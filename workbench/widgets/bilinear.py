@@ -7,6 +7,7 @@ import ipywidgets as widgets
 from ..render import bilinear as render
 from ..render.page import summary_html
 from ._figures import figure_widget, replace_figure
+from ..analyses.bilinear.spectrum import BilinearSpectrumResult
 
 
 class BilinearWidget(widgets.VBox):
@@ -19,7 +20,7 @@ class BilinearWidget(widgets.VBox):
     result, so ``model`` is not needed (accepted as every explorer does).
     """
 
-    def __init__(self, result, model=None):
+    def __init__(self, result: BilinearSpectrumResult, model=None):
         self.result = result
         names = result.direction_names
         inputs = result.input_table
@@ -57,9 +58,12 @@ class BilinearWidget(widgets.VBox):
         replace_figure(self.vector_plot, render.eigenvector_figure(self.result, j))
         replace_figure(self.truncation_plot, render.truncation_figure(self.result, j))
         self.table.value = self._table_html(j)
-        self._on_input()
+        self._draw_contributions()  # the input's image does not depend on the direction: left as it is
+
+    def _draw_contributions(self) -> None:
+        replace_figure(self.contrib_plot, render.contributions_figure(self.result, self.input.value, self.direction.value))
 
     def _on_input(self, _change=None) -> None:
-        replace_figure(self.contrib_plot, render.contributions_figure(self.result, self.input.value, self.direction.value))
+        self._draw_contributions()
         if self.image_plot is not None:
             replace_figure(self.image_plot, render.input_image_figure(self.result, self.input.value))

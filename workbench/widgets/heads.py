@@ -15,6 +15,7 @@ from ..render import heads as render
 from ..render.page import summary_html
 from ._compute import ComputeStatus
 from ._figures import figure_widget, replace_figure
+from ..analyses.heads.composition import HeadCompositionResult
 
 _LABEL = re.compile(r"L(\d+)H(\d+)")
 
@@ -27,7 +28,7 @@ class HeadCompositionWidget(widgets.VBox):
     panel lets you rescale the writer's OV components and compare accuracy before and after.
     """
 
-    def __init__(self, result, model=None, **laundry_options):
+    def __init__(self, result: HeadCompositionResult, model=None, **laundry_options):
         self.result = result
         self.kind = widgets.ToggleButtons(options=result.kinds, value=result.kinds[0], description="kind")
         self.view = widgets.ToggleButtons(options=[("layer × layer", "layers"), ("head × head", "heads")],
@@ -86,7 +87,11 @@ class HeadCompositionWidget(widgets.VBox):
             return
         x, y = points.xs[0], points.ys[0]
         if self.view.value == "heads":
-            (wl, wh), (rl, rh) = (tuple(map(int, _LABEL.fullmatch(str(v)).groups())) for v in (y, x))
+            writer, reader = _LABEL.fullmatch(str(y)), _LABEL.fullmatch(str(x))
+            if writer is None or reader is None:  # a click between the labelled cells
+                return
+            wl, wh = map(int, writer.groups())
+            rl, rh = map(int, reader.groups())
             self.select((wl, wh), (rl, rh))
         else:
             self.select(*self._best_in_layers(int(y), int(x)))
@@ -143,7 +148,7 @@ class LaundryListPanel(widgets.VBox):
     """
 
     def __init__(self, model, **options):
-        from ..analyses import laundry_component_scan, laundry_list
+        from ..analyses.heads.api import laundry_component_scan, laundry_list
 
         self.model, self.options, self._run, self._scan = model, options, laundry_list, laundry_component_scan
         self.layer = widgets.BoundedIntText(value=0, min=0, max=model.info.n_layers - 1, description="layer")

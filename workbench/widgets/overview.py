@@ -7,6 +7,7 @@ import ipywidgets as widgets
 from ..render import overview as render
 from ..render.page import summary_html
 from ._figures import figure_widget, replace_figure
+from ..analyses.overview.card import OverviewResult
 
 
 class OverviewWidget(widgets.VBox):
@@ -17,7 +18,7 @@ class OverviewWidget(widgets.VBox):
     not needed (accepted as every explorer does).
     """
 
-    def __init__(self, result, model=None):
+    def __init__(self, result: OverviewResult, model=None):
         self.result = result
         n_layers = result.n_layers
         self.metric = widgets.Dropdown(

@@ -8,24 +8,15 @@ built-ins are registered in :mod:`workbench.widgets.views`, imported (with ipywi
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from ..results import Result
 
-WidgetMaker = Callable[..., Any]
+from .explorer_table import _WIDGETS, WidgetMaker, register_widget
 
-_WIDGETS: dict[type, WidgetMaker] = {}
+__all__ = ["WidgetMaker", "register_widget", "widget"]
+
 _BUILTINS_LOADED = False
-
-
-def register_widget(result_type: type[Result], make: WidgetMaker) -> WidgetMaker:
-    """Open results of ``result_type`` (and subclasses without their own) with ``make(result, model, **options)``;
-    registering a type twice is an error."""
-    if result_type in _WIDGETS:
-        raise ValueError(f"an explorer of {result_type.__qualname__} is already registered")
-    _WIDGETS[result_type] = make
-    return make
 
 
 def widget(result: Result, model: Any = None, **options: Any) -> Any:

@@ -14,6 +14,9 @@ from ..render import super_weights as render
 from ..render.page import summary_html
 from ._compute import ComputeStatus
 from ._figures import figure_widget, replace_figure
+from ..analyses.super_weights.detect import SuperWeightResult
+from ..analyses.super_weights.experiments import ExperimentResult
+from ..analyses.super_weights.trace import TraceResult
 
 
 class SuperWeightWidget(widgets.VBox):
@@ -23,7 +26,7 @@ class SuperWeightWidget(widgets.VBox):
     a button computes it from ``model`` (cached), or the slider stays disabled.
     """
 
-    def __init__(self, result, model=None, *, scale=None):
+    def __init__(self, result: SuperWeightResult, model=None, *, scale=None):
         self.result, self.model, self.scale_result = result, model, scale
         cands = result.candidates
         options = [(f"layer {r.layer} [{r.row}, {r.col}] — {r.role}", i) for i, r in enumerate(cands.itertuples())]
@@ -84,7 +87,7 @@ class SuperWeightWidget(widgets.VBox):
         replace_figure(self.trace_plot, render.trace_figure(self.result, index))
         replace_figure(self.spike_plot, render.spikes_figure(self.result, highlight=index))
 
-    def _use_scale(self, scale_result) -> None:
+    def _use_scale(self, scale_result: ExperimentResult) -> None:
         self.scale_result = scale_result
         scales = sorted(set(float(s) for s in scale_result.quality["scale"]))
         self.scale.options = scales
@@ -126,14 +129,14 @@ class TraceView(widgets.VBox):
     the residual-stream parts that drive it, and the heads whose attention it moves. Empty until
     :meth:`show` is given a result; ``model`` is not needed (accepted as every explorer does)."""
 
-    def __init__(self, result=None, model=None):
+    def __init__(self, result: TraceResult | None = None, model=None):
         self.text = widgets.HTML()
         self.plots = {name: figure_widget() for name in ("tokens", "drivers", "readers")}
         super().__init__([self.text, *self.plots.values()])
         if result is not None:
             self.show(result)
 
-    def show(self, result) -> None:
+    def show(self, result: TraceResult) -> None:
         self.text.value = summary_html(result)
         for name, fig in result.figures().items():
             replace_figure(self.plots[name], fig)

@@ -15,7 +15,7 @@ from .bilinear import BilinearWidget
 from .generic import FiguresView
 from .heads import HeadCompositionWidget
 from .overview import OverviewWidget
-from .registry import register_widget
+from .explorer_table import register_widget
 from .super_weights import SuperWeightWidget, TraceView
 
 register_widget(Result, FiguresView)  # the fallback: summary and figures

@@ -2,17 +2,21 @@
 
 Each is ``f(model, *, config=None, cache=True, **options)`` like every analysis': the prompt, the target and the
 method are options (``wb.reagent(model, prompt="...", target=" Paris")``). Each analysis' ``prepare`` refuses an
-unknown method or no prompts before any work; ``make_config`` makes lists tuples. Two things stay here. A change of
+unknown method or no prompts before any work; ``make_config`` makes lists tuples. What stays here is a change of
 an option's type, because the config's field types are checked when it is built, before any ``prepare``: ``target=``
-as a NumPy integer or a 0-d tensor becomes an ``int``, one prompt or method given as a string a tuple of one. And
-``mlm=``, a loaded masked LM: a live object no cache key can hold, so with it the run is computed here, uncached.
+as a NumPy integer or a 0-d tensor becomes an ``int``, one prompt or method given as a string a tuple of one.
+``mlm=``, a loaded masked LM, is a live object no cache key can hold: it goes to ``run_analysis`` as a live input
+(such a run is never cached). ``__all__``: what ``workbench`` exports.
 """
 
 from __future__ import annotations
 
-from ...engine.registry import get_analysis
-from ...engine.runner import make_config, run_analysis
+from typing import Any
+
+from ...engine.runner import run_analysis
 from ...errors import InputError
+from . import baselines, compare
+from . import reagent as reagent_analysis  # the module; ``reagent`` here is the public function
 from .baselines import AttributeConfig
 from .chat import as_messages
 from .common import as_target
@@ -20,6 +24,8 @@ from .compare import CompareConfig, ComparisonResult
 from .reagent import ReagentConfig, ReagentResult
 from .replacers import MaskedLM
 from .result import AttributionResult
+
+__all__ = ["MaskedLM", "attribute", "compare_attributions", "reagent"]
 
 
 def _target_as_stored(options: dict) -> dict:
@@ -47,11 +53,11 @@ def _one_or_many(options: dict) -> dict:
     return options
 
 
-def _with_mlm(name: str, model, config, mlm: MaskedLM, options: dict):
-    """Run analysis ``name`` with the masked-LM replacer ``mlm``, uncached (``replacer`` defaults to "mlm")."""
-    spec = get_analysis(name)
-    config = make_config(name, config, **{"replacer": "mlm", **options})
-    return spec.compute(model, spec.prepare(model, config) if spec.prepare else config, mlm)
+def _with_mlm(mlm: MaskedLM | None, options: dict) -> tuple[dict[str, Any] | None, dict]:
+    """The live inputs and options of a run with the masked-LM replacer ``mlm`` (``replacer`` defaults to "mlm")."""
+    if mlm is None:
+        return None, options
+    return {"mlm": mlm}, {"replacer": "mlm", **options}
 
 
 def reagent(model, *, config: ReagentConfig | None = None, cache=True, mlm: MaskedLM | None = None,
@@ -68,10 +74,8 @@ def reagent(model, *, config: ReagentConfig | None = None, cache=True, mlm: Mask
     >>> attr = wb.reagent(model, prompt="The capital of France is", target=" Paris")
     >>> chat = wb.reagent(model, messages=[{"role": "user", "content": "What is the capital of France?"}])
     """
-    options = _chat_as_stored(_target_as_stored(options))
-    if mlm is not None:
-        return _with_mlm("reagent", model, config, mlm, options)
-    return run_analysis("reagent", model, config, cache=cache, **options)  # type: ignore[return-value]
+    live, options = _with_mlm(mlm, _chat_as_stored(_target_as_stored(options)))
+    return run_analysis(reagent_analysis.ANALYSIS, model, config, cache=cache, live_inputs=live, **options)
 
 
 def attribute(model, *, method: str | None = None, config: AttributeConfig | ReagentConfig | None = None, cache=True,
@@ -84,10 +88,13 @@ def attribute(model, *, method: str | None = None, config: AttributeConfig | Rea
     """
     method = method or (config.method if isinstance(config, AttributeConfig) else "reagent")
     if method == "reagent":
-        return reagent(model, config=config, cache=cache, **options)  # type: ignore[arg-type]
-    result = run_analysis("attribution", model, config, cache=cache, method=method,
-                          **_chat_as_stored(_target_as_stored(options)))
-    return result  # type: ignore[return-value]
+        if isinstance(config, AttributeConfig):
+            raise InputError("method='reagent' takes a ReagentConfig, not an AttributeConfig")
+        return reagent(model, config=config, cache=cache, **options)
+    if isinstance(config, ReagentConfig):
+        raise InputError(f"method={method!r} takes an AttributeConfig, not a ReagentConfig")
+    return run_analysis(baselines.ANALYSIS, model, config, cache=cache, method=method,
+                        **_chat_as_stored(_target_as_stored(options)))
 
 
 def compare_attributions(model, *, config: CompareConfig | None = None, cache=True, mlm: MaskedLM | None = None,
@@ -95,7 +102,5 @@ def compare_attributions(model, *, config: CompareConfig | None = None, cache=Tr
     """Faithfulness of ``methods=`` (default: all) on ``prompts=``: a tidy table method x prompt x target x
     metric (``.to_frame()``), and ``.tables['summary']`` with the paper's log(sum method / sum random).
     Options: :class:`~workbench.analyses.attribution.compare.CompareConfig`; ``mlm`` as in :func:`reagent`."""
-    options = _one_or_many(options)
-    if mlm is not None:
-        return _with_mlm("compare_attributions", model, config, mlm, options)
-    return run_analysis("compare_attributions", model, config, cache=cache, **options)  # type: ignore[return-value]
+    live, options = _with_mlm(mlm, _one_or_many(options))
+    return run_analysis(compare.ANALYSIS, model, config, cache=cache, live_inputs=live, **options)

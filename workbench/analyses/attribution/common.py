@@ -26,10 +26,10 @@ from .replacers import special_ids
 class Sequence:
     """The attributed sequence: ids [n_prompt + n_targets] on the model's device."""
 
-    ids: Int[Tensor, "pos"]
+    ids: Int[Tensor, " pos"]
     n_prompt: int
     generated: bool  # targets came from greedy generation (else: given by the user)
-    attributable: Bool[Tensor, "pos"] = field(repr=False)  # False for special tokens and a chat template's
+    attributable: Bool[Tensor, " pos"] = field(repr=False)  # False for special tokens and a chat template's
     text: str | None = None  # the prompt as the model reads it, when it is not the config's prompt (a rendered chat)
 
     @property
@@ -42,7 +42,7 @@ class Sequence:
     def target_id(self, j: int) -> int:
         return int(self.ids[self.n_prompt + j])
 
-    def context(self, j: int) -> Int[Tensor, "ctx"]:
+    def context(self, j: int) -> Int[Tensor, " ctx"]:
         return self.ids[: self.n_prompt + j]
 
 
@@ -121,7 +121,7 @@ def prepare(model, prompt: str, target=None, *, max_new_tokens: int = 3, prepend
     return Sequence(full, n_prompt, target is None, attributable, text)
 
 
-def greedy(model, ids: Int[Tensor, "pos"], n: int) -> Int[Tensor, "n"]:
+def greedy(model, ids: Int[Tensor, " pos"], n: int) -> Int[Tensor, " n"]:
     """``n`` greedy next tokens after ``ids`` (a KV-cached HF generate)."""
     return model.greedy_ids(ids, n)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import pandas as pd
 import torch
@@ -139,8 +140,11 @@ def attribution_tables(tokens: list[str], ids: list[int], n_prompt: int, importa
     return {"attribution": pd.DataFrame(rows), "targets": pd.DataFrame(target_rows)}
 
 
-def attribution_result(cls, model, config, seq, method: str, tensors: dict[str, Tensor],
-                       extra_meta: dict | None = None) -> AttributionResult:
+AttributionT = TypeVar("AttributionT", bound=AttributionResult)
+
+
+def attribution_result(cls: type[AttributionT], model, config, seq, method: str, tensors: dict[str, Tensor],
+                       extra_meta: dict | None = None) -> AttributionT:
     """A ``cls`` result with its tables built from ``tensors``; ``extra_meta`` joins the common meta (results
     are never changed after construction)."""
     ids = seq.ids.tolist()

@@ -1,4 +1,4 @@
-"""The public functions (re-exported as ``wb.train_digits``, ``wb.bilinear_spectrum``, ...).
+"""The public functions (``__all__``: what ``workbench`` exports, ``wb.train_digits``, ``wb.bilinear_spectrum``, ...).
 
 Each is ``f(model, *, config=None, cache=True, **options)`` (the training functions have no model: they train one);
 ``options`` replace fields of the config, whose ``prepare`` hook fills what is derived from them.
@@ -7,10 +7,14 @@ Each is ``f(model, *, config=None, cache=True, **options)`` (the training functi
 from __future__ import annotations
 
 from ...engine.runner import run_analysis
-from .replacement import ReplacementConfig
+from . import replacement, spectrum, training
+from .layers import BilinearMLP
+from .replacement import BilinearReplacementResult, ReplacementConfig
 from .spectrum import BilinearSpectrumResult, SpectrumConfig, check_bilinear
 from .training import (DigitsConfig, LMConfig, TextSource, ToyConfig, TrainedBilinear, TrainingSource,
                        digits_data_id)
+
+__all__ = ["BilinearMLP", "bilinear_replacement", "bilinear_spectrum", "train_bilinear_lm", "train_digits", "train_toy"]
 
 
 def train_digits(*, config: DigitsConfig | None = None, cache=True, **options) -> TrainedBilinear:
@@ -20,13 +24,13 @@ def train_digits(*, config: DigitsConfig | None = None, cache=True, **options) -
     ``.model()`` on the result gives the :class:`BilinearClassifier`; pass either to :func:`bilinear_spectrum`.
     """
     source = TrainingSource("digits", digits_data_id())
-    return run_analysis("bilinear_train_digits", source, config, cache=cache, **options)  # type: ignore[return-value]
+    return run_analysis(training.DIGITS, source, config, cache=cache, **options)
 
 
 def train_toy(*, config: ToyConfig | None = None, cache=True, **options) -> TrainedBilinear:
     """Train (or fetch) a bilinear layer on planted quadratic forms; the planted eigenpairs are in its tensors."""
     source = TrainingSource("toy", "planted-quadratic-forms/1")
-    return run_analysis("bilinear_train_toy", source, config, cache=cache, **options)  # type: ignore[return-value]
+    return run_analysis(training.TOY, source, config, cache=cache, **options)
 
 
 def train_bilinear_lm(*, text: str | None = None, config: LMConfig | None = None, cache=True,
@@ -35,7 +39,7 @@ def train_bilinear_lm(*, text: str | None = None, config: LMConfig | None = None
     from ...corpus import eval_text
 
     source = TextSource(eval_text() if text is None else text)
-    return run_analysis("bilinear_train_lm", source, config, cache=cache, **options)  # type: ignore[return-value]
+    return run_analysis(training.LM, source, config, cache=cache, **options)
 
 
 def bilinear_spectrum(model, *, config: SpectrumConfig | None = None, cache=True, **options) -> BilinearSpectrumResult:
@@ -50,10 +54,11 @@ def bilinear_spectrum(model, *, config: SpectrumConfig | None = None, cache=True
     if isinstance(model, TrainedBilinear):
         model = model.model()
     check_bilinear(model)  # before run_analysis asks a non-bilinear object for its fingerprint
-    return run_analysis("bilinear_spectrum", model, config, cache=cache, **options)  # type: ignore[return-value]
+    return run_analysis(spectrum.ANALYSIS, model, config, cache=cache, **options)
 
 
-def bilinear_replacement(model, *, config: ReplacementConfig | None = None, cache=True, **options):
+def bilinear_replacement(model, *, config: ReplacementConfig | None = None, cache=True,
+                         **options) -> BilinearReplacementResult:
     """Fit a bilinear replacement of one MLP (``layer=``) on the model's own activations (the evaluation
     corpus), report its fidelity (held-out explained variance, loss with it spliced in), and eigendecompose it.
 
@@ -63,4 +68,4 @@ def bilinear_replacement(model, *, config: ReplacementConfig | None = None, cach
     approximation error. Options (``directions=`` as for :func:`bilinear_spectrum`): see
     :class:`~workbench.analyses.bilinear.replacement.ReplacementConfig`.
     """
-    return run_analysis("bilinear_replacement", model, config, cache=cache, **options)
+    return run_analysis(replacement.ANALYSIS, model, config, cache=cache, **options)

@@ -95,7 +95,7 @@ class BilinearMLP(_Fingerprinted):
         with torch.no_grad():
             layer.W.weight.copy_(W)
             layer.V.weight.copy_(V)
-            if P is not None:
+            if P is not None and layer.P is not None:  # (made with d_out exactly when P is given)
                 layer.P.weight.copy_(P)
         return layer
 
@@ -198,8 +198,13 @@ class BilinearLM(_Fingerprinted):
             x = block(x, mask, mlp_inputs)
         return self.unembed(self.norm(x))
 
+    def block(self, layer: int) -> _Block:
+        block = self.blocks[layer]
+        assert isinstance(block, _Block)  # (nn.ModuleList items are typed as Module)
+        return block
+
     def layer(self, layer: int) -> BilinearMLP:
-        return self.blocks[layer].mlp
+        return self.block(layer).mlp
 
     def output_labels(self) -> list[str]:
         return [f"d{i}" for i in range(self.arch["d_model"])]

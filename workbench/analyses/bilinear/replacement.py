@@ -342,8 +342,8 @@ def compute_replacement(model: HookedSource, config: ReplacementConfig) -> Bilin
     final_gain, mlp_gain = model.norm_gain(None), model.norm_gain(layer, "mlp")
     unembed = model.W_U.float() * (final_gain.float()[:, None] if final_gain is not None else 1)  # [d, vocab]
     embed = model.W_E.float() * (mlp_gain.float() if mlp_gain is not None else 1)  # [vocab, d]
-    special = sorted(set(model.tokenizer.all_special_ids) | set(getattr(model.tokenizer, "added_tokens_decoder", {})))
-    special = torch.tensor([i for i in special if i < model.info.d_vocab], dtype=torch.long, device=unembed.device)
+    special_ids = sorted(set(model.tokenizer.all_special_ids) | set(getattr(model.tokenizer, "added_tokens_decoder", {})))
+    special = torch.tensor([i for i in special_ids if i < model.info.d_vocab], dtype=torch.long, device=unembed.device)
     unembed, embed = unembed.index_fill(1, special, 0.0), embed.index_fill(0, special, 0.0)  # readouts: text tokens only
     principal, names = _principal(y_tr, unembed, vocab, config.n_directions)
     pick = torch.linspace(0, len(x_te) - 1, min(config.n_eval_inputs, len(x_te))).round().long()

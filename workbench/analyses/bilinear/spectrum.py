@@ -9,7 +9,7 @@ are refused with an error that points to :func:`workbench.bilinear_replacement`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 import torch
@@ -22,6 +22,7 @@ from ...types import (Contributions, Eigenvalues, LayerInputs, LayerOutputs, Out
                       TopVectors)
 from ...linalg import effective_rank
 from ...engine.registry import Analysis
+from ...engine.runner import run_analysis
 from . import interaction as ix
 from .layers import BilinearClassifier, BilinearLM, BilinearMLP, BilinearWeights
 
@@ -74,7 +75,7 @@ class BilinearSpectrumResult(Result):
 
     analysis = "bilinear_spectrum"
     title = "Bilinear layer: interaction-matrix eigenvectors"
-    config_cls = SpectrumConfig
+    config_cls: ClassVar[type | None] = SpectrumConfig
 
     # --------------------------------------------------------------- contents
     @property
@@ -239,7 +240,7 @@ def _classifier_view(model: BilinearClassifier) -> LayerView:
         labels = [f"gaussian input {i}" for i in range(len(X))]
     X = X.to(w.W.device, w.W.dtype)
     return LayerView("classifier", w, model.output_labels(), _homogeneous(X, w.biased), labels, classes=y,
-                     image_shape=model.image_shape, extra_meta={"input_labels": model.input_labels(), "dataset": dataset})
+                     image_shape=(int(model.image_shape[0]), int(model.image_shape[1])), extra_meta={"input_labels": model.input_labels(), "dataset": dataset})
 
 
 def _mlp_view(model: BilinearMLP) -> LayerView:
@@ -258,7 +259,7 @@ def _lm_view(model: BilinearLM, layer: int) -> LayerView:
     if not -n <= layer < n:
         raise InputError(f"layer {layer} out of range: {model.name} has {n} layers")
     layer %= n
-    block = model.blocks[layer]
+    block = model.block(layer)
     _, _, val = lm_text_split(eval_text(), 0.1)
     n_ctx = model.arch["n_ctx"]
     ids = model.encode(val)[: 8 * n_ctx]
@@ -298,7 +299,8 @@ def resolve_directions(view: LayerView, config: SpectrumConfig) -> tuple[Tensor,
     if kind == "pca":
         if view.principal is None:
             raise InputError("directions='pca' needs the layer's recorded outputs (bilinear_replacement); use 'svd' here")
-        return view.principal[: config.n_directions].to(P.dtype), view.principal_names[: config.n_directions], kind
+        names = view.principal_names or [f"pc{i}" for i in range(len(view.principal))]
+        return view.principal[: config.n_directions].to(P.dtype), names[: config.n_directions], kind
     if kind == "outputs":
         return torch.eye(d_out, dtype=P.dtype, device=P.device), list(view.output_labels), kind
     if kind == "svd":
@@ -431,9 +433,9 @@ def compute_spectrum(model, config: SpectrumConfig) -> BilinearSpectrumResult:
 def digits_demo(_report_model) -> BilinearClassifier:
     """What the report shows this analysis on: the report's LM is not bilinear (it gets
     bilinear_replacement), so the digits classifier is (trained once, then cached)."""
-    from .api import train_digits
+    from .training import DIGITS, TrainingSource, digits_data_id
 
-    return train_digits().model()
+    return run_analysis(DIGITS, TrainingSource("digits", digits_data_id())).model()
 
 
 ANALYSIS = Analysis(

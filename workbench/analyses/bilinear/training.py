@@ -327,11 +327,10 @@ class TextSource(TrainingSource):
         self.text = text
 
 
-ANALYSES = (
-    Analysis("bilinear_train_digits", "train a one-layer bilinear classifier on the bundled 8x8 digits",
-             DigitsConfig, DigitsTraining, train_digits_model, in_report=False),
-    Analysis("bilinear_train_toy", "train a bilinear layer on planted quadratic forms (known eigenpairs)",
-             ToyConfig, ToyTraining, train_toy_model, in_report=False),
-    Analysis("bilinear_train_lm", "train a small bilinear transformer on characters of a text",
-             LMConfig, LMTraining, train_lm_model, in_report=False),
-)
+DIGITS = Analysis("bilinear_train_digits", "train a one-layer bilinear classifier on the bundled 8x8 digits",
+                  DigitsConfig, DigitsTraining, train_digits_model, in_report=False)
+TOY = Analysis("bilinear_train_toy", "train a bilinear layer on planted quadratic forms (known eigenpairs)",
+               ToyConfig, ToyTraining, train_toy_model, in_report=False)
+LM = Analysis("bilinear_train_lm", "train a small bilinear transformer on characters of a text",
+              LMConfig, LMTraining, train_lm_model, in_report=False)
+ANALYSES = (DIGITS, TOY, LM)

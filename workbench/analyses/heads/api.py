@@ -1,4 +1,4 @@
-"""The public functions of the attention-head analyses (re-exported as ``wb.head_composition``, ...).
+"""The public functions of the attention-head analyses (``__all__``: what ``workbench`` exports, ``wb.head_composition``, ...).
 
 Each is ``f(model, *, config=None, cache=True, **options)``: ``options`` replace fields of the config
 (the defaults when ``config`` is None); the result is cached by model fingerprint and config.
@@ -7,10 +7,13 @@ Each is ``f(model, *, config=None, cache=True, **options)``: ``options`` replace
 from __future__ import annotations
 
 from ...engine.runner import run_analysis
+from . import composition, effects, laundry, laundry_scan
 from .composition import HeadCompositionConfig, HeadCompositionResult
 from .effects import HeadEffectsConfig, HeadEffectsResult
 from .laundry import LaundryListConfig, LaundryListResult
 from .laundry_scan import LaundryScanConfig, LaundryScanResult
+
+__all__ = ["head_composition", "head_effects", "laundry_component_scan", "laundry_list"]
 
 
 def head_composition(model, *, config: HeadCompositionConfig | None = None, cache=True,
@@ -20,7 +23,7 @@ def head_composition(model, *, config: HeadCompositionConfig | None = None, cach
 
     Options: see :class:`~workbench.analyses.heads.composition.HeadCompositionConfig`.
     """
-    return run_analysis("head_composition", model, config, cache=cache, **options)  # type: ignore[return-value]
+    return run_analysis(composition.ANALYSIS, model, config, cache=cache, **options)
 
 
 def head_effects(model, *, config: HeadEffectsConfig | None = None, cache=True, **options) -> HeadEffectsResult:
@@ -30,7 +33,7 @@ def head_effects(model, *, config: HeadEffectsConfig | None = None, cache=True, 
     Options (e.g. ``prompts=(...)``, ``writers=((layer, head, component), ...)``, component -1 = whole
     head): see :class:`~workbench.analyses.heads.effects.HeadEffectsConfig`.
     """
-    return run_analysis("head_effects", model, config, cache=cache, **options)  # type: ignore[return-value]
+    return run_analysis(effects.ANALYSIS, model, config, cache=cache, **options)
 
 
 def laundry_list(model, *, config: LaundryListConfig | None = None, cache=True, **options) -> LaundryListResult:
@@ -39,7 +42,7 @@ def laundry_list(model, *, config: LaundryListConfig | None = None, cache=True, 
 
     Options: see :class:`~workbench.analyses.heads.laundry.LaundryListConfig`.
     """
-    return run_analysis("laundry_list", model, config, cache=cache, **options)  # type: ignore[return-value]
+    return run_analysis(laundry.ANALYSIS, model, config, cache=cache, **options)
 
 
 def laundry_component_scan(model, *, config: LaundryScanConfig | None = None, cache=True,
@@ -50,4 +53,4 @@ def laundry_component_scan(model, *, config: LaundryScanConfig | None = None, ca
 
     Options: see :class:`~workbench.analyses.heads.laundry_scan.LaundryScanConfig`.
     """
-    return run_analysis("laundry_component_scan", model, config, cache=cache, **options)  # type: ignore[return-value]
+    return run_analysis(laundry_scan.ANALYSIS, model, config, cache=cache, **options)

@@ -102,7 +102,7 @@ def component_directions(model, writers, fold_norm: bool, *, hw: HeadWeights | N
     """For each component writer: (v_i [d_model] the written direction, w_i [d_head] with w_i^T W_O = v_i^T).
 
     ``hw`` / ``svd``: head weights (holding the writers' layers) and their OV SVD, when the caller has them."""
-    out = {}
+    out: dict[tuple[int, int, int], tuple[Tensor, Tensor]] = {}
     layers = sorted({w[0] for w in writers if w[2] >= 0})
     if not layers:
         return out

@@ -162,7 +162,7 @@ class HeadNorms:
     def of(w: HeadWeights) -> "HeadNorms":
         mats = (w.W_Q, w.W_K, w.W_V, w.W_O)
         return HeadNorms(torch.stack([m.flatten(0, 1).flatten(1).norm(dim=-1) for m in mats]),
-                         tuple(tuple(m.shape[2:]) for m in mats), w.norm_folded)
+                         tuple((int(m.shape[2]), int(m.shape[3])) for m in mats), w.norm_folded)
 
 
 def random_like(w: HeadWeights | HeadNorms, n: int, generator: torch.Generator) -> HeadWeights:
@@ -175,7 +175,8 @@ def random_like(w: HeadWeights | HeadNorms, n: int, generator: torch.Generator) 
         g = torch.randn((n, *shape), generator=generator, dtype=torch.float64).to(norms.device, norms.dtype)
         scale = norms[pick.to(norms.device)] / g.flatten(1).norm(dim=-1).clamp_min(1e-30)
         mats.append((g * scale[:, None, None])[None])  # one pseudo-layer of n heads
-    return HeadWeights(*mats, layers=(0,), heads_per_kv=1, norm_folded=w.norm_folded)
+    q, k, v, o = mats
+    return HeadWeights(q, k, v, o, layers=(0,), heads_per_kv=1, norm_folded=w.norm_folded)
 
 
 def null_scores(w: HeadWeights | HeadNorms, kinds: tuple[str, ...], n: int, seed: int) -> dict[str, Composition]:
@@ -227,6 +228,8 @@ def writer_directions(svds, n: int) -> tuple[Float[Tensor, "1 n comp"], Float[Te
             v_all = torch.empty(n, *vh.shape, dtype=vh.dtype, device=vh.device)
         v_all[i] = vh
         s_all.append(s)
+    if v_all is None:
+        raise InputError("no heads to decompose")
     return torch.stack(s_all)[None], v_all.flatten(0, 1)
 
 
@@ -306,8 +309,10 @@ def rotated_null_scores(w: HeadWeights, kinds: tuple[str, ...], n: int, seed: in
     ``W_O @ Q`` for a Haar-random rotation ``Q`` (only W_O's row space moves).
     """
     gen, pw, pr = rotated_picks(w.W_Q.shape[0] * w.W_Q.shape[1], n, seed)
-    pick = lambda p: HeadWeights(*(m.flatten(0, 1)[p.to(m.device)][None] for m in (w.W_Q, w.W_K, w.W_V, w.W_O)),  # noqa: E731
-                                 (0,), 1, w.norm_folded)
+    def pick(p: Tensor) -> HeadWeights:
+        q, k, v, o = (m.flatten(0, 1)[p.to(m.device)][None] for m in (w.W_Q, w.W_K, w.W_V, w.W_O))
+        return HeadWeights(q, k, v, o, (0,), 1, w.norm_folded)
+
     return rotated_null_of(pick(pw), pick(pr), kinds, gen)
 
 

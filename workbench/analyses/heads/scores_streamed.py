@@ -63,7 +63,7 @@ def _ov_parts(w: HeadWeights, vh_heads: list[int] | None) -> tuple[Tensor, Tenso
         r_v = torch.linalg.qr(w.W_V[0, j:j + len(heads)].double(), mode="r")[1]
         s, vh = svd_from_r(r_v, w.W_O[0, j:j + len(heads)], right=bool(keep))
         s_all.append(s)
-        if keep:
+        if keep and vh is not None:  # (svd_from_r gives Vh when asked: right=bool(keep))
             vh_all.append(vh[[h - j for h in keep]])
     return torch.cat(s_all), (torch.cat(vh_all) if vh_heads else None)
 
@@ -107,10 +107,16 @@ def stream_compositions(model, kinds: tuple[str, ...], writer_layers: tuple[int,
     attention = model.arch.attention_layers
     w_index, r_index = {l: i for i, l in enumerate(writer_layers)}, {l: i for i, l in enumerate(reader_layers)}
     wh, rh = len(writer_heads), len(reader_heads)
-    sv_ov, sv_qk, norms, shapes = [], [], [], ()
+    sv_ov: list[Tensor] = []
+    sv_qk: list[Tensor] = []
+    norms: list[Tensor] = []
+    shapes: tuple[tuple[int, int], ...] = ()
+    w: HeadWeights | None
+    cols: Tensor | None
+    proj: Tensor | None
     reach: dict[str, Tensor] = {}
     read_norm: dict[str, Tensor] = {}
-    writer_s = None
+    writer_s: Tensor | None = None
     heads_per_kv, folded = 1, fold_norm
     blocks = _blocks(list(writer_layers), wh * model.info.d_head * model.info.d_model * 4)
     last_reader = max(reader_layers)
@@ -123,6 +129,7 @@ def stream_compositions(model, kinds: tuple[str, ...], writer_layers: tuple[int,
             w = head_weights(model, (layer,), fold_norm=fold_norm)  # one layer: [1, head, ...]
             ov_s, ov_vh = _ov_parts(w, writer_heads if layer in block else None) if (b == 0 or layer in block) else (None, None)
             if b == 0:  # what the result needs of every layer, once
+                assert ov_s is not None  # (every layer's parts are computed in the first block)
                 sv_ov.append(ov_s.cpu())
                 sv_qk.append(_qk_values(w).cpu())
                 head_norms = HeadNorms.of(w)
@@ -143,6 +150,7 @@ def stream_compositions(model, kinds: tuple[str, ...], writer_layers: tuple[int,
                         proj = held[l] @ cols.to(held[l].device)  # [wh * comp, rh * d_head]
                         reach[kind][w_index[l], :, :, r_index[layer]] = proj.reshape(wh, -1, rh, cols.shape[1] // rh).norm(dim=-1)
             if layer in block:
+                assert ov_s is not None and ov_vh is not None  # (computed for every layer in the block)
                 held[layer] = ov_vh.flatten(0, 1)  # [wh * comp, d_model]
                 if writer_s is None:
                     writer_s = torch.zeros(len(writer_layers), wh, ov_s.shape[-1], dtype=ov_s.dtype, device=ov_s.device)
@@ -154,7 +162,7 @@ def stream_compositions(model, kinds: tuple[str, ...], writer_layers: tuple[int,
     steps.close()
     comps = {}
     for kind in kinds:  # reach becomes the component scores in place
-        if kind not in reach:  # no reader after any writer (the caller checks this before)
+        if kind not in reach or writer_s is None:  # no reader after any writer (the caller checks this before)
             continue
         comps[kind] = scores_from_reach(writer_s, reach.pop(kind), read_norm[kind])
     head_norms = HeadNorms(torch.cat(norms, dim=1), shapes, folded)

@@ -107,8 +107,8 @@ def _pick(t: Tensor, rows: list[int], heads: list[int] | None) -> Tensor:
 def take(w: HeadWeights, rows: list[int], heads: list[int] | None = None) -> HeadWeights:
     """The heads ``heads`` (default: all) of the layer rows ``rows`` of ``w``: what ``head_weights`` of
     those layers gives, without stacking the model's weights again."""
-    return HeadWeights(*(_pick(m, rows, heads) for m in (w.W_Q, w.W_K, w.W_V, w.W_O)),
-                       tuple(w.layers[r] for r in rows), w.heads_per_kv, w.norm_folded)
+    q, k, v, o = (_pick(m, rows, heads) for m in (w.W_Q, w.W_K, w.W_V, w.W_O))
+    return HeadWeights(q, k, v, o, tuple(w.layers[r] for r in rows), w.heads_per_kv, w.norm_folded)
 
 
 def qr_r(a: Float[Tensor, "... m r"]) -> Float[Tensor, "... r r"]:
@@ -146,11 +146,6 @@ def svd_from_r(r_a: Float[Tensor, "... r r"], b: Float[Tensor, "... r n"], *, ri
     qb, rb = torch.linalg.qr(b.double().mT, mode="reduced" if right else "r")
     _, s, wh = torch.linalg.svd(r_a @ rb.mT)
     return s.to(b.dtype), (wh @ qb.mT).to(b.dtype) if right else None
-
-
-def take_svd(svd: FactoredSVD, rows: list[int], heads: list[int] | None = None) -> FactoredSVD:
-    """Per-head SVDs of the layer rows ``rows`` and heads ``heads`` (as :func:`take` picks weights)."""
-    return FactoredSVD(*(_pick(m, rows, heads) for m in (svd.U, svd.S, svd.Vh)))
 
 
 def ov_svd(w: HeadWeights) -> FactoredSVD:

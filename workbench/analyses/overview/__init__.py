@@ -1,9 +1,8 @@
 """The model overview: architecture card, parameter counts, per-layer weight spectra (``card``); ``api``: the
-public function."""
+public function (what ``workbench`` exports: ``api.__all__``)."""
 
-from . import card
-from .api import model_overview
+from . import api, card
 
 ANALYSES = (card.ANALYSIS,)
 
-__all__ = ["ANALYSES", "model_overview"]
+__all__ = ["ANALYSES", "api", "card"]

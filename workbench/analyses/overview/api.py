@@ -1,9 +1,12 @@
-"""The public function of the overview (re-exported as ``wb.model_overview``)."""
+"""The public function of the overview: ``__all__`` is what ``workbench`` exports from it (``wb.model_overview``)."""
 
 from __future__ import annotations
 
 from ...engine.runner import run_analysis
+from . import card
 from .card import OverviewConfig, OverviewResult
+
+__all__ = ["model_overview"]
 
 
 def model_overview(model, *, config: OverviewConfig | None = None, cache=True, **options) -> OverviewResult:
@@ -12,4 +15,4 @@ def model_overview(model, *, config: OverviewConfig | None = None, cache=True, *
     Options: see :class:`~workbench.analyses.overview.card.OverviewConfig`. Cached by model
     fingerprint and config; ``cache=False`` recomputes.
     """
-    return run_analysis("overview", model, config, cache=cache, **options)  # type: ignore[return-value]
+    return run_analysis(card.ANALYSIS, model, config, cache=cache, **options)

@@ -5,17 +5,14 @@
 ``trace``: one super weight on one prompt, its drivers and readers;
 ``experts``: mixtures of experts: super experts, the super weights inside them, router statistics;
 ``quantize``: batched block-wise round-to-nearest; ``published``: the published index;
-``api``: the public functions.
+``api``: the public functions (what ``workbench`` exports: ``api.__all__``).
 """
 
-from . import detect, experiments, experts, trace
-from .api import (prune_outliers, prune_super_weights, quantize_super_weights, scale_super_weights, super_experts,
-                  super_weights, trace_super_weight)
+from . import api, detect, experiments, experts, trace
 from .detect import DEFAULT_PROMPTS, SuperWeightConfig, SuperWeightResult
 from .published import compare_published, published_for, published_index
 
 ANALYSES = (detect.ANALYSIS, *experiments.ANALYSES, trace.ANALYSIS, experts.ANALYSIS)
 
-__all__ = ["ANALYSES", "DEFAULT_PROMPTS", "SuperWeightConfig", "SuperWeightResult", "compare_published", "detect",
-           "prune_outliers", "prune_super_weights", "published_for", "published_index", "quantize_super_weights",
-           "scale_super_weights", "super_experts", "super_weights", "trace_super_weight"]
+__all__ = ["ANALYSES", "DEFAULT_PROMPTS", "SuperWeightConfig", "SuperWeightResult", "api", "compare_published", "detect",
+           "published_for", "published_index"]

@@ -1,4 +1,4 @@
-"""The public functions: ``wb.super_weights(model)`` and the experiments.
+"""The public functions: ``wb.super_weights(model)`` and the experiments (``__all__``: what ``workbench`` exports).
 
 Each is ``f(model, *, config=None, cache=True, **options)``; what is derived from the options (checked prompts,
 the evaluation text's digest, the default super weights) is filled in by each analysis' ``prepare``.
@@ -7,10 +7,14 @@ the evaluation text's digest, the default super weights) is filled in by each an
 from __future__ import annotations
 
 from ...engine.runner import run_analysis
+from . import detect, experiments, experts, trace
 from .detect import SuperWeightConfig, SuperWeightResult
 from .experiments import ExperimentResult
 from .experts import SuperExpertConfig, SuperExpertResult
 from .trace import TraceConfig, TraceResult
+
+__all__ = ["prune_outliers", "prune_super_weights", "quantize_super_weights", "scale_super_weights",
+           "super_experts", "super_weights", "trace_super_weight"]
 
 
 def super_weights(model, *, config: SuperWeightConfig | None = None, cache=True, **options) -> SuperWeightResult:
@@ -25,7 +29,7 @@ def super_weights(model, *, config: SuperWeightConfig | None = None, cache=True,
     >>> sw = wb.super_weights(model)
     >>> sw.super_weights            # layer, row (output channel), col (input channel), effect, ...
     """
-    return run_analysis("super_weights", model, config, cache=cache, **options)  # type: ignore[return-value]
+    return run_analysis(detect.ANALYSIS, model, config, cache=cache, **options)
 
 
 def super_experts(model, *, config: SuperExpertConfig | None = None, cache=True, **options) -> SuperExpertResult:
@@ -36,32 +40,32 @@ def super_experts(model, *, config: SuperExpertConfig | None = None, cache=True,
     >>> se = wb.super_experts(moe_model)
     >>> se.super_experts            # layer, expert, its largest write, removal KL, weight [row, col] inside
     """
-    return run_analysis("super_experts", model, config, cache=cache, **options)  # type: ignore[return-value]
+    return run_analysis(experts.ANALYSIS, model, config, cache=cache, **options)
 
 
 def prune_super_weights(model, *, config=None, cache=True, **options) -> ExperimentResult:
     """Loss / perplexity and next-token distribution: intact, super weights pruned, and pruned with
     the super activation written back (``restore_fraction``). ``weights=``: (layer, row, col) tuples,
     default the super weights :func:`super_weights` finds. Options: :class:`PruneConfig`."""
-    return run_analysis("super_weight_prune", model, config, cache=cache, **options)  # type: ignore[return-value]
+    return run_analysis(experiments.PRUNE, model, config, cache=cache, **options)
 
 
 def scale_super_weights(model, *, config=None, cache=True, **options) -> ExperimentResult:
     """Quality as the super weights are multiplied by each of ``scales`` (default 0 ... 3).
     Options: :class:`ScaleConfig`."""
-    return run_analysis("super_weight_scale", model, config, cache=cache, **options)  # type: ignore[return-value]
+    return run_analysis(experiments.SCALE, model, config, cache=cache, **options)
 
 
 def prune_outliers(model, *, config=None, cache=True, **options) -> ExperimentResult:
     """Prune the ``top_fraction`` largest-|w| entries of all W_out matrices except the super weights,
     vs pruning the super weights, vs both. Options: :class:`OutlierConfig`."""
-    return run_analysis("super_weight_outliers", model, config, cache=cache, **options)  # type: ignore[return-value]
+    return run_analysis(experiments.OUTLIERS, model, config, cache=cache, **options)
 
 
 def quantize_super_weights(model, *, config=None, cache=True, **options) -> ExperimentResult:
     """Block-wise round-to-nearest quantization for each of ``bits`` x ``block_sizes``: plain vs clip
     outliers + restore the super weights in full precision. Options: :class:`QuantizeConfig`."""
-    return run_analysis("super_weight_quantize", model, config, cache=cache, **options)  # type: ignore[return-value]
+    return run_analysis(experiments.QUANTIZE, model, config, cache=cache, **options)
 
 
 def trace_super_weight(model, *, config: TraceConfig | None = None, cache=True, **options) -> TraceResult:
@@ -75,25 +79,4 @@ def trace_super_weight(model, *, config: TraceConfig | None = None, cache=True, 
     >>> t = wb.trace_super_weight(model, weight=(2, 1827, 7890), prompt="Summer is hot. Winter is")
     >>> t.top_drivers(), t.top_readers()
     """
-    return run_analysis("super_weight_trace", model, config, cache=cache, **options)  # type: ignore[return-value]
-
-
-def strongest_super_weight(model) -> tuple[tuple[int, int, int], int]:
-    """((layer, row, col), expert) of the super weight with the largest loss effect (cached :func:`super_weights`;
-    for a mixture of experts, the weight inside the super expert whose removal costs most, from :func:`super_experts`;
-    expert -1 for dense MLPs)."""
-    from ...errors import UnsupportedModelError
-
-    if model.arch.mlp == "moe":
-        found = super_experts(model).super_experts
-        if found.empty:
-            raise UnsupportedModelError(f"wb.super_experts found no super expert in {model.name}: nothing to trace by "
-                                        "default; pass weight=(layer, row, col) and expert=e")
-        best = found.sort_values("kl", ascending=False).iloc[0]
-        return (int(best["layer"]), int(best["row"]), int(best["col"])), int(best["expert"])
-    found = super_weights(model).super_weights
-    if found.empty:
-        raise UnsupportedModelError(f"wb.super_weights found no super weights in {model.name}: nothing to trace "
-                                    "by default; pass weight=(layer, row, col)")
-    best = found.sort_values("delta_loss", ascending=False).iloc[0]
-    return (int(best["layer"]), int(best["row"]), int(best["col"])), -1
+    return run_analysis(trace.ANALYSIS, model, config, cache=cache, **options)

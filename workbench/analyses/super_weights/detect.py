@@ -269,7 +269,10 @@ def _best_candidate(stats: ScanStats) -> list[dict]:
 def iterative_scan(model, prompts: tuple[str, ...], config: SuperWeightConfig) -> tuple[list[dict], list[ScanStats]]:
     """Rounds of (scan, zero the new candidates) until nothing new; the model is restored afterwards."""
     ids, mask = model.to_tokens_batch(list(prompts))
-    candidates, rounds, found, guarded = [], [], set(), set()
+    candidates: list[dict] = []
+    rounds: list[ScanStats] = []
+    found: set[Any] = set()
+    guarded: set[Any] = set()
     with ExitStack() as stack, torch.no_grad():
         for round_ in progress(range(config.max_rounds), desc="super-weight scan rounds"):
             recorder = StreamingRecorder(model, resid=False)
@@ -399,13 +402,13 @@ def compute(model: HookedSource, config: SuperWeightConfig) -> SuperWeightResult
     windows = eval_windows(model, config.eval_file, config.eval_windows, config.window)  # [n, window]
     intact_rec = StreamingRecorder(model, mlp=False)
     intact, _, reference = evaluate(model, windows, batch_size=config.batch_size, recorder=intact_rec, keep=True)
-    resid_intact = intact_rec.stats().resid_channel_max  # [L + 1, d_model]
+    resid_intact = intact_rec.stats().resid  # [L + 1, d_model]
     resid_ablated = torch.zeros(len(candidates), model.info.n_layers + 1)
     for i, cand in enumerate(progress(candidates, desc="ablating candidates")):
         rec = StreamingRecorder(model, mlp=False)
         loss, cand["kl"] = _zeroed(model, [(cand["layer"], cand["row"], cand["col"])], windows, config, reference, rec)
         cand["delta_loss"] = loss - intact
-        resid_ablated[i] = rec.stats().resid_channel_max[:, cand["row"]]
+        resid_ablated[i] = rec.stats().resid[:, cand["row"]]
         cand["weight_rank"] = _weight_rank(model.mlp_weights(cand["layer"]).W_out, cand["weight"])
 
     controls = []
@@ -413,7 +416,7 @@ def compute(model: HookedSource, config: SuperWeightConfig) -> SuperWeightResult
         weight = float(model.mlp_weights(layer).W_out[col, row])
         loss, kl = _zeroed(model, [(layer, row, col)], windows, config, reference)
         controls.append({"layer": layer, "row": row, "col": col, "weight": weight, "delta_loss": loss - intact, "kl": kl})
-    control_max = {}
+    control_max: dict[int, float] = {}
     for c in controls:
         control_max[c["layer"]] = max(control_max.get(c["layer"], 0.0), c["kl"])
     for cand in candidates:
@@ -429,7 +432,7 @@ def compute(model: HookedSource, config: SuperWeightConfig) -> SuperWeightResult
     if supers:
         rec = StreamingRecorder(model, mlp=False)
         loss_without, _ = _zeroed(model, supers, windows, config, reference, rec)
-        resid_without = rec.stats().resid_channel_max
+        resid_without = rec.stats().resid
 
     columns = ["layer", "row", "col", "weight", "weight_rank", "in_value", "in_max", "in_channel", "out_value", "out_max",
                "share", "batch", "position", "token", "round", "delta_loss", "kl", "effect_vs_random", "role"]
@@ -439,7 +442,7 @@ def compute(model: HookedSource, config: SuperWeightConfig) -> SuperWeightResult
         table = table.astype({"layer": "int64", "row": "int64", "col": "int64", "weight_rank": "int64", "in_channel": "int64",
                               "batch": "int64", "position": "int64", "round": "int64"})
     # Per-round layer statistics, each reduced once (the ratios take a median over every channel).
-    per_round = {"in_max": [], "in_ratio": [], "out_max": [], "out_ratio": []}
+    per_round: dict[str, list[Tensor]] = {"in_max": [], "in_ratio": [], "out_max": [], "out_ratio": []}
     layer_rows = []
     for r, s in enumerate(rounds):
         for key in per_round:

@@ -15,7 +15,9 @@ edit happens inside ``model.restoring``: the model is restored bit for bit, even
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import pandas as pd
 import torch
@@ -24,7 +26,9 @@ from ..._progress import progress
 from ...errors import InputError
 from ...models import hook_names as hn
 from ...results import Result
-from ...engine.registry import Analysis
+from ...engine.registry import Analysis, ResultT
+from ...engine.runner import run_analysis
+from . import detect
 from ...corpus import evaluate
 from .evaluate import check_prompts, eval_windows, next_token_table, scaled, with_eval_digest
 from .quantize import blockwise_rtn
@@ -146,7 +150,8 @@ class _Evaluator:
         self.model, self.config = model, config
         self.prompts = check_prompts(config.prompts) if config.prompts else ()
         self.windows = eval_windows(model, config.eval_file, config.eval_windows, config.window)
-        self.rows, self.tokens = [], []
+        self.rows: list[dict[str, Any]] = []
+        self.tokens: list[pd.DataFrame] = []
         self.intact: float | None = None
         self.reference: list[torch.Tensor] | None = None  # the intact run's log-probs, for KL
 
@@ -157,8 +162,9 @@ class _Evaluator:
                                   keep=first, reference=self.reference)
         if first:
             self.intact, self.reference, kl = loss, kept, 0.0
+        intact = loss if self.intact is None else self.intact  # (set by the first call)
         self.rows.append({"setting": setting, **extra, "loss": loss, "perplexity": math.exp(min(loss, 700.0)),
-                          "delta_loss": loss - self.intact, "kl": kl})
+                          "delta_loss": loss - intact, "kl": kl})
         if self.prompts:
             if before is not None:
                 before(-1)  # -1: the prompt batch
@@ -172,7 +178,7 @@ class _Evaluator:
         if self.tokens:
             self.tokens.append(self.tokens[0].assign(setting=setting))
 
-    def result(self, cls, fingerprint: str, **meta) -> Result:
+    def result(self, cls: type[ResultT], fingerprint: str, **meta: Any) -> ResultT:
         self.reference = None
         tokens = pd.concat(self.tokens, ignore_index=True) if self.tokens else next_token_table(self.model, (), "")
         return cls(
@@ -313,34 +319,37 @@ def compute_quantize(model: HookedSource, config: QuantizeConfig) -> QuantizeRes
     return ev.result(QuantizeResult, fingerprint, matrices=matrices)
 
 
-def prepare_experiment(model, config: ExperimentConfig) -> ExperimentConfig:
+ExperimentT = TypeVar("ExperimentT", bound="ExperimentConfig")
+
+
+def prepare_experiment(model, config: ExperimentT) -> ExperimentT:
     """``Analysis.prepare`` of the experiments: the super weights :func:`~.api.super_weights` finds when no
     ``weights`` are given, weights as (layer, row, col) ints, prompts checked, the evaluation text's digest."""
     weights = config.weights
     if weights is None:
-        from .api import super_weights
-
-        weights = super_weights(model).coordinates()
+        weights = run_analysis(detect.ANALYSIS, model).coordinates()
         if not weights:
             raise InputError(f"wb.super_weights found no super weights in {model.name}; pass weights=((layer, row, col), ...)")
     prompts = check_prompts(config.prompts) if config.prompts else ()
-    weights = tuple(tuple(int(v) for v in w) for w in weights)
+    if any(len(w) != 3 for w in weights):
+        raise InputError("weights are (layer, row, col) triples, e.g. weights=((2, 1827, 7890),)")
+    weights = tuple((int(w[0]), int(w[1]), int(w[2])) for w in weights)
     return with_eval_digest(model, replace(config, weights=weights, prompts=prompts))
 
 
-def _spec(name, description, config_cls, result_cls, compute) -> Analysis:
+def _spec(name: str, description: str, config_cls: type[ExperimentT], result_cls: type[ResultT],
+          compute: Callable[..., ResultT]) -> Analysis[ExperimentT, ResultT]:
     return Analysis(name=name, description=description, config_cls=config_cls, result_cls=result_cls,
                     compute=compute, in_report=False, prepare=prepare_experiment,
                     needs=("residual", "mlp_write"))
 
 
-ANALYSES = (
-    _spec("super_weight_prune", "Prune the super weights; prune but restore the super activation",
-          PruneConfig, PruneResult, compute_prune),
-    _spec("super_weight_scale", "Scale the super weights by s: quality curve",
-          ScaleConfig, ScaleResult, compute_scale),
-    _spec("super_weight_outliers", "Prune other large W_out outliers but keep the super weights",
-          OutlierConfig, OutlierResult, compute_outliers),
-    _spec("super_weight_quantize", "Block-wise RTN quantization: plain vs clip + restore super weights",
-          QuantizeConfig, QuantizeResult, compute_quantize),
-)
+PRUNE = _spec("super_weight_prune", "Prune the super weights; prune but restore the super activation",
+              PruneConfig, PruneResult, compute_prune)
+SCALE = _spec("super_weight_scale", "Scale the super weights by s: quality curve",
+              ScaleConfig, ScaleResult, compute_scale)
+OUTLIERS = _spec("super_weight_outliers", "Prune other large W_out outliers but keep the super weights",
+                 OutlierConfig, OutlierResult, compute_outliers)
+QUANTIZE = _spec("super_weight_quantize", "Block-wise RTN quantization: plain vs clip + restore super weights",
+                 QuantizeConfig, QuantizeResult, compute_quantize)
+ANALYSES = (PRUNE, SCALE, OUTLIERS, QUANTIZE)

@@ -131,7 +131,7 @@ def compute(model: HookedSource, config: SuperExpertConfig) -> SuperExpertResult
     intact_rec = StreamingRecorder(model, mlp=False)
     with torch.no_grad():
         intact, _, reference = evaluate(model, windows, batch_size=config.batch_size, recorder=intact_rec, keep=True)
-    resid = intact_rec.stats().resid_channel_max  # [L + 1, d_model]
+    resid = intact_rec.stats().resid  # [L + 1, d_model]
     order = table.sort_values(["spike", "max_write"], ascending=False).index[: config.n_ablate]
     table["kl"], table["delta_loss"], table["resid_without"] = float("nan"), float("nan"), float("nan")
     for i in progress(order, desc="removing experts"):
@@ -144,7 +144,7 @@ def compute(model: HookedSource, config: SuperExpertConfig) -> SuperExpertResult
                 t[expert] = 0.0
             loss, kl, _ = evaluate(model, windows, batch_size=config.batch_size, recorder=rec, reference=reference)
         table.at[i, "kl"], table.at[i, "delta_loss"] = kl, loss - intact
-        table.at[i, "resid_without"] = float(rec.stats().resid_channel_max[1:, row].max())
+        table.at[i, "resid_without"] = float(rec.stats().resid[1:, row].max())
     table["resid_intact"] = [float(resid[1:, r].max()) for r in table["row"]]
     top = table["kl"].max(skipna=True) if table["kl"].notna().any() else 0.0
     strong = table["spike"] & (table["kl"] >= config.min_effect_share * top)

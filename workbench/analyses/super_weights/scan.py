@@ -53,6 +53,13 @@ class ScanStats:
     resid_channel_max: Float[Tensor, "Lp1 d_model"] | None  # max |residual| per channel: embed, after each layer
 
     @property
+    def resid(self) -> Float[Tensor, "Lp1 d_model"]:
+        """``resid_channel_max`` of a pass that recorded the residual stream (an error for one that did not)."""
+        if self.resid_channel_max is None:
+            raise RuntimeError("this streaming pass did not record the residual stream")
+        return self.resid_channel_max
+
+    @property
     def in_max(self) -> Tensor:
         return self.in_channel_max.amax(-1)
 

@@ -22,6 +22,7 @@ trace says whether, and how strongly, the expert fired at the spike.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Protocol
 from dataclasses import dataclass, replace
 
 import pandas as pd
@@ -33,9 +34,12 @@ from ...errors import InputError, UnsupportedModelError
 from ...models import hook_names as hn
 from ...results import Result
 from ...engine.registry import Analysis
+from ...engine.runner import run_analysis
+from . import detect, experts
 from .evaluate import check_prompts
 from .scan import require_mlp_hooks
 from ...models.contract import HookedSource
+from ...models.writes import require_additive_residual
 
 
 @dataclass(frozen=True)
@@ -203,12 +207,29 @@ def channel_contributions(model, parts: Float[Tensor, "part d_model"], layer: in
 
 
 # ------------------------------------------------------------------ compute
+def strongest_super_weight(model) -> tuple[tuple[int, int, int], int]:
+    """((layer, row, col), expert) of the super weight with the largest loss effect (cached :func:`super_weights`;
+    for a mixture of experts, the weight inside the super expert whose removal costs most, from :func:`super_experts`;
+    expert -1 for dense MLPs)."""
+    if model.arch.mlp == "moe":
+        found = run_analysis(experts.ANALYSIS, model).super_experts
+        if found.empty:
+            raise UnsupportedModelError(f"wb.super_experts found no super expert in {model.name}: nothing to trace by "
+                                        "default; pass weight=(layer, row, col) and expert=e")
+        best = found.sort_values("kl", ascending=False).iloc[0]
+        return (int(best["layer"]), int(best["row"]), int(best["col"])), int(best["expert"])
+    found = run_analysis(detect.ANALYSIS, model).super_weights
+    if found.empty:
+        raise UnsupportedModelError(f"wb.super_weights found no super weights in {model.name}: nothing to trace "
+                                    "by default; pass weight=(layer, row, col)")
+    best = found.sort_values("delta_loss", ascending=False).iloc[0]
+    return (int(best["layer"]), int(best["row"]), int(best["col"])), -1
+
+
 def prepare(model, config: TraceConfig) -> TraceConfig:
     """``Analysis.prepare``: the config with its default weight filled in (so the cache key and the result name
     the weight traced), validated."""
     if not config.weight:
-        from .api import strongest_super_weight
-
         weight, expert = strongest_super_weight(model)
         return prepare(model, replace(config, weight=weight, expert=expert))
     if len(config.weight) != 3:
@@ -247,15 +268,25 @@ def _hidden(model, cache, layer: int, col: int, expert: int) -> tuple[Tensor, Te
         return hidden, hidden, cache[hn.mlp_pre(layer)][0, :, col].float()
     x = cache[hn.mlp_in(layer)][0].float()  # [pos, d_model]
     W_gate, W_in, _, _ = mlp_of(model, layer, expert)
-    pre = x @ W_gate[:, col].float()
-    hidden = model.mlp_activation(pre) * (x @ W_in[:, col].float())
+    if W_gate is None:  # a plain expert: its activation of the input's pre-activation
+        pre = x @ W_in[:, col].float()
+        hidden = model.mlp_activation(pre)
+    else:
+        pre = x @ W_gate[:, col].float()
+        hidden = model.mlp_activation(pre) * (x @ W_in[:, col].float())
     return model.expert_weights(layer).routing(x)[:, expert] * hidden, hidden, pre
 
 
+class TracedModel(HookedSource, Protocol):
+    """What the trace asks beyond the hooked-model contract: the MLP's own activation function."""
+
+    def mlp_activation(self, pre: Tensor) -> Tensor: ...
+
+
 @torch.no_grad()
-def compute(model: HookedSource, config: TraceConfig) -> TraceResult:
+def compute(model: TracedModel, config: TraceConfig) -> TraceResult:
     (layer, row, col), expert = config.weight, config.expert  # filled in and checked by prepare
-    model.require_additive_residual()
+    require_additive_residual(model)
     (prompt,) = check_prompts(config.prompt)
     if expert < 0:
         require_mlp_hooks(model)

@@ -6,7 +6,7 @@ from .common import add_model_args, load, print_frame
 
 
 def run(args) -> None:
-    from ..analyses.attribution import attribute
+    from ..analyses.attribution.api import attribute
     from ..render.attribution import readable_token
 
     options = {"max_new_tokens": args.new_tokens}

@@ -63,7 +63,7 @@ def _cached(fn, cache_root: str | None, use_cache: bool) -> TaskOutput:
 
 def attribute_task(item: tuple[ModelSource, str | None, bool, dict[str, Any]]) -> TaskOutput:
     """One prompt's attribution: ``wb.attribute(model, **options)`` through the cache at ``cache_root``."""
-    from ..analyses.attribution import attribute
+    from ..analyses.attribution.api import attribute
 
     source, cache_root, use_cache, options = item
     model = model_of(source)

@@ -114,7 +114,7 @@ def soft_normalised(p: Tensor, q_suff: Tensor, q_comp: Tensor, p_zero: Tensor, f
     return max(0.0, soft_s - float(s0)) / denom, float(dist(q_comp, p[None]).mean()) / denom
 
 
-def normalise(importance: Float[Tensor, "pos"], attributable: Tensor) -> Tensor:
+def normalise(importance: Float[Tensor, " pos"], attributable: Tensor) -> Tensor:
     """|importance| / sum |importance| over attributable positions (0 elsewhere; all zero -> uniform)."""
     imp = torch.nan_to_num(importance.float(), nan=0.0).abs().masked_fill(~attributable, 0.0)
     total = imp.sum()
@@ -134,7 +134,7 @@ def random_importance(attributable: Tensor, gen: torch.Generator) -> Tensor:
     return torch.softmax(u, -1)
 
 
-def retention_probabilities(imp: Float[Tensor, "pos"], attr: Tensor, pi: float) -> Tensor:
+def retention_probabilities(imp: Float[Tensor, " pos"], attr: Tensor, pi: float) -> Tensor:
     """Keep probabilities q_i = min(1, c imp_i) with mean pi over the attributable tokens (1 elsewhere).
 
     Water-filling, solved exactly: with the importances sorted descending v_0 >= v_1 >= ..., saturating

@@ -29,7 +29,7 @@ def special_ids(tokenizer) -> list[int]:
     return sorted(ids)
 
 
-def candidate_ids(model) -> Int[Tensor, "n"]:
+def candidate_ids(model) -> Int[Tensor, " n"]:
     """Every token id of the model's vocabulary that is not a special token."""
     keep = torch.ones(model.info.d_vocab, dtype=torch.bool)
     special = [i for i in special_ids(model.tokenizer) if i < model.info.d_vocab]
@@ -67,7 +67,7 @@ class Sampler:
         return self.pick(torch.rand(n, width, generator=generator, dtype=torch.float64))
 
 
-def _table_from_logits(logits: Float[Tensor, "pos vocab"], ids: Int[Tensor, "pos"], candidates: Tensor) -> Tensor:
+def _table_from_logits(logits: Float[Tensor, "pos vocab"], ids: Int[Tensor, " pos"], candidates: Tensor) -> Tensor:
     """Softmax over non-special tokens, with each position's original token excluded."""
     allowed = torch.zeros(logits.shape[-1], dtype=torch.bool)
     allowed[candidates] = True
@@ -77,7 +77,7 @@ def _table_from_logits(logits: Float[Tensor, "pos vocab"], ids: Int[Tensor, "pos
 
 
 @torch.no_grad()
-def predictions_sampler(model, ids: Int[Tensor, "pos"], candidates: Tensor) -> Sampler:
+def predictions_sampler(model, ids: Int[Tensor, " pos"], candidates: Tensor) -> Sampler:
     """Replacement for position t drawn from the model's own next-token distribution after ids[:t].
 
     One forward over the sequence gives every position's distribution (causal: the
@@ -125,7 +125,7 @@ class MaskedLM:
             )
 
     @torch.no_grad()
-    def sampler(self, model, ids: Int[Tensor, "pos"], candidates: Tensor) -> Sampler:
+    def sampler(self, model, ids: Int[Tensor, " pos"], candidates: Tensor) -> Sampler:
         """Mask each position in turn (one batched forward of ``pos`` rows) and use the MLM's distribution there."""
         self.check_vocabulary(model)
         device = next(self.model.parameters()).device
@@ -137,7 +137,7 @@ class MaskedLM:
         return Sampler(candidates, _table_from_logits(at_mask, ids.cpu(), candidates))
 
 
-def build_sampler(model, ids: Int[Tensor, "pos"], replacer: str, mlm: MaskedLM | None = None) -> Sampler:
+def build_sampler(model, ids: Int[Tensor, " pos"], replacer: str, mlm: MaskedLM | None = None) -> Sampler:
     """The sampler for ``replacer`` (one of :data:`REPLACERS`) on the sequence ``ids``."""
     candidates = candidate_ids(model)
     if replacer == "uniform":

@@ -252,8 +252,8 @@ def reagent_target(
     # fp32 on CPU runs fastest at ~512 tokens per forward; autocast amortises its weight casts over larger batches
     aim = params.chunk_tokens or (32768 if model.device.type != "cpu" else 4096 if dtype else 512)
     done, chunk = 0, 1
-    p_orig = None  # p(target | context), from the first forward's extra row
-    pending = None  # the last chunk's stopping checks: they share a forward with the next chunk's updates
+    p_orig: Tensor | None = None  # p(target | context), from the first forward's extra row
+    pending: _Pending | None = None  # the last chunk's stopping checks: they share a forward with the next chunk's
     bar = progress(desc="ReAGent steps", total=params.max_steps)
     while True:
         A = len(active)
@@ -266,7 +266,7 @@ def reagent_target(
         row_step = torch.arange(done + 1, done + C + 1).repeat(A)
         replaced, probed = probing.update_inputs(row_probe, row_step)
         rows = ([ctx[None]] if p_orig is None else []) + [probed]
-        rows += [pending["checked"]] if pending is not None else []
+        rows += [pending.checked] if pending is not None else []
         with precision:  # one forward: [original] + updates + stopping checks
             logits = last_logits(model, torch.cat(rows), max_tokens=params.max_batch_tokens).float()
         if p_orig is None:
@@ -275,12 +275,12 @@ def reagent_target(
 
         alive = torch.ones(A, dtype=torch.bool)
         if pending is not None:  # resolve the last chunk: each probe freezes at its first successful check
-            Cp = pending["C"]
+            Cp = pending.C
             hit = (logits[A * C:].topk(params.stop_top_k, dim=-1).indices == target).any(-1).cpu().view(A, Cp)
             first = _first_true(hit)  # [A]
             alive = first >= Cp
             at = torch.where(alive, Cp - 1, first)
-            scores[active] = pending["cum"][torch.arange(A), at]
+            scores[active] = pending.cum[torch.arange(A), at]
             steps[active] += at + 1
             stopped[active[~alive]] = True
             pending = None
@@ -296,13 +296,23 @@ def reagent_target(
         # their stopping checks (run with the next forward)
         checked = probing.check_inputs(active.repeat_interleave(C), torch.arange(done + 1, done + C + 1).repeat(A),
                                        cum.reshape(A * C, T))
-        pending = {"C": C, "cum": cum, "checked": checked}
+        pending = _Pending(C, cum, checked)
         done += C
         bar.update(C)
         chunk = min(done, max(1, round(aim / (A * T))))  # never speculate further ahead than the steps already run
 
     bar.close()
+    assert p_orig is not None, "the loop runs at least one forward (max_steps >= 1)"
     return _result(scores, steps, stopped, p_orig, probing.initial_scores(P))
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A chunk's stopping checks, run with the next chunk's forward: its size, its running scores, its inputs."""
+
+    C: int
+    cum: Tensor  # [probe, step, pos] scores after each of the chunk's steps
+    checked: Tensor  # the inputs of its stopping checks
 
 
 @torch.no_grad()
@@ -449,7 +459,7 @@ def warn_if_check_keeps_everything(seq, config: ReagentParams) -> None:
             f"lower keep_top_n below {n_attr} (or use a longer prompt)", stacklevel=4)
 
 
-def compute_reagent(model: HookedSource, config: ReagentConfig, mlm: MaskedLM | None = None) -> AttributionResult:
+def compute_reagent(model: HookedSource, config: ReagentConfig, mlm: MaskedLM | None = None) -> "ReagentResult":
     model.require_finite_weights()
     check_params(config)
     seq = prepare(model, config.prompt, config.target, max_new_tokens=config.max_new_tokens, prepend_bos=config.prepend_bos,

@@ -22,7 +22,6 @@ trace says whether, and how strongly, the expert fired at the spike.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Protocol
 from dataclasses import dataclass, replace
 
 import pandas as pd
@@ -277,14 +276,8 @@ def _hidden(model, cache, layer: int, col: int, expert: int) -> tuple[Tensor, Te
     return model.expert_weights(layer).routing(x)[:, expert] * hidden, hidden, pre
 
 
-class TracedModel(HookedSource, Protocol):
-    """What the trace asks beyond the hooked-model contract: the MLP's own activation function."""
-
-    def mlp_activation(self, pre: Tensor) -> Tensor: ...
-
-
 @torch.no_grad()
-def compute(model: TracedModel, config: TraceConfig) -> TraceResult:
+def compute(model: HookedSource, config: TraceConfig) -> TraceResult:
     (layer, row, col), expert = config.weight, config.expert  # filled in and checked by prepare
     require_additive_residual(model)
     (prompt,) = check_prompts(config.prompt)

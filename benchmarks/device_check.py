@@ -256,9 +256,9 @@ def compare_tables(a: dict, b: dict) -> dict[str, dict]:
         x, y = a[name], b[name]
         floats = [c for c in x.columns if x[c].dtype.kind == "f"]
         labels = [c for c in x.columns if c not in floats]
-        if labels and len(x):
-            x = x.sort_values(labels, kind="stable", ignore_index=True)
-            y = y.sort_values(labels, kind="stable", ignore_index=True)
+        if labels and len(x):  # sorted on the cells' text: list-valued cells (tied tokens) cannot be hashed
+            x, y = (t.iloc[t[labels].astype(str).sort_values(labels, kind="stable").index].reset_index(drop=True)
+                    for t in (x, y))
         differ = np.zeros(len(x), dtype=bool)
         for c in labels:
             differ |= ~(x[c].astype(str).to_numpy() == y[c].astype(str).to_numpy())

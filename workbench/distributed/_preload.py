@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-MODULES = ("transformers", "transformers.generation", "transformer_lens", "transformer_lens.model_bridge",
-           "accelerate", "torch._dynamo", "scipy.optimize", "sympy", "workbench.models", "workbench.analyses",
+MODULES = ("transformers", "transformers.generation", "accelerate", "torch._dynamo", "scipy.optimize", "sympy", "workbench.models", "workbench.analyses",
            "workbench.distributed.tasks", "workbench.distributed.worker")
 
 for _name in MODULES:
@@ -16,3 +15,10 @@ for _name in MODULES:
         importlib.import_module(_name)
     except Exception:  # an optional module missing or broken here fails where it is used, with its own error
         pass
+
+try:
+    from workbench.models.loading import import_bridge
+
+    import_bridge()  # the bridge and what it pulls in, named where the workbench keeps its architecture knowledge
+except Exception:
+    pass

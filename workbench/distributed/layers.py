@@ -34,7 +34,8 @@ from ..models import weights as W
 from ..models.base import ModelBase
 from ..results import Result
 from .cluster import Cluster, using
-from .tasks import layer_part_task
+from .._threads import sized_threads
+from .tasks import ModelSource, model_of
 
 
 class LayerRange(ModelBase):
@@ -184,3 +185,12 @@ def layer_parallel(folder: str | os.PathLike, analysis: str = "overview", *, clu
         return compute()
     store = cache if isinstance(cache, ResultCache) else get_cache()
     return store.get_or_compute(cache_key(analysis, config, fingerprint, spec.version), compute, analysis)
+
+
+def layer_part_task(item: tuple[str, str, tuple[int, ...], str, Any]) -> Result:
+    """Analysis ``name`` computed on ``layers`` of the checkpoint in ``folder`` (a :class:`LayerRange`),
+    uncached: a part, merged into the whole model's result by the caller (who caches that)."""
+    folder, name, layers, fingerprint, config = item
+    source = model_of(ModelSource(folder, weights_only=True))
+    with sized_threads():  # as run_analysis sizes a whole run's threads (one on a local cluster's worker)
+        return get_analysis(name).compute(LayerRange(source, layers, fingerprint), config)

@@ -12,7 +12,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._threads import sized_threads
 from ..cache import get_cache
 from ..results import Result
 
@@ -77,15 +76,3 @@ def analysis_task(item: tuple[ModelSource, str | None, bool, str, dict[str, Any]
     source, cache_root, use_cache, name, options = item
     model = model_of(source)
     return _cached(lambda cache: run_analysis(name, model, cache=cache, **options), cache_root, use_cache)
-
-
-def layer_part_task(item: tuple[str, str, tuple[int, ...], str, Any]) -> Result:
-    """Analysis ``name`` computed on ``layers`` of the checkpoint in ``folder`` (a :class:`LayerRange`),
-    uncached: a part, merged into the whole model's result by the caller (who caches that)."""
-    from ..engine.registry import get_analysis
-    from .layers import LayerRange
-
-    folder, name, layers, fingerprint, config = item
-    source = model_of(ModelSource(folder, weights_only=True))
-    with sized_threads():  # as run_analysis sizes a whole run's threads (one on a local cluster's worker)
-        return get_analysis(name).compute(LayerRange(source, layers, fingerprint), config)

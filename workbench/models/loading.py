@@ -261,3 +261,9 @@ def load_masked_lm(folder, device: str | torch.device | None = None):
     model = AutoModelForMaskedLM.from_pretrained(folder, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     return (model if device is None else model.to(device)), tokenizer
+
+
+def import_bridge() -> None:
+    """Import TransformerLens's bridge now, not at the first load: a local cluster's fork server calls this so that
+    its workers start with it (workbench/distributed/_preload.py)."""
+    import transformer_lens.model_bridge  # noqa: F401

@@ -13,7 +13,7 @@ from .weights import AttentionWeights
 
 
 def rel(a: Tensor, b: Tensor) -> float:
-    a, b = a.double(), b.double()
+    a, b = a.detach().double(), b.detach().double()  # a scalar from a graph would warn
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 

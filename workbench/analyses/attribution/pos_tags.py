@@ -17,16 +17,16 @@ SYM X) plus SPACE (whitespace-only tokens, as spaCy) and SPECIAL (the tokenizer'
 Coarse rather than Penn's: a word alone cannot be told apart between most Penn tags of one class (``walked``
 VBD / VBN, ``run`` VB / VBP / NN), the lexicon records classes, not inflection tags, and coarse classes keep the
 sampling pools large. A token's *class* is its tag plus whether it starts with a space (``" Paris"`` vs
-``"Paris"``): a word-initial token is replaced by a word-initial one and a word piece by a piece, so a
-replacement never glues two words together nor splits one.
+``"Paris"``; whitespace tokens are one class): a word-initial token is replaced by a word-initial one and a
+word piece by a piece, so a replacement never glues two words together nor splits one.
 
 Rules, in order, on the token's text without its leading space (first match wins):
 
 1. special token -> SPECIAL; whitespace only -> SPACE; a broken UTF-8 byte piece (decodes to U+FFFD) -> X;
-2. only punctuation (Unicode P*) -> PUNCT; only punctuation and symbols (S*) -> SYM; a number (digits with
+2. the closed-class lists, lower-cased; a word in several takes the first list in the order of :data:`CLOSED`
+   (``that`` is DET, ``her`` PRON, ``to`` ADP, ``can`` AUX, ``not`` PART, ``&`` CCONJ);
+3. only punctuation (Unicode P*) -> PUNCT; only punctuation and symbols (S*) -> SYM; a number (digits with
    ``, . : /`` inside, optional sign or ``%``) -> NUM;
-3. the closed-class lists, lower-cased; a word in several takes the first list in the order of :data:`CLOSED`
-   (``that`` is DET, ``her`` PRON, ``to`` ADP, ``can`` AUX, ``not`` PART);
 4. the lexicon, lower-cased: a word with several classes gets one by :data:`OPEN_PRIORITY`: an ``-ly`` word that
    can be an adverb is ADV; else a form of an adjective with comparative forms is ADJ (``old``, ``light``),
    else a form of a verb with an irregular past is VERB (``go``, ``read``, ``saw``), else NOUN, VERB, ADJ, ADV
@@ -146,12 +146,15 @@ def _open_class(word: str, classes: frozenset[str]) -> str:
 
 
 def tag_word(text: str, lexicon: dict[str, frozenset[str]]) -> str:
-    """The coarse tag of one token's text (its leading space already removed), by the module's rules 1-6."""
+    """The coarse tag of one token's text (leading space or not), by the module's rules 1-6."""
     word = text.strip()
     if not word:
         return "SPACE"
     if "\ufffd" in word:
         return "X"
+    lower = word.lower().replace("\u2019", "'")
+    if lower in CLOSED_TAG:
+        return CLOSED_TAG[lower]
     cats = {unicodedata.category(c)[0] for c in word}
     if cats == {"P"}:
         return "PUNCT"
@@ -159,9 +162,6 @@ def tag_word(text: str, lexicon: dict[str, frozenset[str]]) -> str:
         return "SYM"
     if _NUMBER.fullmatch(word):
         return "NUM"
-    lower = word.lower().replace("\u2019", "'")
-    if lower in CLOSED_TAG:
-        return CLOSED_TAG[lower]
     if lower in lexicon:
         return _open_class(lower, lexicon[lower])
     if word in lexicon:
@@ -223,6 +223,7 @@ def build_table(tokenizer, digest: str = "") -> PosTable:
     lexicon = load_lexicon()
     texts, space = _token_texts(tokenizer)
     tags = [TAG_ID[tag_word(t, lexicon)] for t in texts]
+    space = [s and tag != TAG_ID["SPACE"] for s, tag in zip(space, tags)]  # whitespace is one class, " " or "\n"
     for i in _special_ids(tokenizer):
         if i < len(tags):
             tags[i] = TAG_ID["SPECIAL"]

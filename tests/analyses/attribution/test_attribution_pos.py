@@ -52,7 +52,7 @@ def copy_model(tmp_path_factory):
 
 
 def off_class(table, ids, draws):
-    """Draws [n, pos] that are not of their position's class (tag and leading space), or are the original."""
+    """Draws [n, pos] that are not of their position's class (tag, leading space, case), or are the original."""
     klass = table.classes()
     return (klass[draws] != klass[ids][None]) | (draws == ids[None])
 
@@ -70,7 +70,7 @@ def test_word_rules():
            "capital": frozenset({"NOUN", "ADJ"}), "Aachen": frozenset({"NOUN"}), "kindly": frozenset({"ADJ", "ADV"})}
     cases = {"run": "VERB", "old": "ADJ", "capital": "NOUN", "Aachen": "PROPN", "Kindly": "ADV", "Zorblax": "PROPN",
              "zorb": "X", "\n\n": "SPACE", "3.14": "NUM", "$": "SYM", "...": "PUNCT", "\ufffd": "X", "Can": "AUX",
-             "n't": "PART", "that": "DET"}
+             "n't": "ADV", "'s": "AUX", "that": "DET", "&": "CCONJ"}
     assert {w: tag_word(w, lex) for w in cases} == cases
 
 
@@ -164,15 +164,16 @@ def test_a_class_without_other_tokens_falls_back_to_uniform(tmp_path, monkeypatc
 
 def test_reagent_with_the_pos_replacer(copy_model, tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
-    result = wb.reagent(copy_model, prompt=PROMPT, cache=False, max_new_tokens=1, keep_top_n=3, max_steps=300,
-                        replacer="pos")
+    with pytest.warns(UserWarning, match="replacer='pos'"):
+        result = wb.reagent(copy_model, prompt=PROMPT, cache=False, max_new_tokens=1, keep_top_n=3, max_steps=300,
+                            replacer="pos")
     assert result.config.replacer == "pos"
     imp = result.importance(0)
     assert math.isnan(imp[0]) and torch.nansum(imp).item() == pytest.approx(1.0, abs=1e-5)
     assert int(result.tables["targets"]["top_context_position"][0]) == COPY_POSITION
     tags = result.meta["replacer_tags"]
     assert len(tags) == len(result.meta["ids"]) - 1 and tags[0] == "SPECIAL" and tags[COPY_POSITION] == "X"
-    assert result.meta["replacer_fallback"] == []
+    assert [result.meta["tokens"][p] for p in result.meta["replacer_fallback"]] == ["i"]  # the bytes' only lower PRON
     assert any(name == "replacer" for name, _ in result.summary())
     uniform = wb.reagent(copy_model, prompt=PROMPT, cache=False, max_new_tokens=1, keep_top_n=3, max_steps=300)
     assert "replacer_tags" not in uniform.meta  # negative control: only the pos replacer records tags
@@ -180,10 +181,34 @@ def test_reagent_with_the_pos_replacer(copy_model, tmp_path, monkeypatch):
 
 def test_reagent_reports_the_fallback(copy_model, tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
-    prompt = "ab&cd"  # '&' is the byte vocabulary's only CCONJ
+    prompt = "xb&cd"  # "&" is the byte vocabulary's only CCONJ (and "a" its only lower-case DET)
     with pytest.warns(UserWarning, match=r"replacer='pos'.*'&' \(CCONJ\)"):
         result = wb.reagent(copy_model, prompt=prompt, cache=False, max_new_tokens=1, keep_top_n=2, max_steps=20,
                             replacer="pos")
     tokens = result.meta["tokens"]
     assert [tokens[p] for p in result.meta["replacer_fallback"]] == ["&"]
     assert "uniform at '&'" in dict(result.summary())["replacer"]
+
+
+SENTENCES = {  # the embedded tokenizer's tokens, each with its expected tag
+    "The Eiffel Tower is located in the city of Paris.":
+        "DET X X NOUN AUX VERB ADP DET NOUN ADP PROPN PUNCT",
+    "She quickly walked to the old library and read two books.":
+        "PRON ADV VERB ADP DET ADJ NOUN CCONJ VERB NUM NOUN PUNCT",
+    "If it rains tomorrow, we will not go outside!":
+        "SCONJ PRON NOUN NOUN PUNCT PRON AUX ADV VERB ADP PUNCT",
+}
+
+
+@pytest.mark.real
+def test_tags_and_draws_on_the_embedded_tokenizer(embedded):
+    table = pos_table(embedded.tokenizer)
+    gen = torch.Generator().manual_seed(0)
+    for text, expected in SENTENCES.items():
+        ids = torch.tensor(embedded.tokenizer(text)["input_ids"])
+        assert " ".join(table.tag_of(int(i)) for i in ids) == expected, text
+        sampler = build_sampler(embedded, ids, "pos")
+        assert sampler.fallback == ()
+        draws = sampler.draw(2000, len(ids), gen)
+        assert not off_class(table, ids, draws).any()
+        assert not torch.isin(draws, torch.tensor(special_ids(embedded.tokenizer))).any()

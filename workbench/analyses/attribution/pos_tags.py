@@ -13,18 +13,23 @@ run time, which is impossible offline, so this module builds the same kind of ta
   particles, number words, interjections), and character rules for punctuation, symbols, digits and whitespace.
 
 Tag set: the Universal POS tags (UD v2: NOUN PROPN VERB AUX ADJ ADV PRON DET ADP CCONJ SCONJ PART NUM INTJ PUNCT
-SYM X) plus SPACE (whitespace-only tokens, as spaCy) and SPECIAL (the tokenizer's special tokens, never sampled).
+SYM X; PART is left empty, rule 2) plus SPACE (whitespace-only tokens, as spaCy) and SPECIAL (the tokenizer's
+special tokens, never sampled).
 Coarse rather than Penn's: a word alone cannot be told apart between most Penn tags of one class (``walked``
 VBD / VBN, ``run`` VB / VBP / NN), the lexicon records classes, not inflection tags, and coarse classes keep the
-sampling pools large. A token's *class* is its tag plus whether it starts with a space (``" Paris"`` vs
-``"Paris"``; whitespace tokens are one class): a word-initial token is replaced by a word-initial one and a
-word piece by a piece, so a replacement never glues two words together nor splits one.
+sampling pools large. A token's *class* is its tag plus its *shape*: whether it starts with a space
+(``" Paris"`` vs ``"Paris"``; whitespace tokens are one class), so that a word-initial token is replaced by a
+word-initial one and a word piece by a piece (a replacement never glues two words together nor splits one), and
+its case (lower, Capitalized, UPPER; for tokens without letters: one character or more), so that ``" the"`` is
+replaced by ``" some"`` rather than ``" ALL"`` and ``"."`` by ``","`` rather than ``"####"``. The reference
+tags the case-folded word alone and keeps neither.
 
 Rules, in order, on the token's text without its leading space (first match wins):
 
 1. special token -> SPECIAL; whitespace only -> SPACE; a broken UTF-8 byte piece (decodes to U+FFFD) -> X;
 2. the closed-class lists, lower-cased; a word in several takes the first list in the order of :data:`CLOSED`
-   (``that`` is DET, ``her`` PRON, ``to`` ADP, ``can`` AUX, ``not`` PART, ``&`` CCONJ);
+   (``that`` is DET, ``her`` PRON, ``to`` ADP, ``can`` AUX, ``&`` CCONJ; ``not`` / ``n't`` are ADV and ``'s``
+   AUX rather than UD's PART: alone in a class of their own they would always fall back to uniform);
 3. only punctuation (Unicode P*) -> PUNCT; only punctuation and symbols (S*) -> SYM; a number (digits with
    ``, . : /`` inside, optional sign or ``%``) -> NUM;
 4. the lexicon, lower-cased: a word with several classes gets one by :data:`OPEN_PRIORITY`: an ``-ly`` word that
@@ -69,7 +74,7 @@ TAG_ID = {t: i for i, t in enumerate(TAGS)}
 CLOSED: dict[str, tuple[str, ...]] = {
     "AUX": ("be", "am", "is", "are", "was", "were", "been", "being", "have", "has", "had", "having", "do", "does",
             "did", "will", "would", "shall", "should", "can", "could", "may", "might", "must", "ought", "'re", "'ve",
-            "'ll", "'m", "'d", "ca", "wo"),
+            "'ll", "'m", "'d", "'s", "ca", "wo"),  # "'s": the contraction of is / has, or the possessive (UD PART)
     "DET": ("the", "a", "an", "this", "that", "these", "those", "some", "any", "no", "every", "each", "all", "both",
             "either", "neither", "another", "such", "what", "which", "whatever", "whichever", "my", "your", "his",
             "its", "our", "their", "much", "many", "few", "several", "enough", "whose"),
@@ -85,7 +90,7 @@ CLOSED: dict[str, tuple[str, ...]] = {
     "CCONJ": ("and", "or", "but", "nor", "yet", "so", "plus", "&"),
     "SCONJ": ("if", "because", "although", "though", "while", "whereas", "unless", "until", "whether", "as",
               "whilst", "lest"),
-    "PART": ("not", "n't", "'s"),
+    "PART": (),  # UD's PART words are elsewhere: "not", "n't" with the adverbs, "'s" with the auxiliaries, "to" ADP
     "NUM": ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
             "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty",
             "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "hundred", "thousand", "million",
@@ -93,7 +98,7 @@ CLOSED: dict[str, tuple[str, ...]] = {
     "INTJ": ("oh", "ah", "wow", "hello", "hi", "hey", "yes", "ok", "okay", "oops", "ouch", "hmm", "please", "thanks",
              "alas", "hooray", "bye", "yeah", "nope", "yep", "uh", "um"),
     "ADV": ("when", "where", "how", "why", "here", "there", "then", "now", "very", "too", "also", "just", "only",
-            "even", "still", "already", "never", "always", "often", "again", "ever", "well"),
+            "even", "still", "already", "never", "always", "often", "again", "ever", "well", "not", "n't", "'t"),
 }
 CLOSED_TAG = {w: tag for tag, words in reversed(CLOSED.items()) for w in words}  # the first list wins
 OPEN_PRIORITY = ("AUX", "ADJ+", "VERB+", "NOUN", "VERB", "ADJ", "ADV")  # a lexicon word with several classes: the first
@@ -195,19 +200,33 @@ def tokenizer_digest(tokenizer) -> str:
 
 @dataclass(frozen=True)
 class PosTable:
-    """Every token id's coarse tag (index into :data:`TAGS`) and whether its text starts with a space."""
+    """Every token id's coarse tag (index into :data:`TAGS`), whether its text starts with a space, and its case
+    (:func:`case_of`)."""
 
     tag: Tensor  # [n_tokens] long
     space: Tensor  # [n_tokens] bool
+    case: Tensor  # [n_tokens] long, 0-3 (case_of)
     digest: str
     from_cache: bool = False  # read back from the cache folder rather than built now
 
     def classes(self) -> Tensor:
-        """One class id per token: tag and leading space together."""
-        return self.tag * 2 + self.space.long()
+        """One class id per token: tag, leading space and case together."""
+        return (self.tag * 2 + self.space.long()) * 4 + self.case
 
     def tag_of(self, token_id: int) -> str:
         return TAGS[int(self.tag[token_id])]
+
+
+def case_of(text: str) -> int:
+    """0: lower case (or no cased letter), 1: Capitalized, 2: UPPER (two or more cased letters, all upper); for a
+    token without letters: 0 one character, 3 longer (``"."`` vs ``"...."``)."""
+    word = text.strip()
+    if not any(c.isalpha() for c in word):
+        return 0 if len(word) <= 1 else 3
+    cased = [c for c in word if c.isupper() or c.islower()]
+    if len(cased) >= 2 and all(c.isupper() for c in cased):
+        return 2
+    return 1 if cased and cased[0].isupper() else 0
 
 
 def _token_texts(tokenizer) -> tuple[list[str], list[bool]]:
@@ -227,7 +246,9 @@ def build_table(tokenizer, digest: str = "") -> PosTable:
     for i in _special_ids(tokenizer):
         if i < len(tags):
             tags[i] = TAG_ID["SPECIAL"]
-    return PosTable(torch.tensor(tags, dtype=torch.long), torch.tensor(space, dtype=torch.bool), digest)
+    case = [case_of(t) for t in texts]
+    return PosTable(torch.tensor(tags, dtype=torch.long), torch.tensor(space, dtype=torch.bool),
+                    torch.tensor(case, dtype=torch.long), digest)
 
 
 _MEMORY: dict[str, PosTable] = {}
@@ -249,7 +270,8 @@ def pos_table(tokenizer, cache_dir: str | os.PathLike | None = None) -> PosTable
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             if meta.get("digest") == digest and json.loads(meta.get("tags", "[]")) == list(TAGS):
-                table = PosTable(f.get_tensor("tag").long(), f.get_tensor("space").bool(), digest, from_cache=True)
+                table = PosTable(f.get_tensor("tag").long(), f.get_tensor("space").bool(), f.get_tensor("case").long(),
+                                 digest, from_cache=True)
     except Exception:  # missing, damaged or from another format: build it again
         table = None
     if table is None or len(table.tag) != len(tokenizer):
@@ -257,7 +279,8 @@ def pos_table(tokenizer, cache_dir: str | os.PathLike | None = None) -> PosTable
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-            save_file({"tag": table.tag.to(torch.uint8), "space": table.space}, str(tmp),
+            save_file({"tag": table.tag.to(torch.uint8), "space": table.space, "case": table.case.to(torch.uint8)},
+                      str(tmp),
                       metadata={"digest": digest, "tags": json.dumps(list(TAGS))})
             os.replace(tmp, path)
         except OSError:

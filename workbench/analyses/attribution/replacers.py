@@ -94,7 +94,7 @@ def predictions_sampler(model, ids: Int[Tensor, " pos"], candidates: Tensor) -> 
 
 def pos_sampler(model, ids: Int[Tensor, " pos"], candidates: Tensor) -> Sampler:
     """Replacement for position t drawn uniformly from the vocabulary tokens of the same coarse part-of-speech
-    class as ``ids[t]`` (same UPOS tag and same leading space, :mod:`.pos_tags`), special tokens and ``ids[t]``
+    class as ``ids[t]`` (same UPOS tag, leading space and case, :mod:`.pos_tags`), special tokens and ``ids[t]``
     itself excluded: the replacer of Inseq and the authors' code, with a tag table built offline.
 
     A position whose class holds no other candidate falls back to uniform over ``candidates`` (without

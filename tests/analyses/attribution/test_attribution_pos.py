@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -12,8 +13,9 @@ import workbench as wb
 from support.attribution_planted import COPY_POSITION, build_copy_model
 from workbench.analyses.attribution import pos_tags
 from workbench.analyses.attribution.common import prepare
-from workbench.analyses.attribution.pos_tags import TAGS, pos_table, tag_word
-from workbench.analyses.attribution.replacers import build_sampler, candidate_ids, pos_sampler, special_ids
+from workbench.analyses.attribution.pos_tags import pos_table, tag_word
+from workbench.analyses.attribution.replacers import build_sampler, candidate_ids, pos_sampler
+from workbench.analyses.attribution.vocab import special_ids
 
 PROMPT = "The quick brown fox jumps over"  # the copy model's prompt: position 2 ('h') is copied
 WORDS = ["The", "Ġthe", "Ġa", "Ġcat", "Ġdog", "Ġmat", "Ġsat", "Ġran", "Ġon", "Ġunder", "Ġand", "Ġred", "Ġbig",
@@ -212,3 +214,13 @@ def test_tags_and_draws_on_the_embedded_tokenizer(embedded):
         draws = sampler.draw(2000, len(ids), gen)
         assert not off_class(table, ids, draws).any()
         assert not torch.isin(draws, torch.tensor(special_ids(embedded.tokenizer))).any()
+
+
+def test_without_the_lexicon_the_error_names_the_extra(monkeypatch, tmp_path):
+    real = pos_tags.importlib.util.find_spec
+    monkeypatch.setattr(pos_tags.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "lemminflect" else real(name, *a))
+    with pytest.raises(wb.MissingExtraError, match=re.escape("pip install 'lm-workbench[pos]'")):
+        pos_table(word_tokenizer(), tmp_path)
+    monkeypatch.setattr(pos_tags.importlib.util, "find_spec", real)
+    assert pos_table(word_tokenizer(), tmp_path).tag_of(3) == "DET"  # negative control: installed, it builds

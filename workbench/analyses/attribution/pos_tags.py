@@ -8,7 +8,8 @@ run time, which is impossible offline, so this module builds the same kind of ta
 
 * the lexicon of the ``lemminflect`` package (``resources/lemma_lu.csv.gz``: ~80,000 English word forms with
   their possible word classes noun / verb / adj / adv / aux, and ``infl_lu.csv.gz``: each lemma's inflections,
-  from the NIH SPECIALIST lexicon; read as files, the package is never imported; install it with ``pip install lm-workbench[pos]`` or ``pip install lemminflect``),
+  from the NIH SPECIALIST lexicon; read as files, the package is never imported; ``pip install
+  'lm-workbench[pos]'``),
 * small hand-written closed-class lists below (determiners, pronouns, adpositions, conjunctions, auxiliaries,
   particles, number words, interjections), and character rules for punctuation, symbols, digits and whitespace.
 
@@ -64,7 +65,8 @@ import torch
 from torch import Tensor
 
 from ..._paths import cache_root
-from ...errors import InputError
+from ...errors import MissingExtraError
+from .vocab import special_ids
 
 TAGS = ("NOUN", "PROPN", "VERB", "AUX", "ADJ", "ADV", "PRON", "DET", "ADP", "CCONJ", "SCONJ", "PART", "NUM",
         "INTJ", "PUNCT", "SYM", "SPACE", "X", "SPECIAL")
@@ -114,8 +116,8 @@ def lexicon_path(name: str = "lemma_lu.csv.gz") -> Path:
         path = Path(next(iter(spec.submodule_search_locations))) / "resources" / name
         if path.is_file():
             return path
-    raise InputError("replacer='pos' tags the vocabulary with the word list of the lemminflect package, which is "
-                     "not installed: pip install lemminflect (or lm-workbench[pos]); or use replacer='uniform'")
+    raise MissingExtraError("replacer='pos' tags the vocabulary with the word list of lemminflect, which is not "
+                            "installed: pip install 'lm-workbench[pos]' (or use replacer='uniform')")
 
 
 def _rows(name: str):
@@ -176,12 +178,6 @@ def tag_word(text: str, lexicon: dict[str, frozenset[str]]) -> str:
     return "X"
 
 
-def _special_ids(tokenizer) -> list[int]:
-    from .replacers import special_ids
-
-    return special_ids(tokenizer)
-
-
 def tokenizer_digest(tokenizer) -> str:
     """A hash of everything the table depends on: the tokenizer's content, the lexicon file and this module."""
     h = hashlib.sha256()
@@ -191,7 +187,7 @@ def tokenizer_digest(tokenizer) -> str:
     else:
         h.update(type(tokenizer).__name__.encode())
         h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
-    h.update(json.dumps([len(tokenizer), _special_ids(tokenizer)]).encode())
+    h.update(json.dumps([len(tokenizer), special_ids(tokenizer)]).encode())
     h.update(lexicon_path().read_bytes())
     h.update(lexicon_path("infl_lu.csv.gz").read_bytes())
     h.update(Path(__file__).read_bytes())
@@ -243,7 +239,7 @@ def build_table(tokenizer, digest: str = "") -> PosTable:
     texts, space = _token_texts(tokenizer)
     tags = [TAG_ID[tag_word(t, lexicon)] for t in texts]
     space = [s and tag != TAG_ID["SPACE"] for s, tag in zip(space, tags)]  # whitespace is one class, " " or "\n"
-    for i in _special_ids(tokenizer):
+    for i in special_ids(tokenizer):
         if i < len(tags):
             tags[i] = TAG_ID["SPECIAL"]
     case = [case_of(t) for t in texts]

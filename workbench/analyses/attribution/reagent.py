@@ -487,10 +487,10 @@ def compute_reagent(model: HookedSource, config: ReagentConfig, mlm: MaskedLM | 
     sampler = sequence_sampler(model, seq, config, mlm)
     fallback = [p for p in sampler.fallback if bool(seq.attributable[p])]
     if fallback:
-        tokens = model.to_str_tokens(seq.ids.tolist())
+        tokens, tags = model.to_str_tokens(seq.ids.tolist()), sampler.tags or ()
         warnings.warn(
             f"replacer='pos': no other vocabulary token shares the part-of-speech class of "
-            f"{', '.join(f'{tokens[p]!r} ({sampler.tags[p]})' for p in fallback)}; "  # type: ignore[index]
+            f"{', '.join(f'{tokens[p]!r} ({tags[p]})' for p in fallback)}; "
             "those positions are replaced by uniform draws from the vocabulary (the result's meta "
             "'replacer_fallback' lists them)", stacklevel=3)
     tensors = reagent_sequence(model, seq, config, mlm, sampler)

@@ -16,17 +16,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ...errors import InputError
+from .pos_tags import TAG_ID, TAGS, pos_table
+from .vocab import special_ids
 
 REPLACERS = ("uniform", "pos", "predictions", "mlm")
-
-
-def special_ids(tokenizer) -> list[int]:
-    """Ids of the tokenizer's special tokens (BOS, EOS, PAD, chat markers, ...)."""
-    ids = set(tokenizer.all_special_ids)
-    for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items():
-        if getattr(tok, "special", False):
-            ids.add(int(i))
-    return sorted(ids)
 
 
 def candidate_ids(model) -> Int[Tensor, " n"]:
@@ -100,8 +93,6 @@ def pos_sampler(model, ids: Int[Tensor, " pos"], candidates: Tensor) -> Sampler:
     A position whose class holds no other candidate falls back to uniform over ``candidates`` (without
     ``ids[t]``) and is listed in ``Sampler.fallback``; special tokens (never replaced by ReAGent) are not listed.
     """
-    from .pos_tags import TAG_ID, TAGS, pos_table
-
     pos_tab = pos_table(model.tokenizer)
     vocab = model.info.d_vocab
     n = min(vocab, len(pos_tab.tag))

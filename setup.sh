@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (or update) the project's virtual environment in .venv.
-#   ./setup.sh          the workbench with JupyterLab and the demos, at the versions pinned in
+#   ./setup.sh          the workbench with JupyterLab, the demos and the POS lexicon, at the versions pinned in
 #                       constraints.txt, and the embedded model
 #   ./setup.sh --test   the same plus the test and docs tools, Dask for wb.distributed (the cluster extra), an older pandas kept aside for the
 #                       install test (tests/test_wheel.py), and Debian's chromium for the browser
@@ -15,8 +15,8 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
 
-extras="lab,demos"
-[ "${1:-}" = "--test" ] && extras="lab,demos,docs,test,cluster"
+extras="lab,demos,pos"
+[ "${1:-}" = "--test" ] && extras="lab,demos,pos,docs,test,cluster"
 # The distribution is lm-workbench (import name workbench); an older .venv has it as "workbench": remove that,
 # or two installs would claim the same package.
 if .venv/bin/python -m pip show -q workbench >/dev/null 2>&1; then pip uninstall -y workbench; fi

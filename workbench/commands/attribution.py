@@ -11,7 +11,9 @@ def run(args) -> None:
 
     options = {"max_new_tokens": args.new_tokens}
     if args.method == "reagent":
-        options.update(n_probes=args.probes, max_steps=args.max_steps, seed=args.seed)
+        options.update(n_probes=args.probes, max_steps=args.max_steps, seed=args.seed, replacer=args.replacer)
+        if args.mlm_path:
+            options["mlm_path"] = args.mlm_path
     result = attribute(load(args), prompt=args.prompt, method=args.method, target=args.target, **options)
     for row in result.targets.itertuples():
         print(f"target {row.target_index}: {readable_token(row.target)!r}  (p = {row.probability:.3f})")
@@ -33,5 +35,10 @@ def add_parser(sub) -> None:
     p.add_argument("--probes", type=int, default=8, help="ReAGent probes (default 8; Inseq uses 16)")
     p.add_argument("--max-steps", type=int, default=500, help="ReAGent steps per probe at most (default 500; Inseq 3000)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--replacer", default="uniform",
+                   help="ReAGent's replacement tokens: uniform (default: the vocabulary without special tokens), "
+                        "pos (uniform among tokens of the same part of speech, as Inseq and the paper's code; "
+                        "needs lemminflect), predictions (the model's own), mlm (needs --mlm-path)")
+    p.add_argument("--mlm-path", default=None, help="a saved HF masked LM folder for --replacer mlm")
     add_model_args(p)
     p.set_defaults(func=run)

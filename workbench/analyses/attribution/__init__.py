@@ -1,7 +1,8 @@
 """Token attribution: ReAGent (our batched implementation), baseline methods, faithfulness metrics.
 
-``common``: the attributed sequence and its targets; ``reagent``: the ``reagent`` analysis (``replacers``,
-``draws``: its token replacements and their random draws); ``baselines``: gradient, attention and occlusion
+``common``: the attributed sequence and its targets (``vocab``: the special tokens); ``reagent``: the ``reagent``
+analysis (``replacers``, ``draws``: its token replacements and their random draws; ``pos_tags``: the offline
+part-of-speech table of ``replacer="pos"``); ``baselines``: gradient, attention and occlusion
 methods, the ``attribution`` analysis; ``faithfulness``: Soft-NS / Soft-NC and hard metrics; ``compare``: the
 ``compare_attributions`` analysis; ``result``: the Result they share; ``agreement``, ``prompts``: for tests and
 benchmarks; ``api``: the public functions ``reagent``, ``attribute``, ``compare_attributions`` (what ``workbench``

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ...errors import InputError
 from .chat import Messages, chat_tokens
-from .replacers import special_ids
+from .vocab import special_ids
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,11 @@ Where ours differs, on purpose: special tokens (BOS) are never replaced and get 
 is +inf when Delta reaches 1); when no probe stopped, Inseq 0.7.1 returns 0/0 = NaN and we return the
 mean over all probes, flagged in ``probe_stopped`` (Inseq's main branch has since done the same).
 Inseq and the authors' code sample a replacement of the same part of speech (NLTK tags, downloaded at
-run time); ``replacer="uniform"`` (the default) draws from the whole vocabulary without special tokens
-instead, which is not what either does: under it, every token whose replacement alone removes y is
-hit alike, and they tie (see :mod:`.replacers` for the others).
+run time); ``replacer="pos"`` does that offline (a tag table built from a shipped lexicon, :mod:`.pos_tags`;
+coarse UPOS tags instead of NLTK's Penn tags, and the original token is never drawn), while
+``replacer="uniform"`` (the default) draws from the whole vocabulary without special tokens, which is not
+what either does: under it, every token whose replacement alone removes y is hit alike, and they tie
+(see :mod:`.replacers` for the others).
 
 What ReAGent measures, and its limit: a position's score grows when replacing it lowers p(y) more
 than replacing the other positions does. Positions that are each *necessary* (replacing any one of
@@ -97,7 +99,8 @@ class ReagentParams:
     keep_ratio: float = 0.0  # fraction kept when keep_top_n == 0 (Inseq keep_ratio)
     stop_top_k: int = 3  # stop when the target is among the top k predictions (Inseq stopping_condition_top_k)
     replacing_ratio: float = 0.3  # chance that a position is replaced in an update step (Inseq replacing_ratio)
-    replacer: str = "uniform"  # "uniform" (non-special vocabulary), "predictions" (the model's own), "mlm"
+    replacer: str = "uniform"  # "uniform" (non-special vocabulary), "pos" (uniform among tokens of the same part of
+    #   speech, offline tags: replacers.pos_sampler; needs lemminflect), "predictions" (the model's own), "mlm"
     mlm_path: str | None = None  # saved HF masked LM folder for replacer="mlm" (same vocabulary as the model)
     seed: int = 0  # every draw is a hash of (seed, target, probe, step, position): same seed, same result
     max_batch_tokens: int = 8192  # tokens per forward pass (rows x context length); lower it to save memory
@@ -383,12 +386,27 @@ def reagent_probes(model, context: Tensor, target: int, attributable: Tensor, sa
     return {**res, **unc}
 
 
-def reagent_sequence(model, seq: Sequence, params: ReagentParams, mlm: MaskedLM | None = None) -> dict[str, Tensor]:
+def sequence_sampler(model, seq: Sequence, params: ReagentParams, mlm: MaskedLM | None = None) -> Sampler:
+    """The replacer's sampler for every context of ``seq`` (contexts are prefixes: one table)."""
+    return build_sampler(model, seq.ids[:-1], params.replacer, load_mlm(params, model, mlm))
+
+
+def replacer_meta(sampler: Sampler, seq: Sequence) -> dict:
+    """What a result records about its replacer: with ``replacer="pos"``, each context position's tag and the
+    positions that fell back to uniform (their tag class had no other token)."""
+    if sampler.tags is None:
+        return {}
+    return {"replacer_tags": list(sampler.tags), "replacer_fallback": list(sampler.fallback)}
+
+
+def reagent_sequence(model, seq: Sequence, params: ReagentParams, mlm: MaskedLM | None = None,
+                     sampler: Sampler | None = None) -> dict[str, Tensor]:
     """ReAGent for every target of ``seq``: tensors [target, pos] with NaN outside each context, per-probe tensors
-    [target, probe, ...] padded to the most probes any target used (``probe_count`` says how many each did)."""
+    [target, probe, ...] padded to the most probes any target used (``probe_count`` says how many each did).
+    ``sampler``: the replacer's, when the caller built it (:func:`sequence_sampler`)."""
     check_params(params)
-    mlm = load_mlm(params, model, mlm)
-    sampler = build_sampler(model, seq.ids[:-1], params.replacer, mlm)  # contexts are prefixes: one table
+    if sampler is None:
+        sampler = sequence_sampler(model, seq, params, mlm)
     J, W = seq.n_targets, len(seq.ids) - 1
     runs = []
     for j in progress(range(J), desc="ReAGent targets"):
@@ -466,9 +484,19 @@ def compute_reagent(model: HookedSource, config: ReagentConfig, mlm: MaskedLM | 
                   messages=config.messages)
     warn_if_costly(model, seq, config)
     warn_if_check_keeps_everything(seq, config)
-    tensors = reagent_sequence(model, seq, config, mlm)
+    sampler = sequence_sampler(model, seq, config, mlm)
+    fallback = [p for p in sampler.fallback if bool(seq.attributable[p])]
+    if fallback:
+        tokens, tags = model.to_str_tokens(seq.ids.tolist()), sampler.tags or ()
+        warnings.warn(
+            f"replacer='pos': no other vocabulary token shares the part-of-speech class of "
+            f"{', '.join(f'{tokens[p]!r} ({tags[p]})' for p in fallback)}; "
+            "those positions are replaced by uniform draws from the vocabulary (the result's meta "
+            "'replacer_fallback' lists them)", stacklevel=3)
+    tensors = reagent_sequence(model, seq, config, mlm, sampler)
     dtype = probe_dtype(model, config) or str(model.dtype).removeprefix("torch.")
-    return attribution_result(ReagentResult, model, config, seq, "reagent", tensors, {"probe_dtype": dtype})
+    return attribution_result(ReagentResult, model, config, seq, "reagent", tensors,
+                              {"probe_dtype": dtype, **replacer_meta(sampler, seq)})
 
 
 class ReagentResult(AttributionResult):
@@ -530,6 +558,12 @@ class ReagentResult(AttributionResult):
                                 f"steps per probe: median {steps.median():.0f}, max {steps.max():.0f} "
                                 f"(max_steps {self.config.max_steps})"
                                 + (f"; probe forwards in {self.probe_dtype}" if self.probe_dtype else "")))
+        if "replacer_tags" in self.meta:
+            fallback = self.meta.get("replacer_fallback", [])
+            tokens = self.meta["tokens"]
+            lines.append(("replacer", "same part of speech (each position's tag: meta['replacer_tags'])"
+                          + (f"; uniform at {', '.join(repr(tokens[p]) for p in fallback)}: no other token of its "
+                             "class" if fallback else "")))
         return lines
 
 

@@ -1,4 +1,4 @@
-"""Replacement-token samplers for ReAGent: uniform, the model's own predictions, a masked LM.
+"""Replacement-token samplers for ReAGent: uniform, same part of speech, the model's own predictions, a masked LM.
 
 Every replacer turns the attributed sequence into a per-position sampling rule, built
 once per sequence, then draws any number of replacement tokens for all positions in
@@ -16,17 +16,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ...errors import InputError
+from .pos_tags import TAG_ID, TAGS, pos_table
+from .vocab import special_ids
 
-REPLACERS = ("uniform", "predictions", "mlm")
-
-
-def special_ids(tokenizer) -> list[int]:
-    """Ids of the tokenizer's special tokens (BOS, EOS, PAD, chat markers, ...)."""
-    ids = set(tokenizer.all_special_ids)
-    for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items():
-        if getattr(tok, "special", False):
-            ids.add(int(i))
-    return sorted(ids)
+REPLACERS = ("uniform", "pos", "predictions", "mlm")
 
 
 def candidate_ids(model) -> Int[Tensor, " n"]:
@@ -46,11 +39,14 @@ class Sampler:
 
     ``table`` None: uniform over ``candidates``; otherwise ``table[t]`` is the sampling
     distribution for position ``t`` (rows sum to 1, special tokens and the original token
-    excluded).
+    excluded). ``tags``: each position's part-of-speech tag (``replacer="pos"`` only);
+    ``fallback``: the positions whose tag class had no other token, drawn uniformly instead.
     """
 
     candidates: Int[Tensor, " n"]
     table: Float[Tensor, "pos vocab"] | None = None
+    tags: tuple[str, ...] | None = None
+    fallback: tuple[int, ...] = ()
 
     def pick(self, u: Float[Tensor, "rows width"]) -> Int[Tensor, "rows width"]:
         """One replacement token per entry of ``u`` (U[0, 1) numbers; column t is position t), on CPU."""
@@ -87,6 +83,38 @@ def predictions_sampler(model, ids: Int[Tensor, " pos"], candidates: Tensor) -> 
     vocab = model.info.d_vocab
     shifted = torch.cat([torch.zeros(1, logits.shape[-1]), logits[:-1]])[:, :vocab]  # [pos, vocab]
     return Sampler(candidates, _table_from_logits(shifted, ids.cpu(), candidates))
+
+
+def pos_sampler(model, ids: Int[Tensor, " pos"], candidates: Tensor) -> Sampler:
+    """Replacement for position t drawn uniformly from the vocabulary tokens of the same coarse part-of-speech
+    class as ``ids[t]`` (same UPOS tag, leading space and case, :mod:`.pos_tags`), special tokens and ``ids[t]``
+    itself excluded: the replacer of Inseq and the authors' code, with a tag table built offline.
+
+    A position whose class holds no other candidate falls back to uniform over ``candidates`` (without
+    ``ids[t]``) and is listed in ``Sampler.fallback``; special tokens (never replaced by ReAGent) are not listed.
+    """
+    pos_tab = pos_table(model.tokenizer)
+    vocab = model.info.d_vocab
+    n = min(vocab, len(pos_tab.tag))
+    klass = torch.full((vocab,), -1, dtype=torch.long)  # -1: padded rows the tokenizer never produces
+    klass[:n] = pos_tab.classes()[:n]
+    allowed = torch.zeros(vocab, dtype=torch.bool)
+    allowed[candidates] = True
+    ids = ids.cpu()
+    table = torch.zeros(len(ids), vocab)
+    tags, fallback = [], []
+    for t, tok in enumerate(ids.tolist()):
+        tag = TAGS[int(pos_tab.tag[tok])] if tok < len(pos_tab.tag) else "X"
+        tags.append(tag)
+        row = allowed & (klass == klass[tok]) if tok < n else torch.zeros(vocab, dtype=torch.bool)
+        row[tok] = False
+        if not row.any():
+            row = allowed.clone()
+            row[tok] = False
+            if tag != TAGS[TAG_ID["SPECIAL"]]:
+                fallback.append(t)
+        table[t] = row.float() / row.sum()
+    return Sampler(candidates, table, tuple(tags), tuple(fallback))
 
 
 class MaskedLM:
@@ -142,6 +170,8 @@ def build_sampler(model, ids: Int[Tensor, " pos"], replacer: str, mlm: MaskedLM 
     candidates = candidate_ids(model)
     if replacer == "uniform":
         return Sampler(candidates)
+    if replacer == "pos":
+        return pos_sampler(model, ids, candidates)
     if replacer == "predictions":
         return predictions_sampler(model, ids, candidates)
     if replacer == "mlm":

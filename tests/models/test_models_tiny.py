@@ -23,7 +23,7 @@ def test_logits_equal_plain_hf_model(name):
     tokens = model.to_tokens("Hello, workbench!")
     with torch.no_grad():
         ours = model(tokens)
-    assert ours.shape == (1, tokens.shape[1], model.info.d_vocab)
+    assert ours.shape == (1, tokens.shape[1], model.facts.d_vocab)
     assert (ours - _reference_logits(name, tokens)).abs().max() <= 1e-5
 
 
@@ -33,11 +33,11 @@ def test_seed_decides_weights():
 
 
 def test_architecture_facts(tiny_llama, tiny_gpt2):
-    i = tiny_llama.info
+    i = tiny_llama.facts
     assert (i.n_layers, i.d_model, i.n_heads, i.n_kv_heads, i.d_head, i.d_mlp) == (2, 64, 4, 2, 16, 128)
-    assert i.gated_mlp and i.grouped_query and i.heads_per_kv == 2 and i.normalization == "RMS"
-    g = tiny_gpt2.info
-    assert not g.gated_mlp and not g.grouped_query and g.normalization == "LN" and g.tied_embeddings
+    assert i.mlp == "gated" and i.grouped_query and i.heads_per_kv == 2 and i.norm == "rms"
+    g = tiny_gpt2.facts
+    assert g.mlp == "plain" and not g.grouped_query and g.norm == "layernorm" and g.tied_embeddings
     assert i.n_params == sum(p.numel() for p in tiny_llama.hf_model.parameters())
 
 
@@ -169,7 +169,7 @@ def test_unknown_models_fail_with_what_to_do():
 
 def test_dtype_is_passed_through():
     model = wb.load_model("tiny-llama", dtype="bfloat16")
-    assert model.info.dtype == "bfloat16" and model("ab").dtype == torch.bfloat16
+    assert model.facts.dtype == "bfloat16" and model("ab").dtype == torch.bfloat16
 
 
 def test_nan_weights_are_named_not_crashed_on(tmp_path):

@@ -41,6 +41,48 @@ def test_architecture_facts(tiny_llama, tiny_gpt2):
     assert i.n_params == sum(p.numel() for p in tiny_llama.hf_model.parameters())
 
 
+def test_one_fact_record(tiny_llama):
+    """Shape and family facts are one record, each fact held once; ``info`` and ``arch`` are the same object."""
+    import dataclasses
+    import json
+
+    facts = tiny_llama.facts
+    assert isinstance(facts, wb.ModelFacts) and tiny_llama.info is facts and tiny_llama.arch is facts
+    fields = {f.name for f in dataclasses.fields(facts)}
+    assert not fields & {"gated_mlp", "normalization", "positional_embedding", "n_heads", "n_kv_heads", "d_head"}
+    assert (facts.n_heads, facts.n_kv_heads, facts.d_head) == (facts.layers[0].n_heads, facts.layers[0].n_kv_heads,
+                                                                facts.layers[0].d_head)
+    d = facts.to_dict()
+    assert d == json.loads(json.dumps(d)) and d["n_heads"] == 4 and d["checks"]["qkv"].startswith("passed")
+    assert "checks" not in facts.to_dict(checks=False)
+    lines = dict(facts.describe())
+    assert lines["architecture"].startswith("LlamaForCausalLM: 2 layers") and lines["norms"] == "pre, rms"
+    assert "check: qkv" in lines and "check: qkv" not in dict(facts.describe(checks=False))
+    one = facts.for_layers([1])
+    assert one.n_layers == 1 and one.layers == facts.layers[1:] and one.attention.sliding_window == (None,)
+
+
+def test_nothing_in_the_package_reads_the_aliases():
+    """``model.info`` and ``model.arch`` are kept for user code only: the package reads ``facts``."""
+    import ast
+    from pathlib import Path
+
+    root = Path(wb.__file__).parent
+    own_arch = {"analyses/bilinear/layers.py", "analyses/bilinear/training.py", "analyses/bilinear/spectrum.py"}
+    offenders = []
+    for path in root.rglob("*.py"):
+        where = path.relative_to(root).as_posix()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Attribute) and node.attr in ("info", "arch")):
+                continue
+            if isinstance(node.value, ast.Name) and node.value.id in ("log", "logger", "logging"):
+                continue
+            if node.attr == "arch" and where in own_arch:  # the bilinear models' own config dict, not a model's facts
+                continue
+            offenders.append(f"{where}:{node.lineno}")
+    assert not offenders, offenders
+
+
 def test_bos_is_explicit(tiny_llama):
     with_bos = tiny_llama.to_tokens("ab", prepend_bos=True)[0].tolist()
     without = tiny_llama.to_tokens("ab", prepend_bos=False)[0].tolist()

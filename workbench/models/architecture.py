@@ -243,7 +243,9 @@ def _layer_facts(bridge, config, layer: int, names: set[str], structure: dict) -
 
 
 def _head_shape(attn, n_heads: int, n_kv: int, d_head: int) -> tuple[int, int, int]:
-    """(query heads, key/value heads, head size) of one layer, from its projections where they show it."""
+    """(query heads, key/value heads, head size) of one layer, from its projections where they show it. Where
+    they disagree with the config, the hooked W_Q / W_K decide when the bridge has them: Qwen3-Next's ``q_proj``
+    holds each head's query and its output gate, twice the rows of its heads."""
     hf = _original(attn)
     q, k = getattr(hf, "q_proj", None), getattr(hf, "k_proj", None)
     head_dim = getattr(hf, "head_dim", None)
@@ -251,8 +253,20 @@ def _head_shape(attn, n_heads: int, n_kv: int, d_head: int) -> tuple[int, int, i
         q_out = _original(q).weight.shape[0]
         k_out = _original(k).weight.shape[0]
         if q_out % head_dim == 0 and k_out % head_dim == 0:
-            return q_out // head_dim, k_out // head_dim, head_dim
+            found = (q_out // head_dim, k_out // head_dim, head_dim)
+            return found if found == (n_heads, n_kv, d_head) else (_hooked_heads(attn) or found)
     return n_heads, n_kv, d_head
+
+
+def _hooked_heads(attn) -> tuple[int, int, int] | None:
+    """(query heads, key/value heads, head size) of the bridge's W_Q [head, d_model, d_head] and W_K, or None."""
+    try:
+        q, k = attn.W_Q, attn.W_K
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+    if isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and q.ndim == k.ndim == 3 and q.shape[-1] == k.shape[-1]:
+        return int(q.shape[0]), int(k.shape[0]), int(q.shape[-1])
+    return None
 
 
 def facts_from_checkpoint(config, tokenizer, *, name: str, d_vocab: int, dtype: str, n_params: int) -> ModelFacts:

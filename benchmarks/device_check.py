@@ -556,7 +556,7 @@ def step_big(shapes, small_name, device, state, report) -> dict:
         model = hooked(hf_model(shape, device, dtype), state["tokenizer"], name)
         build_s = time.perf_counter() - start
         results, rows = run_all(model, device, report)
-        out[name] = {"dtype": str(dtype).removeprefix("torch."), "params": model.info.n_params, "build_s": round(build_s, 1),
+        out[name] = {"dtype": str(dtype).removeprefix("torch."), "params": model.facts.n_params, "build_s": round(build_s, 1),
                      "analyses": rows}
         report.doc.setdefault("partial", {})[name] = out[name]
         report.write()

@@ -219,7 +219,7 @@ def bench_forward(args, tmp: Path) -> list[dict]:
     hf = {impl: AutoModelForCausalLM.from_pretrained(folder, attn_implementation=impl).to(args.device).eval()
           for impl in ("eager", "sdpa")}
     tokens = make_tokens(model)
-    resid = [f"blocks.{layer}.hook_resid_post" for layer in range(model.info.n_layers)]
+    resid = [f"blocks.{layer}.hook_resid_post" for layer in range(model.facts.n_layers)]
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     cases = {
         "HF forward, eager attention [baseline]": lambda: hf["eager"](tokens).logits,

@@ -127,7 +127,7 @@ def rows_of(results: dict, baseline: str) -> list[dict]:
 # ------------------------------------------------------------------ detect
 def naive_scan(model, tokens) -> list[tuple]:
     """The baseline: cache every MLP input and output, then reduce (what a script without streaming does)."""
-    L = model.info.n_layers
+    L = model.facts.n_layers
     names = [hn.mlp_post(l) for l in range(L)] + [hn.mlp_out(l) for l in range(L)]
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names=names)
@@ -180,7 +180,7 @@ def naive_rtn(w: torch.Tensor, bits: int, block: int) -> torch.Tensor:
 
 
 def bench_quantize(model, args) -> list[dict]:
-    names = [n for n in ("W_in", "W_gate", "W_out") if n != "W_gate" or model.info.gated_mlp]
+    names = [n for n in ("W_in", "W_gate", "W_out") if n != "W_gate" or model.facts.mlp == "gated"]
     stacks = {n: getattr(model, n).contiguous() for n in names}  # [layer, rows, cols] copies
 
     def ours():

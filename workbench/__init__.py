@@ -5,7 +5,7 @@ import logging as _logging
 from ._version import __version__
 from .errors import (CacheCorruptError, InputError, MissingExtraError, ModelLoadError, UnsupportedModelError,
                      WorkbenchError)
-from .models import CheckpointWeights, HookedModel, ModelInfo, available_models, hook_names, load_model, load_weights
+from .models import CheckpointWeights, HookedModel, ModelFacts, available_models, hook_names, load_model, load_weights
 from ._progress import set_progress
 from .engine import get_analysis, list_analyses, register_analysis, run_analysis
 from .analyses import PACKAGES as _PACKAGES  # registers every analysis
@@ -27,7 +27,7 @@ from . import distributed as distributed  # wb.distributed: Dask is imported onl
 _logging.getLogger("workbench").addHandler(_logging.NullHandler())
 
 __all__ = [
-    "CacheCorruptError", "CheckpointWeights", "HookedModel", "InputError", "MissingExtraError", "ModelInfo",
+    "CacheCorruptError", "CheckpointWeights", "HookedModel", "InputError", "MissingExtraError", "ModelFacts",
     "ModelLoadError", "Result", "ResultCache", "UnsupportedModelError", "WorkbenchError", "__version__",
     "available_models", "build_report", "clear_cache", "get_analysis", "get_cache", "hook_names", "list_analyses",
     "load_model", "load_weights", "register_analysis", "report", "run_analysis", "set_progress",

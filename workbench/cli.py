@@ -42,7 +42,7 @@ def cmd_models(args) -> None:
 
 def cmd_info(args) -> None:
     model = load(args)
-    for key, value in model.info.to_dict().items():
+    for key, value in model.facts.describe():
         print(f"{key:>22}  {value}")
     print(f"{'device':>22}  {model.device}")
     print(f"{'fingerprint':>22}  {model.fingerprint()}")

@@ -77,8 +77,8 @@ def token_windows(
         raise InputError(f"window must be at least 2 tokens, got {window}")
     if max_windows is not None and max_windows < 1:
         raise InputError(f"max_windows must be at least 1, got {max_windows}")
-    if window > model.info.n_ctx:
-        raise InputError(f"window of {window} tokens exceeds {model.name}'s context of {model.info.n_ctx}")
+    if window > model.facts.n_ctx:
+        raise InputError(f"window of {window} tokens exceeds {model.name}'s context of {model.facts.n_ctx}")
     text = eval_text() if text is None else text
     if not text.strip():
         raise InputError("the evaluation text is empty")
@@ -98,7 +98,7 @@ def token_windows(
             rows = rows[pick]
     if bos:
         rows = torch.cat([torch.full((rows.shape[0], 1), model.tokenizer.bos_token_id), rows], dim=1)
-    if rows.max() >= model.info.d_vocab:
+    if rows.max() >= model.facts.d_vocab:
         raise InputError(f"the text contains token id {int(rows.max())}, outside {model.name}'s vocabulary")
     return rows.to(model.device)
 

@@ -23,7 +23,7 @@ def stacked_overview(model) -> tuple[dict, pd.DataFrame]:
     """The overview's tensors and matrices table as computed before streaming: every layer's matrices held in
     float32, stacked per matrix, spectra and statistics batched over layers."""
     per_layer: dict[str, dict[int, torch.Tensor]] = {}
-    for layer in range(model.info.n_layers):
+    for layer in range(model.facts.n_layers):
         for name, matrix in _matrices(model, layer).items():
             per_layer.setdefault(name, {})[layer] = matrix.float()
     rows, tensors = [], {}
@@ -32,7 +32,7 @@ def stacked_overview(model) -> tuple[dict, pd.DataFrame]:
         stack = torch.stack(mats)
         sv = singular_values(stack)
         tensors[f"sv/{name}"] = sv
-        if len(layers) != model.info.n_layers:
+        if len(layers) != model.facts.n_layers:
             tensors[f"layers/{name}"] = torch.tensor(layers)
         stats = matrix_stats(sv, stack)
         for i, layer in enumerate(layers):

@@ -70,7 +70,7 @@ def test_damaged_entry_is_detected_and_recomputed(tiny_llama, tmp_path, damage):
     with pytest.warns(UserWarning, match="damaged"):
         result = _overview(tiny_llama, cache)
     assert cache.stats["corrupt"] == 1 and cache.stats["misses"] == 1
-    assert result.to_frame("parameters")["parameters"].sum() == tiny_llama.info.n_params
+    assert result.to_frame("parameters")["parameters"].sum() == tiny_llama.facts.n_params
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert ResultCache(tmp_path).get(path.stem) is not None  # the rewritten entry is sound

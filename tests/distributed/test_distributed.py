@@ -163,7 +163,7 @@ def test_a_merge_of_the_wrong_ranges_is_caught(cluster, run_folders):
 def test_layer_range_reads_the_whole_models_layers(run_folders):
     weights = wb.load_weights(run_folders[0])
     view = LayerRange(weights, (2, 3), weights.fingerprint())
-    assert view.info.n_layers == 2 and len(view.arch.layers) == 2
+    assert view.facts.n_layers == 2 and len(view.facts.layers) == 2
     assert torch.equal(view.attention_weights(0).W_Q, weights.attention_weights(2).W_Q)
     assert torch.equal(view.effective_mlp_weights(1).W_in, weights.effective_mlp_weights(3).W_in)
     assert not torch.equal(view.attention_weights(0).W_Q, weights.attention_weights(0).W_Q)

@@ -34,10 +34,10 @@ def hf_reference(converted_folder):
 
 
 def test_facts(embedded):
-    i = embedded.info
+    i = embedded.facts
     assert (i.architecture, i.n_layers, i.d_model, i.n_heads, i.n_kv_heads, i.d_head, i.d_mlp, i.d_vocab) == (
         "LlamaForCausalLM", 30, 576, 9, 3, 64, 1536, 49152)
-    assert i.gated_mlp and i.tied_embeddings and i.source == "embedded" and i.n_params == 134_515_008
+    assert i.mlp == "gated" and i.tied_embeddings and i.source == "embedded" and i.n_params == 134_515_008
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)

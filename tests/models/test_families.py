@@ -76,7 +76,7 @@ def test_self_check_verifies_exactly_what_it_should(family, folders):
     on the model's own forward pass; every family's identities hold except the ones listed as unverified, whose
     analyses refuse."""
     model = family_model(family, folders)
-    checks = model.arch.checks
+    checks = model.facts.checks
     assert checks is not None
     failed = {name for name, found in checks.identities.items() if not found.passed}
     assert failed == UNVERIFIED.get(family, set()), {n: checks.identities[n].describe() for n in failed}
@@ -91,13 +91,13 @@ def _broken(model, **facts):
 
     from workbench.models.selfcheck import run_self_check
 
-    good = model.arch
+    good = model.facts
     attention = facts.pop("attention", {})
-    model.arch = replace(good, **facts, attention=replace(good.attention, **attention))
+    model.facts = replace(good, **facts, attention=replace(good.attention, **attention))
     try:
         return run_self_check(model)
     finally:
-        model.arch = good
+        model.facts = good
 
 
 @pytest.mark.parametrize("family, facts, identity", [
@@ -142,15 +142,15 @@ def test_an_analysis_refuses_on_a_failed_identity(folders):
     from dataclasses import replace
 
     model = family_model("gemma3", folders)
-    good = model.arch
-    model.arch = replace(good, gain_offset=0.0)
+    good = model.facts
+    model.facts = replace(good, gain_offset=0.0)
     try:
-        model.arch = replace(model.arch, checks=_broken(model))
+        model.facts = replace(model.facts, checks=_broken(model))
         with pytest.raises(wb.UnsupportedModelError, match="effective W_Q, W_K, W_V reproduce.*which failed on .*error"):
             wb.head_composition(model, null_samples=8, cache=False)
         assert isinstance(wb.reagent(model, prompt=PROMPT, max_steps=2, cache=False), wb.Result)  # needs logits only
     finally:
-        model.arch = good
+        model.facts = good
 
 
 @pytest.mark.parametrize("family", ALL)
@@ -159,12 +159,12 @@ def test_whole_head_composition_is_the_formula_on_effective_matrices(family, fol
     if {"qkv", "attn_write", "values_mixed", "uniform_heads"} & UNVERIFIED.get(family, set()):
         pytest.skip("head composition refuses on this family (its identities are unverified)")
     result = wb.head_composition(model, null_samples=8, cache=False)
-    n = model.info.n_kv_heads
-    first, second = model.arch.attention_layers[:2]  # a hybrid's first two attention layers
+    n = model.facts.n_kv_heads
+    first, second = model.facts.attention_layers[:2]  # a hybrid's first two attention layers
     assert result.writer_layers[:2] == [first, second]
     writer = model.effective_attention_weights(first).expanded()
     reader = model.effective_attention_weights(second).expanded()
-    for wh, rh in ((0, 0), (1, model.info.n_heads - 1)):
+    for wh, rh in ((0, 0), (1, model.facts.n_heads - 1)):
         ov = writer.W_V[wh].double() @ writer.W_O[wh].double()
         qk = reader.W_Q[rh].double() @ reader.W_K[rh].double().T
         expected = {"Q": dense_score(ov, qk), "K": dense_score(ov, qk.T),
@@ -182,7 +182,7 @@ def test_head_composition_runs_over_a_hybrids_attention_layers(folders):
     from workbench.analyses.heads.svd import head_weights
 
     model = family_model("lfm2", folders)
-    assert [f.kind for f in model.arch.layers] == ["convolution", "full", "convolution", "full"]
+    assert [f.kind for f in model.facts.layers] == ["convolution", "full", "convolution", "full"]
     result = wb.head_composition(model, null_samples=8, cache=False)
     assert result.writer_layers == result.reader_layers == [1, 3]
     assert result.skipped_layers == {0: "convolution: no attention heads", 2: "convolution: no attention heads"}
@@ -204,11 +204,11 @@ def test_head_composition_runs_over_a_hybrids_attention_layers(folders):
 @pytest.mark.parametrize("family", ALL)
 def test_trace_parts_sum_to_the_mlp_input_and_its_pre_activation(family, folders):
     model = family_model(family, folders)
-    if model.arch.layers[-1].mlp == "moe" or UNVERIFIED.get(family):
+    if model.facts.layers[-1].mlp == "moe" or UNVERIFIED.get(family):
         pytest.skip("the dense trace needs a dense last layer and every identity verified")
     ids = model.to_tokens(PROMPT)
-    layer = model.info.n_layers - 1
-    stream = hn.resid_pre(layer) if model.arch.parallel_blocks else hn.resid_mid(layer)
+    layer = model.facts.n_layers - 1
+    stream = hn.resid_pre(layer) if model.facts.parallel_blocks else hn.resid_mid(layer)
     acts = capture(model, [*mlp_input_names(model, layer), stream, hn.mlp_pre(layer)], ids)
     for pos in (0, ids.shape[1] - 1):
         labels, parts = residual_parts(model, acts, layer, pos)
@@ -265,7 +265,7 @@ def test_planted_super_weight_is_found(family, folders):
     with torch.no_grad():
         mlp.W_in[:, col] *= 40.0  # a massive hidden activation in channel col ...
         mlp.W_out[col, row] = 25.0  # ... written into residual channel row by one weight
-        if model.arch.post_norms:  # the output norm would cap the spike: its gain makes it (as in Gemma 3)
+        if model.facts.post_norms:  # the output norm would cap the spike: its gain makes it (as in Gemma 3)
             model.norm_weight(layer, "mlp", post=True)[row] = 300.0
     result = wb.super_weights(model, eval_windows=2, window=32, cache=False)
     assert (layer, row, col) in result.coordinates()
@@ -278,12 +278,12 @@ def test_planted_composition_is_found(family, folders):
     family_model(family, folders)
     model = wb.load_model(folders / family, progress=False)
     writer, reader = model.attention_weights(0), model.attention_weights(1)
-    p = torch.zeros(model.info.d_model)
+    p = torch.zeros(model.facts.d_model)
     p[3] = 1.0
     kv = 0 // writer.heads_per_kv
     with torch.no_grad():
         writer.W_V[kv].zero_()
-        writer.W_V[kv][:, 0] = torch.randn(model.info.d_model, generator=torch.Generator().manual_seed(0))
+        writer.W_V[kv][:, 0] = torch.randn(model.facts.d_model, generator=torch.Generator().manual_seed(0))
         writer.W_O[0].zero_()
         writer.W_O[0][0] = p
         reader.W_Q[2].zero_()

@@ -30,7 +30,7 @@ def exchange_two_weights(model):
 
 def permute_heads(model):
     """Heads 0 and 1 (same KV group) exchanged in W_Q and W_O: the model computes the same function."""
-    attn, d = model.hf_model.model.layers[1].self_attn, model.info.d_head
+    attn, d = model.hf_model.model.layers[1].self_attn, model.facts.d_head
     q, o = attn.q_proj.weight.data, attn.o_proj.weight.data
     q[: 2 * d] = torch.cat([q[d: 2 * d], q[:d]])
     o[:, : 2 * d] = torch.cat([o[:, d: 2 * d], o[:, :d]], dim=1)

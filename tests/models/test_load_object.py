@@ -28,7 +28,7 @@ def test_in_memory_model_is_the_saved_one(saved):
     hf, tokenizer, folder, cache = saved
     from_folder = wb.load_model(folder, device="cpu", cache_dir=cache, progress=False)
     in_memory = wb.load_model(hf, tokenizer=tokenizer)
-    assert in_memory.info.source == "memory"
+    assert in_memory.facts.source == "memory"
     assert in_memory.fingerprint(verify=True) == from_folder.fingerprint(verify=True)
     fresh = [wb.model_overview(m, cache=False) for m in (from_folder, in_memory)]
     assert fresh[0].tables.keys() == fresh[1].tables.keys()

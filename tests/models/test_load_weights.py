@@ -52,11 +52,10 @@ def test_every_layout_family_is_in_the_test():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_facts_and_accessors_equal_the_loaded_model(family, folders):
     model, weights = pair(family, folders)
-    assert weights.arch == replace(model.arch, checks=None)  # the config-only facts agree with the bridge's
-    assert weights.info == model.info
+    assert weights.facts == replace(model.facts, checks=None)  # the config-only facts agree with the bridge's
     assert weights.fingerprint() == model.fingerprint()  # so cached results are shared
     assert dict(weights.parameter_sizes()) == dict(model.parameter_sizes())
-    for layer in range(model.info.n_layers):
+    for layer in range(model.facts.n_layers):
         for accessor in ("attention_weights", "mlp_weights", "effective_attention_weights", "effective_mlp_weights"):
             mine, theirs = getattr(weights, accessor)(layer), getattr(model, accessor)(layer)
             for field in mine.__dataclass_fields__:
@@ -87,7 +86,7 @@ def test_sharded_bfloat16_checkpoint(tmp_path):
     byte_tokenizer(tmp_path / ".tokenizer").save_pretrained(folder)
     assert (folder / "model.safetensors.index.json").is_file()
     model, weights = wb.load_model(folder, progress=False), wb.load_weights(folder)
-    assert weights.info.dtype == "bfloat16" and weights.attention_weights(1).W_Q.dtype == torch.bfloat16
+    assert weights.facts.dtype == "bfloat16" and weights.attention_weights(1).W_Q.dtype == torch.bfloat16
     cache = wb.ResultCache(tmp_path / "cache")
     from_shards = wb.head_composition(weights, null_samples=8, cache=cache)
     assert_same_result(from_shards, wb.head_composition(model, null_samples=8, cache=False))

@@ -83,7 +83,7 @@ def gguf_loaded(llama_gguf, tmp_path_factory):
 def test_gguf_logits_equal_hf(gguf_loaded, llama_gguf):
     model, *_ = gguf_loaded
     _assert_logits_match(model, llama_gguf[2])
-    assert model.info.source == "gguf" and model.info.name == "tiny"
+    assert model.facts.source == "gguf" and model.facts.name == "tiny"
 
 
 def test_gguf_weights_equal_hf(gguf_loaded, llama_gguf):
@@ -98,9 +98,9 @@ def test_gguf_weights_equal_hf(gguf_loaded, llama_gguf):
 
 
 def test_gguf_info(gguf_loaded):
-    i = gguf_loaded[0].info
+    i = gguf_loaded[0].facts
     assert (i.n_layers, i.d_model, i.n_heads, i.n_kv_heads, i.d_head, i.d_mlp, i.d_vocab) == (2, 64, 4, 2, 16, 128, 259)
-    assert i.gated_mlp and not i.tied_embeddings and i.dtype == "float32"
+    assert i.mlp == "gated" and not i.tied_embeddings and i.dtype == "float32"
     assert (i.bos_token, i.eos_token) == ("<bos>", "<eos>")
 
 
@@ -230,22 +230,22 @@ def gpt2_folder(tmp_path_factory):
 def test_folder_logits_equal_hf(which, name, request):
     model, _, ref = request.getfixturevalue(which)
     _assert_logits_match(model, ref)
-    assert (model.info.source, model.info.name) == ("folder", name)
+    assert (model.facts.source, model.facts.name) == ("folder", name)
 
 
 def test_folder_llama_info(llama_folder):
-    i = llama_folder[0].info
+    i = llama_folder[0].facts
     assert i.architecture == "LlamaForCausalLM"
     assert (i.n_layers, i.d_model, i.n_heads, i.n_kv_heads, i.d_head, i.d_mlp) == (2, 64, 4, 2, 16, 128)
-    assert i.gated_mlp and i.grouped_query and i.heads_per_kv == 2 and i.normalization == "RMS"
+    assert i.mlp == "gated" and i.grouped_query and i.heads_per_kv == 2 and i.norm == "rms"
     assert i.n_params == sum(p.numel() for p in llama_folder[1].parameters())
 
 
 def test_folder_gpt2_info(gpt2_folder):
-    i = gpt2_folder[0].info
+    i = gpt2_folder[0].facts
     assert i.architecture == "GPT2LMHeadModel"
     assert (i.n_layers, i.d_model, i.n_heads, i.n_kv_heads, i.d_head, i.d_mlp) == (2, 64, 4, 4, 16, 256)
-    assert not i.gated_mlp and not i.grouped_query and i.normalization == "LN"
+    assert i.mlp == "plain" and not i.grouped_query and i.norm == "layernorm"
 
 
 def test_folder_llama_weights(llama_folder):
@@ -363,7 +363,7 @@ def test_dtype_passes_through_folder_load(tmp_path):
     folder = tmp_path / "bf16"
     _save("tiny-llama", 0, folder, tmp_path / "cache")
     model = _load(folder, tmp_path / "cache", dtype="bfloat16")
-    assert model.info.dtype == "bfloat16"
+    assert model.facts.dtype == "bfloat16"
     assert {p.dtype for p in model.hf_model.parameters()} == {torch.bfloat16}
     with torch.no_grad():
         logits = model("Hello")

@@ -23,7 +23,7 @@ def test_logits_equal_plain_hf_model(name):
     tokens = model.to_tokens("Hello, workbench!")
     with torch.no_grad():
         ours = model(tokens)
-    assert ours.shape == (1, tokens.shape[1], model.info.d_vocab)
+    assert ours.shape == (1, tokens.shape[1], model.facts.d_vocab)
     assert (ours - _reference_logits(name, tokens)).abs().max() <= 1e-5
 
 
@@ -33,12 +33,54 @@ def test_seed_decides_weights():
 
 
 def test_architecture_facts(tiny_llama, tiny_gpt2):
-    i = tiny_llama.info
+    i = tiny_llama.facts
     assert (i.n_layers, i.d_model, i.n_heads, i.n_kv_heads, i.d_head, i.d_mlp) == (2, 64, 4, 2, 16, 128)
-    assert i.gated_mlp and i.grouped_query and i.heads_per_kv == 2 and i.normalization == "RMS"
-    g = tiny_gpt2.info
-    assert not g.gated_mlp and not g.grouped_query and g.normalization == "LN" and g.tied_embeddings
+    assert i.mlp == "gated" and i.grouped_query and i.heads_per_kv == 2 and i.norm == "rms"
+    g = tiny_gpt2.facts
+    assert g.mlp == "plain" and not g.grouped_query and g.norm == "layernorm" and g.tied_embeddings
     assert i.n_params == sum(p.numel() for p in tiny_llama.hf_model.parameters())
+
+
+def test_one_fact_record(tiny_llama):
+    """Shape and family facts are one record, each fact held once; ``info`` and ``arch`` are the same object."""
+    import dataclasses
+    import json
+
+    facts = tiny_llama.facts
+    assert isinstance(facts, wb.ModelFacts) and tiny_llama.info is facts and tiny_llama.arch is facts
+    fields = {f.name for f in dataclasses.fields(facts)}
+    assert not fields & {"gated_mlp", "normalization", "positional_embedding", "n_heads", "n_kv_heads", "d_head"}
+    assert (facts.n_heads, facts.n_kv_heads, facts.d_head) == (facts.layers[0].n_heads, facts.layers[0].n_kv_heads,
+                                                                facts.layers[0].d_head)
+    d = facts.to_dict()
+    assert d == json.loads(json.dumps(d)) and d["n_heads"] == 4 and d["checks"]["qkv"].startswith("passed")
+    assert "checks" not in facts.to_dict(checks=False)
+    lines = dict(facts.describe())
+    assert lines["architecture"].startswith("LlamaForCausalLM: 2 layers") and lines["norms"] == "pre, rms"
+    assert "check: qkv" in lines and "check: qkv" not in dict(facts.describe(checks=False))
+    one = facts.for_layers([1])
+    assert one.n_layers == 1 and one.layers == facts.layers[1:] and one.attention.sliding_window == (None,)
+
+
+def test_nothing_in_the_package_reads_the_aliases():
+    """``model.info`` and ``model.arch`` are kept for user code only: the package reads ``facts``."""
+    import ast
+    from pathlib import Path
+
+    root = Path(wb.__file__).parent
+    own_arch = {"analyses/bilinear/layers.py", "analyses/bilinear/training.py", "analyses/bilinear/spectrum.py"}
+    offenders = []
+    for path in root.rglob("*.py"):
+        where = path.relative_to(root).as_posix()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Attribute) and node.attr in ("info", "arch")):
+                continue
+            if isinstance(node.value, ast.Name) and node.value.id in ("log", "logger", "logging"):
+                continue
+            if node.attr == "arch" and where in own_arch:  # the bilinear models' own config dict, not a model's facts
+                continue
+            offenders.append(f"{where}:{node.lineno}")
+    assert not offenders, offenders
 
 
 def test_bos_is_explicit(tiny_llama):
@@ -169,7 +211,7 @@ def test_unknown_models_fail_with_what_to_do():
 
 def test_dtype_is_passed_through():
     model = wb.load_model("tiny-llama", dtype="bfloat16")
-    assert model.info.dtype == "bfloat16" and model("ab").dtype == torch.bfloat16
+    assert model.facts.dtype == "bfloat16" and model("ab").dtype == torch.bfloat16
 
 
 def test_nan_weights_are_named_not_crashed_on(tmp_path):

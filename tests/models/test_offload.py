@@ -45,7 +45,7 @@ def test_layers_are_on_disk_and_read_back(pair):
     assert disk.device == torch.device("cpu")
     assert disk.fingerprint() == memory.fingerprint()
     assert torch.equal(disk(PROMPT), memory(PROMPT))
-    for layer in range(memory.info.n_layers):
+    for layer in range(memory.facts.n_layers):
         assert torch.equal(disk.mlp_weights(layer).W_out, memory.mlp_weights(layer).W_out)
         assert torch.equal(disk.attention_weights(layer).W_Q, memory.attention_weights(layer).W_Q)
     assert all(p.device.type == "meta" for p in disk.hf_model.model.layers[1].parameters())  # dropped after the read

@@ -51,4 +51,4 @@ def test_maps_without_a_gpu_still_load(tmp_path):
     hf = build_family("llama")
     hf.hf_device_map = {"": "cpu"}  # accelerate's record of a model dispatched whole to the CPU
     model = loading.from_hf(hf, byte_tokenizer(tmp_path), "cpu-map")
-    assert model.info.n_layers == 2
+    assert model.facts.n_layers == 2

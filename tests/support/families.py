@@ -148,7 +148,7 @@ def analysis_runs(model) -> dict:
         "head effects": lambda: wb.head_effects(model, prompts=(PROMPT,), n_writers=1, cache=False),
         "super weights": lambda: wb.super_weights(model, prompts=(PROMPT,), **fast),
         "super-weight trace": lambda: wb.trace_super_weight(
-            model, weight=(1, 3, 5), prompt=PROMPT, **({"expert": 0} if model.arch.layers[1].mlp == "moe" else {}), cache=False),
+            model, weight=(1, 3, 5), prompt=PROMPT, **({"expert": 0} if model.facts.layers[1].mlp == "moe" else {}), cache=False),
         "super experts": lambda: wb.super_experts(model, prompts=(PROMPT,), **fast),
         "bilinear replacement": lambda: wb.bilinear_replacement(model, layer=0, cache=False),
         "ReAGent": lambda: wb.reagent(model, prompt=PROMPT, max_steps=10, cache=False),

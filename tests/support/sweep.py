@@ -118,8 +118,8 @@ def verify(architecture: str, folder) -> tuple[str, str]:
     except (wb.UnsupportedModelError, wb.ModelLoadError) as exc:
         message = str(exc).replace(str(folder), "the model")
         return "refused at load", message.split(";")[0].splitlines()[0][:200]
-    assert model.arch.checks is not None
-    failed = sorted(n for n, i in model.arch.checks.identities.items() if not i.passed)
+    assert model.facts.checks is not None
+    failed = sorted(n for n, i in model.facts.checks.identities.items() if not i.passed)
     allowed = [a for a in list_analyses() if not set(a.needs) & set(failed)]
     for spec in list_analyses():
         if spec not in allowed:

@@ -14,7 +14,6 @@ per checkpoint side by side).
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -44,18 +43,12 @@ class LayerRange(ModelBase):
     together with its check of every weight for NaN or infinity (one pass); the view checks nothing again."""
 
     def __init__(self, source: Any, layers: Sequence[int], fingerprint: str):
-        n = source.info.n_layers
+        n = source.facts.n_layers
         if not layers or any(not 0 <= l < n for l in layers):
             raise InputError(f"layers {list(layers)} are not all in 0..{n - 1}")
         self.source, self.layers, self._fingerprint = source, tuple(layers), fingerprint
         self.tokenizer = source.tokenizer
-        self.info = dataclasses.replace(source.info, n_layers=len(self.layers))
-        arch = source.arch
-        windows = arch.attention.sliding_window
-        if len(windows) == n:  # per layer: keep the range's
-            arch = dataclasses.replace(arch, attention=dataclasses.replace(
-                arch.attention, sliding_window=tuple(windows[l] for l in self.layers)))
-        self.arch = dataclasses.replace(arch, layers=tuple(arch.layers[l] for l in self.layers) if arch.layers else ())
+        self.facts = source.facts.for_layers(self.layers)
 
     def _whole(self, layer: int) -> int:
         return self.layers[self._layer(layer)]
@@ -144,10 +137,11 @@ def merge_overview(source: Any, parts: Sequence[Result], ranges: Sequence[tuple[
             spectra.append(found)
             layers += [r[l] for l in (range(len(found)) if local is None else local.tolist())]
         tensors[f"sv/{name}"] = torch.cat(spectra)
-        if len(layers) != source.info.n_layers:
+        if len(layers) != source.facts.n_layers:
             tensors[f"layers/{name}"] = torch.tensor(layers)
     tensors.update({k: v for k, v in first.tensors.items() if not k.startswith(("sv/", "layers/"))})
-    meta = {**first.meta, "architecture": source.info.to_dict(), "family": dict(source.arch.describe(checks=False))}
+    meta = {**first.meta, "architecture": source.facts.to_dict(checks=False),
+            "family": dict(source.facts.describe(checks=False))}
     return OverviewResult(config=first.config, model_id=first.model_id, fingerprint=first.fingerprint,
                           tensors=tensors, tables={**first.tables, "matrices": matrices}, meta=meta)
 
@@ -176,7 +170,7 @@ def layer_parallel(folder: str | os.PathLike, analysis: str = "overview", *, clu
 
     def compute() -> Result:
         with using(cluster) as c:
-            ranges = split_layers(source.info.n_layers, parts or c.n_workers)
+            ranges = split_layers(source.facts.n_layers, parts or c.n_workers)
             found = c.map(layer_part_task, [(folder, analysis, r, fingerprint, config) for r in ranges],
                           desc=f"{analysis}, layer ranges")
         return MERGES[analysis](source, found, ranges)

@@ -1,10 +1,11 @@
-"""Architecture facts: what an analysis must know about a family to compute the right thing.
+"""Where a model's facts come from: the one place that builds its :class:`~workbench.models.facts.ModelFacts`.
 
 Families differ in ways that change the maths (DESIGN.md, "Architectures"): where norms sit and
 how they scale, whether attention and MLP read the same residual (parallel blocks), the MLP's
-kind, and the attention's real form. :func:`architecture_of` reads these once, from the HF config
-(numbers) and from the hooked bridge (structure), into a frozen :class:`Architecture`. Nothing
-outside ``models/`` reads a config or a module to learn them.
+kind, and the attention's real form. :func:`facts_of` reads these once, with the model's shape, from the HF
+config (numbers) and from the hooked bridge (structure), into one frozen record; :func:`facts_from_checkpoint`
+reads the same from a checkpoint's config and shard headers (no model built). Nothing outside ``models/`` reads
+a config or a module to learn them.
 
 Per-family knowledge lives in :mod:`workbench.models.families` alone. Where it is silent, facts are measured
 rather than assumed: a norm's kind (RMS or centring LayerNorm) and gain offset (``w`` or ``1 + w``) by probing
@@ -17,139 +18,13 @@ self-check (:mod:`workbench.models.selfcheck`): an analysis whose identity fails
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import replace
+from typing import Any
 
 import torch
 
+from .facts import AttentionForm, LayerFacts, ModelFacts
 from .families import Family, family_of
-
-if TYPE_CHECKING:
-    from .selfcheck import SelfCheck
-
-@dataclass(frozen=True)
-class AttentionForm:
-    """How a layer turns queries and keys into a pattern, beyond softmax(q k^T / sqrt(d_head))."""
-
-    scale: float  # multiplies q . k before the softmax
-    softcap: float | None  # scores -> softcap * tanh(scores / softcap) (Gemma 2)
-    sliding_window: tuple[int | None, ...]  # per layer: keys further back than this are masked (None: all)
-    alibi: bool  # linear position biases added to the scores (BLOOM, some Falcons)
-    rotary: bool  # rotary position embedding of q and k (on all or part of each head)
-    qk_norm: str | None  # "head", "full" or None: queries and keys are normalised before the product
-    qk_norm_centred: bool = False  # the q/k norm is a LayerNorm (subtracts the mean; Cohere), not an RMS norm
-
-
-@dataclass(frozen=True)
-class LayerFacts:
-    """What one layer is: analyses run on the layers where they are defined and say which they skipped."""
-
-    kind: str  # "full", "sliding window", "chunked", "linear attention" (state space, gated delta, ...),
-    # "convolution" (a gated short convolution mixing nearby tokens: LFM2) or "none"
-    rope: bool  # queries and keys are rotated (False: a no-RoPE layer, or no rotary embedding at all)
-    n_heads: int  # query heads (0 without softmax attention)
-    n_kv_heads: int
-    d_head: int
-    mlp: str  # "plain", "gated", "moe" or "none"
-
-    @property
-    def attention(self) -> bool:
-        """True for softmax attention with heads (full, sliding window or chunked)."""
-        return self.kind in ("full", "sliding window", "chunked")
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """One family's facts, as analyses need them. See the module docstring."""
-
-    family: str  # HF model_type, e.g. "gemma2"
-    known: bool  # the family is in the workbench's table (its facts were checked there)
-    parallel_blocks: bool  # attention and MLP both read the block's input (GPT-J, GPT-NeoX, Phi-2, Falcon)
-    pre_norms: bool  # a norm in front of each sublayer
-    shared_input_norm: bool  # parallel blocks whose attention and MLP read one norm (GPT-J, Phi-2, Falcon)
-    post_norms: bool  # a norm on each sublayer's output before it joins the residual (Gemma 2/3, OLMo 2)
-    norm: str  # "rms", "layernorm" or "nonparametric" (LayerNorm without gain or bias, OLMo)
-    gain_offset: float  # a norm multiplies by (gain_offset + stored weight): 1 for Gemma, else 0
-    norm_eps: float
-    embed_scale: float  # token embeddings are multiplied by this before the first block
-    residual_multiplier: float  # each sublayer's output is multiplied by this before it is added (Granite)
-    residual_from_norm: bool  # the skip connection carries the normed stream, not the stream (some BLOOMs)
-    mlp: str  # "plain", "gated" or "moe"
-    act_fn: str  # the MLP's activation (HF name)
-    n_experts: int  # 0 unless mixture of experts
-    experts_per_token: int
-    shared_expert: bool  # an always-on expert beside the routed ones (Qwen2-MoE)
-    attention: AttentionForm
-    layers: tuple[LayerFacts, ...] = ()  # per layer, never read from block 0 alone
-    qk_norm_eps: float = 1e-6
-    measured: tuple[str, ...] = ()  # facts measured on the model rather than read from the table or config
-    checks: SelfCheck | None = None  # the load-time self-check's outcome (models/selfcheck.py)
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["checks"] = None if self.checks is None else {n: i.describe() for n, i in self.checks.identities.items()}
-        return out
-
-    @property
-    def attention_layers(self) -> list[int]:
-        """Layers with softmax attention heads (all of them, except in hybrids)."""
-        return [l for l, f in enumerate(self.layers) if f.attention]
-
-    @property
-    def moe_layers(self) -> list[int]:
-        """Layers whose MLP is a mixture of experts."""
-        return [l for l, f in enumerate(self.layers) if f.mlp == "moe"]
-
-    def describe(self, *, checks: bool = True) -> list[tuple[str, str]]:
-        """Human-readable lines for tables and reports: the facts, which were measured, and (``checks``) the
-        outcome of each identity of the load-time self-check."""
-        a = self.attention
-        norms = " + ".join(p for p, on in (("pre", self.pre_norms), ("post", self.post_norms)) if on) or "none"
-        mlp = self.mlp if self.mlp != "moe" else (
-            f"mixture of {self.n_experts} experts, top-{self.experts_per_token}"
-            + (" + shared expert" if self.shared_expert else ""))
-        extras = [name for name, on in (("soft-capped", a.softcap), ("ALiBi", a.alibi), ("rotary", a.rotary),
-                                        (f"{a.qk_norm} q/k norm", a.qk_norm),
-                                        ("sliding window", any(w is not None for w in a.sliding_window))) if on]
-        return [
-            ("family", self.family + ("" if self.known else " (not in the workbench's table: facts measured, see below)")),
-            ("block", "parallel attention + MLP" if self.parallel_blocks else "sequential attention -> MLP"),
-            ("norms", f"{norms}, {self.norm}" + (", gain 1 + w" if self.gain_offset else "")),
-            ("MLP", f"{mlp}, {self.act_fn}"),
-            ("attention", f"scale {a.scale:.4g}" + (", " + ", ".join(extras) if extras else "")),
-        ] + ([("residual", "the skip connection carries the normed stream")] if self.residual_from_norm else []) \
-          + ([("residual multiplier", f"{self.residual_multiplier:g}")] if self.residual_multiplier != 1 else []) \
-          + ([("embedding scale", f"{self.embed_scale:.4g}")] if self.embed_scale != 1 else []) \
-          + self._describe_layers() \
-          + [("facts measured", ", ".join(self.measured) or "none (all read from the table and the config)")] \
-          + ((self.checks.describe() if self.checks is not None else [("self-check", "not run (weights only)")])
-             if checks else [])
-
-    def _describe_layers(self) -> list[tuple[str, str]]:
-        """Per-layer structure, one line per kind of layer (``layers 0-3,5``)."""
-        groups: dict[str, list[int]] = {}
-        for l, f in enumerate(self.layers):
-            text = f.kind + ("" if f.rope or not self.attention.rotary or not f.attention else ", no RoPE")
-            if f.attention:
-                text += f", {f.n_heads} heads / {f.n_kv_heads} kv of {f.d_head}"
-            text += f", {f.mlp} MLP" if f.mlp != "moe" else ", experts"
-            groups.setdefault(text, []).append(l)
-        if len(groups) <= 1:
-            return []
-        return [(f"layers {layer_span(ls)}", text) for text, ls in groups.items()]
-
-
-def layer_span(layers: list[int] | tuple[int, ...]) -> str:
-    """Layer indices as runs: ``0-3,5,7-9``."""
-    if not layers:
-        return "none"
-    runs, start = [], layers[0]
-    for i, a in enumerate(layers):
-        if i + 1 == len(layers) or layers[i + 1] != a + 1:
-            runs.append(f"{start}" if start == a else f"{start}-{a}")
-            start = layers[i + 1] if i + 1 < len(layers) else a
-    return ",".join(runs)
-
 
 def _first(config, *names, default=None):
     for name in names:
@@ -188,17 +63,26 @@ def refusal(config) -> str | None:
     return None
 
 
-def architecture_of(bridge, hf_model) -> Architecture:
-    """Read the facts of a hooked model (bridge for structure, HF config for numbers), measuring what the table
-    does not say: norms by probing them, q/k norms by their weights' shapes, each layer by its modules."""
+def facts_of(bridge, hf_model, tokenizer, name: str, source: str) -> ModelFacts:
+    """The facts of a hooked model (bridge for structure, HF config for numbers), measuring what the table
+    does not say: norms by probing them, q/k norms by their weights' shapes, each layer by its modules.
+    ``name`` and ``source`` say what was loaded (embedded, tiny, folder, gguf, hub, memory)."""
     cfg = bridge.cfg
     block = bridge.blocks[0]
     names = set(bridge.hook_dict)
     pre_norms = hasattr(block, "ln1")
     config = hf_model.config.get_text_config()  # a multimodal model's language model (Gemma 3 4B+, ...)
     family = str(getattr(config, "model_type", "") or type(hf_model).__name__)
+    shape = dict(
+        name=name, source=source, architecture=str(cfg.architecture or type(hf_model).__name__),
+        n_layers=int(cfg.n_layers), d_model=int(cfg.d_model), d_mlp=_d_mlp(bridge), d_vocab=int(cfg.d_vocab),
+        n_ctx=int(cfg.n_ctx), n_params=sum(p.numel() for p in hf_model.parameters()),
+        dtype=str(next(hf_model.parameters()).dtype).removeprefix("torch."),
+        tied_embeddings=bool(getattr(hf_model.config, "tie_word_embeddings", False)),
+        bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token,
+    )
     structure = dict(
-        n_layers=int(cfg.n_layers), d_model=int(cfg.d_model), d_head=int(cfg.d_head),
+        d_head=int(cfg.d_head),
         parallel_blocks="blocks.0.hook_resid_mid" not in names,
         pre_norms=pre_norms,
         shared_input_norm=pre_norms and not hasattr(block, "ln2"),
@@ -209,7 +93,7 @@ def architecture_of(bridge, hf_model) -> Architecture:
         default_act=cfg.act_fn,
         default_eps=getattr(cfg, "eps", 1e-5),
     )
-    facts = _facts(config, family, structure)
+    facts = _facts(config, family, structure, shape)
     measured: list[str] = []
     norm = _probe_norm(block.ln1 if pre_norms else getattr(block, "ln1_post", None), facts.norm_eps)
     updates: dict = {}
@@ -226,7 +110,7 @@ def architecture_of(bridge, hf_model) -> Architecture:
         measured.append(f"q/k norm {qk or 'absent'} (from the weights' shapes)")
     elif qk and family_of(family) is None:
         measured.append("q/k norm (from the weights' shapes)")
-    layers = tuple(_layer_facts(bridge, config, l, names, structure) for l in range(structure["n_layers"]))
+    layers = tuple(_layer_facts(bridge, config, l, names, structure) for l in range(facts.n_layers))
     if layers != facts.layers:
         measured.append("per-layer structure (from the modules; the config says otherwise or less)")
     mlp = "moe" if any(f.mlp == "moe" for f in layers) else facts.mlp
@@ -235,6 +119,14 @@ def architecture_of(bridge, hf_model) -> Architecture:
     return replace(facts, **updates, mlp=mlp, attention=replace(facts.attention, qk_norm=qk, qk_norm_centred=qk_centred),
                    layers=layers,
                    qk_norm_eps=qk_eps if qk_eps is not None else facts.norm_eps, measured=tuple(measured))
+
+
+def _d_mlp(bridge) -> int:
+    """The MLP's hidden width as stored (the bridge's config can disagree, e.g. OPT's ``ffn_dim``)."""
+    try:
+        return int(bridge.blocks[0].mlp.W_out.shape[0])
+    except (AttributeError, ValueError, RuntimeError):  # mixtures of experts: no single W_out
+        return int(bridge.cfg.d_mlp)
 
 
 def _original(module):
@@ -351,7 +243,9 @@ def _layer_facts(bridge, config, layer: int, names: set[str], structure: dict) -
 
 
 def _head_shape(attn, n_heads: int, n_kv: int, d_head: int) -> tuple[int, int, int]:
-    """(query heads, key/value heads, head size) of one layer, from its projections where they show it."""
+    """(query heads, key/value heads, head size) of one layer, from its projections where they show it. Where
+    they disagree with the config, the hooked W_Q / W_K decide when the bridge has them: Qwen3-Next's ``q_proj``
+    holds each head's query and its output gate, twice the rows of its heads."""
     hf = _original(attn)
     q, k = getattr(hf, "q_proj", None), getattr(hf, "k_proj", None)
     head_dim = getattr(hf, "head_dim", None)
@@ -359,34 +253,54 @@ def _head_shape(attn, n_heads: int, n_kv: int, d_head: int) -> tuple[int, int, i
         q_out = _original(q).weight.shape[0]
         k_out = _original(k).weight.shape[0]
         if q_out % head_dim == 0 and k_out % head_dim == 0:
-            return q_out // head_dim, k_out // head_dim, head_dim
+            found = (q_out // head_dim, k_out // head_dim, head_dim)
+            return found if found == (n_heads, n_kv, d_head) else (_hooked_heads(attn) or found)
     return n_heads, n_kv, d_head
 
 
-def architecture_from_config(config) -> Architecture:
-    """The same facts from a checkpoint's config alone (no model built), for the families whose checkpoint
-    layout :mod:`workbench.models.families` knows; :func:`architecture_of` agrees with it (tested)."""
+def _hooked_heads(attn) -> tuple[int, int, int] | None:
+    """(query heads, key/value heads, head size) of the bridge's W_Q [head, d_model, d_head] and W_K, or None."""
+    try:
+        q, k = attn.W_Q, attn.W_K
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+    if isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and q.ndim == k.ndim == 3 and q.shape[-1] == k.shape[-1]:
+        return int(q.shape[0]), int(k.shape[0]), int(q.shape[-1])
+    return None
+
+
+def facts_from_checkpoint(config, tokenizer, *, name: str, d_vocab: int, dtype: str, n_params: int) -> ModelFacts:
+    """The same facts from a checkpoint's config and shard headers alone (no model built: ``d_vocab``, the
+    embedding's rows, ``dtype`` and ``n_params`` are read from the headers), for the families whose checkpoint
+    layout :mod:`workbench.models.families` knows; :func:`facts_of` agrees with it (tested)."""
     from .families import layout_of
 
     family = str(getattr(config, "model_type", ""))
     layout = layout_of(config)
     n_heads = int(config.num_attention_heads)
+    shape = dict(
+        name=name, source="folder", architecture=(config.architectures or [type(config).__name__])[0],
+        n_layers=int(config.num_hidden_layers), d_model=int(config.hidden_size), d_mlp=int(config.intermediate_size),
+        d_vocab=int(d_vocab), n_ctx=int(config.max_position_embeddings), n_params=int(n_params), dtype=dtype,
+        tied_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+        bos_token=tokenizer.bos_token, eos_token=tokenizer.eos_token,
+    )
     structure = dict(
-        n_layers=int(config.num_hidden_layers), d_model=int(config.hidden_size),
         d_head=int(getattr(config, "head_dim", None) or config.hidden_size // n_heads),
         parallel_blocks=False, pre_norms=layout.pre_norms, shared_input_norm=False,
         post_norms=layout.post_norm_names is not None, rms=True, gated=True, rotary=True,
         default_act=getattr(config, "hidden_activation", None) or "silu", default_eps=1e-5,
     )
-    return _facts(config, family, structure)
+    return _facts(config, family, structure, shape)
 
 
-def _facts(config, family: str, structure: dict) -> Architecture:
-    """Combine the structure (from the bridge or a checkpoint layout) with the config's numbers and the table."""
+def _facts(config, family: str, structure: dict, shape: dict[str, Any]) -> ModelFacts:
+    """Combine the model's shape, its structure (from the bridge or a checkpoint layout), the config's numbers and
+    the table into one record."""
     table = family_of(family) or Family()
     eps = float(_first(config, "rms_norm_eps", "layer_norm_eps", "layer_norm_epsilon", "norm_eps",
                        default=structure["default_eps"]))
-    n_layers, d_model, d_head = structure["n_layers"], structure["d_model"], structure["d_head"]
+    n_layers, d_model, d_head = shape["n_layers"], shape["d_model"], structure["d_head"]
     norm = table.norm or ("rms" if structure["rms"] else "layernorm")
     n_experts = int(_first(config, "num_local_experts", "num_experts", default=0) or 0)
     mlp = "moe" if n_experts else ("gated" if structure["gated"] else "plain")
@@ -394,7 +308,8 @@ def _facts(config, family: str, structure: dict) -> Architecture:
     if scale is None and _first(config, "query_pre_attn_scalar") is not None:
         scale = float(config.query_pre_attn_scalar) ** -0.5
     embed_scale = math.sqrt(d_model) if table.embed_scale == "sqrt" else float(_first(config, "embedding_multiplier", default=1.0))
-    return Architecture(
+    return ModelFacts(
+        **shape,
         family=family,
         known=family_of(family) is not None,
         parallel_blocks=structure["parallel_blocks"],
@@ -422,7 +337,7 @@ def _facts(config, family: str, structure: dict) -> Architecture:
             qk_norm=table.qk_norm or ("head" if getattr(config, "qk_layernorm", False) else None),
         ),
         layers=tuple(_config_layer(config, l, structure, mlp) for l in range(n_layers)),
-        qk_norm_eps=eps,  # the q/k norms' own, where the model has them, is measured in architecture_of
+        qk_norm_eps=eps,  # the q/k norms' own, where the model has them, is measured in facts_of
     )
 
 

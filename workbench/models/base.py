@@ -18,16 +18,26 @@ from torch import Tensor
 from ..errors import InputError
 from . import weights as W
 from . import writes
-from .architecture import Architecture
-from .info import ModelInfo
+from .facts import ModelFacts
 from .tokens import Tokenization
 
 
 class ModelBase(Tokenization):
     """Derived accessors over a subclass's raw reads (see the module docstring)."""
 
-    info: ModelInfo
-    arch: Architecture
+    facts: ModelFacts  # the model's facts, one record (models/facts.py)
+
+    @property
+    def info(self) -> ModelFacts:
+        """The same record as :attr:`facts`, under the name it had when the shape facts were a record of their own
+        (kept for user code; the workbench itself reads ``facts``)."""
+        return self.facts
+
+    @property
+    def arch(self) -> ModelFacts:
+        """The same record as :attr:`facts`, under the name it had when the family facts were a record of their
+        own (kept for user code; the workbench itself reads ``facts``)."""
+        return self.facts
 
     # ------------------------------------------------------------ raw reads
     def attention_weights(self, layer: int, *, expand_kv: bool = False) -> W.AttentionWeights:
@@ -53,16 +63,16 @@ class ModelBase(Tokenization):
 
     # -------------------------------------------------------- derived, once
     def _layer(self, layer: int) -> int:
-        if not -self.info.n_layers <= layer < self.info.n_layers:
-            raise InputError(f"layer {layer} out of range: {self.name} has {self.info.n_layers} layers")
-        return layer % self.info.n_layers
+        if not -self.facts.n_layers <= layer < self.facts.n_layers:
+            raise InputError(f"layer {layer} out of range: {self.name} has {self.facts.n_layers} layers")
+        return layer % self.facts.n_layers
 
     def _gain(self, stored: Tensor | None) -> Tensor | None:
-        return None if stored is None else stored + self.arch.gain_offset
+        return None if stored is None else stored + self.facts.gain_offset
 
     def norm_weight(self, layer: int, sublayer: str, *, post: bool = False) -> Tensor | None:
         """The stored weight of a block norm (a view on a loaded model: edit it to edit the model; the effective
-        gain is this plus ``arch.gain_offset``): in front of ``sublayer`` or (``post=True``) on its output."""
+        gain is this plus ``facts.gain_offset``): in front of ``sublayer`` or (``post=True``) on its output."""
         if sublayer not in W.NORMS:
             raise InputError(f"sublayer must be one of {sorted(W.NORMS)}, got {sublayer!r}")
         return self._norm_weight(self._layer(layer), sublayer, post)
@@ -78,15 +88,15 @@ class ModelBase(Tokenization):
 
     def output_norm_gain(self, layer: int, sublayer: str = "attn") -> Tensor | None:
         """Effective gain of the norm on ``sublayer``'s output (sandwich / post-norm families), or None."""
-        return self._gain(self.norm_weight(layer, sublayer, post=True)) if self.arch.post_norms else None
+        return self._gain(self.norm_weight(layer, sublayer, post=True)) if self.facts.post_norms else None
 
     def qk_norm_gains(self, layer: int) -> tuple[Float[Tensor, "head d_head"], Float[Tensor, "kv_head d_head"]] | None:
         """Effective gains of the query / key norms per head, or None when the model has none."""
-        found = self._qk_norm_params(self._layer(layer)) if self.arch.attention.qk_norm else None
+        found = self._qk_norm_params(self._layer(layer)) if self.facts.attention.qk_norm else None
         if found is None:
             return None
-        i = self.info
-        return W.per_head_gains(*found, self.arch.gain_offset, i.n_heads, i.n_kv_heads, i.d_head)
+        f = self.facts.layers[self._layer(layer)]
+        return W.per_head_gains(*found, self.facts.gain_offset, f.n_heads, f.n_kv_heads, f.d_head)
 
     def effective_attention_weights(self, layer: int, *, fold_input_norm: bool = True) -> W.AttentionWeights:
         """Attention weights as they act on the residual stream: input-norm and q/k-norm gains folded into
@@ -99,7 +109,7 @@ class ModelBase(Tokenization):
 
     # ---------------------------------------------- every layer, stacked
     def _stacked(self, pick: Callable[[int], Tensor | None]) -> Tensor:
-        found = [pick(layer) for layer in range(self.info.n_layers)]
+        found = [pick(layer) for layer in range(self.facts.n_layers)]
         return W.stack([t for t in found if t is not None])  # W_gate is asked for only when every layer is gated
 
     @property
@@ -125,7 +135,7 @@ class ModelBase(Tokenization):
 
     @property
     def W_gate(self) -> Float[Tensor, "layer d_model d_mlp"] | None:
-        gated = self.info.gated_mlp
+        gated = all(f.mlp == "gated" for f in self.facts.layers)
         return self._stacked(lambda l: self.mlp_weights(l).W_gate) if gated else None
 
     @property

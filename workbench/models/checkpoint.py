@@ -26,9 +26,9 @@ from torch import Tensor
 
 from ..errors import InputError, ModelLoadError, UnsupportedModelError
 from . import weights as W
-from .architecture import Architecture, architecture_from_config
+from .architecture import facts_from_checkpoint
 from .fingerprint import scan_parameters
-from .info import ModelInfo
+from .facts import ModelFacts
 from .families import CheckpointLayout, layout_of
 from .base import ModelBase
 
@@ -53,17 +53,19 @@ class CheckpointWeights(ModelBase):
             raise ModelLoadError(f"{self.folder} has no config.json: wb.load_weights needs a Hugging Face model folder")
         self.config = AutoConfig.from_pretrained(self.folder, local_files_only=True)
         self.layout: CheckpointLayout = layout_of(self.config)  # raises UnsupportedModelError for other families
-        self.arch: Architecture = architecture_from_config(self.config)
         self._where = _shard_index(self.folder)  # HF name -> shard file
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
         self._device = torch.device(device)
         self._scan: tuple[str, list[str]] | None = None  # (fingerprint, non-finite parameters), one pass, kept
-        self.info = self._info()
+        self.facts: ModelFacts = facts_from_checkpoint(
+            self.config, self.tokenizer, name=self.folder.name, d_vocab=self._shape(self.layout.embed)[0],
+            dtype=str(self._dtype_of(self.layout.embed)).removeprefix("torch."),
+            n_params=sum(size for _, size in self.parameter_sizes()))
 
     # ------------------------------------------------------------------ facts
     @property
     def name(self) -> str:
-        return self.info.name
+        return self.facts.name
 
     @property
     def device(self) -> torch.device:
@@ -71,29 +73,12 @@ class CheckpointWeights(ModelBase):
 
     @property
     def dtype(self) -> torch.dtype:
-        return getattr(torch, self.info.dtype)
+        return getattr(torch, self.facts.dtype)
 
     def __repr__(self) -> str:
-        i = self.info
+        i = self.facts
         return (f"CheckpointWeights({i.name!r}: {i.architecture}, {i.n_layers} layers, d_model {i.d_model}, "
                 f"{i.n_params / 1e6:.1f}M params, {i.dtype}, read from {self.folder})")
-
-    def _info(self) -> ModelInfo:
-        c, a = self.config, self.arch
-        n_heads = int(c.num_attention_heads)
-        embed_rows, _ = self._shape(self.layout.embed)
-        return ModelInfo(
-            name=self.folder.name, source="folder", architecture=(c.architectures or [type(c).__name__])[0],
-            n_layers=int(c.num_hidden_layers), d_model=int(c.hidden_size), n_heads=n_heads,
-            n_kv_heads=int(getattr(c, "num_key_value_heads", None) or n_heads),
-            d_head=int(getattr(c, "head_dim", None) or c.hidden_size // n_heads),
-            d_mlp=int(c.intermediate_size), d_vocab=int(embed_rows), n_ctx=int(c.max_position_embeddings),
-            act_fn=_activation(c), gated_mlp=a.mlp == "gated", normalization="RMS" if a.norm == "rms" else "LN", positional_embedding="rotary",
-            tied_embeddings=bool(getattr(c, "tie_word_embeddings", False)),
-            n_params=sum(size for _, size in self.parameter_sizes()),
-            dtype=str(self._dtype_of(self.layout.embed)).removeprefix("torch."),
-            bos_token=self.tokenizer.bos_token, eos_token=self.tokenizer.eos_token,
-        )
 
     # ------------------------------------------------------------ shard reads
     def _header(self, name: str) -> dict:
@@ -102,7 +87,7 @@ class CheckpointWeights(ModelBase):
     def _shape(self, name: str) -> list[int]:
         if name not in self._where:
             raise UnsupportedModelError(f"{self.folder.name}'s shards hold no {name!r}; the checkpoint does not follow "
-                                        f"the {self.arch.family} layout wb.load_weights expects")
+                                        f"the {self.config.model_type} layout wb.load_weights expects")
         return self._header(name)["shape"]
 
     def _dtype_of(self, name: str) -> torch.dtype:
@@ -196,8 +181,9 @@ class CheckpointWeights(ModelBase):
     # ----------------------------------------------------------------- weights
     def attention_weights(self, layer: int, *, expand_kv: bool = False) -> W.AttentionWeights:
         """Raw attention weights of ``layer`` in TransformerLens layout (the views a loaded model gives)."""
-        L, i = self.layout, self.info
+        L = self.layout
         layer = self._layer(layer)
+        i = self.facts.layers[layer]
         q, k, v, o = self.read(*(L.block(layer, f"{m}.weight") for m in (L.q, L.k, L.v, L.o)))
         b_q, b_k, b_v, b_o = (self._optional(L.block(layer, f"{m}.bias")) for m in (L.q, L.k, L.v, L.o))
         d = i.d_head
@@ -217,7 +203,7 @@ class CheckpointWeights(ModelBase):
         return W.MLPWeights(W_in=up.T, W_gate=gate.T, W_out=down.T, b_in=None, b_out=None)
 
     def expert_weights(self, layer: int):
-        raise UnsupportedModelError(f"{self.name} has {self.arch.mlp} MLPs, not a mixture of experts")
+        raise UnsupportedModelError(f"{self.name} has {self.facts.mlp} MLPs, not a mixture of experts")
 
     def _norm_name(self, layer: int | None, sublayer: str, post: bool) -> str | None:
         if sublayer not in W.NORMS:
@@ -247,13 +233,8 @@ class CheckpointWeights(ModelBase):
 
     @property
     def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
-        tied = self.info.tied_embeddings or not self.has(self.layout.unembed)
+        tied = self.facts.tied_embeddings or not self.has(self.layout.unembed)
         return self.read(self.layout.embed if tied else self.layout.unembed)[0].T
-
-
-def _activation(config) -> str:
-    """The MLP's activation as the config names it (Gemma 2/3 call the field ``hidden_activation``)."""
-    return str(getattr(config, "hidden_act", None) or getattr(config, "hidden_activation", None) or "silu")
 
 
 def _shard_index(folder: Path) -> dict[str, tuple[Path, dict]]:

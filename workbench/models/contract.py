@@ -6,7 +6,7 @@ that also runs: forward passes, hooks, ``run_with_cache``, ``restoring`` edits. 
 ``compute`` against the smaller of the two it needs, so a weight-only analysis runs on either and a new
 backend is a class that implements the protocol — nothing else in ``analyses/`` changes.
 
-The facts come with the self-check's verdict (``arch.checks``): a loaded model measured, on itself, the
+The facts come with the self-check's verdict (``facts.checks``): a loaded model measured, on itself, the
 identities the decompositions rely on (:mod:`workbench.models.selfcheck`), and the engine refuses an analysis
 whose identity failed. A :class:`WeightSource` read from shards has no forward pass to check with; it reads
 only the families whose layouts the test suite checks against the loaded model (:mod:`.families`).
@@ -21,8 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from .architecture import Architecture
-from .info import ModelInfo
+from .facts import ModelFacts
 from .weights import AttentionWeights, ExpertWeights, MLPWeights
 
 
@@ -30,8 +29,7 @@ from .weights import AttentionWeights, ExpertWeights, MLPWeights
 class WeightSource(Protocol):
     """Facts, identity and weights of a model, layer by layer (no forward pass)."""
 
-    info: ModelInfo
-    arch: Architecture
+    facts: ModelFacts  # shape and family facts, and (a loaded model) the self-check's outcome
     tokenizer: Any
 
     @property

@@ -1,7 +1,7 @@
 """What the workbench knows of each model family beyond its config, one entry per family.
 
 A family (HF ``model_type``) is here when its tests verified the facts below; a family that is not here is
-not refused for it: its facts are measured on the loaded model (:func:`~workbench.models.architecture.architecture_of`)
+not refused for it: its facts are measured on the loaded model (:func:`~workbench.models.architecture.facts_of`)
 and checked by the load-time self-check like everyone's. An entry says:
 
 - facts its config does not spell out: the norms' gain offset (Gemma multiplies by ``1 + w``), an embedding

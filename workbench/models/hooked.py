@@ -19,10 +19,9 @@ from torch import Tensor
 from ..errors import InputError, UnsupportedModelError
 from . import weights as W
 from . import writes
-from .architecture import Architecture, architecture_of
 from .base import ModelBase
 from .fingerprint import sample_digest, scan_weights
-from .info import ModelInfo
+from .facts import ModelFacts
 from .offload import Offload, is_offloaded
 from .selfcheck import self_check
 from .tokens import Inputs
@@ -40,40 +39,39 @@ class HookedModel(ModelBase):
     never accumulated by accident.
     """
 
-    def __init__(self, bridge, hf_model, tokenizer, info: ModelInfo):
+    def __init__(self, bridge, hf_model, tokenizer, facts: ModelFacts):
         self.bridge = bridge  # transformer_lens TransformerBridge (owns the hooks)
         self.hf_model = hf_model  # the patched HF model inside the bridge
         self.tokenizer = tokenizer  # the HF tokenizer as loaded (BOS is added by us, explicitly)
-        self.info = info
+        self.facts = facts  # shape and family facts (models/facts.py, built by models/architecture.py: facts_of)
         self._hook_names = frozenset(bridge.hook_dict)
         self._weight_check: tuple[tuple[int, ...], tuple[str, list[str]]] | None = None
         self._weight_sample: str | None = None  # big models: a hash of a content sample taken with the last scan
-        self.arch: Architecture = architecture_of(bridge, hf_model)  # the family's facts (models/architecture.py)
         # accelerate keeps some weights on disk / in CPU memory (models/offload.py): reads and edits go through it
         self._offload = Offload(hf_model) if is_offloaded(hf_model) else None
         # the identities the decompositions rely on, measured on this model (models/selfcheck.py)
-        self.arch = replace(self.arch, checks=self_check(self))
+        self.facts = replace(self.facts, checks=self_check(self))
         self._refuse_at_load()
 
     def _refuse_at_load(self) -> None:
         """A model no analysis could be right on is refused here, not by each analysis: an encoder (its logits
         see later tokens), or one with neither attention heads nor MLPs (a pure state-space model)."""
-        checks = self.arch.checks
+        checks = self.facts.checks
         causal = checks.identities.get("causal") if checks is not None else None
         if causal is not None and causal.error is not None and math.isfinite(causal.error) and not causal.passed:
             raise UnsupportedModelError(
                 f"{self.name} is not a causal language model: changing the last token moved earlier logits (error "
                 f"{causal.error}), as in an encoder such as BERT; the workbench analyses decoder-only models")
-        if not any(f.attention or f.mlp != "none" for f in self.arch.layers):
-            kinds = ", ".join(sorted({f.kind for f in self.arch.layers}))
+        if not any(f.attention or f.mlp != "none" for f in self.facts.layers):
+            kinds = ", ".join(sorted({f.kind for f in self.facts.layers}))
             raise UnsupportedModelError(
                 f"{self.name} has no attention heads and no MLPs (layers: {kinds}), e.g. a pure state-space model; "
                 "the workbench's analyses decompose heads and MLPs: use a transformer or a hybrid model instead")
 
     def require_identities(self, needs: Iterable[str], what: str) -> None:
         """Raise :class:`UnsupportedModelError` unless every identity in ``needs`` held in the load-time self-check
-        (``model.arch.checks``), naming the identity that failed and the error measured."""
-        checks = self.arch.checks
+        (``model.facts.checks``), naming the identity that failed and the error measured."""
+        checks = self.facts.checks
         if checks is None:
             raise UnsupportedModelError(f"{self.name} was not self-checked; load it with wb.load_model")
         if any(i.error is not None and not math.isfinite(i.error) for i in checks.identities.values()):
@@ -83,7 +81,7 @@ class HookedModel(ModelBase):
     # ------------------------------------------------------------------ facts
     @property
     def name(self) -> str:
-        return self.info.name
+        return self.facts.name
 
     @property
     def device(self) -> torch.device:
@@ -123,7 +121,7 @@ class HookedModel(ModelBase):
     def _contents_moved(self) -> bool:
         if self._weight_check is None:
             return True
-        if self.info.n_params <= EXACT_CHECK_PARAMS:
+        if self.facts.n_params <= EXACT_CHECK_PARAMS:
             return True  # an exact rescan is cheap enough
         return sample_digest(self._parameters()) != self._weight_sample
 
@@ -141,7 +139,7 @@ class HookedModel(ModelBase):
         versions = tuple(p._version for p in self.hf_model.parameters())
         if self._weight_check is None or self._weight_check[0] != versions:
             self._weight_check = (versions, scan_weights(self.hf_model, self._parameters()))
-            if self.info.n_params > EXACT_CHECK_PARAMS:
+            if self.facts.n_params > EXACT_CHECK_PARAMS:
                 self._weight_sample = sample_digest(self._parameters())
         return self._weight_check[1]
 
@@ -173,7 +171,7 @@ class HookedModel(ModelBase):
         return sorted(self._hook_names)
 
     def __repr__(self) -> str:
-        i = self.info
+        i = self.facts
         return (
             f"HookedModel({i.name!r}: {i.architecture}, {i.n_layers} layers, d_model {i.d_model}, "
             f"{i.n_heads} heads / {i.n_kv_heads} kv, d_mlp {i.d_mlp}, {i.n_params / 1e6:.1f}M params, "
@@ -306,23 +304,23 @@ class HookedModel(ModelBase):
 
     def mlp_weights(self, layer: int) -> W.MLPWeights:
         """Raw MLP weights of ``layer`` (``W_gate`` only for gated MLPs such as SwiGLU)."""
-        if self.arch.layers[self._layer(layer)].mlp == "moe":
+        if self.facts.layers[self._layer(layer)].mlp == "moe":
             raise UnsupportedModelError(
-                f"{self.name}'s MLPs are mixtures of {self.arch.n_experts} experts, with no single W_in / W_out; "
+                f"{self.name}'s MLPs are mixtures of {self.facts.n_experts} experts, with no single W_in / W_out; "
                 "use model.expert_weights(layer) for the experts and wb.super_experts(model) for super experts "
                 "and the super weights inside them")
         with self._reading(self.bridge.blocks[self._layer(layer)]):
-            return W.mlp_weights(self.bridge, self._layer(layer), self.info.gated_mlp)
+            return W.mlp_weights(self.bridge, self._layer(layer), self.facts.layers[self._layer(layer)].mlp == "gated")
 
     def expert_weights(self, layer: int) -> W.ExpertWeights:
         """Router, routed experts and shared expert of a mixture-of-experts ``layer`` (views of the parameters)."""
         with self._reading(self.bridge.blocks[self._layer(layer)]):
             found = W.expert_weights(self.bridge, self._layer(layer)) \
-                if self.arch.layers[self._layer(layer)].mlp == "moe" else None
+                if self.facts.layers[self._layer(layer)].mlp == "moe" else None
         if found is None:
             raise UnsupportedModelError(
                 f"{self.name} layer {layer} is not a mixture of experts the workbench can read "
-                f"({self.arch.layers[self._layer(layer)].mlp} MLP); use model.mlp_weights(layer) instead")
+                f"({self.facts.layers[self._layer(layer)].mlp} MLP); use model.mlp_weights(layer) instead")
         return found
 
     def norm_bias(self, layer: int | None, before: str = "attn", *, post: bool = False) -> Tensor | None:
@@ -340,7 +338,7 @@ class HookedModel(ModelBase):
     def _norm_param(self, layer: int | None, before: str, name: str, post: bool = False) -> Tensor | None:
         if before not in W.NORMS:
             raise InputError(f"before must be one of {sorted(W.NORMS)}, got {before!r}")
-        if layer is not None and not post and before == "mlp" and self.arch.shared_input_norm:
+        if layer is not None and not post and before == "mlp" and self.facts.shared_input_norm:
             before = "attn"  # parallel blocks with one norm (GPT-J, Phi-2, Falcon): the MLP reads it too
         with self._reading(self.bridge.ln_final if layer is None else self.bridge.blocks[self._layer(layer)]):
             return W.norm_param(self.bridge, None if layer is None else self._layer(layer), before, name, post=post)
@@ -349,7 +347,7 @@ class HookedModel(ModelBase):
         """The MLP's own activation function (as the family's config names it) applied to ``pre``."""
         from transformers.activations import ACT2FN
 
-        return ACT2FN[self.arch.act_fn](pre)
+        return ACT2FN[self.facts.act_fn](pre)
 
     # ------------------------------------------------- the residual stream
     def require_additive_residual(self) -> None:

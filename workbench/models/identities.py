@@ -60,9 +60,9 @@ def head_writes(model, acts, l: int) -> float:
 
 def normalise(model, x: Tensor) -> Tensor:
     """``x`` through a norm without its gain and bias: ``x / rms(x)`` (RMS) or ``(x - mean) / std`` (LayerNorm)."""
-    if model.arch.norm != "rms":
+    if model.facts.norm != "rms":
         x = x - x.mean(-1, keepdim=True)
-    return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + model.arch.norm_eps)
+    return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + model.facts.norm_eps)
 
 
 def qkv(model, reads: Reads, acts, l: int) -> float:
@@ -70,12 +70,12 @@ def qkv(model, reads: Reads, acts, l: int) -> float:
     x = acts[hn.resid_pre(l)]
     raw, eff = reads.raw(l), reads.effective(l)
     ln_bias = None
-    if model.arch.pre_norms:
+    if model.facts.pre_norms:
         x = normalise(model, x)
         ln_bias = model.norm_bias(l, "attn")
-    gain = model.norm_gain(l, "attn") if model.arch.pre_norms else None
+    gain = model.norm_gain(l, "attn") if model.facts.pre_norms else None
     qk = model.qk_norm_gains(l)
-    if model.arch.attention.qk_norm and qk is None:
+    if model.facts.attention.qk_norm and qk is None:
         raise UnsupportedModelError("the model has query / key norms whose gains the hooked model does not expose")
     errors = []
     for which, w_eff, w_raw, b_eff, b_raw in (("q", eff.W_Q, raw.W_Q, eff.b_Q, raw.b_Q),
@@ -141,10 +141,10 @@ def project(x: Tensor, w: Tensor, ln_bias: Tensor | None, w_bias: Tensor, b: Ten
 
 def qk_scale(model, t: Tensor) -> Tensor:
     """The q/k norm's per-position (and per-head, for a head-wise norm) RMS of ``t`` [b, pos, head, d_head]."""
-    eps = model.arch.qk_norm_eps
-    if model.arch.attention.qk_norm_centred:
+    eps = model.facts.qk_norm_eps
+    if model.facts.attention.qk_norm_centred:
         t = t - t.mean(-1, keepdim=True)
-    if model.arch.attention.qk_norm == "full":
+    if model.facts.attention.qk_norm == "full":
         return (t.square().mean((-2, -1), keepdim=True) + eps).sqrt()
     return (t.square().mean(-1, keepdim=True) + eps).sqrt()
 
@@ -154,17 +154,17 @@ def attn_write(model, reads: Reads, acts, l: int) -> float:
     write = torch.einsum("bphd,hde->bpe", acts[hn.attn_z(l)], eff.W_O.float())
     if eff.b_O is not None:
         write = write + eff.b_O.float()
-    if model.arch.post_norms:  # the output norm's per-position scale is all the weights cannot hold
+    if model.facts.post_norms:  # the output norm's per-position scale is all the weights cannot hold
         out = acts[model.own_output_name(l, "attn")]
-        if model.arch.norm != "rms":
+        if model.facts.norm != "rms":
             raise UnsupportedModelError("a LayerNorm on the attention's output is not folded into W_O")
-        write = write * torch.rsqrt(out.square().mean(-1, keepdim=True) + model.arch.norm_eps)
+        write = write * torch.rsqrt(out.square().mean(-1, keepdim=True) + model.facts.norm_eps)
     return rel(write, acts[hn.attn_out(l)])
 
 
 def mlp_read(model, acts, l: int) -> float:
-    stream = acts[hn.resid_pre(l) if model.arch.parallel_blocks else hn.resid_mid(l)]
-    if not model.arch.pre_norms:
+    stream = acts[hn.resid_pre(l) if model.facts.parallel_blocks else hn.resid_mid(l)]
+    if not model.facts.pre_norms:
         return rel(stream, acts[hn.mlp_in(l)])
     gain, bias = model.norm_gain(l, "mlp"), model.norm_bias(l, "mlp")
     expected = normalise(model, stream) * (1.0 if gain is None else gain.float())
@@ -202,7 +202,7 @@ def mlp_write(model, acts, l: int) -> float:
 
 
 def experts(model, acts, l: int) -> float:
-    x = acts[hn.mlp_in(l)].reshape(-1, model.info.d_model)
+    x = acts[hn.mlp_in(l)].reshape(-1, model.facts.d_model)
     per_expert, shared, _, _ = model.expert_writes(l, x)
-    measured = acts[model.own_output_name(l, "mlp")].reshape(-1, model.info.d_model)
+    measured = acts[model.own_output_name(l, "mlp")].reshape(-1, model.facts.d_model)
     return rel(per_expert.sum(1) + shared, measured)

@@ -13,9 +13,8 @@ import torch
 from .._paths import cache_root
 from .._progress import progress as progress_bar
 from ..errors import ModelLoadError, UnsupportedModelError
-from .architecture import refusal
+from .architecture import facts_of, refusal
 from .hooked import HookedModel
-from .info import info_from_bridge
 from .no_installs import no_installs, refused
 from .offload import Offload
 from .placement import check_device_map, check_placement
@@ -218,7 +217,7 @@ def from_hf(hf_model, tokenizer, name: str, *, source: str = "memory") -> Hooked
         ) from exc
     _smoke_forward(bridge, hf_model, name)
     try:
-        return HookedModel(bridge, hf_model, tokenizer, info_from_bridge(bridge, hf_model, tokenizer, name, source))
+        return HookedModel(bridge, hf_model, tokenizer, facts_of(bridge, hf_model, tokenizer, name, source))
     except (AttributeError, KeyError, IndexError, RuntimeError, ValueError, TypeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else ""
         raise UnsupportedModelError(

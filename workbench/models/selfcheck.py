@@ -39,7 +39,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -47,7 +47,7 @@ from torch import Tensor
 from ..errors import UnsupportedModelError
 from . import hook_names as hn
 from . import identities as measure
-from .architecture import layer_span
+from .facts import layer_span
 
 IDENTITIES: dict[str, str] = {
     "causal": "each position's logits depend on that position and earlier ones only",
@@ -136,7 +136,7 @@ def _checking_code() -> str:
 
     here = os.path.dirname(__file__)
     code = hashlib.sha256()
-    for module in ("selfcheck.py", "identities.py", "writes.py", "weights.py", "base.py", "architecture.py"):
+    for module in ("selfcheck.py", "identities.py", "writes.py", "weights.py", "base.py", "architecture.py", "facts.py"):
         with open(os.path.join(here, module), "rb") as f:
             code.update(f.read())
     return f"{__version__}|{torch.__version__}|{transformers.__version__}|{code.hexdigest()[:16]}"
@@ -148,7 +148,8 @@ def self_check(model) -> SelfCheck:
     versions, and the sources of the modules the identities run), else run and stored."""
     from .._paths import cache_root
 
-    facts = hashlib.sha256(repr(model.arch).encode()).hexdigest()[:16]
+    # the facts the identities are checked against (what was loaded, and from where, is not one of them)
+    facts = hashlib.sha256(repr(replace(model.facts, name="", source="", checks=None)).encode()).hexdigest()[:16]
     versions = f"{_checking_code()}|{facts}"
     path = cache_root() / "selfcheck" / f"{model.fingerprint()}.json"
     try:
@@ -176,11 +177,11 @@ def run_self_check(model) -> SelfCheck:
     start = time.perf_counter()
     tol = tolerance(model.dtype)
     ids = model.to_tokens(PROBE)
-    heads = {n for f in model.arch.layers for n in (f.n_heads, f.n_kv_heads)}
+    heads = {n for f in model.facts.layers for n in (f.n_heads, f.n_kv_heads)}
     while ids.shape[1] in heads:  # keep [pos, head] and [head, pos] layouts apart (see _per_head)
         ids = torch.cat([ids, ids[:, -1:]], 1)
-    layers = range(model.info.n_layers)
-    attention = [l for l in layers if model.arch.layers[l].attention]
+    layers = range(model.facts.n_layers)
+    attention = [l for l in layers if model.facts.layers[l].attention]
     names: set[str] = set()
     for l in layers:  # a hook the bridge lacks leaves the identities that need it unchecked, hence failed
         wanted = (hn.resid_pre(l), hn.resid_mid(l), hn.resid_post(l), hn.attn_out(l), hn.mlp_out(l), hn.mlp_in(l),
@@ -198,7 +199,7 @@ def run_self_check(model) -> SelfCheck:
     with model.hooks([(n, keep(n)) for n in sorted(names)]), torch.no_grad():
         hooked = model(ids).float()
     changed = ids.clone()
-    changed[0, -1] = (changed[0, -1] + 1) % model.info.d_vocab  # another last token: earlier logits must not move
+    changed[0, -1] = (changed[0, -1] + 1) % model.facts.d_vocab  # another last token: earlier logits must not move
     with torch.no_grad():
         own, other = model.logits(input_ids=torch.cat([ids, changed])).float()
     acts = {k: v.float() for k, v in store.items()}
@@ -218,11 +219,11 @@ def run_self_check(model) -> SelfCheck:
         "pattern": lambda l: measure.pattern(reads, acts, l),
     }
     found.update(_over_layers(checks, attention, tol))
-    found["uniform_attention"] = _uniform(model.arch, tol)
-    found["uniform_heads"] = _uniform(model.arch, tol, attention_only=True)
-    dense = [l for l in layers if model.arch.layers[l].mlp in ("plain", "gated")]
-    moe = [l for l in layers if model.arch.layers[l].mlp == "moe"]
-    mlps = [l for l in layers if model.arch.layers[l].mlp != "none"]
+    found["uniform_attention"] = _uniform(model.facts, tol)
+    found["uniform_heads"] = _uniform(model.facts, tol, attention_only=True)
+    dense = [l for l in layers if model.facts.layers[l].mlp in ("plain", "gated")]
+    moe = [l for l in layers if model.facts.layers[l].mlp == "moe"]
+    mlps = [l for l in layers if model.facts.layers[l].mlp != "none"]
     if mlps:
         found.update(_over_layers({"mlp_read": lambda l: measure.mlp_read(model, acts, l)}, mlps, tol))
     if dense:
@@ -233,19 +234,19 @@ def run_self_check(model) -> SelfCheck:
     return SelfCheck(found, time.perf_counter() - start)
 
 
-def _uniform(arch, tol: float, *, attention_only: bool = False) -> Identity:
+def _uniform(facts, tol: float, *, attention_only: bool = False) -> Identity:
     """A structural fact, not a measured one: which layers lack softmax heads (``uniform_attention``), or differ in
     head shape; ``attention_only``: the same over the attention layers alone (``uniform_heads``: a hybrid's)."""
     name = "uniform_heads" if attention_only else "uniform_attention"
-    layers = [l for l, f in enumerate(arch.layers) if f.attention]
-    others = [l for l, f in enumerate(arch.layers) if not f.attention]
+    layers = [l for l, f in enumerate(facts.layers) if f.attention]
+    others = [l for l, f in enumerate(facts.layers) if not f.attention]
     if others and not attention_only:
-        kinds = sorted({arch.layers[l].kind for l in others})
+        kinds = sorted({facts.layers[l].kind for l in others})
         return Identity(name, None, (), None, tol,
                         f"layers {layer_span(tuple(others))} are {' / '.join(kinds)}, with no attention heads")
     if not layers:
         return Identity(name, None, (), None, tol, "no layer has softmax attention heads")
-    shapes = {(arch.layers[l].n_heads, arch.layers[l].n_kv_heads, arch.layers[l].d_head) for l in layers}
+    shapes = {(facts.layers[l].n_heads, facts.layers[l].n_kv_heads, facts.layers[l].d_head) for l in layers}
     if len(shapes) > 1:
         sizes = ", ".join(f"{h}/{k} heads of {d}" for h, k, d in sorted(shapes))
         return Identity(name, None, (), None, tol, f"head counts or sizes differ between layers: {sizes}")

@@ -12,17 +12,17 @@ from torch import Tensor
 from ..errors import InputError
 
 if TYPE_CHECKING:
-    from .info import ModelInfo
+    from .facts import ModelFacts
 
 Inputs = str | Sequence[str] | Tensor  # a prompt, a batch of prompts, or token ids
 
 
 class Tokenization:
-    """Text <-> token ids. Needs ``tokenizer``, ``info`` (``d_vocab``, ``n_ctx``), ``name`` and ``device``."""
+    """Text <-> token ids. Needs ``tokenizer``, ``facts`` (``d_vocab``, ``n_ctx``), ``name`` and ``device``."""
 
     if TYPE_CHECKING:  # what the classes that mix this in provide
         tokenizer: Any
-        info: ModelInfo
+        facts: ModelFacts
 
         @property
         def name(self) -> str: ...
@@ -78,15 +78,15 @@ class Tokenization:
             if self.tokenizer.bos_token_id is None:
                 raise InputError(f"{self.name}'s tokenizer has no BOS token; call with prepend_bos=False")
             ids = [self.tokenizer.bos_token_id, *ids]
-        if ids and max(ids) >= self.info.d_vocab:  # e.g. special tokens the tokenizer added beyond the embedding
-            raise InputError(f"the prompt contains token id {max(ids)}, outside {self.name}'s vocabulary of {self.info.d_vocab}")
+        if ids and max(ids) >= self.facts.d_vocab:  # e.g. special tokens the tokenizer added beyond the embedding
+            raise InputError(f"the prompt contains token id {max(ids)}, outside {self.name}'s vocabulary of {self.facts.d_vocab}")
         self._check_length(len(ids))
         return ids
 
     def _check_length(self, n: int) -> None:
-        if n > self.info.n_ctx:
+        if n > self.facts.n_ctx:
             raise InputError(
-                f"the prompt is {n} tokens but {self.name} has a context of {self.info.n_ctx}; "
+                f"the prompt is {n} tokens but {self.name} has a context of {self.facts.n_ctx}; "
                 "shorten it or split it into several prompts"
             )
 
@@ -98,8 +98,8 @@ class Tokenization:
             if tokens.shape[-1] == 0:
                 raise InputError("the token tensor is empty")
             self._check_length(tokens.shape[-1])
-            if tokens.min() < 0 or tokens.max() >= self.info.d_vocab:
-                raise InputError(f"token ids must lie in [0, {self.info.d_vocab})")
+            if tokens.min() < 0 or tokens.max() >= self.facts.d_vocab:
+                raise InputError(f"token ids must lie in [0, {self.facts.d_vocab})")
             return tokens.to(self.device)
         raise InputError("pass a string or a [batch, pos] tensor of token ids; use to_tokens_batch for lists")
 

@@ -28,7 +28,7 @@ from .weights import AttentionWeights, MLPWeights
 
 def require_additive_residual(model) -> None:
     """Decompositions of the residual stream need blocks that add their writes to the stream they read."""
-    if model.arch.residual_from_norm:
+    if model.facts.residual_from_norm:
         raise UnsupportedModelError(
             f"{model.name}'s blocks add their writes to the normed stream (apply_residual_connection_post_layernorm), "
             "so the residual stream is not a sum of writes; use the weight analyses (wb.head_composition) or "
@@ -48,7 +48,7 @@ def _scale_cols(w: Tensor | None, gain: Tensor | float | None) -> Tensor | None:
 def write_gain(model, layer: int, sublayer: str) -> Tensor | float:
     """What multiplies each output channel of a sublayer on its way into the residual (weight-only form)."""
     gain = model.output_norm_gain(layer, sublayer)
-    m = model.arch.residual_multiplier
+    m = model.facts.residual_multiplier
     return m if gain is None else gain * m
 
 
@@ -64,7 +64,7 @@ def effective_attention(model, layer: int, *, fold_input_norm: bool = True) -> A
     wq, wk, wv = (_scale_rows(w, gain) for w in (raw.W_Q, raw.W_K, raw.W_V))  # rows: d_model
     bq, bk = raw.b_Q, raw.b_K
     qk = model.qk_norm_gains(layer)
-    if qk is not None and model.arch.attention.qk_norm_centred:  # a LayerNorm's centring is a projection: fold it
+    if qk is not None and model.facts.attention.qk_norm_centred:  # a LayerNorm's centring is a projection: fold it
         wq, wk = wq - wq.mean(-1, keepdim=True), wk - wk.mean(-1, keepdim=True)
         bq, bk = _centre_heads(bq), _centre_heads(bk)
     if qk is not None:  # the query / key norm's gain scales each head's d_head columns
@@ -89,7 +89,7 @@ def own_output_name(model, layer: int, sublayer: str) -> str:
     """Hook carrying the sublayer's own output (``z W_O + b_O``, ``mlp_post W_out + b_out``), before any output
     norm or residual multiplier. The inner hooks are used only where the write differs from it: some bridges
     (BLOOM) add the residual inside the sublayer, so there the inner hook is not the output."""
-    if model.arch.post_norms or model.arch.residual_multiplier != 1:
+    if model.facts.post_norms or model.facts.residual_multiplier != 1:
         return hn.attn_raw_out(layer) if sublayer == "attn" else hn.mlp_raw_out(layer)
     return hn.attn_out(layer) if sublayer == "attn" else hn.mlp_out(layer)
 
@@ -97,24 +97,24 @@ def own_output_name(model, layer: int, sublayer: str) -> str:
 def head_write_names(model, layer: int) -> list[str]:
     """The activations :func:`head_writes` needs."""
     names = [hn.attn_z(layer)]
-    if model.arch.post_norms:
+    if model.facts.post_norms:
         names.append(own_output_name(model, layer, "attn"))
     return names
 
 
 def _post_norm_map(model, layer: int, sublayer: str, acts: dict[str, Tensor]):
     """The post-norm as a linear map of one part at each position, and its constant term [b, pos, d]."""
-    arch = model.arch
-    m = arch.residual_multiplier
-    if not arch.post_norms:
+    facts = model.facts
+    m = facts.residual_multiplier
+    if not facts.post_norms:
         return (lambda t: m * t), None
     x = acts[own_output_name(model, layer, sublayer)].float()  # [b, pos, d]: the whole sublayer output
-    if arch.norm == "rms":
+    if facts.norm == "rms":
         center = lambda t: t  # noqa: E731
-        scale = (x.square().mean(-1, keepdim=True) + arch.norm_eps).sqrt()
+        scale = (x.square().mean(-1, keepdim=True) + facts.norm_eps).sqrt()
     else:
         center = lambda t: t - t.mean(-1, keepdim=True)  # noqa: E731
-        scale = (x.var(-1, unbiased=False, keepdim=True) + arch.norm_eps).sqrt()
+        scale = (x.var(-1, unbiased=False, keepdim=True) + facts.norm_eps).sqrt()
     gain = model.output_norm_gain(layer, sublayer)
     gain = 1.0 if gain is None else gain.float()
     bias = model.norm_bias(layer, sublayer, post=True)
@@ -159,7 +159,7 @@ def expert_writes(model, layer: int, x: Tensor) -> tuple[
     x = x.float()
     routing = w.routing(x)
     hidden = w.hidden(x, model.mlp_activation)  # [token, expert, d_ff]
-    m = model.arch.residual_multiplier
+    m = model.facts.residual_multiplier
     out = torch.einsum("tef,efd->ted", hidden, w.W_out.float())
     if w.b_out is not None:
         out = out + w.b_out.float()

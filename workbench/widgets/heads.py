@@ -151,8 +151,8 @@ class LaundryListPanel(widgets.VBox):
         from ..analyses.heads.api import laundry_component_scan, laundry_list
 
         self.model, self.options, self._run, self._scan = model, options, laundry_list, laundry_component_scan
-        self.layer = widgets.BoundedIntText(value=0, min=0, max=model.info.n_layers - 1, description="layer")
-        self.head = widgets.BoundedIntText(value=0, min=0, max=model.info.n_heads - 1, description="head")
+        self.layer = widgets.BoundedIntText(value=0, min=0, max=model.facts.n_layers - 1, description="layer")
+        self.head = widgets.BoundedIntText(value=0, min=0, max=model.facts.n_heads - 1, description="head")
         self.components = widgets.Text(value="0", description="components", placeholder="e.g. 0, 3")
         self.scale = widgets.FloatSlider(value=2.0, min=0.0, max=4.0, step=0.25, description="scale")
         self.edits = widgets.Text(value="", description="edits", placeholder="L8H1:0,1x0; L2H2:1x0",

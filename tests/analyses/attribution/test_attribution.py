@@ -218,7 +218,7 @@ def test_masked_lm_replacer(copy_model, tmp_path):
     mlm = wb.MaskedLM.from_folder(folder)
     seq = prepare(copy_model, PROMPT, None, max_new_tokens=1)
     draws = mlm.sampler(copy_model, seq.ids, candidate_ids(copy_model)).draw(200, len(seq.ids), torch.Generator())
-    assert not (draws == seq.ids.cpu()[None]).any() and draws.max() < copy_model.info.d_vocab
+    assert not (draws == seq.ids.cpu()[None]).any() and draws.max() < copy_model.facts.d_vocab
     again = wb.reagent(copy_model, prompt=PROMPT, cache=False, max_new_tokens=1, keep_top_n=3, max_steps=300, mlm=mlm)
     assert torch.equal(again.tensors["probe_steps"], out.tensors["probe_steps"])  # same seed, same draws
 
@@ -256,7 +256,7 @@ def test_target_text_outside_the_vocabulary(tiny_llama):
         def __call__(self, text, add_special_tokens=False):
             return {"input_ids": [7]}
 
-    fake = type("M", (), {"tokenizer": NoUnk(), "info": tiny_llama.info, "name": "fake"})()
+    fake = type("M", (), {"tokenizer": NoUnk(), "facts": tiny_llama.facts, "name": "fake"})()
     with pytest.raises(wb.InputError, match="not in fake's vocabulary"):
         _target_ids(fake, "¤")
 

@@ -92,9 +92,9 @@ def test_pos_sampler_draws_only_its_class(which, copy_model, tmp_path, monkeypat
     assert checked.sum() >= 5
     assert not off_class(table, ids, draws)[:, checked].any()  # exact, over 4000 draws per position
     for t in checked.nonzero()[:, 0].tolist():  # uniform over the whole class: the table row is exactly that
-        members = (table.classes()[: model.info.d_vocab] == table.classes()[ids[t]]).nonzero()[:, 0]
+        members = (table.classes()[: model.facts.d_vocab] == table.classes()[ids[t]]).nonzero()[:, 0]
         members = members[members != ids[t]]
-        expected = torch.zeros(model.info.d_vocab)
+        expected = torch.zeros(model.facts.d_vocab)
         expected[members] = 1.0 / len(members)
         assert torch.allclose(sampler.table[t], expected)
     # negative control: the same check rejects the uniform replacer's draws
@@ -111,7 +111,7 @@ def test_specials_are_never_sampled(copy_model, tmp_path, monkeypatch):
     draws = build_sampler(copy_model, ids, "pos").draw(3000, len(ids), gen)
     assert not torch.isin(draws, torch.tensor(specials)).any()  # at every position, the special ones included
     # negative control: with the specials left among the candidates, the special positions draw specials
-    leaky = pos_sampler(copy_model, ids, torch.arange(copy_model.info.d_vocab)).draw(3000, len(ids), gen)
+    leaky = pos_sampler(copy_model, ids, torch.arange(copy_model.facts.d_vocab)).draw(3000, len(ids), gen)
     assert torch.isin(leaky, torch.tensor(specials)).any()
 
 

@@ -43,7 +43,7 @@ def test_replacement_on_tiny_llama_restores_the_model(tiny_llama, tmp_path):
     result = wb.bilinear_replacement(tiny_llama, layer=1, n_directions=4, cache=False)
     assert tiny_llama.fingerprint() == fp and torch.equal(tiny_llama("Hello there, general Kenobi."), before)  # no hooks left
     assert result.meta["kind"] == "bilinear replacement" and result.meta["direction_kind"] == "pca"
-    assert result.tensors["W"].shape == (tiny_llama.info.d_mlp, tiny_llama.info.d_model)
+    assert result.tensors["W"].shape == (tiny_llama.facts.d_mlp, tiny_llama.facts.d_model)
     assert len(result.direction_names) == 4
     _check_replacement(tiny_llama, result, min_ev=0.9)
     loaded = wb.Result.load(result.save(tmp_path / "replacement.safetensors"))
@@ -60,7 +60,7 @@ def test_replacement_on_tiny_llama_restores_the_model(tiny_llama, tmp_path):
 def test_replacement_directions_and_errors(tiny_llama):
     tokens = wb.bilinear_replacement(tiny_llama, layer=0, tokens=("a", "b"), n_top=2, cache=False)
     assert tokens.direction_names == ["logit 'a'", "logit 'b'"]
-    vec = torch.zeros(tiny_llama.info.d_model)
+    vec = torch.zeros(tiny_llama.facts.d_model)
     vec[3] = 1.0
     vectors = wb.bilinear_replacement(tiny_llama, layer=0, directions=vec, n_top=2, cache=False)
     assert torch.equal(vectors.tensors["directions"][0], vec)
@@ -80,7 +80,7 @@ def test_plain_mlp_replacement_is_fitted_from_activations(tiny_gpt2):
     result = wb.bilinear_replacement(tiny_gpt2, layer=1, n_directions=4, cache=False)
     assert tiny_gpt2.fingerprint() == fp and torch.equal(tiny_gpt2("Hello there, general Kenobi."), before)
     assert result.meta["init"] == result.init == PLAIN_INIT
-    assert result.tensors["W"].shape == (tiny_gpt2.info.d_mlp, tiny_gpt2.info.d_model)
+    assert result.tensors["W"].shape == (tiny_gpt2.facts.d_mlp, tiny_gpt2.facts.d_model)
     _check_replacement(tiny_gpt2, result, min_ev=0.85)
     assert "untrained start" in result.to_frame("fidelity").measure.iloc[2]
     # training is what fits it: the same seeded start with no Adam steps explains far less
@@ -89,7 +89,7 @@ def test_plain_mlp_replacement_is_fitted_from_activations(tiny_gpt2):
     assert untrained["explained_variance"] == pytest.approx(a["init_ev"])
     assert a["explained_variance"] > untrained["explained_variance"] + 0.1
     narrow = wb.bilinear_replacement(tiny_gpt2, layer=1, d_hidden=16, fit_steps=0, n_top=2, cache=False)
-    assert narrow.tensors["W"].shape == (16, tiny_gpt2.info.d_model)
+    assert narrow.tensors["W"].shape == (16, tiny_gpt2.facts.d_model)
 
 
 def test_fit_from_activations_recovers_a_planted_bilinear_map():

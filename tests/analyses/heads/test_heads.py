@@ -21,7 +21,7 @@ def attention_only(seed: int = 0):
     """A fresh tiny-llama (2 layers, d_model 64, 4 query / 2 kv heads) with every MLP zeroed."""
     model = wb.load_model("tiny-llama", seed=seed)
     with torch.no_grad():
-        for layer in range(model.info.n_layers):
+        for layer in range(model.facts.n_layers):
             model.mlp_weights(layer).W_out.zero_()
     return model
 

@@ -25,10 +25,10 @@ def test_parts_sum_to_the_stream_and_to_the_measured_pre_activation(name):
     _, cache = model.run_with_cache(ids, names=names)
     for pos in (0, 3, ids.shape[1] - 1):
         labels, parts = residual_parts(model, cache, layer, pos)
-        assert len(labels) == parts.shape[0] == 1 + 2 * (model.info.n_heads + 1) + layer
+        assert len(labels) == parts.shape[0] == 1 + 2 * (model.facts.n_heads + 1) + layer
         torch.testing.assert_close(parts.sum(0), cache[hn.resid_mid(layer)][0, pos].float(), rtol=1e-5, atol=1e-5)
         contrib = channel_contributions(model, parts, layer, col)
-        key = "gate" if model.info.gated_mlp else "up"
+        key = "gate" if model.facts.mlp == "gated" else "up"
         total = contrib[key].sum() + contrib[f"{key}_const"]
         torch.testing.assert_close(total, cache[hn.mlp_pre(layer)][0, pos, col].float(), rtol=1e-4, atol=1e-4)
 
@@ -61,9 +61,9 @@ def test_trace_of_a_planted_weight_with_a_planted_driver_head():
     # Readers: the intact column is the attention mass the patterns give, recomputed here.
     readers = trace.to_frame("readers")
     spikes = trace.meta["spike_positions"]
-    assert set(readers["layer"]) == set(range(layer + 1, model.info.n_layers))
+    assert set(readers["layer"]) == set(range(layer + 1, model.facts.n_layers))
     if not readers.empty:
-        _, cache = model.run_with_cache(model.to_tokens(PROMPT), names=[hn.attn_pattern(l) for l in range(layer + 1, model.info.n_layers)])
+        _, cache = model.run_with_cache(model.to_tokens(PROMPT), names=[hn.attn_pattern(l) for l in range(layer + 1, model.facts.n_layers)])
         after = slice(max(spikes) + 1, None) if max(spikes) + 1 < len(tokens) else slice(None)
         first = readers.iloc[0]
         mass = cache[hn.attn_pattern(int(first["layer"]))][0, int(first["head"])][after][:, spikes].sum(-1).mean()

@@ -46,7 +46,7 @@ def plant(model, gen: torch.Generator, *, second: bool = False):
     With ``second``, a weaker one in the same row and layer whose largest contribution is at most
     0.3 x the first's, so one scan finds only the first and the next round finds the second.
     """
-    info = model.info
+    info = model.facts
     layer = int(torch.randint(info.n_layers, (1,), generator=gen))
     row = int(torch.randint(info.d_model, (1,), generator=gen))
     cols = torch.randperm(info.d_mlp, generator=gen)[:2].tolist()
@@ -88,7 +88,7 @@ def test_planted_large_weight_without_input_spike(name):
         model = wb.load_model(name)
         gen = torch.Generator().manual_seed(100 + seed)
         layer, row = int(torch.randint(2, (1,), generator=gen)), int(torch.randint(64, (1,), generator=gen))
-        col = int(torch.randint(model.info.d_mlp, (1,), generator=gen))
+        col = int(torch.randint(model.facts.d_mlp, (1,), generator=gen))
         with torch.no_grad():
             model.mlp_weights(layer).W_out[col, row] = 10.0
         assert wb.super_weights(model, **FAST).coordinates() == ((layer, row, col),)

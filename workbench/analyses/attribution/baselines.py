@@ -193,7 +193,7 @@ def occlusion(model, seq: Sequence, params: BaselineParams = BaselineParams()) -
 @torch.no_grad()
 def attention_maps(model, seq: Sequence) -> Float[Tensor, "layer query key"]:
     """Head-averaged attention of every layer over the sequence (query = the position predicting a token)."""
-    names = [hn.attn_pattern(layer) for layer in range(model.info.n_layers)]
+    names = [hn.attn_pattern(layer) for layer in range(model.facts.n_layers)]
     _, cache = model.run_with_cache(seq.ids[None, :-1], names=names)
     return torch.stack([cache[n][0].float().mean(0) for n in names]).cpu()  # [layer, q, k]
 

@@ -61,8 +61,8 @@ def _target_ids(model, target) -> list[int]:
     if isinstance(target, bool):
         raise InputError("target must be a string or a token id")
     if isinstance(target, int):
-        if not 0 <= target < model.info.d_vocab:
-            raise InputError(f"target id {target} is not in {model.name}'s vocabulary (ids 0..{model.info.d_vocab - 1})")
+        if not 0 <= target < model.facts.d_vocab:
+            raise InputError(f"target id {target} is not in {model.name}'s vocabulary (ids 0..{model.facts.d_vocab - 1})")
         return [target]
     if not isinstance(target, str) or not target:
         raise InputError("target must be a non-empty string (one or more tokens) or a token id")
@@ -70,7 +70,7 @@ def _target_ids(model, target) -> list[int]:
     unk = model.tokenizer.unk_token_id
     unk_text = getattr(model.tokenizer, "unk_token", None)
     literal = unk_text is not None and unk_text in target  # e.g. "<|endoftext|>" when that is the unknown token
-    bad = [i for i in ids if i >= model.info.d_vocab or (unk is not None and i == unk and not literal)]
+    bad = [i for i in ids if i >= model.facts.d_vocab or (unk is not None and i == unk and not literal)]
     if not ids or bad:
         raise InputError(
             f"target {target!r} is not in {model.name}'s vocabulary (it tokenizes to {ids}); "

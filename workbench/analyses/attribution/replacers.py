@@ -24,11 +24,11 @@ REPLACERS = ("uniform", "pos", "predictions", "mlm")
 
 def candidate_ids(model) -> Int[Tensor, " n"]:
     """Every token id of the model's vocabulary that is not a special token."""
-    keep = torch.ones(model.info.d_vocab, dtype=torch.bool)
-    special = [i for i in special_ids(model.tokenizer) if i < model.info.d_vocab]
+    keep = torch.ones(model.facts.d_vocab, dtype=torch.bool)
+    special = [i for i in special_ids(model.tokenizer) if i < model.facts.d_vocab]
     keep[special] = False
     n_tok = len(model.tokenizer)
-    if n_tok < model.info.d_vocab:  # padded embedding rows the tokenizer never produces
+    if n_tok < model.facts.d_vocab:  # padded embedding rows the tokenizer never produces
         keep[n_tok:] = False
     return keep.nonzero().squeeze(-1)
 
@@ -80,7 +80,7 @@ def predictions_sampler(model, ids: Int[Tensor, " pos"], candidates: Tensor) -> 
     prediction at t-1 sees only the original prefix). Position 0 has no prefix: uniform.
     """
     logits = model.logits(input_ids=ids[None])[0].cpu()  # [pos, vocab]
-    vocab = model.info.d_vocab
+    vocab = model.facts.d_vocab
     shifted = torch.cat([torch.zeros(1, logits.shape[-1]), logits[:-1]])[:, :vocab]  # [pos, vocab]
     return Sampler(candidates, _table_from_logits(shifted, ids.cpu(), candidates))
 
@@ -94,7 +94,7 @@ def pos_sampler(model, ids: Int[Tensor, " pos"], candidates: Tensor) -> Sampler:
     ``ids[t]``) and is listed in ``Sampler.fallback``; special tokens (never replaced by ReAGent) are not listed.
     """
     pos_tab = pos_table(model.tokenizer)
-    vocab = model.info.d_vocab
+    vocab = model.facts.d_vocab
     n = min(vocab, len(pos_tab.tag))
     klass = torch.full((vocab,), -1, dtype=torch.long)  # -1: padded rows the tokenizer never produces
     klass[:n] = pos_tab.classes()[:n]
@@ -145,7 +145,7 @@ class MaskedLM:
 
     def check_vocabulary(self, model) -> None:
         ours, theirs = model.tokenizer.get_vocab(), self.tokenizer.get_vocab()
-        wrong = [tok for tok, i in ours.items() if i < model.info.d_vocab and theirs.get(tok) != i]
+        wrong = [tok for tok, i in ours.items() if i < model.facts.d_vocab and theirs.get(tok) != i]
         if wrong:
             raise InputError(
                 f"the masked LM at {self.source} does not share {model.name}'s vocabulary ({len(wrong)} token(s) differ, "
@@ -161,7 +161,7 @@ class MaskedLM:
         rows = ids.cpu().repeat(n, 1)  # [pos, pos]: row t has position t masked
         rows[torch.arange(n), torch.arange(n)] = self.tokenizer.mask_token_id
         logits = self.model(input_ids=rows.to(device)).logits.cpu()  # [pos, pos, mlm_vocab]
-        at_mask = logits[torch.arange(n), torch.arange(n), : model.info.d_vocab]  # [pos, vocab]
+        at_mask = logits[torch.arange(n), torch.arange(n), : model.facts.d_vocab]  # [pos, vocab]
         return Sampler(candidates, _table_from_logits(at_mask, ids.cpu(), candidates))
 
 

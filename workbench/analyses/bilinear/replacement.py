@@ -268,7 +268,7 @@ def _vocab(model) -> list[str]:
 
     to_byte = {ch: b for b, ch in _byte_to_unicode().items()}
     out = []
-    for tok in model.tokenizer.convert_ids_to_tokens(list(range(model.info.d_vocab))):
+    for tok in model.tokenizer.convert_ids_to_tokens(list(range(model.facts.d_vocab))):
         tok = tok or ""
         if tok and all(ch in to_byte for ch in tok):
             out.append(bytes(to_byte[ch] for ch in tok).decode("utf-8", errors="replace"))
@@ -296,15 +296,15 @@ def compute_replacement(model: HookedSource, config: ReplacementConfig) -> Bilin
     model.require_finite_weights()
     if not 0 < config.holdout < 1:
         raise InputError(f"holdout must lie in (0, 1), got {config.holdout}")
-    gated = model.arch.mlp == "gated"  # mixtures of experts are fitted from activations, like plain MLPs
+    gated = model.facts.mlp == "gated"  # mixtures of experts are fitted from activations, like plain MLPs
     if config.d_hidden is not None and (gated or config.d_hidden < 1):
         raise InputError(f"d_hidden must be a positive width, for plain MLPs only (a gated MLP's replacement keeps "
                          f"its d_mlp); got {config.d_hidden} for {'a gated' if gated else 'a plain'} MLP")
-    chosen = model.info.n_layers // 5 if config.layer is None else config.layer
-    if not -model.info.n_layers <= chosen < model.info.n_layers:
-        raise InputError(f"layer {chosen} out of range: {model.name} has {model.info.n_layers} layers")
-    layer = chosen % model.info.n_layers
-    mlp = model.mlp_weights(layer) if model.arch.mlp != "moe" else None
+    chosen = model.facts.n_layers // 5 if config.layer is None else config.layer
+    if not -model.facts.n_layers <= chosen < model.facts.n_layers:
+        raise InputError(f"layer {chosen} out of range: {model.name} has {model.facts.n_layers} layers")
+    layer = chosen % model.facts.n_layers
+    mlp = model.mlp_weights(layer) if model.facts.mlp != "moe" else None
     tokens = token_windows(model, window=config.window, max_windows=config.max_windows)  # [w, pos]
     n_hold = max(1, round(len(tokens) * config.holdout))
     if len(tokens) - n_hold < 1:
@@ -318,7 +318,7 @@ def compute_replacement(model: HookedSource, config: ReplacementConfig) -> Bilin
     if gated:
         (W, V, P), start, fit_table = fit_gated(x_tr, y_tr, mlp, config)
     else:
-        width = mlp.W_in.shape[1] if mlp is not None else model.info.d_mlp * max(1, model.arch.experts_per_token)
+        width = mlp.W_in.shape[1] if mlp is not None else model.facts.d_mlp * max(1, model.facts.experts_per_token)
         (W, V, P), start, fit_table = fit_from_activations(x_tr, y_tr, config.d_hidden or width, config)
     init = GATED_INIT if gated else PLAIN_INIT
     init_ev = _ev(y_te, _hidden(start[0], start[1], x_te) @ start[2].mT)  # where the fit started, before any training
@@ -343,7 +343,7 @@ def compute_replacement(model: HookedSource, config: ReplacementConfig) -> Bilin
     unembed = model.W_U.float() * (final_gain.float()[:, None] if final_gain is not None else 1)  # [d, vocab]
     embed = model.W_E.float() * (mlp_gain.float() if mlp_gain is not None else 1)  # [vocab, d]
     special_ids = sorted(set(model.tokenizer.all_special_ids) | set(getattr(model.tokenizer, "added_tokens_decoder", {})))
-    special = torch.tensor([i for i in special_ids if i < model.info.d_vocab], dtype=torch.long, device=unembed.device)
+    special = torch.tensor([i for i in special_ids if i < model.facts.d_vocab], dtype=torch.long, device=unembed.device)
     unembed, embed = unembed.index_fill(1, special, 0.0), embed.index_fill(0, special, 0.0)  # readouts: text tokens only
     principal, names = _principal(y_tr, unembed, vocab, config.n_directions)
     pick = torch.linspace(0, len(x_te) - 1, min(config.n_eval_inputs, len(x_te))).round().long()

@@ -189,7 +189,7 @@ class BilinearSpectrumResult(Result):
 
 # ---------------------------------------------------------------- views
 def _not_bilinear(model) -> UnsupportedModelError:
-    gated = getattr(getattr(model, "info", None), "gated_mlp", False)
+    gated = getattr(getattr(model, "facts", None), "mlp", None) == "gated"
     what = "gated (SwiGLU-style: silu(gate x) * (up x))" if gated else "plain (activation(W_in x))"
     return UnsupportedModelError(
         f"{model.name}'s MLPs are {what}, not bilinear: their output is not a quadratic form of the input, so there "

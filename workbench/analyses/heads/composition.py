@@ -18,7 +18,7 @@ from .scores import KINDS, Composition, null_scores
 from .scores_streamed import rotated_null_streamed, stream_compositions
 from .svd import _chosen_layers, check_weights, spectrum_stats
 from ...engine.registry import Analysis
-from ...models.architecture import layer_span
+from ...models.facts import layer_span
 from ...models.contract import WeightSource
 
 
@@ -297,12 +297,12 @@ def _spectra_table(sv: dict[str, Tensor], layers: list[int]) -> pd.DataFrame:
 
 def _attention_layers(model: WeightSource, layers: tuple[int, ...] | None) -> tuple[int, ...]:
     """The chosen layers (default: every attention layer), refusing one without attention heads by name."""
-    attention = model.arch.attention_layers
+    attention = model.facts.attention_layers
     if layers is None:
         return tuple(attention)
-    chosen = _chosen_layers(model.info.n_layers, layers)
+    chosen = _chosen_layers(model.facts.n_layers, layers)
     if without := [l for l in chosen if l not in attention]:
-        kinds = " / ".join(sorted({model.arch.layers[l].kind for l in without}))
+        kinds = " / ".join(sorted({model.facts.layers[l].kind for l in without}))
         raise InputError(f"{model.name} has no attention heads to compose in layers {layer_span(without)} ({kinds}); "
                          f"choose among its attention layers {layer_span(attention)}")
     return chosen
@@ -310,7 +310,7 @@ def _attention_layers(model: WeightSource, layers: tuple[int, ...] | None) -> tu
 
 def _skipped(model: WeightSource) -> dict[int, str]:
     """Layers without attention heads (a hybrid's), and why: composition is defined between heads."""
-    return {l: f"{f.kind}: no attention heads" for l, f in enumerate(model.arch.layers) if not f.attention}
+    return {l: f"{f.kind}: no attention heads" for l, f in enumerate(model.facts.layers) if not f.attention}
 
 
 def _null_table(nulls: dict[str, dict]) -> pd.DataFrame:
@@ -360,7 +360,7 @@ def compute_head_composition(model: WeightSource, config: HeadCompositionConfig)
     kinds = tuple(dict.fromkeys(config.kinds))
     if not kinds or set(kinds) - set(KINDS):
         raise InputError(f"kinds must be a non-empty subset of {KINDS}, got {config.kinds}")
-    n_layers, n_heads = model.info.n_layers, model.info.n_heads
+    n_layers, n_heads = model.facts.n_layers, model.facts.n_heads
     w_layers, r_layers = (_attention_layers(model, layers) for layers in (config.writer_layers, config.reader_layers))
     w_idx, r_idx = _head_index(n_heads, config.writer_heads), _head_index(n_heads, config.reader_heads)
     w_heads, r_heads = (list(range(n_heads)) if i is None else i for i in (w_idx, r_idx))
@@ -400,7 +400,7 @@ def compute_head_composition(model: WeightSource, config: HeadCompositionConfig)
         config=config, model_id=model.name, fingerprint=model.fingerprint(), tensors=tensors,
         tables={"pairs": pairs,
                 "components": _components_table(pairs, comps, sv["OV"], meta, config.table_pairs, config.table_components),
-                "spectra": _spectra_table(sv, model.arch.attention_layers), "null": null_tab},
+                "spectra": _spectra_table(sv, model.facts.attention_layers), "null": null_tab},
         meta=meta,
     )
 

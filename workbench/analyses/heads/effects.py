@@ -198,7 +198,7 @@ def compute_head_effects(model: HookedSource, config: HeadEffectsConfig) -> Head
     if config.ablation not in ("zero", "mean"):
         raise InputError(f"ablation must be 'zero' or 'mean', got {config.ablation!r}")
     kinds = tuple(k for k in KINDS if k in config.kinds)
-    n_layers, n_heads = model.info.n_layers, model.info.n_heads
+    n_layers, n_heads = model.facts.n_layers, model.facts.n_heads
     # The weight side streams one layer at a time, as head_composition does: stacking every head's four matrices
     # in float32 (4 x layers x d_model^2 values) is 8.6 GB at 7B shapes and ~86 GB at 70B, beside the model itself.
     all_layers, all_heads = tuple(range(n_layers)), list(range(n_heads))
@@ -206,9 +206,9 @@ def compute_head_effects(model: HookedSource, config: HeadEffectsConfig) -> Head
     comps = streamed.comps
     writers = list(config.writers) or _auto_writers(comps, config.n_writers)
     for layer, head, comp in writers:
-        if not (0 <= layer < n_layers - 1 and 0 <= head < n_heads and -1 <= comp < model.info.d_head):
+        if not (0 <= layer < n_layers - 1 and 0 <= head < n_heads and -1 <= comp < model.facts.d_head):
             raise InputError(f"writer {(layer, head, comp)} out of range: layer < {n_layers - 1}, head < {n_heads}, "
-                             f"component in [-1, {model.info.d_head})")
+                             f"component in [-1, {model.facts.d_head})")
     ids, mask = model.to_tokens_batch(list(config.prompts))
     layers = list(range(min(w[0] for w in writers) + 1, n_layers))
     names = [n for layer in layers for n in _reader_names(layer)]

@@ -72,7 +72,7 @@ def compute_laundry_scan(model: HookedSource, config: LaundryScanConfig) -> Laun
     check_weights(model)
     vocab = single_token_items(model.tokenizer, config.items, config.item_prefix)
     prompts = generate_prompts(vocab, config.n_items, config.n_prompts, seed=config.seed, templates=config.templates)
-    n_layers = model.info.n_layers
+    n_layers = model.facts.n_layers
     svd = ov_svd(head_weights(model, fold_norm=config.fold_norm))  # Vh: [layer, head, comp, d_model]
     ids, mask = model.to_tokens_batch([p.text for p in prompts])
     outs, zs = {}, {}

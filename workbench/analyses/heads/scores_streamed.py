@@ -103,8 +103,8 @@ def stream_compositions(model, kinds: tuple[str, ...], writer_layers: tuple[int,
                         writer_heads: list[int], reader_heads: list[int], *, fold_norm: bool) -> Streamed:
     """All kinds of composition between the chosen writer and (later) reader heads, streaming the attention layers
     (every layer, except in a hybrid). ``sv_ov`` / ``sv_qk`` have a row for every layer: NaN where it has no heads."""
-    n_layers = model.info.n_layers
-    attention = model.arch.attention_layers
+    n_layers = model.facts.n_layers
+    attention = model.facts.attention_layers
     w_index, r_index = {l: i for i, l in enumerate(writer_layers)}, {l: i for i, l in enumerate(reader_layers)}
     wh, rh = len(writer_heads), len(reader_heads)
     sv_ov: list[Tensor] = []
@@ -118,7 +118,7 @@ def stream_compositions(model, kinds: tuple[str, ...], writer_layers: tuple[int,
     read_norm: dict[str, Tensor] = {}
     writer_s: Tensor | None = None
     heads_per_kv, folded = 1, fold_norm
-    blocks = _blocks(list(writer_layers), wh * model.info.d_head * model.info.d_model * 4)
+    blocks = _blocks(list(writer_layers), wh * model.facts.d_head * model.facts.d_model * 4)
     last_reader = max(reader_layers)
     passes = [attention if b == 0 else [l for l in attention if block[0] <= l <= last_reader]
               for b, block in enumerate(blocks)]
@@ -183,7 +183,7 @@ def rotated_null_streamed(model, kinds: tuple[str, ...], n: int, seed: int, *, f
     layers that hold the picked heads, once each: a writer is kept as the R factors of its W_V and W_O (all its
     rotated OV needs), a reader is met one at a time (:class:`Reach`). Memory: one layer plus the writers'
     n x d_head output directions, instead of 2 x n heads' four matrices."""
-    n_heads, attention = model.info.n_heads, model.arch.attention_layers
+    n_heads, attention = model.facts.n_heads, model.facts.attention_layers
     gen, pw, pr = rotated_picks(len(attention) * n_heads, n, seed)
     r_v, r_o = [None] * n, [None] * n
     for layer, picks in _gather(pw, n_heads, attention).items():

@@ -68,7 +68,7 @@ def _chosen_layers(n_layers: int, layers: tuple[int, ...] | None) -> tuple[int, 
 def head_weights(model, layers: tuple[int, ...] | None = None, *, fold_norm: bool = True,
                  dtype: torch.dtype = torch.float32) -> HeadWeights:
     """Stack the attention weights of ``layers`` (default: all) per query head, on the model's device."""
-    layers = _chosen_layers(model.info.n_layers, layers)
+    layers = _chosen_layers(model.facts.n_layers, layers)
     qs, ks, vs, os_ = [], [], [], []
     heads_per_kv, folded = 1, fold_norm
     for layer in layers:
@@ -174,5 +174,5 @@ def spectrum_stats(s: Float[Tensor, "... r"]) -> dict[str, Tensor]:
 def check_weights(model) -> None:
     """Composition maths needs finite weights and an attention layer in every block."""
     model.require_finite_weights()
-    if model.info.n_heads < 1:
+    if model.facts.n_heads < 1:
         raise UnsupportedModelError(f"{model.name} has no attention heads; head composition needs attention")

@@ -31,7 +31,8 @@ class OverviewResult(Result):
     Tensors: ``sv/<matrix>`` singular values [layer, rank], descending (``layers/<matrix>``: which layers, when
     not all have it);
     ``embedding_norms`` [d_vocab] L2 norm of each token's embedding.
-    ``meta['architecture']``: the model's :class:`~workbench.models.ModelInfo` as a dict.
+    ``meta['architecture']``: the model's :class:`~workbench.models.ModelFacts` as a dict (``to_dict(checks=False)``),
+    ``meta['family']``: its lines (``describe(checks=False)``).
     """
 
     analysis = "overview"
@@ -41,7 +42,7 @@ class OverviewResult(Result):
     # --------------------------------------------------------------- contents
     @property
     def architecture(self) -> dict[str, Any]:
-        """The model's :class:`~workbench.models.ModelInfo` as a dict."""
+        """The model's :class:`~workbench.models.ModelFacts` as a dict (without the self-check)."""
         return dict(self.meta["architecture"])
 
     @property
@@ -95,7 +96,7 @@ class OverviewResult(Result):
             ("model", self.model_id),
             ("architecture", f"{arch['architecture']}: {arch['n_layers']} layers, d_model {arch['d_model']}, "
                              f"{arch['n_heads']} heads ({arch['n_kv_heads']} key/value), d_mlp {arch['d_mlp']}"),
-            *((k, v) for k, v in self.meta.get("family", {}).items() if k != "family"),
+            *((k, v) for k, v in self.meta.get("family", {}).items() if k not in ("model", "architecture", "parameters", "family")),
             ("parameters", f"{arch['n_params']:,}"),
             ("fingerprint", self.fingerprint),
         ]
@@ -110,7 +111,7 @@ def _matrices(model, layer: int) -> dict[str, Tensor]:
         "W_V": attn.W_V.permute(1, 0, 2).flatten(1),
         "W_O": attn.W_O.flatten(0, 1),  # [head * d_head, d_model]
     }
-    if model.arch.layers[layer].mlp == "moe":  # a mixture of experts: the router, the experts side by side, the shared expert
+    if model.facts.layers[layer].mlp == "moe":  # a mixture of experts: the router, the experts side by side, the shared expert
         moe = model.expert_weights(layer)
         out["W_router"] = moe.W_router
         out.update({f"experts {n}": m.permute(1, 0, 2).flatten(1) for n, m in (("W_in", moe.W_in), ("W_gate", moe.W_gate))})
@@ -166,13 +167,13 @@ def _parameter_table(model) -> pd.DataFrame:
 @torch.no_grad()
 def compute_overview(model: WeightSource, config: OverviewConfig) -> OverviewResult:
     model.require_finite_weights()
-    info = model.info
+    facts = model.facts
     # One layer at a time: each matrix's spectrum and statistics are taken as soon as it is read, and only those
     # summaries are kept (holding every matrix in float32 until the end is ~27 GB at 7B shapes, ~280 GB at 70B).
     # A matrix may be in some layers only (dense and MoE layers mixed): summaries are kept per matrix name, in the
     # order the names first appear, and stacked over its layers at the end.
     per_name: dict[str, list[tuple[int, tuple[int, ...], Tensor, dict[str, Tensor]]]] = {}
-    for layer in progress(range(info.n_layers), desc="reading weights"):
+    for layer in progress(range(facts.n_layers), desc="reading weights"):
         for name, matrix in _matrices(model, layer).items():
             one = matrix.float()[None]  # [1, in, out]
             sv = singular_values(one)  # on the matrix's device
@@ -185,7 +186,7 @@ def compute_overview(model: WeightSource, config: OverviewConfig) -> OverviewRes
     for name, entries in per_name.items():
         layers = [layer for layer, *_ in entries]
         tensors[f"sv/{name}"] = torch.cat([sv for _, _, sv, _ in entries])
-        if len(layers) != info.n_layers:
+        if len(layers) != facts.n_layers:
             tensors[f"layers/{name}"] = torch.tensor(layers)
         for layer, shape, _, stats in entries:
             rows.append({"layer": layer, "matrix": name, "rows": shape[0], "cols": shape[1],
@@ -200,7 +201,8 @@ def compute_overview(model: WeightSource, config: OverviewConfig) -> OverviewRes
         fingerprint=model.fingerprint(),
         tensors=tensors,
         tables={"matrices": pd.DataFrame(rows), "parameters": _parameter_table(model), "tokens": tokens},
-        meta={"architecture": info.to_dict(), "family": dict(model.arch.describe(checks=False)), "sample_text": config.sample_text},
+        meta={"architecture": facts.to_dict(checks=False), "family": dict(facts.describe(checks=False)),
+              "sample_text": config.sample_text},
     )
 
 
@@ -211,4 +213,5 @@ ANALYSIS = Analysis(
     result_cls=OverviewResult,
     compute=compute_overview,
     needs=("qkv", "values_mixed", "attn_write", "mlp_in", "mlp_write", "experts", "uniform_attention"),
+    version=2,  # meta['architecture'] is the one fact record's dict (ModelFacts), no longer ModelInfo's
 )

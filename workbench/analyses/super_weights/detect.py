@@ -316,7 +316,7 @@ def _zeroed(model, coords, windows, config, reference, recorder=None) -> tuple[f
 def _random_controls(model, candidates: list[dict], config: SuperWeightConfig) -> list[tuple[int, int, int]]:
     gen = torch.Generator().manual_seed(config.seed)
     taken = {(c["layer"], c["row"], c["col"]) for c in candidates}
-    d_mlp, d_model = model.info.d_mlp, model.info.d_model
+    d_mlp, d_model = model.facts.d_mlp, model.facts.d_model
     out = []
     for layer in sorted({c["layer"] for c in candidates}):
         picked = 0
@@ -363,7 +363,7 @@ def _norm_gain_effects(model, stats: ScanStats, config, windows, reference, inta
     """Sandwich-norm families: the MLP output norm's gain in each spiking layer's spike channel, zeroed and measured.
     That gain multiplies the channel's whole write, so it can make a spike no single weight of W_out makes."""
     columns = ["layer", "channel", "gain", "gain_rank", "delta_loss", "kl"]
-    if not model.arch.post_norms:
+    if not model.facts.post_norms:
         return pd.DataFrame(columns=columns)
     spikes = spiking_layers(stats, config.in_factor, config.out_factor)
     layers = torch.nonzero(spikes).flatten().tolist() or [int(stats.out_ratio.argmax())]
@@ -371,9 +371,9 @@ def _norm_gain_effects(model, stats: ScanStats, config, windows, reference, inta
     for layer in layers:
         channel = int(stats.out_spike[layer, 2])
         stored = model.norm_weight(layer, "mlp", post=True)
-        gain = stored + model.arch.gain_offset
+        gain = stored + model.facts.gain_offset
         with model.restoring(stored), torch.no_grad():
-            stored[channel] = -model.arch.gain_offset  # effective gain 0: the channel's write is gone
+            stored[channel] = -model.facts.gain_offset  # effective gain 0: the channel's write is gone
             loss, kl, _ = evaluate(model, windows, batch_size=config.batch_size, reference=reference)
         rows.append({"layer": layer, "channel": channel, "gain": float(gain[channel]),
                      "gain_rank": int((gain.abs() > gain[channel].abs()).sum()) + 1, "delta_loss": loss - intact, "kl": kl})
@@ -403,7 +403,7 @@ def compute(model: HookedSource, config: SuperWeightConfig) -> SuperWeightResult
     intact_rec = StreamingRecorder(model, mlp=False)
     intact, _, reference = evaluate(model, windows, batch_size=config.batch_size, recorder=intact_rec, keep=True)
     resid_intact = intact_rec.stats().resid  # [L + 1, d_model]
-    resid_ablated = torch.zeros(len(candidates), model.info.n_layers + 1)
+    resid_ablated = torch.zeros(len(candidates), model.facts.n_layers + 1)
     for i, cand in enumerate(progress(candidates, desc="ablating candidates")):
         rec = StreamingRecorder(model, mlp=False)
         loss, cand["kl"] = _zeroed(model, [(cand["layer"], cand["row"], cand["col"])], windows, config, reference, rec)
@@ -453,7 +453,7 @@ def compute(model: HookedSource, config: SuperWeightConfig) -> SuperWeightResult
             {"round": r, "layer": l, "in_max": float(in_max[l]), "in_ratio": float(in_ratio[l]),
              "in_channel": int(s.in_spike[l, 2]), "out_max": float(out_max[l]), "out_ratio": float(out_ratio[l]),
              "out_channel": int(s.out_spike[l, 2]), "out_position": int(s.out_spike[l, 1]), "spike": bool(spike[l])}
-            for l in range(model.info.n_layers)
+            for l in range(model.facts.n_layers)
         ]
     layers = pd.DataFrame(layer_rows)
     del reference  # the intact log-probs: the largest thing this analysis holds
@@ -461,7 +461,7 @@ def compute(model: HookedSource, config: SuperWeightConfig) -> SuperWeightResult
         {"candidate": i, "layer": c["layer"], "row": c["row"], "col": c["col"], "after_layer": a - 1,
          "intact": float(resid_intact[a, c["row"]]), "zeroed": float(resid_ablated[i, a]),
          "without_all_super": float(resid_without[a, c["row"]])}
-        for i, c in enumerate(candidates) for a in range(model.info.n_layers + 1)
+        for i, c in enumerate(candidates) for a in range(model.facts.n_layers + 1)
     ], columns=["candidate", "layer", "row", "col", "after_layer", "intact", "zeroed", "without_all_super"])
     control_table = pd.DataFrame(controls, columns=["layer", "row", "col", "weight", "delta_loss", "kl"])
     published = compare_published(model.name, supers)
@@ -475,7 +475,7 @@ def compute(model: HookedSource, config: SuperWeightConfig) -> SuperWeightResult
                 "norm_gains": gains},
         meta={
             "massive": massive_activation(resid_intact), "rounds": len(rounds), "intact_loss": intact, "loss_without_super": loss_without,
-            "eval_tokens": int(windows.shape[0] * (windows.shape[1] - 1)), "n_layers": model.info.n_layers,
+            "eval_tokens": int(windows.shape[0] * (windows.shape[1] - 1)), "n_layers": model.facts.n_layers,
             "published": None if published is None else published.to_dict("records"),
         },
     )

@@ -134,11 +134,11 @@ def _check(model, config: ExperimentConfig) -> tuple[Coord, ...]:
     if not config.weights:
         raise InputError("no super weights given: pass weights=((layer, row, col), ...), or run wb.super_weights(model) "
                          "first (the wb.* experiment functions use its super weights by default)")
-    info = model.info
+    facts = model.facts
     for layer, row, col in config.weights:
-        if not (0 <= layer < info.n_layers and 0 <= row < info.d_model and 0 <= col < info.d_mlp):
-            raise InputError(f"weight ({layer}, {row}, {col}) is outside {model.name}: layer < {info.n_layers}, "
-                             f"row (output channel) < {info.d_model}, col (input channel) < {info.d_mlp}")
+        if not (0 <= layer < facts.n_layers and 0 <= row < facts.d_model and 0 <= col < facts.d_mlp):
+            raise InputError(f"weight ({layer}, {row}, {col}) is outside {model.name}: layer < {facts.n_layers}, "
+                             f"row (output channel) < {facts.d_model}, col (input channel) < {facts.d_mlp}")
     model.require_finite_weights()
     return tuple((int(l), int(r), int(c)) for l, r, c in config.weights)
 
@@ -262,8 +262,8 @@ def compute_outliers(model: HookedSource, config: OutlierConfig) -> OutlierResul
     if not 0 < config.top_fraction < 1:
         raise InputError(f"top_fraction must lie in (0, 1), got {config.top_fraction}")
     fingerprint = model.fingerprint()
-    info = model.info
-    n = max(1, round(config.top_fraction * info.n_layers * info.d_mlp * info.d_model))
+    facts = model.facts
+    n = max(1, round(config.top_fraction * facts.n_layers * facts.d_mlp * facts.d_model))
     others = top_outliers(model, n, coords)
     ev = _Evaluator(model, config)
     ev.measure("intact", pruned=0)
@@ -296,19 +296,19 @@ def compute_quantize(model: HookedSource, config: QuantizeConfig) -> QuantizeRes
     if unknown or not config.matrices:
         raise InputError(f"unknown matrices {unknown}; choose from {QUANT_MATRICES}")
     fingerprint = model.fingerprint()
-    matrices = [m for m in config.matrices if m != "W_gate" or model.info.gated_mlp]
+    matrices = [m for m in config.matrices if m != "W_gate" or model.facts.mlp == "gated"]
     ev = _Evaluator(model, config)
     ev.measure("intact", bits=32, block=0, method="none")
-    views = {(l, m): _quant_views(model, l, m) for l in range(model.info.n_layers) for m in matrices}
+    views = {(l, m): _quant_views(model, l, m) for l in range(model.facts.n_layers) for m in matrices}
     originals = {(l, r, c): float(model.mlp_weights(l).W_out[c, r]) for l, r, c in coords}
     settings = [(b, s, m) for b in config.bits for s in config.block_sizes for m in ("rtn", "clip + restore")]
     for bits, block, method in progress(settings, desc="quantizing"):
         with model.restoring(*(v for v, _, _ in views.values())), torch.no_grad():
             for name in matrices:
                 # Same-shape matrices of all layers quantized in one batched call.
-                stacked = torch.stack([views[(l, name)][1](views[(l, name)][0]) for l in range(model.info.n_layers)])  # [L, in, out]
+                stacked = torch.stack([views[(l, name)][1](views[(l, name)][0]) for l in range(model.facts.n_layers)])  # [L, in, out]
                 quant = blockwise_rtn(stacked, bits, block, clip_z=config.clip_z if method != "rtn" else None)
-                for l in range(model.info.n_layers):
+                for l in range(model.facts.n_layers):
                     view, _, from2 = views[(l, name)]
                     view.copy_(from2(quant[l]))
             if method != "rtn":

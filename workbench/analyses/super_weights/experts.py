@@ -85,7 +85,7 @@ class SuperExpertResult(Result):
 
 def _expert_stats(model, ids, mask) -> tuple[list[dict], float]:
     """One pass: per (layer, expert) largest write and router statistics; the decomposition error."""
-    moe_layers = model.arch.moe_layers  # dense layers between them (Llama 4, Qwen3-MoE's mlp_only_layers) have no experts
+    moe_layers = model.facts.moe_layers  # dense layers between them (Llama 4, Qwen3-MoE's mlp_only_layers) have no experts
     names = [n for l in moe_layers for n in (hn.mlp_in(l), hn.mlp_out(l))]
     _, acts = model.run_with_cache(ids, names=names)
     real = mask.bool()
@@ -113,8 +113,8 @@ def _expert_stats(model, ids, mask) -> tuple[list[dict], float]:
 
 
 def compute(model: HookedSource, config: SuperExpertConfig) -> SuperExpertResult:
-    if model.arch.mlp != "moe":
-        raise UnsupportedModelError(f"{model.name} has {model.arch.mlp} MLPs, not a mixture of experts; "
+    if model.facts.mlp != "moe":
+        raise UnsupportedModelError(f"{model.name} has {model.facts.mlp} MLPs, not a mixture of experts; "
                                     "use wb.super_weights(model) instead")
     prompts = check_prompts(config.prompts)
     model.require_finite_weights()
@@ -153,10 +153,10 @@ def compute(model: HookedSource, config: SuperExpertConfig) -> SuperExpertResult
     return SuperExpertResult(
         config=config, model_id=model.name, fingerprint=fingerprint,
         tensors={"resid_intact": resid},
-        tables={"experts": table, "layers": pd.DataFrame({"layer": range(model.info.n_layers),
+        tables={"experts": table, "layers": pd.DataFrame({"layer": range(model.facts.n_layers),
                                                           "resid_max": resid[1:].amax(-1).tolist()})},
-        meta={"n_experts": model.arch.n_experts, "top_k": model.arch.experts_per_token,
-              "n_layers": model.info.n_layers, "intact_loss": intact, "decomposition_error": error,
+        meta={"n_experts": model.facts.n_experts, "top_k": model.facts.experts_per_token,
+              "n_layers": model.facts.n_layers, "intact_loss": intact, "decomposition_error": error,
               "resid_max": float(resid[1:].max()), "resid_layer": layer, "resid_channel": channel},
     )
 

@@ -27,7 +27,7 @@ from ...models import hook_names as hn
 def require_mlp_hooks(model) -> None:
     """Raise :class:`UnsupportedModelError` unless every layer exposes W_out and its MLP hooks."""
     names = set(model.hook_names())
-    for layer in range(model.info.n_layers):
+    for layer in range(model.facts.n_layers):
         missing = [n for n in (hn.mlp_post(layer), hn.mlp_out(layer)) if n not in names]
         if missing:
             raise UnsupportedModelError(
@@ -103,13 +103,13 @@ class StreamingRecorder:
     """
 
     def __init__(self, model, *, mlp: bool = True, resid: bool = True):
-        info = model.info
+        facts = model.facts
         self.model, self.mlp, self.resid = model, mlp, resid
-        self.n_layers = info.n_layers
+        self.n_layers = facts.n_layers
         self.mask: Tensor | None = None
-        L, dev = info.n_layers, torch.device("cpu")
-        self.in_channel_max = torch.zeros(L, info.d_mlp, device=dev)
-        self.out_channel_max = torch.zeros(L, info.d_model, device=dev)
+        L, dev = facts.n_layers, torch.device("cpu")
+        self.in_channel_max = torch.zeros(L, facts.d_mlp, device=dev)
+        self.out_channel_max = torch.zeros(L, facts.d_model, device=dev)
         self.in_spike = torch.zeros(L, 3, dtype=torch.long)
         self.out_spike = torch.zeros(L, 3, dtype=torch.long)
         self.out_value = torch.zeros(L)
@@ -117,7 +117,7 @@ class StreamingRecorder:
         self.top_input = torch.zeros(L)
         self.top_contribution = torch.zeros(L)
         self.raw_value = torch.zeros(L)
-        self.resid_channel_max = torch.zeros(L + 1, info.d_model)
+        self.resid_channel_max = torch.zeros(L + 1, facts.d_model)
         self._held: dict[int, Tensor] = {}  # layer -> X, only between its hooks
         self._offset = 0  # batch index offset of the current chunk
 

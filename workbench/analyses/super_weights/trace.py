@@ -131,7 +131,7 @@ def mlp_input_names(model, layer: int) -> list[str]:
     """The activations :func:`residual_parts` needs for ``layer``'s MLP."""
     names = [hn.resid_pre(0)]
     for l in range(layer + 1):
-        if l < layer or not model.arch.parallel_blocks:
+        if l < layer or not model.facts.parallel_blocks:
             names += [*model.head_write_names(l), hn.attn_out(l)]
         if l < layer:
             names.append(hn.mlp_out(l))
@@ -149,7 +149,7 @@ def residual_parts(model, cache: dict[str, Tensor], layer: int, pos: int) -> tup
     """
     labels, vectors = [{"part": "embeddings", "kind": "embeddings", "layer": -1, "head": -1}], [cache[hn.resid_pre(0)][0, pos]]
     for l in range(layer + 1):
-        if l == layer and model.arch.parallel_blocks:
+        if l == layer and model.facts.parallel_blocks:
             break
         heads, rest = model.head_writes(l, {k: v[:1, pos:pos + 1] for k, v in cache.items()})  # [1, 1, head, d]
         for h in range(heads.shape[2]):
@@ -183,17 +183,17 @@ def channel_contributions(model, parts: Float[Tensor, "part d_model"], layer: in
 
     The norm in front of the MLP (if any) is linear once its scale is fixed by the whole stream
     (the parts' sum); for a LayerNorm each part is centred first, and its bias joins the constant."""
-    arch = model.arch
+    facts = model.facts
     normed = parts
-    if arch.pre_norms:
-        rms = arch.norm == "rms"
+    if facts.pre_norms:
+        rms = facts.norm == "rms"
         centred = parts if rms else parts - parts.mean(-1, keepdim=True)
         whole = centred.sum(0)
-        scale = torch.rsqrt(whole.pow(2).mean() + arch.norm_eps)  # 1 / (RMS or std) of the whole stream
+        scale = torch.rsqrt(whole.pow(2).mean() + facts.norm_eps)  # 1 / (RMS or std) of the whole stream
         gain = model.norm_gain(layer, "mlp")
         normed = centred * scale * (gain.float() if gain is not None else 1.0)  # [part, d_model]
     W_gate, W_in, b_in, _ = mlp_of(model, layer, expert)
-    norm_bias = model.norm_bias(layer, "mlp") if arch.pre_norms else None
+    norm_bias = model.norm_bias(layer, "mlp") if facts.pre_norms else None
     out = {}
     for key, W, b in (("gate", W_gate, None), ("up", W_in, b_in)):
         if W is None:
@@ -210,7 +210,7 @@ def strongest_super_weight(model) -> tuple[tuple[int, int, int], int]:
     """((layer, row, col), expert) of the super weight with the largest loss effect (cached :func:`super_weights`;
     for a mixture of experts, the weight inside the super expert whose removal costs most, from :func:`super_experts`;
     expert -1 for dense MLPs)."""
-    if model.arch.mlp == "moe":
+    if model.facts.mlp == "moe":
         found = run_analysis(experts.ANALYSIS, model).super_experts
         if found.empty:
             raise UnsupportedModelError(f"wb.super_experts found no super expert in {model.name}: nothing to trace by "
@@ -233,14 +233,14 @@ def prepare(model, config: TraceConfig) -> TraceConfig:
         return prepare(model, replace(config, weight=weight, expert=expert))
     if len(config.weight) != 3:
         raise InputError("weight must be (layer, row, col): HF down_proj.weight[row, col] of that layer")
-    kind = model.arch.layers[int(config.weight[0]) % model.info.n_layers].mlp  # layers may differ (Llama 4)
+    kind = model.facts.layers[int(config.weight[0]) % model.facts.n_layers].mlp  # layers may differ (Llama 4)
     moe = kind == "moe"
-    if moe != (config.expert >= 0) or config.expert >= max(model.arch.n_experts, 1):
+    if moe != (config.expert >= 0) or config.expert >= max(model.facts.n_experts, 1):
         raise InputError(f"{model.name} layer {config.weight[0]} has a {kind} MLP: " + (
-            f"pass expert= one of 0..{model.arch.n_experts - 1} (wb.super_experts names the experts that matter)"
+            f"pass expert= one of 0..{model.facts.n_experts - 1} (wb.super_experts names the experts that matter)"
             if moe else "expert= is for mixtures of experts only"))
     layer, row, col = (int(v) for v in config.weight)
-    n, d_model, d_mlp = model.info.n_layers, model.info.d_model, model.info.d_mlp
+    n, d_model, d_mlp = model.facts.n_layers, model.facts.d_model, model.facts.d_mlp
     if not (0 <= layer < n and 0 <= row < d_model and 0 <= col < d_mlp):
         raise InputError(f"weight {config.weight} is outside {model.name}: layers 0..{n - 1}, rows (d_model) "
                          f"0..{d_model - 1}, cols (d_mlp) 0..{d_mlp - 1}")
@@ -284,7 +284,7 @@ def compute(model: HookedSource, config: TraceConfig) -> TraceResult:
     if expert < 0:
         require_mlp_hooks(model)
     model.require_finite_weights()
-    n_layers = model.info.n_layers
+    n_layers = model.facts.n_layers
     ids = model.to_tokens(prompt)  # [1, pos]
     tokens = model.to_str_tokens(ids[0])
     later = range(layer + 1, n_layers)

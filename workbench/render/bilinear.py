@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .style import TEMPLATE, figure, plot_text
+from .style import apply_template, figure, plot_text
 from ..analyses.bilinear.replacement import BilinearReplacementResult
 from ..analyses.bilinear.spectrum import BilinearSpectrumResult
 from ..analyses.bilinear.training import TrainedBilinear
@@ -61,7 +61,7 @@ def _eigen_heatmap(v: np.ndarray, shape) -> go.Heatmap:
 def _image_grid_layout(fig: go.Figure, height: int, title: str) -> go.Figure:
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, scaleanchor="x")
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=20, r=20, t=80, b=20), title=title)
+    apply_template(fig).update_layout(height=height, margin=dict(l=20, r=20, t=80, b=20), title=title)
     return fig
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import html
 
 import plotly.graph_objects as go
@@ -15,6 +16,7 @@ _WHITE = pio.templates["plotly_white"]
 pio.templates[TEMPLATE] = go.layout.Template(
     layout=_WHITE.layout, data={kind: getattr(_WHITE.data, kind) for kind in ("bar", "heatmap", "histogram", "scatter")}
 )
+_TEMPLATE_JSON = pio.templates[TEMPLATE].to_plotly_json()
 MATRIX_COLORS = {
     "W_Q": "#1f77b4", "W_K": "#17becf", "W_V": "#2ca02c", "W_O": "#9467bd",
     "W_in": "#ff7f0e", "W_gate": "#d62728", "W_out": "#8c564b",
@@ -26,7 +28,21 @@ def plot_text(text: str) -> str:
     return html.escape(str(text), quote=False)
 
 
+def apply_template(fig: go.Figure) -> go.Figure:
+    """Give ``fig`` the workbench template: the same as ``fig.update_layout(template=TEMPLATE)``, without plotly
+    deep-copying and re-validating the registered template for every figure (~10 ms each, and explorers build
+    figures on every control change): a copy of its JSON, validated once when it was registered, goes in as it is;
+    ``fig.layout.template`` reads back the same Template."""
+    layout = fig.layout
+    layout._validate = False  # plotly's own switch: store the value as given
+    try:
+        layout["template"] = copy.deepcopy(_TEMPLATE_JSON)
+    finally:
+        layout._validate = True
+    return fig
+
+
 def figure(title: str, *, height: int = 380, **layout) -> go.Figure:
-    fig = go.Figure()
-    fig.update_layout(template=TEMPLATE, title=plot_text(title), height=height, margin=dict(l=60, r=20, t=50, b=50), **layout)
+    fig = apply_template(go.Figure())
+    fig.update_layout(title=plot_text(title), height=height, margin=dict(l=60, r=20, t=50, b=50), **layout)
     return fig

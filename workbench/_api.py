@@ -1,0 +1,34 @@
+"""Everything ``workbench`` exports: imported by ``workbench/__init__.py`` on first use of a public name.
+
+``import workbench`` itself is cheap (no torch): this module is what it used to import, and what ``wb.<name>``
+imports the first time any such name is read (``workbench.__getattr__``). Importing it also installs how
+results are shown (``render``, ``widgets``) and registers every analysis.
+"""
+
+from ._version import __version__
+from .errors import (CacheCorruptError, InputError, MissingExtraError, ModelLoadError, UnsupportedModelError,
+                     WorkbenchError)
+from .models import CheckpointWeights, HookedModel, ModelInfo, available_models, hook_names, load_model, load_weights
+from ._progress import set_progress
+from .engine import get_analysis, list_analyses, register_analysis, run_analysis
+from .analyses import PACKAGES as _PACKAGES  # registers every analysis
+# The analyses' public functions: each package's api.__all__, one line per package of analyses.PACKAGES
+# (tests/test_registration.py checks that these are exactly the packages' exports).
+from .analyses.overview.api import *  # noqa: F403
+from .analyses.super_weights.api import *  # noqa: F403
+from .analyses.heads.api import *  # noqa: F403
+from .analyses.bilinear.api import *  # noqa: F403
+from .analyses.attribution.api import *  # noqa: F403
+from .cache import ResultCache, clear_cache, get_cache
+from .report import build_report, report
+from .results import Result
+from . import render, widgets  # noqa: F401  (install how results are shown: figures, HTML, explorers)
+from . import distributed as distributed  # wb.distributed: Dask is imported only when a cluster starts
+
+__all__ = [
+    "CacheCorruptError", "CheckpointWeights", "HookedModel", "InputError", "MissingExtraError", "ModelInfo",
+    "ModelLoadError", "Result", "ResultCache", "UnsupportedModelError", "WorkbenchError", "__version__",
+    "available_models", "build_report", "clear_cache", "get_analysis", "get_cache", "hook_names", "list_analyses",
+    "load_model", "load_weights", "register_analysis", "report", "run_analysis", "set_progress",
+    *(name for _package in _PACKAGES for name in _package.api.__all__),
+]

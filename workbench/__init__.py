@@ -8,13 +8,13 @@
 import logging as _logging
 from typing import TYPE_CHECKING
 
-from ._version import __version__
-from .errors import (CacheCorruptError, InputError, MissingExtraError, ModelLoadError, UnsupportedModelError,
-                     WorkbenchError)
+# cheap, and here before the API loads (``__all__`` comes with it)
+from ._version import __version__  # noqa: F401
+from .errors import (CacheCorruptError, InputError, MissingExtraError, ModelLoadError,  # noqa: F401
+                     UnsupportedModelError, WorkbenchError)
 
 if TYPE_CHECKING:  # what type checkers and editors see: every name, as if imported here
     from ._api import *  # noqa: F403
-    from ._api import __all__ as __all__
 
 # Records cache hits and misses, and the device and threads of each analysis; shown only where the application
 # configures logging (e.g. logging.basicConfig(level=logging.INFO)): a library adds no handler of its own.
@@ -26,8 +26,8 @@ def _load() -> None:
     from . import _api
 
     namespace = globals()
-    namespace.update({name: getattr(_api, name) for name in _api.__all__})
-    namespace["__all__"] = list(_api.__all__)
+    namespace.update({name: getattr(_api, name) for name in _api._ALL})
+    namespace["__all__"] = list(_api._ALL)
 
 
 def __getattr__(name: str):

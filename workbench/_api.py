@@ -3,7 +3,11 @@
 ``import workbench`` itself is cheap (no torch): this module is what it used to import, and what ``wb.<name>``
 imports the first time any such name is read (``workbench.__getattr__``). Importing it also installs how
 results are shown (``render``, ``widgets``) and registers every analysis.
+
+No ``__all__`` here: ``workbench/__init__.py`` star-imports this module for type checkers and the API reference
+(griffe), which then see every public name imported below; :data:`_ALL` is ``workbench.__all__``.
 """
+# ruff: noqa: F401  (every import is an export)
 
 from ._version import __version__
 from .errors import (CacheCorruptError, InputError, MissingExtraError, ModelLoadError, UnsupportedModelError,
@@ -22,10 +26,10 @@ from .analyses.attribution.api import *  # noqa: F403
 from .cache import ResultCache, clear_cache, get_cache
 from .report import build_report, report
 from .results import Result
-from . import render, widgets  # noqa: F401  (install how results are shown: figures, HTML, explorers)
+from . import render, widgets  # (install how results are shown: figures, HTML, explorers)
 from . import distributed as distributed  # wb.distributed: Dask is imported only when a cluster starts
 
-__all__ = [
+_ALL = [
     "CacheCorruptError", "CheckpointWeights", "HookedModel", "InputError", "MissingExtraError", "ModelInfo",
     "ModelLoadError", "Result", "ResultCache", "UnsupportedModelError", "WorkbenchError", "__version__",
     "available_models", "build_report", "clear_cache", "get_analysis", "get_cache", "hook_names", "list_analyses",

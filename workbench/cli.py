@@ -121,7 +121,7 @@ class _NotThisWay(Exception):
 
 
 class _ReportParser(argparse.ArgumentParser):
-    def error(self, message):  # noqa: D102  (the full parser prints it)
+    def error(self, message):  # the full parser says what is wrong
         raise _NotThisWay(message)
 
 

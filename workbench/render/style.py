@@ -73,7 +73,8 @@ def subplots(rows: int, cols: int, titles: list[str], **spacing: float) -> go.Fi
     fig = go.Figure()
     fig.layout._validate = False
     try:
-        fig.layout.update(layout)
+        for key, value in layout.items():  # one by one: Layout.update walks every nested property (~50x slower)
+            fig.layout[key] = value
     finally:
         fig.layout._validate = True
     fig.__dict__["_grid_ref"] = copy.deepcopy(grid_ref)  # where make_subplots leaves them (add_trace(row=, col=))

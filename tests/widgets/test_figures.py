@@ -80,3 +80,13 @@ def test_subplots_and_the_template_make_the_same_figures_as_plotly(titles):
     assert ours.to_json() == theirs.to_json()
     ours.layout.template.layout.font.size = 30  # the copy is the figure's own
     assert figure("x").layout.template.layout.font.size is None
+
+
+def test_figure_is_what_plotly_makes_of_the_same_layout():
+    ours = figure("a <b>title</b>", height=300, barmode="group")
+    theirs = go.Figure()
+    theirs.update_layout(template="workbench", title="a &lt;b&gt;title&lt;/b&gt;", height=300,
+                         margin=dict(l=60, r=20, t=50, b=50), barmode="group")
+    assert ours.to_json() == theirs.to_json()
+    ours.update_layout(margin_l=10, title_font_size=20)  # and the properties set as JSON behave as plotly's own
+    assert ours.layout.margin.l == 10 and ours.layout.margin.r == 20 and ours.layout.title.font.size == 20

@@ -29,23 +29,33 @@ def plot_text(text: str) -> str:
     return html.escape(str(text), quote=False)
 
 
-def apply_template(fig: go.Figure) -> go.Figure:
-    """Give ``fig`` the workbench template: the same as ``fig.update_layout(template=TEMPLATE)``, without plotly
-    deep-copying and re-validating the registered template for every figure (~10 ms each, and explorers build
-    figures on every control change): a copy of its JSON, validated once when it was registered, goes in as it is;
-    ``fig.layout.template`` reads back the same Template."""
+def _set_as_json(fig: go.Figure, props: dict) -> go.Figure:
+    """Set layout properties given in plotly's own JSON form, without re-validating them (plotly's switch)."""
     layout = fig.layout
-    layout._validate = False  # plotly's own switch: store the value as given
+    layout._validate = False
     try:
-        layout["template"] = copy.deepcopy(_TEMPLATE_JSON)
+        for key, value in props.items():
+            layout[key] = value
     finally:
         layout._validate = True
     return fig
 
 
+def apply_template(fig: go.Figure) -> go.Figure:
+    """Give ``fig`` the workbench template: the same as ``fig.update_layout(template=TEMPLATE)``, without plotly
+    deep-copying and re-validating the registered template for every figure (~10 ms each, and explorers build
+    figures on every control change): a copy of its JSON, validated once when it was registered, goes in as it is;
+    ``fig.layout.template`` reads back the same Template."""
+    return _set_as_json(fig, {"template": copy.deepcopy(_TEMPLATE_JSON)})
+
+
 def figure(title: str, *, height: int = 380, **layout) -> go.Figure:
-    fig = apply_template(go.Figure())
-    fig.update_layout(title=plot_text(title), height=height, margin=dict(l=60, r=20, t=50, b=50), **layout)
+    """An empty figure in the workbench style: template, escaped title, height, margins (set as the JSON plotly
+    would make of them: ~5 ms less per figure), then ``layout`` (validated)."""
+    fig = _set_as_json(go.Figure(), {"template": copy.deepcopy(_TEMPLATE_JSON), "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
+                                     "title": {"text": plot_text(title)}, "height": int(height)})  # plotly's order
+    if layout:
+        fig.update_layout(**layout)
     return fig
 
 

@@ -1,5 +1,8 @@
-"""``workbench report`` with every section cached: with its plan (the model is not loaded) vs without (the model is
-loaded and fingerprinted, each section read from the cache), side by side in one run.
+"""``workbench report`` with every section cached: without its plan (the model is loaded and fingerprinted, each
+section read from the cache) vs with it (the model is not loaded; the results are read for the table of contents,
+torch and the analyses imported) vs the page replayed (``workbench/report/pages.py``: plan, model files, results
+and rendered sections unchanged, so the page is written again from its sections without importing torch), side
+by side in one run.
 
     python benchmarks/report_from_cache.py [--model M] [--repeats N]
 
@@ -39,7 +42,9 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    from workbench._paths import cache_root
     from workbench.engine import list_analyses
+    from workbench.report.pages import FOLDER
     from workbench.report.plan import _path, plan_id
 
     names = [a.name for a in list_analyses() if a.in_report]
@@ -50,19 +55,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "report.html"
         _report(args.model, out)  # fills the cache and the plan
-        times: dict[str, list[float]] = {"model loaded": [], "from the plan": []}
+        times: dict[str, list[float]] = {"model loaded": [], "from the plan": [], "page replayed": []}
         for _ in range(args.repeats):
             _path(identity).unlink(missing_ok=True)  # without a plan: load, fingerprint, read each section
             wall, line = _report(args.model, out)
             assert "model loaded" in line, line
             times["model loaded"].append(wall)
+            for page in (cache_root() / FOLDER).glob("*.json"):  # the plan, but no page to replay
+                page.unlink()
             wall, line = _report(args.model, out)  # the plan the run above wrote
             assert "model not loaded" in line, line
             times["from the plan"].append(wall)
+            wall, line = _report(args.model, out)  # the page the run above recorded
+            assert "model not loaded" in line, line
+            times["page replayed"].append(wall)
     for name, laps in times.items():
         print(f"{name:>14}: median {statistics.median(laps):.2f} s  (runs: {', '.join(f'{t:.2f}' for t in laps)})")
-    ratio = statistics.median(times["model loaded"]) / statistics.median(times["from the plan"])
-    print(f"ratio model loaded / from the plan: {ratio:.1f}x")
+    for name in ("from the plan", "page replayed"):
+        ratio = statistics.median(times["model loaded"]) / statistics.median(times[name])
+        print(f"ratio model loaded / {name}: {ratio:.1f}x")
     print(f"load after: {os.getloadavg()[0]:.2f} (1-min)")
 
 

@@ -1,35 +1,46 @@
-"""workbench: interpretability and weight analysis for transformer language models."""
+"""workbench: interpretability and weight analysis for transformer language models.
+
+``import workbench`` is cheap: the API (torch, the models, the analyses, how results are shown) is imported from
+:mod:`workbench._api` the first time a public name is read (``wb.load_model``, ``wb.__all__``...), so that
+``workbench report`` served from the cache (``workbench/report/pages.py``) never imports torch.
+"""
 
 import logging as _logging
+from typing import TYPE_CHECKING
 
-from ._version import __version__
-from .errors import (CacheCorruptError, InputError, MissingExtraError, ModelLoadError, UnsupportedModelError,
-                     WorkbenchError)
-from .models import CheckpointWeights, HookedModel, ModelFacts, available_models, hook_names, load_model, load_weights
-from ._progress import set_progress
-from .engine import get_analysis, list_analyses, register_analysis, run_analysis
-from .analyses import PACKAGES as _PACKAGES  # registers every analysis
-# The analyses' public functions: each package's api.__all__, one line per package of analyses.PACKAGES
-# (tests/test_registration.py checks that these are exactly the packages' exports).
-from .analyses.overview.api import *  # noqa: F403
-from .analyses.super_weights.api import *  # noqa: F403
-from .analyses.heads.api import *  # noqa: F403
-from .analyses.bilinear.api import *  # noqa: F403
-from .analyses.attribution.api import *  # noqa: F403
-from .cache import ResultCache, clear_cache, get_cache
-from .report import build_report, report
-from .results import Result
-from . import render, widgets  # noqa: F401  (install how results are shown: figures, HTML, explorers)
-from . import distributed as distributed  # wb.distributed: Dask is imported only when a cluster starts
+# cheap, and here before the API loads (``__all__`` comes with it)
+from ._version import __version__  # noqa: F401
+from .errors import (CacheCorruptError, InputError, MissingExtraError, ModelLoadError,  # noqa: F401
+                     UnsupportedModelError, WorkbenchError)
+
+if TYPE_CHECKING:  # what type checkers and editors see: every name, as if imported here
+    from ._api import *  # noqa: F403
 
 # Records cache hits and misses, and the device and threads of each analysis; shown only where the application
 # configures logging (e.g. logging.basicConfig(level=logging.INFO)): a library adds no handler of its own.
 _logging.getLogger("workbench").addHandler(_logging.NullHandler())
 
-__all__ = [
-    "CacheCorruptError", "CheckpointWeights", "HookedModel", "InputError", "MissingExtraError", "ModelFacts",
-    "ModelLoadError", "Result", "ResultCache", "UnsupportedModelError", "WorkbenchError", "__version__",
-    "available_models", "build_report", "clear_cache", "get_analysis", "get_cache", "hook_names", "list_analyses",
-    "load_model", "load_weights", "register_analysis", "report", "run_analysis", "set_progress",
-    *(name for _package in _PACKAGES for name in _package.api.__all__),
-]
+
+def _load() -> None:
+    """Import the API into this module's namespace (once; later reads find the names here)."""
+    from . import _api
+
+    namespace = globals()
+    namespace.update({name: getattr(_api, name) for name in _api._ALL})
+    namespace["__all__"] = list(_api._ALL)
+
+
+def __getattr__(name: str):
+    if name.startswith("_") and name != "__all__":  # private names and dunder probes (copy, pickle, the import
+        # system asking for a submodule not yet imported) do not load the API
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    _load()
+    try:
+        return globals()[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    _load()
+    return sorted(globals())

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -94,6 +95,10 @@ def install_display(*, figures: Callable[[Result], dict[str, Any]] | None = None
 
 def _hook(name: str) -> Callable[..., Any]:
     hook = getattr(DISPLAY, name)
+    if hook is None:  # nothing installed yet (``import workbench`` loads its API on first use): the package's own
+        # display, imported by name as its message below says (this module never imports what shows it)
+        importlib.import_module(f"{__name__.rpartition('.')[0]}.{'widgets' if name == 'widget' else 'render'}")
+        hook = getattr(DISPLAY, name)
     if hook is None:
         package = "workbench.widgets" if name == "widget" else "workbench.render"
         raise WorkbenchError(f"no display is installed for results ({name}); import {package} first")

@@ -65,19 +65,19 @@ def on_files(files, config):
     return files
 
 
-def _all_of(path: Path) -> list[str]:
-    """The string names of a module's ``__all__``, read from its source (no import of the package)."""
+def _all_of(path: Path, variable: str = "__all__") -> list[str]:
+    """The string names of a module's ``__all__`` (or ``variable``), read from its source (no import of the package)."""
     for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == variable for t in node.targets):
             return [e.value for e in node.value.elts if isinstance(e, ast.Constant)]
-    raise RuntimeError(f"{path} has no __all__")
+    raise RuntimeError(f"{path} has no {variable}")
 
 
 def public_names() -> list[str]:
-    """``workbench.__all__``: its own names, and the ``__all__`` of every analysis package's ``api`` it
-    star-imports."""
-    init = ROOT / "workbench" / "__init__.py"
-    names = _all_of(init)
+    """``workbench.__all__``: the names of ``workbench/_api.py`` (what ``workbench`` loads on first use), and the
+    ``__all__`` of every analysis package's ``api`` it star-imports."""
+    init = ROOT / "workbench" / "_api.py"
+    names = _all_of(init, "_ALL")
     for node in ast.parse(init.read_text()).body:
         if isinstance(node, ast.ImportFrom) and node.module and node.module.endswith(".api") and node.level == 1:
             names += _all_of(ROOT / "workbench" / Path(*node.module.split(".")).with_suffix(".py"))

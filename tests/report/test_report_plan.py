@@ -3,6 +3,9 @@ changed weight in the model's files is never served the old results."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,6 +41,10 @@ def test_a_cached_report_loads_no_model_and_a_changed_weight_is_recomputed(folde
     second = _report(folder, tmp_path / "b.html", capsys)
     assert "from the cache, model not loaded" in second and not loads
     assert (tmp_path / "a.html").read_bytes() == (tmp_path / "b.html").read_bytes()
+    # and in a fresh process, the page is written again from its rendered sections without importing torch,
+    # transformers or TransformerLens (report/pages.py), the same bytes
+    assert _fresh_report(folder, tmp_path / "e.html") == ("from the cache, model not loaded", [])
+    assert (tmp_path / "e.html").read_bytes() == (tmp_path / "a.html").read_bytes()
 
     # the negative control: one weight changed in the folder's file -> the plan is not found, the model is loaded,
     # and the sections are computed on the new weights (their fingerprint differs)
@@ -52,6 +59,47 @@ def test_a_cached_report_loads_no_model_and_a_changed_weight_is_recomputed(folde
     fourth = _report(folder, tmp_path / "d.html", capsys)  # and the new plan serves the new results
     assert "from the cache, model not loaded" in fourth and len(loads) == 1
     assert (tmp_path / "d.html").read_bytes() == (tmp_path / "c.html").read_bytes()
+
+
+FRESH = """
+import sys
+from workbench.cli import main
+assert main(sys.argv[1:]) == 0
+print(sorted(name for name in ("torch", "transformers", "transformer_lens", "pandas") if name in sys.modules))
+"""
+
+
+def _fresh_report(folder: Path, out: Path) -> tuple[str, list[str]]:
+    """``workbench report`` in a new process: how it got its sections (the end of its last line: 'model loaded' or
+    'from the cache, model not loaded') and which of the heavy packages it imported."""
+    argv = ["report", "--model", str(folder), "--analyses", *ANALYSES, "--out", str(out)]
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", FRESH, *argv], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    line, modules = done.stdout.strip().splitlines()[-2:]
+    return line.rpartition(" s, ")[2].rstrip(")"), eval(modules)  # the list FRESH printed
+
+
+def test_a_page_is_not_replayed_once_a_section_or_its_plan_is_gone(folder, tmp_path, capsys):
+    """The negative controls of the torch-free path: with a rendered section deleted the report reads its results
+    again (torch imported, model not loaded), without the plan it loads the model; the same page every time."""
+    from workbench._paths import cache_root
+    from workbench.report.plan import _path, plan_id
+
+    _report(folder, tmp_path / "a.html", capsys)  # records the page (computed, or from the plan of a test before)
+    assert _fresh_report(folder, tmp_path / "b.html") == ("from the cache, model not loaded", [])
+    for section in (cache_root() / "report-sections").glob("*.html"):
+        section.unlink()
+    how, modules = _fresh_report(folder, tmp_path / "c.html")
+    assert how == "from the cache, model not loaded" and "torch" in modules
+    identity = plan_id(str(folder), ANALYSES)
+    assert identity is not None
+    _path(identity).unlink()
+    how, modules = _fresh_report(folder, tmp_path / "d.html")
+    assert how == "model loaded" and "torch" in modules
+    pages = [(tmp_path / f"{name}.html").read_bytes() for name in "abcd"]
+    assert all(page == pages[0] for page in pages)
 
 
 def test_a_rendered_section_is_reused_only_for_the_same_result_place_and_code(tiny_llama, tmp_path, monkeypatch):

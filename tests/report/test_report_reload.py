@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from safetensors import safe_open
@@ -11,6 +12,7 @@ from safetensors import safe_open
 from support.planted import planted_super_weight
 from workbench import cli
 from workbench.cache import get_cache
+from workbench.report.pages import FOLDER
 
 
 def _report(tmp_path, name: str) -> bytes:
@@ -38,19 +40,23 @@ def reports(tmp_path_factory):
         cache = get_cache()
         computed = dict(cache.stats)
         cache.clear(memory_only=True)  # as a new process: every result comes back from disk
+        shutil.rmtree(tmp_path / "cache" / FOLDER)  # not the page the first report recorded (report/pages.py)
         reloaded = _report(tmp_path, "reloaded.html")
-        return fresh, reloaded, computed, dict(cache.stats), _entries(cache)
+        stats = dict(cache.stats)
+        replayed = _report(tmp_path, "replayed.html")  # that page, recorded again by the second report
+        assert cache.stats == stats  # no result read
+        return fresh, reloaded, computed, stats, _entries(cache), replayed
 
 
 def test_super_weight_scan_runs_once(reports):
-    _, _, computed, _, entries = reports
+    _, _, computed, _, entries, _ = reports
     assert entries.count("super_weights") == 1
     assert "super_weight_trace" in entries  # the planted weight was traced
     assert computed["misses"] == len(entries)  # nothing computed twice
 
 
 def test_report_bytes_are_the_same_after_a_reload(reports):
-    fresh, reloaded, computed, stats, _ = reports
+    fresh, reloaded, computed, stats, _, replayed = reports
     assert stats["misses"] == computed["misses"] and stats["disk_hits"] > 0  # really reloaded, nothing recomputed
     assert b"Super-weight trace" in fresh
-    assert fresh == reloaded
+    assert fresh == reloaded == replayed

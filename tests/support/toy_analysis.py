@@ -70,7 +70,7 @@ def toy_norms(model, *, config: ToyConfig | None = None, cache=True, **options) 
         "from . import attribution, bilinear, heads, overview, super_weights, toy\n",
         "PACKAGES = (overview, super_weights, heads, bilinear, attribution)\n",
         "PACKAGES = (overview, super_weights, heads, bilinear, attribution, toy)\n")),
-    "workbench/__init__.py": ("replace", (
+    "workbench/_api.py": ("replace", (
         "from .analyses.attribution.api import *  # noqa: F403\n",
         "from .analyses.attribution.api import *  # noqa: F403\nfrom .analyses.toy.api import *  # noqa: F403\n")),
     "workbench/render/toy.py": ('new', '''"""The toy's figure."""

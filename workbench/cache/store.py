@@ -133,10 +133,10 @@ def get_cache(root: str | os.PathLike | None = None) -> ResultCache:
 
 
 def clear_cache(root: str | os.PathLike | None = None, *, models: bool = False) -> None:
-    """Delete cached results (and the reports' plans and rendered sections that name them); with ``models=True``
+    """Delete cached results (and the reports' plans, rendered sections and pages that name them); with ``models=True``
     also the converted (dequantized) models."""
     get_cache(root).clear()
-    for folder in ("report-plans", "report-sections"):
+    for folder in ("report-plans", "report-sections", "report-pages"):
         shutil.rmtree(cache_root(root) / folder, ignore_errors=True)
     if models:
         shutil.rmtree(cache_root(root) / "models", ignore_errors=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +23,8 @@ def load(args):
 
 
 def print_frame(df: pd.DataFrame, max_rows: int = 60) -> None:
+    import pandas as pd
+
     with pd.option_context("display.max_rows", max_rows, "display.width", 160, "display.max_columns", 20,
                            "display.float_format", "{:.4g}".format):
         print(df.to_string(index=False))

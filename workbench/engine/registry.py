@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -52,10 +53,22 @@ class Analysis(Generic[ConfigT, ResultT]):
 
 
 _REGISTRY: dict[str, Analysis[Any, Any]] = {}
+_BUILT_INS = False  # whether the package's own analyses have been imported (they register themselves)
+
+
+def _built_ins() -> None:
+    """Import the package's analyses (once), so that they are registered, and first, whatever was imported before:
+    ``import workbench`` no longer imports them (its API loads on first use), and this module cannot import them by
+    name (they import it)."""
+    global _BUILT_INS
+    if not _BUILT_INS:
+        _BUILT_INS = True
+        importlib.import_module(__name__.rsplit(".", 2)[0] + ".analyses")
 
 
 def register_analysis(analysis: Analysis[ConfigT, ResultT]) -> Analysis[ConfigT, ResultT]:
     """Add an analysis; registering a name twice is an error, not a silent override."""
+    _built_ins()
     if analysis.name in _REGISTRY:
         raise ValueError(f"analysis {analysis.name!r} is already registered")
     if analysis.result_cls.analysis != analysis.name:
@@ -67,6 +80,7 @@ def register_analysis(analysis: Analysis[ConfigT, ResultT]) -> Analysis[ConfigT,
 
 
 def get_analysis(name: str) -> Analysis[Any, Any]:
+    _built_ins()
     if name not in _REGISTRY:
         raise InputError(f"unknown analysis {name!r}; available: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
@@ -74,4 +88,5 @@ def get_analysis(name: str) -> Analysis[Any, Any]:
 
 def list_analyses() -> list[Analysis[Any, Any]]:
     """Every registered analysis, in registration order (the order reports show them in)."""
+    _built_ins()
     return list(_REGISTRY.values())

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from .style import TEMPLATE, figure, plot_text
+from .style import apply_template, figure, plot_text, subplots
 from ..analyses.bilinear.replacement import BilinearReplacementResult
 from ..analyses.bilinear.spectrum import BilinearSpectrumResult
 from ..analyses.bilinear.training import TrainedBilinear
@@ -61,7 +60,7 @@ def _eigen_heatmap(v: np.ndarray, shape) -> go.Heatmap:
 def _image_grid_layout(fig: go.Figure, height: int, title: str) -> go.Figure:
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, scaleanchor="x")
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=20, r=20, t=80, b=20), title=title)
+    apply_template(fig).update_layout(height=height, margin=dict(l=20, r=20, t=80, b=20), title=title)
     return fig
 
 
@@ -77,8 +76,7 @@ def eigenvector_figure(result: BilinearSpectrumResult, direction: str | int = 0,
     shape = result.image_shape
     picks = [(i, "+") for i in range(n)] + [(n_top + i, "−") for i in range(n)]
     if shape:
-        fig = make_subplots(rows=2, cols=n, horizontal_spacing=0.01, vertical_spacing=0.12,
-                            subplot_titles=[f"λ={vals[i]:+.3g}" for i, _ in picks])
+        fig = subplots(2, n, [f"λ={vals[i]:+.3g}" for i, _ in picks], horizontal_spacing=0.01, vertical_spacing=0.12)
         for b, (i, _) in enumerate(picks):
             fig.add_trace(_eigen_heatmap(vecs[i], shape), row=b // n + 1, col=b % n + 1)
         return _image_grid_layout(fig, 330, _title(result, f"Top positive (row 1) and negative (row 2) eigenvectors: {name}"))
@@ -106,9 +104,8 @@ def class_eigenvectors_figure(result: BilinearSpectrumResult) -> go.Figure:
     vals = result.top_values.numpy()
     vecs = result.top_vectors.numpy()
     k = len(names)
-    fig = make_subplots(rows=2, cols=k, horizontal_spacing=0.008, vertical_spacing=0.1,
-                        subplot_titles=[f"{plot_text(names[j])}: {vals[j, 0]:+.2f}" for j in range(k)]
-                        + [f"{vals[j, n_top]:+.2f}" for j in range(k)])
+    fig = subplots(2, k, [f"{plot_text(names[j])}: {vals[j, 0]:+.2f}" for j in range(k)]
+                   + [f"{vals[j, n_top]:+.2f}" for j in range(k)], horizontal_spacing=0.008, vertical_spacing=0.1)
     for row, idx in ((1, 0), (2, n_top)):
         for j in range(k):
             fig.add_trace(_eigen_heatmap(vecs[j, idx], shape), row=row, col=j + 1)

@@ -18,10 +18,9 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
-from .._paths import DATA_DIR, cache_root
+from .._paths import cache_root
 from .._tempnames import unique_suffix
 from .._version import __version__
 from ..cache import ResultCache
@@ -29,9 +28,9 @@ from ..engine.registry import get_analysis
 from ..models import gguf
 from ..models.sources import resolve_source
 from ..results import Result
+from .pages import PACKAGES, data_identity, package_versions
 
-# the packages whose versions change numbers a result holds
-PACKAGES = ("torch", "transformers", "transformer-lens", "numpy", "scikit-learn")
+__all__ = ["PACKAGES", "Plan", "cached_sections", "model_files", "plan_id", "save_plan"]
 
 
 @dataclass(frozen=True)
@@ -52,13 +51,6 @@ def _files(kind: str, ref: str) -> list[tuple[str, Path]]:
     return [(str(p.relative_to(folder)), p) for p in sorted(folder.rglob("*")) if p.is_file()]
 
 
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def plan_id(model: str | os.PathLike | None, analyses: list[str], *, dtype: str | None = None,
             device_map: str | None = None) -> str | None:
     """The identity a report's plan is filed under, or None when the source is not files (a hub id, a tiny random
@@ -73,10 +65,16 @@ def plan_id(model: str | os.PathLike | None, analyses: list[str], *, dtype: str 
         "dtype": dtype,
         "analyses": [(name, get_analysis(name).version) for name in analyses],
         "workbench": __version__,
-        "packages": {name: _version(name) for name in PACKAGES},
-        "data": [(p.name, hashlib.sha256(p.read_bytes()).hexdigest()) for p in sorted(DATA_DIR.iterdir()) if p.is_file()],
+        "packages": package_versions(),
+        "data": data_identity(),
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def model_files(model: str | os.PathLike | None) -> tuple[list[Path], Path | None]:
+    """The files a plan's identity hashes for ``model`` (a source made of files), and the folder when it is one."""
+    source = resolve_source(model)
+    return [path for _, path in _files(source.kind, source.ref)], Path(source.ref) if source.kind == "folder" else None
 
 
 def _path(identity: str) -> Path:

@@ -17,6 +17,7 @@ import json
 import re
 
 import plotly.graph_objects as go
+from plotly.basedatatypes import BasePlotlyType
 
 SHARED = "__workbenchPlotlyWidget"  # where the first figure's code leaves plotly's widget module, in the page
 _EXPORTS = re.compile(r"export\s*\{([^{}]*)\}\s*;?\s*(?:/\*[\s\S]*?\*/\s*)*$")  # the bundle's last statement
@@ -97,16 +98,24 @@ def replace_figure(target: go.FigureWidget, source: go.Figure) -> None:
             for old, trace in zip(target.data, new):
                 props = trace.to_plotly_json()
                 props.pop("type", None)
-                stale = set(old.to_plotly_json()) - set(props) - {"type", "uid"}
-                old.update({**props, **dict.fromkeys(stale)}, overwrite=True)
-            layout = source.layout.to_plotly_json()
-            stale = set(target.layout.to_plotly_json()) - set(layout)
-            target.layout.update({**layout, **dict.fromkeys(stale)}, overwrite=True)
+                _update(old, props, {"type", "uid"})
+            _update(target.layout, source.layout.to_plotly_json(), set())
         return
     with target.batch_update():
         target.data = []
         target.add_traces(new)
         target.layout = source.layout
+
+
+def _update(obj, props: dict, keep: set[str]) -> None:
+    """Make ``obj`` hold exactly ``props`` (besides ``keep``), setting only the properties that differ: plotly
+    validates (and the browser re-applies) every property set, and most stay as they were (the template, axes,
+    sizes, hover templates), so sending only the changes is what makes a control change fast."""
+    current = obj.to_plotly_json()
+    changed = {k: v for k, v in props.items() if k not in current or not BasePlotlyType._vals_equal(current[k], v)}
+    changed.update(dict.fromkeys(set(current) - set(props) - keep))
+    if changed:
+        obj.update(changed, overwrite=True)
 
 
 def _json_safe(trace):

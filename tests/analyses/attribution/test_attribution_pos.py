@@ -40,7 +40,7 @@ def word_tokenizer(words=WORDS):
 
 def stub_model(tokenizer):
     """What a sampler asks of a model: its tokenizer and vocabulary size."""
-    return SimpleNamespace(tokenizer=tokenizer, info=SimpleNamespace(d_vocab=len(tokenizer)))
+    return SimpleNamespace(tokenizer=tokenizer, facts=SimpleNamespace(d_vocab=len(tokenizer)))
 
 
 @pytest.fixture(autouse=True)

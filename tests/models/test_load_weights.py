@@ -105,3 +105,49 @@ def test_other_families_and_non_weight_analyses_say_what_to_do(folders):
         wb.bilinear_spectrum(weights)
     with pytest.raises(wb.ModelLoadError, match="config.json"):
         wb.load_weights(folders)
+
+
+PEAK_SCRIPT = """
+import sys
+def peak_mb():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
+import torch, workbench as wb
+weights = wb.load_weights(sys.argv[1])
+before = peak_mb()
+if sys.argv[2] == "mapped":  # the control: every tensor read through the shard's mapping, the shard kept open
+    from safetensors import safe_open
+    with safe_open(sys.argv[3], framework="pt") as shard:
+        for name in shard.keys():
+            shard.get_tensor(name).float().sum()
+else:
+    weights.fingerprint()
+print(peak_mb() - before)
+"""
+
+
+def test_the_fingerprint_scan_holds_one_tensor_not_the_shard(tmp_path):
+    """The scan hashes every byte of the checkpoint; it reads each tensor into a buffer of its own, so the peak
+    resident memory grows by about the largest tensor, not by the shard (a mapped shard kept open grows it by the
+    whole file: the control, measured the same way, must see that)."""
+    import subprocess
+    import sys
+
+    import transformers
+
+    from workbench.models.tiny import byte_tokenizer
+
+    config = transformers.LlamaConfig(hidden_size=512, intermediate_size=2048, num_hidden_layers=8,
+                                      num_attention_heads=8, num_key_value_heads=8, vocab_size=300)
+    folder = tmp_path / "ckpt"
+    transformers.AutoModelForCausalLM.from_config(config).to(torch.bfloat16).save_pretrained(folder)
+    byte_tokenizer(tmp_path / ".tokenizer").save_pretrained(folder)
+    shard = folder / "model.safetensors"
+    shard_mb = shard.stat().st_size / 2**20  # ~67 MB; the largest tensor 2 MB
+
+    def growth(mode: str) -> float:
+        out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(folder), mode, str(shard)],
+                             capture_output=True, text=True, check=True)
+        return float(out.stdout.strip().splitlines()[-1])
+
+    assert growth("mapped") > 0.5 * shard_mb  # the measurement sees a shard's pages
+    assert growth("scan") < 0.25 * shard_mb

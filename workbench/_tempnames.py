@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from collections.abc import Callable
 import time
 import uuid
 from pathlib import Path
@@ -27,6 +28,18 @@ def host() -> str:
 def unique_suffix() -> str:
     """``host-pid-random``: no other process, on this host or another, makes the same one."""
     return f"{host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """Write ``path`` through ``write(tmp)`` on a temporary file beside it, then rename it into place: a reader finds
+    the old file or the whole new one, and a failed write (the ``OSError`` is raised) leaves no temporary file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{unique_suffix()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def is_abandoned(path: Path, suffix: str, *, now: float | None = None) -> bool:

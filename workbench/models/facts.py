@@ -60,6 +60,9 @@ class LayerFacts:
         return self.kind in ("full", "sliding window", "chunked")
 
 
+NO_HEADS = LayerFacts(kind="none", rope=False, n_heads=0, n_kv_heads=0, d_head=0, mlp="none")
+
+
 @dataclass(frozen=True)
 class ModelFacts:
     """Everything the workbench knows about a model, once (see the module docstring)."""
@@ -114,26 +117,24 @@ class ModelFacts:
         """Layers whose MLP is a mixture of experts."""
         return [l for l, f in enumerate(self.layers) if f.mlp == "moe"]
 
-    def _first_attention(self) -> LayerFacts | None:
-        return next((f for f in self.layers if f.attention), None)
+    def _first_attention(self) -> LayerFacts:
+        """The first attention layer's facts (one without heads when no layer has softmax heads)."""
+        return next((f for f in self.layers if f.attention), NO_HEADS)
 
     @property
     def n_heads(self) -> int:
         """Query heads of the attention layers (the first one's; 0 when no layer has softmax heads)."""
-        f = self._first_attention()
-        return f.n_heads if f is not None else 0
+        return self._first_attention().n_heads
 
     @property
     def n_kv_heads(self) -> int:
         """Key/value heads of the attention layers (== ``n_heads`` unless grouped-query attention)."""
-        f = self._first_attention()
-        return f.n_kv_heads if f is not None else 0
+        return self._first_attention().n_kv_heads
 
     @property
     def d_head(self) -> int:
         """Head size of the attention layers."""
-        f = self._first_attention()
-        return f.d_head if f is not None else 0
+        return self._first_attention().d_head
 
     @property
     def grouped_query(self) -> bool:

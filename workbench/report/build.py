@@ -15,7 +15,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .._tempnames import unique_suffix
+from .._tempnames import write_atomically
 from ..errors import InputError
 from ..render.page import render_html, slug
 from ..results import Result
@@ -41,15 +41,10 @@ def _section_html(index: int, result: Result, key: str | None = None) -> tuple[s
     except (OSError, UnicodeDecodeError):
         pass
     body = render_html(result, anchor=sid)
-    tmp = path.with_name(f".{path.name}.{unique_suffix()}.tmp")
     try:  # atomically: a reader finds the whole section or none
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(body, encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomically(path, lambda tmp: tmp.write_text(body, encoding="utf-8"))
     except OSError:  # a read-only cache: the report is still written
         pass
-    finally:
-        tmp.unlink(missing_ok=True)
     return sid, body
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .._paths import DATA_DIR, cache_root
-from .._tempnames import unique_suffix
+from .._tempnames import write_atomically
 from .._version import __version__
 from ..errors import InputError
 
@@ -122,15 +122,10 @@ def write_page(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (a failed write leaves neither a partial report nor a temporary file
     behind) and return the resolved path."""
     path = check_output_path(path)
-    tmp = path.with_name(f".{path.name}.{unique_suffix()}.tmp")  # two writers never share a temp file
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     except OSError as exc:
         raise InputError(f"cannot write the report to {path}: {exc.strerror or exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return path.resolve()
 
 
@@ -169,14 +164,8 @@ def record(options: dict[str, Any], *, plan: str, title: str, model_files: Seque
             "sections": [[sid, name, model_id, analysis, key, _stamp(store.path(key)), str(section_path(key, sid))]
                          for sid, name, model_id, analysis, key in sections],
         }
-        path = cache_root() / FOLDER / f"{page_key(options)}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{unique_suffix()}.tmp")
-        try:
-            tmp.write_text(json.dumps(doc))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        text = json.dumps(doc)
+        write_atomically(cache_root() / FOLDER / f"{page_key(options)}.json", lambda tmp: tmp.write_text(text))
     except OSError:
         pass
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._paths import cache_root
-from .._tempnames import unique_suffix
+from .._tempnames import write_atomically
 from .._version import __version__
 from ..cache import ResultCache
 from ..engine.registry import get_analysis
@@ -83,14 +83,8 @@ def _path(identity: str) -> Path:
 
 def save_plan(identity: str, plan: Plan) -> None:
     """Record ``plan`` under ``identity`` (atomically: a reader sees the old plan or the new one)."""
-    path = _path(identity)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{unique_suffix()}.tmp")
-    try:
-        tmp.write_text(json.dumps({"model": plan.model, "sections": plan.sections, "skipped": plan.skipped}))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    text = json.dumps({"model": plan.model, "sections": plan.sections, "skipped": plan.skipped})
+    write_atomically(_path(identity), lambda tmp: tmp.write_text(text))
 
 
 def cached_sections(identity: str, store: ResultCache) -> tuple[Plan, list[Result]] | None:

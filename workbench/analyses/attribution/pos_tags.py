@@ -57,7 +57,6 @@ import json
 import os
 import re
 import unicodedata
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +64,7 @@ import torch
 from torch import Tensor
 
 from ..._paths import cache_root
+from ..._tempnames import write_atomically
 from ...errors import MissingExtraError
 from .vocab import special_ids
 
@@ -272,13 +272,10 @@ def pos_table(tokenizer, cache_dir: str | os.PathLike | None = None) -> PosTable
         table = None
     if table is None or len(table.tag) != len(tokenizer):
         table = build_table(tokenizer, digest)
+        tensors = {"tag": table.tag.to(torch.uint8), "space": table.space, "case": table.case.to(torch.uint8)}
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-            save_file({"tag": table.tag.to(torch.uint8), "space": table.space, "case": table.case.to(torch.uint8)},
-                      str(tmp),
-                      metadata={"digest": digest, "tags": json.dumps(list(TAGS))})
-            os.replace(tmp, path)
+            write_atomically(path, lambda tmp: save_file(tensors, str(tmp),
+                                                         metadata={"digest": digest, "tags": json.dumps(list(TAGS))}))
         except OSError:
             pass
     _MEMORY[key] = table

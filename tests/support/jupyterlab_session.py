@@ -233,6 +233,11 @@ _RENDERED_JS = """(name) => {
     plots: plots.length,
     drawn: plots.filter(p => p.querySelector('svg.main-svg') && Array.isArray(p.data)).length,
     with_data: plots.filter(p => Array.isArray(p.data) && p.data.length > 0).length,
+    // figures inside an element with layout containment (a redraw lays out only its figure, not the page)
+    contained: plots.filter(p => {
+      for (let e = p; e && e !== root; e = e.parentElement) if (getComputedStyle(e).contain.includes('layout')) return true;
+      return false;
+    }).length,
     text: root.innerText.slice(0, 20000),
   };
 }"""

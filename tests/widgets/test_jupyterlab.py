@@ -85,6 +85,7 @@ def test_every_explorer_renders(lab):
         assert state["controls"] > 0, f"{name}: no controls rendered"
         assert state["plots"] > 0 and state["drawn"] == state["plots"], f"{name}: figures not drawn: {state}"
         assert state["with_data"] > 0, f"{name}: every figure is empty"
+        assert state["contained"] == state["plots"], f"{name}: a figure's redraw would lay out the page: {state}"
 
 
 @pytest.mark.browser

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from .style import apply_template, figure, plot_text, subplots
+from .style import apply_template, figure, plot_text
 from ..analyses.bilinear.replacement import BilinearReplacementResult
 from ..analyses.bilinear.spectrum import BilinearSpectrumResult
 from ..analyses.bilinear.training import TrainedBilinear
@@ -49,18 +49,39 @@ def _image(vec: np.ndarray, shape) -> np.ndarray:
     return vec[: h * w].reshape(h, w)
 
 
-def _eigen_heatmap(v: np.ndarray, shape) -> go.Heatmap:
-    """An eigenvector as an image; its sign is arbitrary, so the peak is shown positive."""
-    v = v * np.sign(v[np.abs(v).argmax()])
-    lim = float(np.abs(v).max()) or 1.0
-    return go.Heatmap(z=_image(v, shape)[::-1], colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim,
-                      showscale=False, hovertemplate="%{z:.3f}<extra></extra>")
+def _signed(v: np.ndarray) -> np.ndarray:
+    """An eigenvector with its peak positive (its sign is arbitrary)."""
+    return v * np.sign(v[np.abs(v).argmax()])
 
 
-def _image_grid_layout(fig: go.Figure, height: int, title: str) -> go.Figure:
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False, scaleanchor="x")
-    apply_template(fig).update_layout(height=height, margin=dict(l=20, r=20, t=80, b=20), title=title)
+def image_grid(images: list[np.ndarray], titles: list[str], cols: int, height: int, title: str) -> go.Figure:
+    """Images (each on its own colour scale, symmetric about 0: red −, blue +) in a grid of ``cols`` columns,
+    drawn as one heat map with a blank pixel between images and titles in the blank rows above them.
+
+    One trace on one pair of axes, not a subplot per image: plotly redraws a figure whole whenever its data
+    change, and a subplot grid's axes are most of that work (12 subplots took ~150 ms of the browser's time on
+    every change of the explorer's direction). The hover shows each image's own value."""
+    h, w = images[0].shape
+    rows = -(-len(images) // cols)
+    top = 2  # blank pixel rows above each image row: its titles go there
+    z = np.full((rows * (h + top), cols * (w + 1) - 1), np.nan)
+    raw = np.full_like(z, np.nan)
+    notes = []
+    for b, img in enumerate(images):
+        r, c = divmod(b, cols)
+        y0, x0 = r * (h + top) + top, c * (w + 1)
+        lim = float(np.nanmax(np.abs(img))) or 1.0
+        z[y0:y0 + h, x0:x0 + w] = img / lim
+        raw[y0:y0 + h, x0:x0 + w] = img
+        notes.append(dict(x=x0 + (w - 1) / 2, y=len(z) - y0 - 0.5, text=titles[b], showarrow=False, yanchor="bottom",
+                          font=dict(size=11)))
+    flip = z[::-1]  # heat maps count rows upwards; images downwards
+    fig = go.Figure(go.Heatmap(
+        z=flip, customdata=raw[::-1], colorscale="RdBu", zmid=0, zmin=-1, zmax=1, showscale=False, hoverongaps=False,
+        hovertemplate="%{customdata:.3f}<extra></extra>"))
+    fig.update_xaxes(visible=False, range=[-0.5, z.shape[1] - 0.5])
+    fig.update_yaxes(visible=False, scaleanchor="x", range=[-0.5, z.shape[0] - 0.5])
+    apply_template(fig).update_layout(height=height, margin=dict(l=20, r=20, t=60, b=10), title=title, annotations=notes)
     return fig
 
 
@@ -76,10 +97,8 @@ def eigenvector_figure(result: BilinearSpectrumResult, direction: str | int = 0,
     shape = result.image_shape
     picks = [(i, "+") for i in range(n)] + [(n_top + i, "−") for i in range(n)]
     if shape:
-        fig = subplots(2, n, [f"λ={vals[i]:+.3g}" for i, _ in picks], horizontal_spacing=0.01, vertical_spacing=0.12)
-        for b, (i, _) in enumerate(picks):
-            fig.add_trace(_eigen_heatmap(vecs[i], shape), row=b // n + 1, col=b % n + 1)
-        return _image_grid_layout(fig, 330, _title(result, f"Top positive (row 1) and negative (row 2) eigenvectors: {name}"))
+        return image_grid([_image(_signed(vecs[i]), shape) for i, _ in picks], [f"λ={vals[i]:+.3g}" for i, _ in picks],
+                          n, 330, _title(result, f"Top positive (row 1) and negative (row 2) eigenvectors: {name}"))
     table = result.eigenvector_table
     rows = table[table.direction == name]
     rows = rows[rows["rank"].abs() <= n]
@@ -104,12 +123,9 @@ def class_eigenvectors_figure(result: BilinearSpectrumResult) -> go.Figure:
     vals = result.top_values.numpy()
     vecs = result.top_vectors.numpy()
     k = len(names)
-    fig = subplots(2, k, [f"{plot_text(names[j])}: {vals[j, 0]:+.2f}" for j in range(k)]
-                   + [f"{vals[j, n_top]:+.2f}" for j in range(k)], horizontal_spacing=0.008, vertical_spacing=0.1)
-    for row, idx in ((1, 0), (2, n_top)):
-        for j in range(k):
-            fig.add_trace(_eigen_heatmap(vecs[j, idx], shape), row=row, col=j + 1)
-    return _image_grid_layout(fig, 300, _title(result, "Top positive (row 1) and top negative (row 2) eigenvector per class"))
+    images = [_image(_signed(vecs[j, idx]), shape) for idx in (0, n_top) for j in range(k)]
+    titles = [f"{plot_text(names[j])}: {vals[j, 0]:+.2f}" for j in range(k)] + [f"{vals[j, n_top]:+.2f}" for j in range(k)]
+    return image_grid(images, titles, k, 300, _title(result, "Top positive (row 1) and top negative (row 2) eigenvector per class"))
 
 
 def contributions_figure(result: BilinearSpectrumResult, input_index: int = 0, direction: str | int = 0) -> go.Figure:

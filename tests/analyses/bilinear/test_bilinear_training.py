@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -96,16 +97,38 @@ def test_figures_widget_and_report(digits):
     _, trained, spectrum = digits
     figures = spectrum.figures()
     assert set(figures) == {"spectrum", "class eigenvectors", "truncation", "effective rank", "contributions"}
-    assert len(figures["class eigenvectors"].data) == 20  # top + and top - eigenvector per class, as images
+    _assert_tiles_are_the_eigenvectors(figures["class eigenvectors"], spectrum)
     assert len(figures["spectrum"].data) == 10
     widget = spectrum.widget()
     widget.direction.value = 7
     widget.input.value = 3
     label = spectrum.to_frame("inputs").label[3]
     assert "7" in widget.contrib_plot.layout.title.text and label in widget.contrib_plot.layout.title.text
-    assert len(widget.vector_plot.data) == 12 and widget.image_plot is not None
+    assert len(widget.vector_plot.layout.annotations) == 12 and widget.image_plot is not None
     html = wb.build_report([spectrum, trained])
     assert "accuracy with k eigenvectors per class" in html and "Training: bilinear-digits-h64" in html
+
+
+def _assert_tiles_are_the_eigenvectors(fig, spectrum):
+    """The class-eigenvector grid is one heat map of tiles: tile (row, class) is that class's top positive (row 0) or
+    negative (row 1) eigenvector as an image, peak made positive, on its own scale; the hover reads its own values.
+    A grid with two tiles swapped, a tile on the wrong row or a tile not flipped upright fails this."""
+    (heat,) = fig.data
+    h, w = spectrum.image_shape
+    z, raw = np.asarray(heat.z, dtype=float)[::-1], np.asarray(heat.customdata, dtype=float)[::-1]  # image rows down
+    vecs, n_top = spectrum.top_vectors.numpy(), spectrum.n_top
+    tiles = []
+    for row, idx in enumerate((0, n_top)):
+        for j in range(len(spectrum.direction_names)):
+            y0, x0 = row * (h + 2) + 2, j * (w + 1)
+            v = vecs[j, idx][: h * w] * np.sign(vecs[j, idx][np.abs(vecs[j, idx]).argmax()])
+            image = v.reshape(h, w)
+            np.testing.assert_allclose(raw[y0:y0 + h, x0:x0 + w], image, rtol=1e-6)
+            np.testing.assert_allclose(z[y0:y0 + h, x0:x0 + w], image / np.abs(image).max(), rtol=1e-6)
+            tiles.append(image)
+    assert np.isnan(z).sum() == z.size - len(tiles) * h * w  # the rest is blank
+    assert not np.allclose(tiles[0], tiles[1])  # so a swap would be seen
+    assert len(fig.layout.annotations) == len(tiles)
 
 
 def test_cli_digits_demo(capsys):

@@ -81,7 +81,7 @@ def image_grid(images: list[np.ndarray], titles: list[str], cols: int, height: i
         hovertemplate="%{customdata:.3f}<extra></extra>"))
     fig.update_xaxes(visible=False, range=[-0.5, z.shape[1] - 0.5])
     fig.update_yaxes(visible=False, scaleanchor="x", range=[-0.5, z.shape[0] - 0.5])
-    apply_template(fig).update_layout(height=height, margin=dict(l=20, r=20, t=60, b=10), title=title, annotations=notes)
+    apply_template(fig).update_layout(height=height, margin=dict(l=20, r=20, t=80, b=10), title=title, annotations=notes)
     return fig
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import functools
 import html
 
 import plotly.graph_objects as go
@@ -59,37 +58,4 @@ def figure(title: str, *, height: int = 380, **layout) -> go.Figure:
                                      "title": {"text": plot_text(title)}, "height": int(height)})  # plotly's order
     if layout:
         fig.update_layout(**layout)
-    return fig
-
-
-@functools.lru_cache(maxsize=8)
-def _grid(rows: int, cols: int, spacing: tuple[tuple[str, float], ...]) -> tuple[dict, list, str]:
-    """A ``make_subplots`` grid with numbered placeholder titles: (its layout JSON, grid reference, grid text)."""
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"{i}" for i in range(rows * cols)], **dict(spacing))
-    return fig.layout.to_plotly_json(), fig._grid_ref, fig._grid_str
-
-
-def subplots(rows: int, cols: int, titles: list[str], **spacing: float) -> go.Figure:
-    """``make_subplots(rows=rows, cols=cols, subplot_titles=titles, **spacing)``, the same figure, with the grid
-    built once per shape: make_subplots validates every axis it makes (~70 ms for a 2 x 10 grid, and an explorer
-    makes one on each control change); here a copy of the grid's JSON goes in as it is, titles filled in."""
-    from plotly.subplots import make_subplots
-
-    if len(titles) != rows * cols or not all(titles):  # make_subplots leaves out empty titles: its own way
-        return make_subplots(rows=rows, cols=cols, subplot_titles=titles, **spacing)
-    layout, grid_ref, grid_str = _grid(rows, cols, tuple(sorted(spacing.items())))
-    layout = copy.deepcopy(layout)
-    for note, title in zip(layout["annotations"], titles):
-        note["text"] = title
-    fig = go.Figure()
-    fig.layout._validate = False
-    try:
-        for key, value in layout.items():  # one by one: Layout.update walks every nested property (~50x slower)
-            fig.layout[key] = value
-    finally:
-        fig.layout._validate = True
-    fig.__dict__["_grid_ref"] = copy.deepcopy(grid_ref)  # where make_subplots leaves them (add_trace(row=, col=))
-    fig.__dict__["_grid_str"] = grid_str
     return fig

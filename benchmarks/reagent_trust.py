@@ -209,18 +209,20 @@ def mu_section(model, n_prompts: int, k: int = 1, json_path: str | None = None, 
         if i < start or prompt in done:
             continue
         if time.perf_counter() - began > budget:  # a chunk ends between prompts; --resume goes on from here
+            print(f"  budget: {time.perf_counter() - began:.0f} s spent, {budget:.0f} s allowed; --resume goes on",
+                  flush=True)
             break
         seq = prepare(model, prompt, None, max_new_tokens=1)
         T = seq.n_prompt
         ctx, attr, target = seq.context(0).cpu(), seq.attributable[:T].cpu(), seq.target_id(0)
         gen = torch.Generator().manual_seed(1000 + i)
         reps = candidates[torch.randint(len(candidates), (T, k), generator=gen)]
-        start = time.perf_counter()
+        t0 = time.perf_counter()
         exact = exact_estimand(model, ctx, target, attr, reps, params.replacing_ratio)
-        t_exact = time.perf_counter() - start
-        start = time.perf_counter()
+        t_exact = time.perf_counter() - t0
+        t0 = time.perf_counter()
         run = reagent_probes(model, ctx, target, attr, fixed_sampler(reps), params, draw_key(0, 0))
-        t_run = time.perf_counter() - start
+        t_run = time.perf_counter() - t0
         mu = exact["mu"].float()
         imp = run["mean"].masked_fill(~attr, float("nan"))
         drift = run["drift"].mean(0).masked_fill(~attr, float("nan"))

@@ -81,6 +81,14 @@ def _raw(result, seconds: float) -> dict:
             "probe_steps": result.probe_steps[0, :n].tolist(), "probe_stopped": result.probe_stopped[0, :n].tolist()}
 
 
+def drift_reading(drift: torch.Tensor, attr: torch.Tensor) -> torch.Tensor:
+    """Each probe's drift [probe, pos] minus its lowest attributable value (NaN where not attributed): a per-probe
+    constant, so the mean's order, the paired differences behind the tied set and hence the ties are the drift's,
+    and the values are >= 0. The per-probe values of a "drift" reading of the probes."""
+    d = drift.double().masked_fill(~attr, float("inf"))
+    return (d - d.amin(-1, keepdim=True)).masked_fill(~attr, float("nan")).float()
+
+
 def pooled_drift(drift: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
     """Every probe's score change summed, over every probe's steps summed: each update step weighs the same (the
     per-probe mean gives a probe that stopped after 2 steps the weight of one that ran 400)."""
@@ -91,20 +99,19 @@ def views(run: dict, batch: int, seed: int) -> dict[str, dict]:
     """One run seen several ways: ``before`` = its first ``batch`` probes, exactly the non-adaptive default run (same
     draws: the first batch is probes 0..batch-1 of the same key; tied set from those probes alone), ``after`` = every
     probe it used (its own importance and tied set), ``drift`` = the mean per-step score change over every probe
-    used, ``drift_before`` = the same over the first batch (the fixed run with ``reading="drift"``: its importance
-    and tied set; the adaptive run's stop was decided on the softmax reading), ``pooled_before`` = the pooled
+    used, ``drift_before`` = the same over the first batch (with its tied set, :func:`drift_reading`; in an adaptive
+    run the stop was decided on the softmax reading), ``pooled_before`` = the pooled
     drift (:func:`pooled_drift`) of the first batch."""
-    from workbench.analyses.attribution.reagent import draw_key, reading_values
+    from workbench.analyses.attribution.reagent import draw_key
     from workbench.analyses.attribution.uncertainty import probe_uncertainty
 
     imp, drift = torch.tensor(run["probe_importance"]), torch.tensor(run["probe_drift"])
     steps, stopped = torch.tensor(run["probe_steps"]), torch.tensor(run["probe_stopped"])
     n = len(steps)
+    attr = drift.isfinite().all(0)  # probe_drift is NaN where nothing is attributed (BOS), softmax gives BOS a 0
     first = imp[:batch][stopped[:batch]] if stopped[:batch].any() else imp[:batch]
-    unc = probe_uncertainty(first, seed=draw_key(seed, 0))
-    attr = drift.isfinite().all(0)
-    early = {"drift": drift[:batch].nan_to_num(), "probe_importance": imp[:batch], "stopped": stopped[:batch]}
-    by_drift = probe_uncertainty(reading_values(early, "drift", attr), seed=draw_key(seed, 0))  # reading="drift"
+    unc = probe_uncertainty(first.masked_fill(~attr, float("nan")), seed=draw_key(seed, 0))
+    by_drift = probe_uncertainty(drift_reading(drift[:batch], attr), seed=draw_key(seed, 0))
     cost_before, cost_all = int(steps[:batch].sum()), int(steps.sum())
     return {
         "before": {"importance": unc["mean"], "tied": set(unc["tied_first"].nonzero()[:, 0].tolist()),
@@ -197,7 +204,7 @@ def mu_section(model, n_prompts: int, k: int = 1, json_path: str | None = None, 
     exact mu on the same replacement distribution, with leave-one-out / Banzhaf / Shapley beside it."""
     from workbench.analyses.attribution.common import prepare
     from workbench.analyses.attribution.estimand import exact_estimand, fixed_sampler, tied_top
-    from workbench.analyses.attribution.reagent import ReagentParams, draw_key, reading_values, reagent_probes
+    from workbench.analyses.attribution.reagent import ReagentParams, draw_key, reagent_probes
     from workbench.analyses.attribution.uncertainty import probe_uncertainty
     from workbench.analyses.attribution.replacers import candidate_ids
 
@@ -228,7 +235,7 @@ def mu_section(model, n_prompts: int, k: int = 1, json_path: str | None = None, 
         drift = run["drift"].mean(0).masked_fill(~attr, float("nan"))
         top_set = tied_top(mu)
         top = int(torch.nan_to_num(imp, nan=-1).argmax())
-        by_drift = probe_uncertainty(reading_values(run, "drift", attr), seed=draw_key(0, 0))  # reading="drift"
+        by_drift = probe_uncertainty(drift_reading(run["drift"], attr), seed=draw_key(0, 0))
         top_drift = int(torch.nan_to_num(by_drift["mean"], nan=-1).argmax())
         row = {"prompt": prompt, "index": i, "target": model.to_str_tokens([target])[0], "positions": int(attr.sum()),
                "spearman_reagent_mu": spearman(imp, mu), "spearman_drift_mu": spearman(drift, mu),

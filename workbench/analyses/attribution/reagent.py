@@ -76,19 +76,6 @@ from ...models.contract import HookedSource
 
 _EPS = 1e-6  # keeps logit(0.5 d + 0.5) finite when |Delta| reaches 1
 
-# How a run's probes become one importance per position (ReagentParams.reading):
-# * "softmax" (the published reading): the mean over the stopped probes of softmax(final scores). The scores start
-#   at a random U(0, 1) and drift apart linearly with the steps a probe runs, so a probe that stops after a few
-#   steps contributes mostly its random start, and one that runs long contributes a near one-hot vector (softmax of
-#   scores hundreds apart): the mean orders the top few positions by how often each won and the rest by noise.
-# * "drift": each probe's mean score change per update step, (scores - initial) / steps, an unbiased estimate of
-#   2 r mu_i - E[g] per probe (estimand.py: the order of mu), minus the probe's lowest attributable value (a
-#   per-probe constant: it leaves the order, the paired differences behind ``tied_first`` and so the ties alone,
-#   and makes the importance >= 0, so that readings that normalise |importance| see the order); averaged over every
-#   probe, stopped or not (a probe that ran to max_steps has measured the most). Measured against the exact mu on
-#   22 held-out prompts and for seed stability: benchmarks/README.md (ReAGent you can trust).
-READINGS = ("softmax", "drift")
-
 
 @dataclass(frozen=True)
 class ReagentParams:
@@ -107,10 +94,6 @@ class ReagentParams:
     # prompts of the embedded model it cost 2.35x the fixed run and two seeds agreed no better (see the README)
     adaptive: bool = False
     max_probes: int = 256  # the adaptive run's cap on probes per target
-    reading: str = "softmax"  # how the probes become the importance (and its interval, p_first, ties, the adaptive
-    #   stop): "softmax", ReAGent's own, the mean over stopped probes of softmax(scores); "drift", each probe's mean
-    #   score change per update step minus its lowest position's, averaged over every probe: the same passes read
-    #   without the random start and softmax's winner-take-all, ranked as the estimand mu (see READINGS)
     max_steps: int = 500  # update + stopping-check steps per probe at most (Inseq max_probe_steps: 3000)
     keep_top_n: int = 5  # positions kept in the stopping check (Inseq keep_top_n); 0: use keep_ratio
     keep_ratio: float = 0.0  # fraction kept when keep_top_n == 0 (Inseq keep_ratio)
@@ -148,8 +131,6 @@ def check_params(p: ReagentParams) -> None:
         raise InputError("keep_top_n must be >= 1, or 0 with keep_ratio in (0, 1]")
     if p.stop_top_k < 1:
         raise InputError("stop_top_k must be at least 1")
-    if p.reading not in READINGS:
-        raise InputError(f"unknown reading {p.reading!r}; choose one of {', '.join(READINGS)}")
     if p.replacer not in REPLACERS:
         raise InputError(f"unknown replacer {p.replacer!r}; choose one of {', '.join(REPLACERS)}")
     if p.probe_dtype not in (None, "auto", "bfloat16", "float16"):
@@ -379,17 +360,6 @@ def load_mlm(params: ReagentParams, model, mlm: MaskedLM | None) -> MaskedLM | N
     return MaskedLM.from_folder(params.mlm_path, device=model.device)
 
 
-def reading_values(res: dict[str, Tensor], reading: str, attributable: Tensor) -> Tensor:
-    """The per-probe values [probe, ctx] that ``reading`` averages (NaN where not attributable): softmax(scores) of
-    the stopped probes (all probes when none stopped), or every probe's drift above its lowest position."""
-    attr = attributable.cpu()
-    if reading == "drift":
-        drift = res["drift"].double().masked_fill(~attr, float("inf"))
-        return (drift - drift.amin(-1, keepdim=True)).masked_fill(~attr, float("nan")).float()
-    chosen = res["probe_importance"][res["stopped"]] if res["stopped"].any() else res["probe_importance"]
-    return chosen.masked_fill(~attr, float("nan"))
-
-
 def _cat(batches: list[dict[str, Tensor]]) -> dict[str, Tensor]:
     keys = ("probe_importance", "steps", "stopped", "drift")
     return {**{k: torch.cat([b[k] for b in batches]) for k in keys}, "p_orig": batches[0]["p_orig"]}
@@ -398,8 +368,7 @@ def _cat(batches: list[dict[str, Tensor]]) -> dict[str, Tensor]:
 def reagent_probes(model, context: Tensor, target: int, attributable: Tensor, sampler: Sampler, params: ReagentParams,
                    key: int) -> dict[str, Tensor]:
     """One target's probes: ``n_probes`` of them, or with ``adaptive`` batches of ``n_probes`` until
-    :func:`.uncertainty.settled` (or ``max_probes``); their importance (``params.reading`` of the probes), its
-    uncertainty and the per-probe details."""
+    :func:`.uncertainty.settled` (or ``max_probes``); their importance, its uncertainty and the per-probe details."""
     attr = attributable.cpu()
     batches: list[dict[str, Tensor]] = []
     before = None
@@ -409,7 +378,8 @@ def reagent_probes(model, context: Tensor, target: int, attributable: Tensor, sa
         batch = dataclasses.replace(params, n_probes=size) if size != params.n_probes else params
         batches.append(reagent_target(model, context, target, attributable, sampler, batch, key, first_probe=n))
         res = _cat(batches)
-        unc = probe_uncertainty(reading_values(res, params.reading, attr), seed=key)
+        chosen = res["probe_importance"][res["stopped"]] if res["stopped"].any() else res["probe_importance"]
+        unc = probe_uncertainty(chosen.masked_fill(~attr, float("nan")), seed=key)
         if not params.adaptive or len(res["steps"]) >= params.max_probes or settled(before, unc):
             break
         before = unc
@@ -534,7 +504,7 @@ class ReagentResult(AttributionResult):
     each target's context and at special tokens), its 95% interval over probes ``importance_low`` /
     ``importance_high``, ``p_first`` (probability of ranking first) and ``tied_first`` (not distinguishable
     from the leader) [target, pos] (see :mod:`.uncertainty`), ``probe_importance`` and ``probe_drift`` (mean
-    score change per step) [target, probe, pos] (``importance`` is their ``reading``), ``probe_steps`` / ``probe_stopped`` [target, probe] (padded
+    score change per step) [target, probe, pos], ``probe_steps`` / ``probe_stopped`` [target, probe] (padded
     past ``probe_count`` [target], the probes each target used), ``target_probability`` [target]."""
 
     analysis = "reagent"
@@ -559,11 +529,6 @@ class ReagentResult(AttributionResult):
     def probe_dtype(self) -> str | None:
         """The dtype the probe forwards ran in (None in results saved before it was recorded)."""
         return self.meta.get("probe_dtype")
-
-    @property
-    def reading(self) -> str:
-        """How the probes became the importance: "softmax" (ReAGent's own) or "drift" (see ``READINGS``)."""
-        return getattr(self.config, "reading", "softmax")
 
     @property
     def probe_count(self) -> Tensor:
@@ -593,10 +558,6 @@ class ReagentResult(AttributionResult):
                                 f"steps per probe: median {steps.median():.0f}, max {steps.max():.0f} "
                                 f"(max_steps {self.config.max_steps})"
                                 + (f"; probe forwards in {self.probe_dtype}" if self.probe_dtype else "")))
-        lines.append(("reading", "softmax: the mean over stopped probes of softmax(scores) (ReAGent's own)"
-                      if self.reading == "softmax" else
-                      "drift: each probe's mean score change per step above its lowest position, over every probe "
-                      "(ranks as the estimand mu)"))
         if "replacer_tags" in self.meta:
             fallback = self.meta.get("replacer_fallback", [])
             tokens = self.meta["tokens"]

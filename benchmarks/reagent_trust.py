@@ -70,112 +70,202 @@ def _top(x: torch.Tensor) -> int:
     return int(torch.nan_to_num(x, nan=-1.0).argmax())
 
 
-def views(result, batch: int) -> dict[str, dict]:
-    """One adaptive run seen three ways: ``before`` = its first ``batch`` probes, exactly the non-adaptive default
-    run (same draws: the first batch is probes 0..batch-1 of the same key), ``after`` = every probe it used,
-    ``drift`` = the mean per-step score change over every probe used (a lower-variance reading of the same passes)."""
+def _raw(result, seconds: float) -> dict:
+    """What one run's views are computed from: every probe's numbers (importance, drift, steps, stopped) and the
+    run's own tied-first set, as plain lists (a run can be saved and the views taken later)."""
     n = int(result.probe_count[0])
-    imp, stopped, steps = result.probe_importance[0], result.probe_stopped[0], result.probe_steps[0]
+    return {"tokens": len(result.tokens) - 1, "target": result.targets["target"][0], "seconds": seconds,
+            "importance": result.importance(0).float().tolist(), "tied": result.tied_first(0),
+            "probe_importance": result.probe_importance[0, :n].tolist(),
+            "probe_drift": result.tensors["probe_drift"][0, :n].tolist(),
+            "probe_steps": result.probe_steps[0, :n].tolist(), "probe_stopped": result.probe_stopped[0, :n].tolist()}
+
+
+def drift_reading(drift: torch.Tensor, attr: torch.Tensor) -> torch.Tensor:
+    """Each probe's drift [probe, pos] minus its lowest attributable value (NaN where not attributed): a per-probe
+    constant, so the mean's order, the paired differences behind the tied set and hence the ties are the drift's,
+    and the values are >= 0. The per-probe values of a "drift" reading of the probes."""
+    d = drift.double().masked_fill(~attr, float("inf"))
+    return (d - d.amin(-1, keepdim=True)).masked_fill(~attr, float("nan")).float()
+
+
+def pooled_drift(drift: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """Every probe's score change summed, over every probe's steps summed: each update step weighs the same (the
+    per-probe mean gives a probe that stopped after 2 steps the weight of one that ran 400)."""
+    return (drift * steps[:, None]).sum(0) / steps.sum().clamp_min(1)
+
+
+def views(run: dict, batch: int, seed: int) -> dict[str, dict]:
+    """One run seen several ways: ``before`` = its first ``batch`` probes, exactly the non-adaptive default run (same
+    draws: the first batch is probes 0..batch-1 of the same key; tied set from those probes alone), ``after`` = every
+    probe it used (its own importance and tied set), ``drift`` = the mean per-step score change over every probe
+    used, ``drift_before`` = the same over the first batch (with its tied set, :func:`drift_reading`; in an adaptive
+    run the stop was decided on the softmax reading), ``pooled_before`` = the pooled
+    drift (:func:`pooled_drift`) of the first batch."""
+    from workbench.analyses.attribution.reagent import draw_key
+    from workbench.analyses.attribution.uncertainty import probe_uncertainty
+
+    imp, drift = torch.tensor(run["probe_importance"]), torch.tensor(run["probe_drift"])
+    steps, stopped = torch.tensor(run["probe_steps"]), torch.tensor(run["probe_stopped"])
+    n = len(steps)
+    attr = drift.isfinite().all(0)  # probe_drift is NaN where nothing is attributed (BOS), softmax gives BOS a 0
     first = imp[:batch][stopped[:batch]] if stopped[:batch].any() else imp[:batch]
+    unc = probe_uncertainty(first.masked_fill(~attr, float("nan")), seed=draw_key(seed, 0))
+    by_drift = probe_uncertainty(drift_reading(drift[:batch], attr), seed=draw_key(seed, 0))
+    cost_before, cost_all = int(steps[:batch].sum()), int(steps.sum())
     return {
-        "before": {"importance": first.mean(0), "tied": {_top(first.mean(0))}, "steps": int(steps[:batch].sum()),
-                   "probes": batch},
-        "after": {"importance": result.importance(0).float(), "tied": set(result.tied_first(0)),
-                  "steps": int(steps[:n].sum()), "probes": n},
-        "drift": {"importance": result.tensors["probe_drift"][0, :n].mean(0), "tied": set(),
-                  "steps": int(steps[:n].sum()), "probes": n},
+        "before": {"importance": unc["mean"], "tied": set(unc["tied_first"].nonzero()[:, 0].tolist()),
+                   "steps": cost_before, "probes": batch},
+        "after": {"importance": torch.tensor(run["importance"]), "tied": set(run["tied"]), "steps": cost_all,
+                  "probes": n},
+        "drift": {"importance": drift.mean(0), "tied": set(), "steps": cost_all, "probes": n},
+        "drift_before": {"importance": by_drift["mean"], "tied": set(by_drift["tied_first"].nonzero()[:, 0].tolist()),
+                         "steps": cost_before, "probes": batch},
+        "pooled_before": {"importance": pooled_drift(drift[:batch], steps[:batch]), "tied": set(),
+                          "steps": cost_before, "probes": batch},
     }
 
 
-def stability(model, prompts, options: dict, json_path: str | None = None) -> dict:
-    """Two seeds of the adaptive default on each prompt; before (first batch) / after (adaptive) / drift."""
+KINDS = ("before", "after", "drift", "drift_before", "pooled_before")
+
+
+def compare(runs: list[dict], batch: int) -> dict:
+    """Seed 0 against seed 1 for every view: Spearman, same top-1 (or both tied), cost in probe steps."""
+    v = [views(r, batch, seed) for seed, r in enumerate(runs)]
+    row = {}
+    for kind in KINDS:
+        a, b = v[0][kind], v[1][kind]
+        ta, tb = _top(a["importance"]), _top(b["importance"])
+        both_tied = len(a["tied"]) > 1 and len(b["tied"]) > 1 and ta in b["tied"] and tb in a["tied"]
+        row[kind] = {"spearman": spearman(a["importance"], b["importance"]), "same_top1": ta == tb,
+                     "same_or_both_tied": ta == tb or both_tied, "tied_sizes": [len(a["tied"]), len(b["tied"])],
+                     "probes": [a["probes"], b["probes"]], "steps": [a["steps"], b["steps"]]}
+    return row
+
+
+def stability(model, prompts, options: dict, json_path: str | None = None, *, resume: bool = False,
+              budget: float = float("inf")) -> dict:
+    """Two seeds of the given options on each prompt, each seed's run saved as it ends (``--resume`` goes on from
+    the next run); before (first batch) / after (every probe) / drift views, compared across the seeds."""
     batch = options.get("n_probes", 8)
+    saved = json.loads(Path(json_path).read_text()) if resume and json_path and Path(json_path).exists() else {}
+    runs: dict[str, list[dict]] = saved.get("runs", {})
+    began = time.perf_counter()
+    for prompt in prompts:
+        for seed in (0, 1):
+            if len(runs.get(prompt, [])) > seed:
+                continue
+            if time.perf_counter() - began > budget:  # a chunk ends between runs; --resume goes on from here
+                break
+            load, start = load_avg(), time.perf_counter()
+            result = wb.reagent(model, prompt=prompt, seed=seed, cache=False, **options)
+            runs.setdefault(prompt, []).append({**_raw(result, time.perf_counter() - start), "load": load})
+            print(f"  {prompt[:50]!r} seed {seed} -> {result.targets['target'][0]!r}: "
+                  f"{runs[prompt][-1]['seconds']:.0f} s, {int(result.probe_count[0])} probes, load {load}", flush=True)
+            if json_path:  # after every run: a chunk cut short keeps what it measured
+                Path(json_path).write_text(json.dumps({"options": options, "runs": runs}, default=str) + "\n")
     rows = []
     for prompt in prompts:
-        runs, times, load = [], [], load_avg()
-        for seed in (0, 1):
-            start = time.perf_counter()
-            runs.append(wb.reagent(model, prompt=prompt, seed=seed, cache=False, **options))
-            times.append(time.perf_counter() - start)
-        v = [views(r, batch) for r in runs]
-        row = {"prompt": prompt, "tokens": len(runs[0].tokens) - 1, "target": runs[0].targets["target"][0],
-               "seconds": times, "load": load}
-        for kind in ("before", "after", "drift"):
-            a, b = v[0][kind], v[1][kind]
-            ta, tb = _top(a["importance"]), _top(b["importance"])
-            both_tied = len(a["tied"]) > 1 and len(b["tied"]) > 1 and ta in b["tied"] and tb in a["tied"]
-            row[kind] = {"spearman": spearman(a["importance"], b["importance"]), "same_top1": ta == tb,
-                         "same_or_both_tied": ta == tb or both_tied, "tied_sizes": [len(a["tied"]), len(b["tied"])],
-                         "probes": [a["probes"], b["probes"]], "steps": [a["steps"], b["steps"]]}
+        pair = runs.get(prompt, [])
+        if len(pair) < 2:
+            continue
+        row = {"prompt": prompt, "tokens": pair[0]["tokens"], "target": pair[0]["target"],
+               "seconds": [r["seconds"] for r in pair], "load": [r["load"] for r in pair], **compare(pair, batch)}
         rows.append(row)
-        print(f"  {prompt[:50]!r} -> {row['target']!r} ({row['tokens']} tokens), {times[0]:.0f} s / {times[1]:.0f} s, "
-              f"load {load}", flush=True)
-        for kind in ("before", "after", "drift"):
+        print(f"  {prompt[:50]!r} -> {row['target']!r} ({row['tokens']} tokens)")
+        for kind in KINDS:
             x = row[kind]
-            print(f"    {kind:6s} rho {x['spearman']:+.2f}  same top-1 {x['same_top1']!s:5s}  same or both tied "
+            print(f"    {kind:13s} rho {x['spearman']:+.2f}  same top-1 {x['same_top1']!s:5s}  same or both tied "
                   f"{x['same_or_both_tied']!s:5s}  tied {x['tied_sizes']}  probes {x['probes']}  steps {x['steps']}",
                   flush=True)
-        if json_path:  # after every prompt: a run cut short keeps what it measured
-            Path(json_path).write_text(json.dumps({"options": options, "rows": rows}, indent=1, default=str) + "\n")
+    if not rows:
+        return {"options": options, "runs": runs, "rows": []}
     summary = {"prompts": len(rows), "median_seconds": statistics.median(t for r in rows for t in r["seconds"])}
-    for kind in ("before", "after", "drift"):
+    for kind in KINDS:
         cost = [r[kind]["steps"][i] / r["before"]["steps"][i] for r in rows for i in (0, 1)]
         summary[kind] = {"median_spearman": statistics.median(r[kind]["spearman"] for r in rows),
                          "same_top1": sum(r[kind]["same_top1"] for r in rows),
                          "same_or_both_tied": sum(r[kind]["same_or_both_tied"] for r in rows),
                          "median_cost_vs_before": statistics.median(cost)}
     print(f"== {json.dumps(summary)}")
-    return {"options": options, "rows": rows, "summary": summary}
+    return {"options": options, "runs": runs, "rows": rows, "summary": summary}
 
 
-def mu_section(model, n_prompts: int, k: int = 1, json_path: str | None = None) -> dict:
+def _resumed(json_path: str | None) -> list[dict]:
+    """The rows a previous (partial) run wrote to ``json_path``, to go on from; none when there is no file."""
+    if not json_path or not Path(json_path).exists():
+        return []
+    return json.loads(Path(json_path).read_text())["rows"]
+
+
+def mu_section(model, n_prompts: int, k: int = 1, json_path: str | None = None, *, start: int = 0,
+               resume: bool = False, budget: float = float("inf")) -> dict:
     """ReAGent (library defaults, adaptive; replacements from a fixed set of K tokens per position) against the
     exact mu on the same replacement distribution, with leave-one-out / Banzhaf / Shapley beside it."""
     from workbench.analyses.attribution.common import prepare
     from workbench.analyses.attribution.estimand import exact_estimand, fixed_sampler, tied_top
     from workbench.analyses.attribution.reagent import ReagentParams, draw_key, reagent_probes
+    from workbench.analyses.attribution.uncertainty import probe_uncertainty
     from workbench.analyses.attribution.replacers import candidate_ids
 
     params = ReagentParams(probe_dtype=None)
     candidates = candidate_ids(model)
-    rows = []
-    for i, prompt in enumerate(MU_PROMPTS[:n_prompts]):
+    rows = _resumed(json_path) if resume else []
+    done, began = {r["prompt"] for r in rows}, time.perf_counter()
+    for i, prompt in enumerate(MU_PROMPTS[: start + n_prompts]):
+        if i < start or prompt in done:
+            continue
+        if time.perf_counter() - began > budget:  # a chunk ends between prompts; --resume goes on from here
+            print(f"  budget: {time.perf_counter() - began:.0f} s spent, {budget:.0f} s allowed; --resume goes on",
+                  flush=True)
+            break
         seq = prepare(model, prompt, None, max_new_tokens=1)
         T = seq.n_prompt
         ctx, attr, target = seq.context(0).cpu(), seq.attributable[:T].cpu(), seq.target_id(0)
         gen = torch.Generator().manual_seed(1000 + i)
         reps = candidates[torch.randint(len(candidates), (T, k), generator=gen)]
-        start = time.perf_counter()
+        t0 = time.perf_counter()
         exact = exact_estimand(model, ctx, target, attr, reps, params.replacing_ratio)
-        t_exact = time.perf_counter() - start
-        start = time.perf_counter()
+        t_exact = time.perf_counter() - t0
+        t0 = time.perf_counter()
         run = reagent_probes(model, ctx, target, attr, fixed_sampler(reps), params, draw_key(0, 0))
-        t_run = time.perf_counter() - start
+        t_run = time.perf_counter() - t0
         mu = exact["mu"].float()
         imp = run["mean"].masked_fill(~attr, float("nan"))
         drift = run["drift"].mean(0).masked_fill(~attr, float("nan"))
         top_set = tied_top(mu)
         top = int(torch.nan_to_num(imp, nan=-1).argmax())
-        row = {"prompt": prompt, "target": model.to_str_tokens([target])[0], "positions": int(attr.sum()),
+        by_drift = probe_uncertainty(drift_reading(run["drift"], attr), seed=draw_key(0, 0))
+        top_drift = int(torch.nan_to_num(by_drift["mean"], nan=-1).argmax())
+        row = {"prompt": prompt, "index": i, "target": model.to_str_tokens([target])[0], "positions": int(attr.sum()),
                "spearman_reagent_mu": spearman(imp, mu), "spearman_drift_mu": spearman(drift, mu),
                "top1_in_mu_top": top in top_set, "mu_top_set": top_set, "reagent_top1": top,
                "reagent_tied_first": run["tied_first"].nonzero()[:, 0].tolist(),
+               "drift_top1_in_mu_top": top_drift in top_set, "drift_top1": top_drift,
+               "drift_tied_first": by_drift["tied_first"].nonzero()[:, 0].tolist(),
                **{f"spearman_{m}_mu": spearman(exact[m].float(), mu) for m in ("leave_one_out", "banzhaf", "shapley")},
                "probes": len(run["steps"]), "probe_steps": int(run["steps"].sum()), "forwards_exact": int(exact["forwards"]),
                "seconds_exact": t_exact, "seconds_reagent": t_run, "load": load_avg(),
-               "mu": mu.tolist(), "reagent": imp.tolist(), "drift": drift.tolist()}
+               "mu": mu.tolist(), "reagent": imp.tolist(), "drift": drift.tolist(),
+               # every probe's own numbers, so that other readings of the same passes can be scored afterwards
+               "probe_drift": run["drift"].tolist(), "probe_importance": run["probe_importance"].tolist(),
+               "probe_steps": run["steps"].tolist(), "probe_stopped": run["stopped"].tolist(),
+               "attributable": attr.tolist()}
         rows.append(row)
         print(f"  {prompt!r} -> {row['target']!r}: n {row['positions']}, rho(ReAGent, mu) {row['spearman_reagent_mu']:+.2f}, "
-              f"rho(drift, mu) {row['spearman_drift_mu']:+.2f}, top-1 in mu's top set {row['top1_in_mu_top']}, "
+              f"rho(drift, mu) {row['spearman_drift_mu']:+.2f}, top-1 in mu's top set {row['top1_in_mu_top']} "
+              f"(drift {row['drift_top1_in_mu_top']}), "
               f"rho(LOO / Banzhaf / Shapley, mu) {row['spearman_leave_one_out_mu']:+.2f} / "
               f"{row['spearman_banzhaf_mu']:+.2f} / {row['spearman_shapley_mu']:+.2f}, {row['probes']} probes, "
               f"exact {t_exact:.0f} s, ReAGent {t_run:.0f} s, load {row['load']}", flush=True)
         if json_path:
             Path(json_path).write_text(json.dumps({"k": k, "rows": rows}, indent=1, default=str) + "\n")
+    rows.sort(key=lambda r: MU_PROMPTS.index(r["prompt"]))
     summary = {"prompts": len(rows),
                "median_spearman_reagent_mu": statistics.median(r["spearman_reagent_mu"] for r in rows),
                "median_spearman_drift_mu": statistics.median(r["spearman_drift_mu"] for r in rows),
-               "top1_in_mu_top": sum(r["top1_in_mu_top"] for r in rows)}
+               "top1_in_mu_top": sum(r["top1_in_mu_top"] for r in rows),
+               "drift_top1_in_mu_top": sum(r.get("drift_top1_in_mu_top", False) for r in rows)}
     print(f"== {json.dumps(summary)}")
     return {"k": k, "rows": rows, "summary": summary}
 
@@ -186,6 +276,10 @@ def main() -> None:
     p.add_argument("--options", default="{}", help="wb.reagent options as JSON")
     p.add_argument("--prompts", type=int, default=5)
     p.add_argument("--k", type=int, default=1, help="mu: replacement tokens per position")
+    p.add_argument("--start", type=int, default=0, help="mu: first prompt (index into MU_PROMPTS)")
+    p.add_argument("--resume", action="store_true", help="keep the rows already in --json, skip their prompts")
+    p.add_argument("--budget", type=float, default=float("inf"),
+                   help="seconds after which no new prompt starts (run again with --resume to go on)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     model = wb.load_model(progress=False)
@@ -193,9 +287,11 @@ def main() -> None:
           f"model {model.name}, load average {load_avg()}", flush=True)
     options = json.loads(args.options)
     if args.section == "stability":
-        out = stability(model, STABILITY_PROMPTS[: args.prompts], options, args.json)
+        out = stability(model, STABILITY_PROMPTS[: args.prompts], options, args.json, resume=args.resume,
+                        budget=args.budget)
     else:
-        out = mu_section(model, args.prompts, k=args.k, json_path=args.json)
+        out = mu_section(model, args.prompts, k=args.k, json_path=args.json, start=args.start, resume=args.resume,
+                         budget=args.budget)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=str) + "\n")
 

@@ -266,19 +266,27 @@ def section_speed(r: Runner, prompts: list[str], steps: int) -> list[dict]:
     return rows
 
 
-RECORDED_PROMPTS = ("Water freezes at a temperature of zero degrees", "The author of the books about the wizard")
+# prompts whose probes run 20-100 steps (median over 16 probes of ours, seed 0 at 16 x 300: 38 and 90 steps), so that
+# a run's importance is more than its random start and Inseq's runs agree with each other
+RECORDED_PROMPTS = ("On sunny days the children like to play in the", "The teacher asked the students to open their")
 
 
 def record(r: Runner, path: Path, seeds: int) -> None:
-    """Inseq's importances on short prompts whose probes stop early, for the tests' recorded reference
-    (tests/analyses/attribution/test_attribution_real.py runs ours on the same prompts and settings)."""
+    """Inseq's importances on prompts whose probes run tens of steps, for the tests' recorded reference
+    (tests/analyses/attribution/test_attribution_real.py runs ours on the same prompts and settings)::
+
+        python benchmarks/reagent.py --record tests/data/inseq_reagent.json --probes 16 --max-steps 100
+    """
     out = {"inseq": "0.7.1", "params": r.params(), "prompts": []}
     for prompt in RECORDED_PROMPTS:
         target = r.target(prompt, None)
-        runs = [r.inseq_importance(prompt, target, s).tolist() for s in range(seeds)]
+        runs = []
+        for s in range(seeds):
+            start = time.perf_counter()
+            runs.append(r.inseq_importance(prompt, target, s).tolist())
+            print(f"  {prompt!r} -> {target!r}, seed {s}: {time.perf_counter() - start:.0f} s", flush=True)
         out["prompts"].append({"prompt": prompt, "target": target, "inseq": runs})
-        print(f"  recorded {prompt!r} -> {target!r}", flush=True)
-    path.write_text(json.dumps(out, indent=1) + "\n")
+        path.write_text(json.dumps(out, indent=1) + "\n")  # after each prompt: a run cut short keeps what it has
 
 
 def main() -> None:

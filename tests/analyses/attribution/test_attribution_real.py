@@ -75,26 +75,44 @@ def test_compare_attributions_on_the_embedded_model(embedded):
 REFERENCE = Path(__file__).parents[2] / "data" / "inseq_reagent.json"
 
 
-def test_reagent_agrees_with_inseq_as_inseq_agrees_with_itself(embedded):
-    """Inseq 0.7.1's ReAGent, recorded on the same weights, ids and settings (``benchmarks/reagent.py --record``):
-    our runs must be equivalent to Inseq's as Inseq's are to each other (Spearman over the prompt's tokens,
-    :func:`~workbench.analyses.attribution.agreement.equivalence`, margin 0.1). Such a test has power only when the
-    reference agrees with itself: the current recording (8 probes, 60 steps, many runs stopped after one step) has
-    a noise floor of rho ~0.02, which uniform random importance matches too (it passed the former test in 186 of
-    200 seeds), so until it is re-recorded on prompts whose probes run >= 20 steps this test reports XFAIL."""
+def _recorded_inseq_runs() -> tuple[dict, list[list[torch.Tensor]]]:
+    ref = json.loads(REFERENCE.read_text())
+    runs = [[torch.tensor(run) for run in case["inseq"] if not math.isnan(run[0])] for case in ref["prompts"]]
+    return ref, runs  # NaN: no Inseq probe stopped
+
+
+def test_the_recorded_inseq_reference_has_power():
+    """The recorded reference (``benchmarks/reagent.py --record``: Inseq 0.7.1, 16 probes, 100 steps, 6 seeds, on
+    prompts whose probes run tens of steps) must agree with itself above chance, and the test against it must
+    reject uniform random importance: here in at least 38 of 40 seeds per prompt. The former recording (8 probes,
+    60 steps, many runs stopped after one step) agreed with itself at rho 0.02, and random importance passed it."""
     from workbench.analyses.attribution.agreement import equivalence
 
-    ref = json.loads(REFERENCE.read_text())
-    floors = []
-    for case in ref["prompts"]:
-        inseq = [torch.tensor(run) for run in case["inseq"] if not math.isnan(run[0])]  # NaN: no Inseq probe stopped
-        floors += [spearman(a, b) for a, b in itertools.combinations(inseq, 2)]
-    if sum(floors) / len(floors) < 0.3:
-        pytest.xfail(f"the recorded Inseq reference agrees with itself at rho {sum(floors) / len(floors):.2f}: "
-                     "no test on it can tell ReAGent from random importance; re-record it")
-    for case in ref["prompts"]:
-        inseq = [torch.tensor(run) for run in case["inseq"] if not math.isnan(run[0])]
-        ours = [wb.reagent(embedded, prompt=case["prompt"], target=case["target"], prepend_bos=False, probe_dtype=None,
-                           seed=seed, cache=False, adaptive=False, **ref["params"]).importance(0) for seed in range(4)]
-        result = equivalence(ours, inseq)
-        assert result["equivalent"], (case["prompt"], result)
+    _, cases = _recorded_inseq_runs()
+    gen = torch.Generator().manual_seed(0)
+    for inseq in cases:
+        floor = [spearman(a, b) for a, b in itertools.combinations(inseq, 2)]
+        assert len(inseq) >= 5 and sum(floor) / len(floor) > 0.2, floor
+        rejected = sum(not equivalence([torch.rand(len(inseq[0]), generator=gen) for _ in range(2)], inseq,
+                                       n_boot=300, seed=s)["noninferior"] for s in range(40))
+        assert rejected >= 38, rejected
+
+
+def test_reagent_agrees_with_inseq_as_inseq_agrees_with_itself(embedded):
+    """Inseq 0.7.1's ReAGent, recorded on the same weights, ids and settings: ours must agree with Inseq's runs at
+    least as well as they agree with each other, less 0.1 in Spearman (the one-sided half of
+    :func:`~workbench.analyses.attribution.agreement.equivalence`; a few Inseq runs can agree with ours better than
+    with each other by chance). The test above shows it rejecting random importance; test_attribution_trust.py
+    shows it rejecting a sign-flipped update. Two of our seeds (16 probes cost ~40 s a run here) on the first
+    recorded prompt, where they are non-inferior (lower bound -0.03). On the second, the 6 Inseq runs leave the
+    interval too wide to conclude either way (difference +0.02, interval -0.20 .. +0.23 with 2 to 4 of our seeds;
+    benchmarks/README.md), so it is not asserted there.
+    """
+    from workbench.analyses.attribution.agreement import equivalence
+
+    ref, cases = _recorded_inseq_runs()
+    case, inseq = ref["prompts"][0], cases[0]
+    ours = [wb.reagent(embedded, prompt=case["prompt"], target=case["target"], prepend_bos=False, probe_dtype=None,
+                       seed=seed, cache=False, adaptive=False, **ref["params"]).importance(0) for seed in range(2)]
+    result = equivalence(ours, inseq)
+    assert result["noninferior"], (case["prompt"], result)

@@ -66,14 +66,14 @@ def test_a_figure_with_other_traces_is_swapped_whole():
 def test_the_template_makes_the_same_figures_as_plotly():
     from plotly.subplots import make_subplots
 
-    titles = [f"λ={i}" for i in range(6)]
-    ours = make_subplots(rows=2, cols=3, subplot_titles=titles, horizontal_spacing=0.02, vertical_spacing=0.1)
-    theirs = make_subplots(rows=2, cols=3, subplot_titles=titles, horizontal_spacing=0.02, vertical_spacing=0.1)
-    for fig in (ours, theirs):
+    def grid() -> go.Figure:
+        fig = make_subplots(rows=2, cols=3, subplot_titles=[f"λ={i}" for i in range(6)], horizontal_spacing=0.02,
+                            vertical_spacing=0.1)
         for i in range(6):
             fig.add_trace(go.Heatmap(z=[[i, 1], [2, 3]], showscale=False), row=i // 3 + 1, col=i % 3 + 1)
-        fig.update_xaxes(visible=False)
-        fig.update_yaxes(visible=False, scaleanchor="x")
+        return fig.update_xaxes(visible=False).update_yaxes(visible=False, scaleanchor="x")
+
+    ours, theirs = grid(), grid()
     apply_template(ours).update_layout(height=300)
     theirs.update_layout(template="workbench", height=300)
     assert ours.to_json() == theirs.to_json()

@@ -17,6 +17,9 @@ import pytest
 CHILD = textwrap.dedent("""
     import faulthandler, hashlib, signal, time, torch, workbench as wb
 
+    # Ctrl-C as an interactive session has it: a process started in the background (as CI starts pytest) ignores
+    # SIGINT, and its children inherit that; every Ctrl-C would be dropped, which is right for them but tests nothing
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test's diagnosis when a Ctrl-C goes unanswered
     copy = torch.Tensor.copy_
 
@@ -68,21 +71,15 @@ def test_random_sigints_never_leave_the_model_edited(tmp_path):
         assert child.stdout.readline().strip() == "ready"
         rng = random.Random(0)
         results = []
-        unanswered = 0
         for _ in range(25):
             time.sleep(rng.uniform(0.0, 0.4))
             child.send_signal(signal.SIGINT)
-            # a Ctrl-C that nothing answers within 60 s is sent again (a CI run once hung here), and counted
-            while not select.select([child.stdout], [], [], 60)[0]:
-                unanswered += 1
-                if unanswered > 2:  # an open defect, seen only in full CI runs (stop 28's note): reported, not hidden
-                    assert results == ["interrupted True"] * len(results)  # what was answered left the model intact
-                    child.send_signal(signal.SIGUSR1)  # the child's stacks, for the report
-                    time.sleep(2)
-                    child.kill()
-                    pytest.xfail(f"Ctrl-C went unanswered after {len(results)} answered; the child's stacks:\n"
-                                 f"{child.stderr.read()[-4000:]}")
-                child.send_signal(signal.SIGINT)
+            if not select.select([child.stdout], [], [], 60)[0]:  # unanswered: fail with the child's stacks
+                child.send_signal(signal.SIGUSR1)
+                time.sleep(2)
+                child.kill()
+                pytest.fail(f"a Ctrl-C went unanswered for 60 s after {len(results)} answered; the child's stacks:\n"
+                            f"{child.stderr.read()[-4000:]}")
             line = child.stdout.readline().strip()
             assert line, f"the child died: {child.stderr.read()[-2000:]}"
             results.append(line)

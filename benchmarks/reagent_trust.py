@@ -4,11 +4,11 @@
     python benchmarks/reagent_trust.py mu [--prompts N] [--json out.json]
 
 * ``stability``: two runs with different seeds (0 and 1) of ``wb.reagent`` at the given options (default: the
-  library's defaults, adaptive probes) on held-out prompts (STABILITY_PROMPTS); per prompt the Spearman
-  correlation of the two importance vectors, whether they pick the same top-1 token (or both mark it tied, each
-  run's top token in the other's tied-first set), the probes and probe steps used. "before" is each run's first
-  batch of probes, which is exactly the former non-adaptive default run (same draws), so one adaptive run gives
-  both; cost = probe steps (each one update and one check row), a measure the machine's load does not move.
+  library's defaults) on held-out prompts (STABILITY_PROMPTS); per prompt the Spearman correlation of the two
+  importance vectors, whether they pick the same top-1 token (or both mark it tied, each run's top token in the
+  other's tied-first set), the probes and probe steps used. "before" is the softmax reading of each run's first
+  batch of probes, which is exactly the former default run (same draws), so one run gives both; cost = probe
+  steps (each one update and one check row), a measure the machine's load does not move.
 * ``mu``: ReAGent against the exact estimand mu_i = E[g(Delta) | i replaced] (``estimand.py``) on held-out prompts
   of at most 12 tokens, with a fixed set of K replacement tokens per position (the replacer both use); per prompt
   Spearman(ReAGent, mu), whether ReAGent's top-1 lies in mu's tied top set, and leave-one-out / Banzhaf / Shapley
@@ -89,44 +89,27 @@ def drift_reading(drift: torch.Tensor, attr: torch.Tensor) -> torch.Tensor:
     return (d - d.amin(-1, keepdim=True)).masked_fill(~attr, float("nan")).float()
 
 
-def pooled_drift(drift: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
-    """Every probe's score change summed, over every probe's steps summed: each update step weighs the same (the
-    per-probe mean gives a probe that stopped after 2 steps the weight of one that ran 400)."""
-    return (drift * steps[:, None]).sum(0) / steps.sum().clamp_min(1)
-
-
 def views(run: dict, batch: int, seed: int) -> dict[str, dict]:
-    """One run seen several ways: ``before`` = its first ``batch`` probes, exactly the non-adaptive default run (same
-    draws: the first batch is probes 0..batch-1 of the same key; tied set from those probes alone), ``after`` = every
-    probe it used (its own importance and tied set), ``drift`` = the mean per-step score change over every probe
-    used, ``drift_before`` = the same over the first batch (with its tied set, :func:`drift_reading`; in an adaptive
-    run the stop was decided on the softmax reading), ``pooled_before`` = the pooled
-    drift (:func:`pooled_drift`) of the first batch."""
+    """One run seen two ways: ``before`` = the softmax reading of its first ``batch`` probes, exactly the former
+    default run (same draws: the first batch is probes 0..batch-1 of the same key; tied set from those probes
+    alone), ``after`` = the run's own importance and tied set (the options' reading, over every probe it used)."""
     from workbench.analyses.attribution.reagent import draw_key
     from workbench.analyses.attribution.uncertainty import probe_uncertainty
 
-    imp, drift = torch.tensor(run["probe_importance"]), torch.tensor(run["probe_drift"])
+    imp = torch.tensor(run["probe_importance"])
     steps, stopped = torch.tensor(run["probe_steps"]), torch.tensor(run["probe_stopped"])
-    n = len(steps)
-    attr = drift.isfinite().all(0)  # probe_drift is NaN where nothing is attributed (BOS), softmax gives BOS a 0
+    attr = torch.tensor(run["probe_drift"]).isfinite().all(0)  # NaN where nothing is attributed (BOS)
     first = imp[:batch][stopped[:batch]] if stopped[:batch].any() else imp[:batch]
     unc = probe_uncertainty(first.masked_fill(~attr, float("nan")), seed=draw_key(seed, 0))
-    by_drift = probe_uncertainty(drift_reading(drift[:batch], attr), seed=draw_key(seed, 0))
-    cost_before, cost_all = int(steps[:batch].sum()), int(steps.sum())
     return {
         "before": {"importance": unc["mean"], "tied": set(unc["tied_first"].nonzero()[:, 0].tolist()),
-                   "steps": cost_before, "probes": batch},
-        "after": {"importance": torch.tensor(run["importance"]), "tied": set(run["tied"]), "steps": cost_all,
-                  "probes": n},
-        "drift": {"importance": drift.mean(0), "tied": set(), "steps": cost_all, "probes": n},
-        "drift_before": {"importance": by_drift["mean"], "tied": set(by_drift["tied_first"].nonzero()[:, 0].tolist()),
-                         "steps": cost_before, "probes": batch},
-        "pooled_before": {"importance": pooled_drift(drift[:batch], steps[:batch]), "tied": set(),
-                          "steps": cost_before, "probes": batch},
+                   "steps": int(steps[:batch].sum()), "probes": batch},
+        "after": {"importance": torch.tensor(run["importance"]), "tied": set(run["tied"]), "steps": int(steps.sum()),
+                  "probes": len(steps)},
     }
 
 
-KINDS = ("before", "after", "drift", "drift_before", "pooled_before")
+KINDS = ("before", "after")
 
 
 def compare(runs: list[dict], batch: int) -> dict:
@@ -146,7 +129,7 @@ def compare(runs: list[dict], batch: int) -> dict:
 def stability(model, prompts, options: dict, json_path: str | None = None, *, resume: bool = False,
               budget: float = float("inf")) -> dict:
     """Two seeds of the given options on each prompt, each seed's run saved as it ends (``--resume`` goes on from
-    the next run); before (first batch) / after (every probe) / drift views, compared across the seeds."""
+    the next run); before (the former default) / after (the options' run) views, compared across the seeds."""
     batch = options.get("n_probes", 8)
     saved = json.loads(Path(json_path).read_text()) if resume and json_path and Path(json_path).exists() else {}
     runs: dict[str, list[dict]] = saved.get("runs", {})

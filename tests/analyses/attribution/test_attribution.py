@@ -17,7 +17,7 @@ from workbench.analyses.attribution.common import prepare
 from workbench.analyses.attribution.prompts import copy_tasks
 from workbench.analyses.attribution.faithfulness import FaithfulnessParams, distance, faithfulness, kl, normalise, summarise
 from workbench.analyses.attribution.reagent import (
-    ReagentParams, draw_key, probe_dtype, reagent_target, reagent_target_stepwise,
+    MIN_REPLACED, READINGS, ReagentParams, draw_key, probe_dtype, reagent_target, reagent_target_stepwise,
 )
 from workbench.analyses.attribution.replacers import build_sampler, candidate_ids, special_ids
 
@@ -38,18 +38,23 @@ def test_planted_model_copies_the_known_token(copy_model):
         assert int(probs.argmax()) == int(ids[0, COPY_POSITION]) and probs.max() > 0.8
 
 
-def test_reagent_puts_the_copied_token_first(copy_model):
-    result = wb.reagent(copy_model, prompt=PROMPT, **FAST)
+@pytest.mark.parametrize("reading", READINGS)
+def test_reagent_puts_the_copied_token_first(copy_model, reading):
+    result = wb.reagent(copy_model, prompt=PROMPT, reading=reading, **FAST)
     targets = result.tables["targets"]
     assert list(targets["target"]) == ["h", "h"]
     assert (targets["top_context_position"] == COPY_POSITION).all()
     for j in range(2):
         imp = result.importance(j)
         assert math.isnan(imp[0])  # BOS is never attributed
-        assert torch.nansum(imp).item() == pytest.approx(1.0, abs=1e-5)  # softmax over attributable tokens
+        if reading == "softmax":
+            assert torch.nansum(imp).item() == pytest.approx(1.0, abs=1e-5)  # softmax over attributable tokens
+        else:  # every position replaced often enough for its mean gain
+            assert (result.tensors["replaced_count"][j, 1:len(imp)] >= MIN_REPLACED).all()
         others = torch.cat([imp[1:COPY_POSITION], imp[COPY_POSITION + 1:]])
         assert imp[COPY_POSITION] > 2 * others.max()
-    assert result.tensors["probe_stopped"].all()  # every probe found the copied token
+    for j, n in enumerate(result.probe_count.tolist()):  # every probe found the copied token
+        assert result.probe_stopped[j, :n].all()
 
 
 @pytest.mark.parametrize("method", baselines.BASELINES)
@@ -155,6 +160,8 @@ def test_batched_run_equals_the_step_by_step_loop(copy_model, replacer):
             out = reagent_target(copy_model, ctx, target, attr, sampler, p, draw_key(seed, 0))
             assert torch.equal(out["steps"], ref["steps"]) and torch.equal(out["stopped"], ref["stopped"])
             torch.testing.assert_close(out["probe_importance"], ref["probe_importance"], rtol=1e-5, atol=1e-6)
+            assert torch.equal(out["step_replaced"], ref["step_replaced"])  # the mu reading's steps, the same ones
+            torch.testing.assert_close(out["step_gain"], ref["step_gain"], rtol=1e-5, atol=1e-6)
         stopped_at |= set(ref["steps"].tolist())
     assert len(stopped_at) > 3  # probes stopped at many different steps: speculation was exercised
 

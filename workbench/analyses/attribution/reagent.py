@@ -15,6 +15,15 @@ choice comes from (Inseq 0.7.1 ``attr/feat/ops/reagent_core``, which the authors
   scores freeze. The loop ends when every probe stopped or after ``max_steps``.
 * The result is the mean of softmax(s) over the stopped probes (``AggregateRationalizer``).
 
+What we return by default is another reading of the same probes (``reading="mu"``): per position, the
+mean of g(Delta) = logit(0.5 Delta + 0.5) over every update step, of every probe, that replaced it, less
+the mean over all steps (so a position whose replacement changes nothing gets 0). The first term is a
+direct estimate of mu_i = E[g(Delta) | i replaced], the quantity by which the scores drift apart
+(:mod:`.estimand`); the published reading sees it only through each probe's final softmax, blurred by
+the random start, the early stop and softmax's winner-take-all. Batches of probes are added until every
+position was replaced MIN_REPLACED times. Chosen on 20 tuning prompts (benchmarks/reagent_readings.py);
+measured on held-out ones in benchmarks/README.md. ``reading="softmax"`` is the published (and Inseq's).
+
 Where ours differs, on purpose: special tokens (BOS) are never replaced and get importance 0
 (Inseq replaces them like any token); logit's argument is clamped to [1e-6, 1 - 1e-6] (Inseq's
 is +inf when Delta reaches 1); when no probe stopped, Inseq 0.7.1 returns 0/0 = NaN and we return the
@@ -71,10 +80,12 @@ from .chat import Messages
 from .common import Sequence, last_logits, prepare
 from .replacers import REPLACERS, MaskedLM, Sampler, build_sampler
 from .result import AttributionResult, attribution_result
-from .uncertainty import probe_uncertainty, settled
+from .uncertainty import probe_uncertainty, settled, step_uncertainty
 from ...models.contract import HookedSource
 
 _EPS = 1e-6  # keeps logit(0.5 d + 0.5) finite when |Delta| reaches 1
+READINGS = ("mu", "softmax")
+MIN_REPLACED = 4  # reading "mu": update steps that replaced each position, at least (probe batches are added)
 
 
 @dataclass(frozen=True)
@@ -90,10 +101,13 @@ class ReagentParams:
     """
 
     n_probes: int = 8  # independent probes averaged at the end (Inseq num_probes: 16); with adaptive, per batch
+    reading: str = "mu"  # "mu": each position's mean score gain over the update steps that replaced it (module
+    #   docstring; batches of probes are added until every position was replaced MIN_REPLACED times);
+    #   "softmax": the mean of softmax(scores) over the stopped probes, as the paper and Inseq
     # add batches of n_probes probes until the top-1 is settled (uncertainty.settled). Off by default: on 3 held-out
     # prompts of the embedded model it cost 2.35x the fixed run and two seeds agreed no better (see the README)
     adaptive: bool = False
-    max_probes: int = 256  # the adaptive run's cap on probes per target
+    max_probes: int = 256  # cap on probes per target (adaptive runs, and the "mu" reading's MIN_REPLACED top-up)
     max_steps: int = 500  # update + stopping-check steps per probe at most (Inseq max_probe_steps: 3000)
     keep_top_n: int = 5  # positions kept in the stopping check (Inseq keep_top_n); 0: use keep_ratio
     keep_ratio: float = 0.0  # fraction kept when keep_top_n == 0 (Inseq keep_ratio)
@@ -123,6 +137,8 @@ class ReagentConfig(ReagentParams):
 def check_params(p: ReagentParams) -> None:
     if p.n_probes < 1 or p.max_steps < 1:
         raise InputError("n_probes and max_steps must be at least 1")
+    if p.reading not in READINGS:
+        raise InputError(f"unknown reading {p.reading!r}; choose one of {', '.join(READINGS)}")
     if p.adaptive and p.max_probes < p.n_probes:
         raise InputError(f"max_probes ({p.max_probes}) must be at least n_probes ({p.n_probes})")
     if not 0.0 < p.replacing_ratio <= 1.0:
@@ -206,11 +222,33 @@ class _Probing:
         return torch.where(self.attr & ~keep, tokens, self.ctx)
 
 
+def _gain(p_orig: Tensor, p_rep: Tensor) -> Tensor:
+    """g(Delta) = logit(0.5 Delta + 0.5): a replaced position's score change in one update step."""
+    return torch.logit((0.5 * (p_orig - p_rep).double() + 0.5).clamp(_EPS, 1 - _EPS))
+
+
 def _increments(p_orig: Tensor, p_rep: Tensor, replaced: Tensor, attr: Tensor) -> Tensor:
-    """Score changes of one update per row: +logit(0.5 Delta + 0.5) where replaced, +logit(0.5 - 0.5 Delta) elsewhere."""
-    delta = (p_orig - p_rep).double()[..., None]
-    d = torch.where(replaced, delta, -delta)
-    return torch.logit((0.5 * d + 0.5).clamp(_EPS, 1 - _EPS)).masked_fill(~attr, 0.0)
+    """Score changes of one update per row: +g(Delta) where replaced, -g(Delta) = g(-Delta) elsewhere (g is odd)."""
+    gain = _gain(p_orig, p_rep)[..., None]
+    return torch.where(replaced, gain, -gain).masked_fill(~attr, 0.0)
+
+
+class _StepLog:
+    """The update steps that counted (a stopped probe's speculative steps do not): which positions each replaced and
+    its gain g(Delta), in (probe, step) order whatever the chunking, for the "mu" reading."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
+
+    def add(self, probe: Tensor, step: Tensor, replaced: Tensor, gain: Tensor) -> None:
+        self.parts.append((probe, step, replaced, gain))
+
+    def tensors(self, width: int) -> dict[str, Tensor]:
+        if not self.parts:
+            return {"step_replaced": torch.zeros(0, width, dtype=torch.bool), "step_gain": torch.zeros(0, dtype=torch.float64)}
+        probe, step, replaced, gain = (torch.cat(x) for x in zip(*self.parts))
+        order = torch.argsort(probe * (int(step.max()) + 1) + step)
+        return {"step_replaced": replaced[order], "step_gain": gain[order]}
 
 
 def _probing(context: Tensor, attributable: Tensor, sampler: Sampler, params: ReagentParams, key: int,
@@ -221,14 +259,15 @@ def _probing(context: Tensor, attributable: Tensor, sampler: Sampler, params: Re
     return _Probing(context.cpu(), attr, sampler, key, params.replacing_ratio, max(1, min(keep_n, n_attr)), first_probe)
 
 
-def _result(scores: Tensor, steps: Tensor, stopped: Tensor, p_orig: Tensor, initial: Tensor) -> dict[str, Tensor]:
+def _result(scores: Tensor, steps: Tensor, stopped: Tensor, p_orig: Tensor, initial: Tensor, log: _StepLog
+            ) -> dict[str, Tensor]:
     probs = torch.softmax(scores, -1).float()  # [P, T]; special positions (-inf) get 0
     chosen = probs[stopped] if stopped.any() else probs
     # each probe's mean score change per update step: an unbiased estimate of 2 r mu_i - E[g] (the drift whose
     # order is mu's, see estimand.py), free of the random start and of softmax's winner-take-all
     drift = ((scores - initial) / steps.clamp_min(1)[:, None]).nan_to_num(nan=0.0).float()
     return {"importance": chosen.mean(0), "probe_importance": probs, "steps": steps, "stopped": stopped,
-            "p_orig": p_orig, "drift": drift}
+            "p_orig": p_orig, "drift": drift, **log.tensors(scores.shape[1])}
 
 
 @torch.no_grad()
@@ -257,6 +296,7 @@ def reagent_target(
     done, chunk = 0, 1
     p_orig: Tensor | None = None  # p(target | context), from the first forward's extra row
     pending: _Pending | None = None  # the last chunk's stopping checks: they share a forward with the next chunk's
+    log = _StepLog()
     bar = progress(desc="ReAGent steps", total=params.max_steps)
     while True:
         A = len(active)
@@ -285,6 +325,9 @@ def reagent_target(
             at = torch.where(alive, Cp - 1, first)
             scores[active] = pending.cum[torch.arange(A), at]
             steps[active] += at + 1
+            counted = torch.arange(Cp)[None] <= at[:, None]  # [A, Cp]
+            log.add(active[:, None].expand(A, Cp)[counted], (done - Cp + 1 + torch.arange(Cp)).expand(A, Cp)[counted],
+                    pending.replaced[counted], pending.gain[counted])
             stopped[active[~alive]] = True
             pending = None
             bar.set_postfix_str(f"{int(stopped.sum())}/{P} probes stopped")
@@ -299,14 +342,14 @@ def reagent_target(
         # their stopping checks (run with the next forward)
         checked = probing.check_inputs(active.repeat_interleave(C), torch.arange(done + 1, done + C + 1).repeat(A),
                                        cum.reshape(A * C, T))
-        pending = _Pending(C, cum, checked)
+        pending = _Pending(C, cum, checked, replaced & attr, _gain(p_orig, p_rep))
         done += C
         bar.update(C)
         chunk = min(done, max(1, round(aim / (A * T))))  # never speculate further ahead than the steps already run
 
     bar.close()
     assert p_orig is not None, "the loop runs at least one forward (max_steps >= 1)"
-    return _result(scores, steps, stopped, p_orig, probing.initial_scores(P))
+    return _result(scores, steps, stopped, p_orig, probing.initial_scores(P), log)
 
 
 @dataclass(frozen=True)
@@ -316,6 +359,8 @@ class _Pending:
     C: int
     cum: Tensor  # [probe, step, pos] scores after each of the chunk's steps
     checked: Tensor  # the inputs of its stopping checks
+    replaced: Tensor  # [probe, step, pos] the positions each update step replaced
+    gain: Tensor  # [probe, step] each update step's g(Delta)
 
 
 @torch.no_grad()
@@ -334,17 +379,19 @@ def reagent_target_stepwise(
         scores = probing.initial_scores(P)
         steps = torch.zeros(P, dtype=torch.long)
         stopped = torch.zeros(P, dtype=torch.bool)
+        log = _StepLog()
         for step in range(1, params.max_steps + 1):
             at = torch.full((P,), step)
             replaced, probed = probing.update_inputs(probes, at)
             p_rep = torch.softmax(last_logits(model, probed).float(), -1)[:, target].cpu()
+            log.add(probes[~stopped], at[~stopped], (replaced & attr)[~stopped], _gain(p_orig, p_rep)[~stopped])
             scores = torch.where(stopped[:, None], scores, scores + _increments(p_orig, p_rep, replaced, attr))
             steps += ~stopped
             logits = last_logits(model, probing.check_inputs(probes, at, scores)).float()
             stopped |= (logits.topk(params.stop_top_k, dim=-1).indices == target).any(-1).cpu()
             if stopped.all():
                 break
-    return _result(scores, steps, stopped, p_orig, probing.initial_scores(P))
+    return _result(scores, steps, stopped, p_orig, probing.initial_scores(P), log)
 
 
 def draw_key(seed: int, target_index: int) -> int:
@@ -361,26 +408,38 @@ def load_mlm(params: ReagentParams, model, mlm: MaskedLM | None) -> MaskedLM | N
 
 
 def _cat(batches: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-    keys = ("probe_importance", "steps", "stopped", "drift")
+    keys = ("probe_importance", "steps", "stopped", "drift", "step_replaced", "step_gain")
     return {**{k: torch.cat([b[k] for b in batches]) for k in keys}, "p_orig": batches[0]["p_orig"]}
+
+
+def reading_uncertainty(res: dict[str, Tensor], attr: Tensor, params: ReagentParams, key: int) -> dict[str, Tensor]:
+    """The reading's importance (``mean``), its interval, ``p_first`` and ``tied_first`` (:mod:`.uncertainty`)."""
+    if params.reading == "mu":
+        return step_uncertainty(res["step_replaced"], res["step_gain"], attr, seed=key)
+    chosen = res["probe_importance"][res["stopped"]] if res["stopped"].any() else res["probe_importance"]
+    count = res["step_replaced"].sum(0)
+    return {**probe_uncertainty(chosen.masked_fill(~attr, float("nan")), seed=key), "replaced_count": count}
 
 
 def reagent_probes(model, context: Tensor, target: int, attributable: Tensor, sampler: Sampler, params: ReagentParams,
                    key: int) -> dict[str, Tensor]:
-    """One target's probes: ``n_probes`` of them, or with ``adaptive`` batches of ``n_probes`` until
-    :func:`.uncertainty.settled` (or ``max_probes``); their importance, its uncertainty and the per-probe details."""
+    """One target's probes: ``n_probes`` of them; more batches of ``n_probes`` while the "mu" reading has a position
+    replaced fewer than MIN_REPLACED times, and with ``adaptive`` until :func:`.uncertainty.settled` (at most
+    ``max_probes``); their importance, its uncertainty and the per-probe details."""
     attr = attributable.cpu()
+    cap = max(params.max_probes, params.n_probes)
     batches: list[dict[str, Tensor]] = []
     before = None
     while True:
         n = len(batches) * params.n_probes
-        size = min(params.n_probes, params.max_probes - n) if params.adaptive else params.n_probes
+        size = min(params.n_probes, cap - n)
         batch = dataclasses.replace(params, n_probes=size) if size != params.n_probes else params
         batches.append(reagent_target(model, context, target, attributable, sampler, batch, key, first_probe=n))
         res = _cat(batches)
-        chosen = res["probe_importance"][res["stopped"]] if res["stopped"].any() else res["probe_importance"]
-        unc = probe_uncertainty(chosen.masked_fill(~attr, float("nan")), seed=key)
-        if not params.adaptive or len(res["steps"]) >= params.max_probes or settled(before, unc):
+        unc = reading_uncertainty(res, attr, params, key)
+        counts = unc["replaced_count"][attr]
+        few = params.reading == "mu" and counts.numel() > 0 and int(counts.min()) < MIN_REPLACED
+        if len(res["steps"]) >= cap or not (few or (params.adaptive and not settled(before, unc))):
             break
         before = unc
     return {**res, **unc}
@@ -421,6 +480,7 @@ def reagent_sequence(model, seq: Sequence, params: ReagentParams, mlm: MaskedLM 
         "importance_high": torch.full((J, W), nan),
         "p_first": torch.full((J, W), nan),
         "tied_first": torch.zeros(J, W, dtype=torch.bool),
+        "replaced_count": torch.zeros(J, W, dtype=torch.long),
         "probe_importance": torch.full((J, P, W), nan),
         "probe_drift": torch.full((J, P, W), nan),
         "probe_steps": torch.zeros(J, P, dtype=torch.long),
@@ -435,6 +495,7 @@ def reagent_sequence(model, seq: Sequence, params: ReagentParams, mlm: MaskedLM 
         out["importance_high"][j, :T] = res["high"]
         out["p_first"][j, :T] = res["p_first"]
         out["tied_first"][j, :T] = res["tied_first"]
+        out["replaced_count"][j, :T] = res["replaced_count"]
         out["probe_importance"][j, :n, :T] = res["probe_importance"]
         out["probe_drift"][j, :n, :T] = res["drift"].masked_fill(~seq.attributable[:T].cpu(), nan)
         out["probe_steps"][j, :n] = res["steps"]
@@ -500,9 +561,10 @@ def compute_reagent(model: HookedSource, config: ReagentConfig, mlm: MaskedLM | 
 
 
 class ReagentResult(AttributionResult):
-    """ReAGent attribution. Tensors: ``importance`` [target, pos] (softmax scores, NaN outside
-    each target's context and at special tokens), its 95% interval over probes ``importance_low`` /
-    ``importance_high``, ``p_first`` (probability of ranking first) and ``tied_first`` (not distinguishable
+    """ReAGent attribution. Tensors: ``importance`` [target, pos] (the config's ``reading``: each position's mean
+    score gain over the update steps that replaced it, or the mean softmax score over probes; NaN outside
+    each target's context and at special tokens), its 95% interval ``importance_low`` / ``importance_high``,
+    ``replaced_count`` [target, pos] (update steps that replaced each position), ``p_first`` (probability of ranking first) and ``tied_first`` (not distinguishable
     from the leader) [target, pos] (see :mod:`.uncertainty`), ``probe_importance`` and ``probe_drift`` (mean
     score change per step) [target, probe, pos], ``probe_steps`` / ``probe_stopped`` [target, probe] (padded
     past ``probe_count`` [target], the probes each target used), ``target_probability`` [target]."""

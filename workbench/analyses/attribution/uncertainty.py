@@ -12,6 +12,12 @@ n probes the mean is taken over (the stopped ones):
   common part); i is tied with the leader when the lower end of that difference's 95% interval is
   <= 0. One probe gives no interval: every position is then reported as tied.
 
+The "mu" reading (:func:`step_uncertainty`) is a ratio over update steps, not a mean over probes: each
+position's mean gain over the steps that replaced it, less the mean gain of all steps. Its steps are independent draws, so the same three
+figures come from a bootstrap over steps (blocks of consecutive steps when there are more than
+``blocks``): the 95% interval is the bootstrap's 2.5-97.5% percentiles, ``p_first`` as above, and i
+is tied with the leader when the bootstrap's 2.5% percentile of leader - i is <= 0.
+
 The adaptive run (:func:`settled`) adds batches of probes until the leader stands alone (no other
 position tied with it) or the same position led after two batches in a row (the top-1 is stable); the
 tokens tied with it are then reported as tied, not resolved by more probes (that can take the cap).
@@ -73,6 +79,43 @@ def probe_uncertainty(probes: Float[Tensor, "probe pos"], *, n_boot: int = 1000,
         out["p_first"][ok] = (torch.arange(T) == leader).double()
     tied[ok.nonzero()[:, 0]] = tied_ok
     return {**{k: x.float() for k, x in out.items()}, "tied_first": tied}
+
+
+def step_uncertainty(replaced: Bool[Tensor, "step pos"], gain: Float[Tensor, " step"], attributable: Bool[Tensor, " pos"],
+                     *, n_boot: int = 1000, blocks: int = 256, seed: int = 0) -> dict[str, Tensor]:
+    """Mean gain per position over the steps that replaced it less the mean gain of every step, its 95% interval, ``p_first`` and the tied-first set,
+    by a bootstrap over steps; ``replaced_count`` [pos]. Positions never replaced, or not attributable, get NaN."""
+    N, T = replaced.shape
+    rep, g = replaced.double(), gain.double()
+    ok = attributable.cpu() & (rep.sum(0) > 0)
+    nan = torch.full((T,), float("nan"), dtype=torch.float64)
+    out = {"mean": nan.clone(), "low": nan.clone(), "high": nan.clone(), "p_first": nan.clone()}
+    tied = torch.zeros(T, dtype=torch.bool)
+    count = rep.sum(0)
+    if not ok.any():
+        return {**{k: x.float() for k, x in out.items()}, "tied_first": tied, "replaced_count": count.long()}
+    # sums per block of consecutive steps: the bootstrap's units (single steps when N <= blocks)
+    block = torch.arange(N) * min(N, blocks) // N
+    B = int(block.max()) + 1
+    sums = torch.zeros(B, T, dtype=torch.float64).index_add_(0, block, rep * g[:, None])[:, ok]
+    counts = torch.zeros(B, T, dtype=torch.float64).index_add_(0, block, rep)[:, ok]
+    total = torch.zeros(B, 2, dtype=torch.float64).index_add_(0, block, torch.stack([g, torch.ones_like(g)], 1))
+    # centred on the mean gain of every step: a position whose replacement changes nothing gets 0 (mu_i = E[g])
+    mean = sums.sum(0) / counts.sum(0) - total[:, 0].sum() / total[:, 1].sum()
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.zeros(n_boot, B, dtype=torch.float64)
+    w.scatter_add_(1, torch.randint(B, (n_boot, B), generator=gen), torch.ones(n_boot, B, dtype=torch.float64))
+    wt = w @ total
+    boot = (w @ sums) / (w @ counts) - (wt[:, 0] / wt[:, 1])[:, None]  # [n_boot, n]; NaN: a resample never replaced it
+    low, high = boot.nanquantile(0.025, 0), boot.nanquantile(0.975, 0)
+    ranked = boot.nan_to_num(nan=-math.inf)
+    top = (ranked == ranked.amax(1, keepdim=True)).double()
+    leader = int(mean.argmax())
+    tied_ok = (boot[:, leader:leader + 1] - boot).nanquantile(0.025, 0) <= 0
+    for k, v in (("mean", mean), ("low", low), ("high", high), ("p_first", (top / top.sum(1, keepdim=True)).mean(0))):
+        out[k][ok] = v
+    tied[ok.nonzero()[:, 0]] = tied_ok
+    return {**{k: x.float() for k, x in out.items()}, "tied_first": tied, "replaced_count": count.long()}
 
 
 def settled(before: dict[str, Tensor] | None, now: dict[str, Tensor]) -> bool:

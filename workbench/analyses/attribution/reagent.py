@@ -104,8 +104,8 @@ class ReagentParams:
     reading: str = "mu"  # "mu": each position's mean score gain over the update steps that replaced it (module
     #   docstring; batches of probes are added until every position was replaced MIN_REPLACED times);
     #   "softmax": the mean of softmax(scores) over the stopped probes, as the paper and Inseq
-    # add batches of n_probes probes until the top-1 is settled (uncertainty.settled). Off by default: on 3 held-out
-    # prompts of the embedded model it cost 2.35x the fixed run and two seeds agreed no better (see the README)
+    # add batches of n_probes probes until the top-1 is settled (uncertainty.settled). Off by default: at the
+    # defaults two seeds already agree on held-out prompts (benchmarks/README.md)
     adaptive: bool = False
     max_probes: int = 256  # cap on probes per target (adaptive runs, and the "mu" reading's MIN_REPLACED top-up)
     max_steps: int = 500  # update + stopping-check steps per probe at most (Inseq max_probe_steps: 3000)
@@ -620,6 +620,13 @@ class ReagentResult(AttributionResult):
                                 f"steps per probe: median {steps.median():.0f}, max {steps.max():.0f} "
                                 f"(max_steps {self.config.max_steps})"
                                 + (f"; probe forwards in {self.probe_dtype}" if self.probe_dtype else "")))
+        counts = self.tensors["replaced_count"][self.tensors["importance"].isfinite()] \
+            if "replaced_count" in self.tensors else None  # results saved before readings were named have none
+        if self.config.reading == "softmax":
+            lines.append(("reading", "the mean of softmax(scores) over the stopped probes (the paper's and Inseq's)"))
+        elif counts is not None and counts.numel():
+            lines.append(("reading", "each token's mean score gain over the update steps that replaced it, less the "
+                                     f"mean over all steps (replaced in {int(counts.min())} to {int(counts.max())} steps)"))
         if "replacer_tags" in self.meta:
             fallback = self.meta.get("replacer_fallback", [])
             tokens = self.meta["tokens"]

@@ -620,13 +620,14 @@ class ReagentResult(AttributionResult):
                                 f"steps per probe: median {steps.median():.0f}, max {steps.max():.0f} "
                                 f"(max_steps {self.config.max_steps})"
                                 + (f"; probe forwards in {self.probe_dtype}" if self.probe_dtype else "")))
-        counts = self.tensors["replaced_count"][self.tensors["importance"].isfinite()] \
+        replaced = self.tensors["replaced_count"][self.tensors["importance"].isfinite()] \
             if "replaced_count" in self.tensors else None  # results saved before readings were named have none
         if self.config.reading == "softmax":
             lines.append(("reading", "the mean of softmax(scores) over the stopped probes (the paper's and Inseq's)"))
-        elif counts is not None and counts.numel():
+        elif replaced is not None and replaced.numel():
             lines.append(("reading", "each token's mean score gain over the update steps that replaced it, less the "
-                                     f"mean over all steps (replaced in {int(counts.min())} to {int(counts.max())} steps)"))
+                                     f"mean over all steps (replaced in {int(replaced.min())} to {int(replaced.max())} "
+                                     "steps)"))
         if "replacer_tags" in self.meta:
             fallback = self.meta.get("replacer_fallback", [])
             tokens = self.meta["tokens"]

@@ -13,8 +13,8 @@ n probes the mean is taken over (the stopped ones):
   <= 0. One probe gives no interval: every position is then reported as tied.
 
 The "mu" reading (:func:`step_uncertainty`) is a ratio over update steps, not a mean over probes: each
-position's mean gain over the steps that replaced it, less the mean gain of all steps. Its steps are independent draws, so the same three
-figures come from a bootstrap over steps (blocks of consecutive steps when there are more than
+position's mean gain over the steps that replaced it, less the mean gain of all steps. Its steps are
+independent draws, so the same three figures come from a bootstrap over steps (blocks of consecutive steps when there are more than
 ``blocks``): the 95% interval is the bootstrap's 2.5-97.5% percentiles, ``p_first`` as above, and i
 is tied with the leader when the bootstrap's 2.5% percentile of leader - i is <= 0.
 
@@ -47,6 +47,21 @@ def t_quantile(df: int) -> float:
         3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
 
 
+def _resample_counts(n_boot: int, n: int, seed: int) -> Tensor:
+    """[n_boot, n]: how often each of n units is drawn in each bootstrap resample (times the units gives the
+    resampled sums at once)."""
+    gen = torch.Generator().manual_seed(seed)
+    counts = torch.zeros(n_boot, n, dtype=torch.float64)
+    return counts.scatter_add_(1, torch.randint(n, (n_boot, n), generator=gen), torch.ones(n_boot, n, dtype=torch.float64))
+
+
+def _p_first(boot: Tensor) -> Tensor:
+    """Each column's share of first places over the resamples [n_boot, pos] (a tie for first is split; NaN never leads)."""
+    ranked = boot.nan_to_num(nan=-math.inf)
+    top = (ranked == ranked.amax(1, keepdim=True)).double()
+    return (top / top.sum(1, keepdim=True)).mean(0)
+
+
 def probe_uncertainty(probes: Float[Tensor, "probe pos"], *, n_boot: int = 1000, seed: int = 0
                       ) -> dict[str, Tensor]:
     """Mean, 95% interval, probability of ranking first and the tied-first set over ``probes`` [n, pos]
@@ -67,13 +82,7 @@ def probe_uncertainty(probes: Float[Tensor, "probe pos"], *, n_boot: int = 1000,
         diff = v[:, leader:leader + 1] - v  # [n, T]
         lower = diff.mean(0) - t_quantile(n - 1) * diff.std(0) / math.sqrt(n)
         tied_ok = lower <= 0
-        # bootstrap: resampled probe counts [B, n] times the probes gives B resampled means at once
-        gen = torch.Generator().manual_seed(seed)
-        counts = torch.zeros(n_boot, n, dtype=torch.float64)
-        counts.scatter_add_(1, torch.randint(n, (n_boot, n), generator=gen), torch.ones(n_boot, n, dtype=torch.float64))
-        means = counts @ v / n  # [B, T]
-        top = (means == means.amax(1, keepdim=True)).double()
-        out["p_first"][ok] = (top / top.sum(1, keepdim=True)).mean(0)
+        out["p_first"][ok] = _p_first(_resample_counts(n_boot, n, seed) @ v / n)  # B resampled means [B, T]
     else:
         tied_ok = torch.ones(T, dtype=torch.bool)
         out["p_first"][ok] = (torch.arange(T) == leader).double()
@@ -83,15 +92,16 @@ def probe_uncertainty(probes: Float[Tensor, "probe pos"], *, n_boot: int = 1000,
 
 def step_uncertainty(replaced: Bool[Tensor, "step pos"], gain: Float[Tensor, " step"], attributable: Bool[Tensor, " pos"],
                      *, n_boot: int = 1000, blocks: int = 256, seed: int = 0) -> dict[str, Tensor]:
-    """Mean gain per position over the steps that replaced it less the mean gain of every step, its 95% interval, ``p_first`` and the tied-first set,
-    by a bootstrap over steps; ``replaced_count`` [pos]. Positions never replaced, or not attributable, get NaN."""
+    """Mean gain per position over the steps that replaced it less the mean gain of every step, its 95% interval,
+    ``p_first`` and the tied-first set, by a bootstrap over steps; ``replaced_count`` [pos]. Positions never
+    replaced, or not attributable, get NaN."""
     N, T = replaced.shape
     rep, g = replaced.double(), gain.double()
-    ok = attributable.cpu() & (rep.sum(0) > 0)
+    count = rep.sum(0)
+    ok = attributable.cpu() & (count > 0)
     nan = torch.full((T,), float("nan"), dtype=torch.float64)
     out = {"mean": nan.clone(), "low": nan.clone(), "high": nan.clone(), "p_first": nan.clone()}
     tied = torch.zeros(T, dtype=torch.bool)
-    count = rep.sum(0)
     if not ok.any():
         return {**{k: x.float() for k, x in out.items()}, "tied_first": tied, "replaced_count": count.long()}
     # sums per block of consecutive steps: the bootstrap's units (single steps when N <= blocks)
@@ -102,17 +112,13 @@ def step_uncertainty(replaced: Bool[Tensor, "step pos"], gain: Float[Tensor, " s
     total = torch.zeros(B, 2, dtype=torch.float64).index_add_(0, block, torch.stack([g, torch.ones_like(g)], 1))
     # centred on the mean gain of every step: a position whose replacement changes nothing gets 0 (mu_i = E[g])
     mean = sums.sum(0) / counts.sum(0) - total[:, 0].sum() / total[:, 1].sum()
-    gen = torch.Generator().manual_seed(seed)
-    w = torch.zeros(n_boot, B, dtype=torch.float64)
-    w.scatter_add_(1, torch.randint(B, (n_boot, B), generator=gen), torch.ones(n_boot, B, dtype=torch.float64))
+    w = _resample_counts(n_boot, B, seed)
     wt = w @ total
     boot = (w @ sums) / (w @ counts) - (wt[:, 0] / wt[:, 1])[:, None]  # [n_boot, n]; NaN: a resample never replaced it
     low, high = boot.nanquantile(0.025, 0), boot.nanquantile(0.975, 0)
-    ranked = boot.nan_to_num(nan=-math.inf)
-    top = (ranked == ranked.amax(1, keepdim=True)).double()
     leader = int(mean.argmax())
     tied_ok = (boot[:, leader:leader + 1] - boot).nanquantile(0.025, 0) <= 0
-    for k, v in (("mean", mean), ("low", low), ("high", high), ("p_first", (top / top.sum(1, keepdim=True)).mean(0))):
+    for k, v in (("mean", mean), ("low", low), ("high", high), ("p_first", _p_first(boot))):
         out[k][ok] = v
     tied[ok.nonzero()[:, 0]] = tied_ok
     return {**{k: x.float() for k, x in out.items()}, "tied_first": tied, "replaced_count": count.long()}

@@ -16,7 +16,8 @@ adaptive). Per replacer:
   mean Spearman correlation and top-3 overlap between the two seeds with a bootstrap 95% interval over words;
 * ``fallback``: with ``replacer="pos"``, the tasks where some token had no other token of its part-of-speech
   class and was replaced uniformly instead (``meta["replacer_fallback"]``), and which tokens;
-* seconds per run.
+* seconds per run;
+* ``paired_copy``: each pair of replacers on the same words, an exact McNemar test of their copy outcomes.
 
 The words are the same for every replacer (``--copy-seed``). The JSON holds every per-word outcome as well.
 """
@@ -71,6 +72,17 @@ def proportion(hits: list[bool]) -> dict:
     return {"k": k, "n": n, "rate": k / n if n else float("nan"), "ci95": [low, high]}
 
 
+def paired(a: list[bool], b: list[bool]) -> dict:
+    """Exact McNemar test on the same words: the words only ``a`` got right, only ``b`` did, and the two-sided p
+    of so uneven a split of those discordant words if the replacers did equally well."""
+    from scipy.stats import binomtest
+
+    only_a = sum(x and not y for x, y in zip(a, b, strict=True))
+    only_b = sum(y and not x for x, y in zip(a, b, strict=True))
+    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return {"only_first": only_a, "only_second": only_b, "p": float(p)}
+
+
 def run_one(model, task, replacer: str, seed: int, params: dict, bos: bool | None) -> dict:
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -114,6 +126,8 @@ def summarize(per_word: list[dict]) -> dict:
         "agree_top1": proportion([w["same_top1"] for w in per_word]),
         "spearman": {"mean": sum(spear) / len(spear), "ci95": list(bootstrap_ci(spear))},
         "top3_overlap": {"mean": sum(top3) / len(top3), "ci95": list(bootstrap_ci(top3))},
+        # the negative control: random importance ranks the word first once in as many tokens as the prompt has
+        "copy_by_chance": sum(1 / len(w["importance"][0]) for w in per_word) / len(per_word),
         "fallback_words": sum(bool(w["fallback"]) for w in per_word),
         "seconds_per_run": sum(w["seconds"] for w in per_word) / (2 * len(per_word)),
         "per_word": per_word,
@@ -200,6 +214,14 @@ def main() -> None:
         print(f"{name:12s} " + "   ".join(f"{x['k']:>3d}/{x['n']:<3d} {x['rate']:.2f} [{x['ci95'][0]:.2f}, {x['ci95'][1]:.2f}]"
                                            for x in (c, cb, g))
               + f"   {s['mean']:.2f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}] {r['seconds_per_run']:6.1f}")
+    print(f"random importance would rank the word first in {r['copy_by_chance']:.2f} of the tasks")
+    names = list(out["replacers"])
+    firsts = {r: [w["first"] for w in out["replacers"][r]["per_word"]] for r in names}
+    out["paired_copy"] = {f"{a} vs {b}": paired(firsts[a], firsts[b])
+                          for i, a in enumerate(names) for b in names[i + 1:]}
+    for pair, t in out["paired_copy"].items():
+        print(f"copy, {pair}: right only with the first {t['only_first']}, only with the second {t['only_second']}, "
+              f"exact McNemar p = {t['p']:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1, default=str) + "\n")
         print(f"wrote {args.json}")

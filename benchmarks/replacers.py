@@ -17,6 +17,7 @@ adaptive). Per replacer:
 * ``fallback``: with ``replacer="pos"``, the tasks where some token had no other token of its part-of-speech
   class and was replaced uniformly instead (``meta["replacer_fallback"]``), and which tokens;
 * seconds per run;
+* ``copy_by_chance``: the copy rate of random importance (one over the prompt's length), the negative control;
 * ``paired_copy``: each pair of replacers on the same words, an exact McNemar test of their copy outcomes.
 
 The words are the same for every replacer (``--copy-seed``). The JSON holds every per-word outcome as well.
@@ -214,8 +215,9 @@ def main() -> None:
         print(f"{name:12s} " + "   ".join(f"{x['k']:>3d}/{x['n']:<3d} {x['rate']:.2f} [{x['ci95'][0]:.2f}, {x['ci95'][1]:.2f}]"
                                            for x in (c, cb, g))
               + f"   {s['mean']:.2f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}] {r['seconds_per_run']:6.1f}")
-    print(f"random importance would rank the word first in {r['copy_by_chance']:.2f} of the tasks")
     names = list(out["replacers"])
+    print(f"random importance would rank the word first in {out['replacers'][names[0]]['copy_by_chance']:.2f} "
+          "of the tasks")
     firsts = {r: [w["first"] for w in out["replacers"][r]["per_word"]] for r in names}
     out["paired_copy"] = {f"{a} vs {b}": paired(firsts[a], firsts[b])
                           for i, a in enumerate(names) for b in names[i + 1:]}

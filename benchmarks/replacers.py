@@ -17,8 +17,10 @@ adaptive). Per replacer:
 * ``fallback``: with ``replacer="pos"``, the tasks where some token had no other token of its part-of-speech
   class and was replaced uniformly instead (``meta["replacer_fallback"]``), and which tokens;
 * seconds per run;
-* ``copy_by_chance``: the copy rate of random importance (one over the prompt's length), the negative control;
 * ``paired_copy``: each pair of replacers on the same words, an exact McNemar test of their copy outcomes.
+
+Beside them, ``copy_by_chance``: the copy rate of random importance (one over the prompt's length), the negative
+control.
 
 The words are the same for every replacer (``--copy-seed``). The JSON holds every per-word outcome as well.
 """
@@ -32,6 +34,7 @@ import platform
 import random
 import time
 import warnings
+from itertools import combinations
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -127,8 +130,6 @@ def summarize(per_word: list[dict]) -> dict:
         "agree_top1": proportion([w["same_top1"] for w in per_word]),
         "spearman": {"mean": sum(spear) / len(spear), "ci95": list(bootstrap_ci(spear))},
         "top3_overlap": {"mean": sum(top3) / len(top3), "ci95": list(bootstrap_ci(top3))},
-        # the negative control: random importance ranks the word first once in as many tokens as the prompt has
-        "copy_by_chance": sum(1 / len(w["importance"][0]) for w in per_word) / len(per_word),
         "fallback_words": sum(bool(w["fallback"]) for w in per_word),
         "seconds_per_run": sum(w["seconds"] for w in per_word) / (2 * len(per_word)),
         "per_word": per_word,
@@ -215,12 +216,11 @@ def main() -> None:
         print(f"{name:12s} " + "   ".join(f"{x['k']:>3d}/{x['n']:<3d} {x['rate']:.2f} [{x['ci95'][0]:.2f}, {x['ci95'][1]:.2f}]"
                                            for x in (c, cb, g))
               + f"   {s['mean']:.2f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}] {r['seconds_per_run']:6.1f}")
-    names = list(out["replacers"])
-    print(f"random importance would rank the word first in {out['replacers'][names[0]]['copy_by_chance']:.2f} "
-          "of the tasks")
-    firsts = {r: [w["first"] for w in out["replacers"][r]["per_word"]] for r in names}
-    out["paired_copy"] = {f"{a} vs {b}": paired(firsts[a], firsts[b])
-                          for i, a in enumerate(names) for b in names[i + 1:]}
+    # the negative control, one figure for the word list: random importance ranks W first once in n_prompt tokens
+    out["copy_by_chance"] = sum(1 / len(by_key[w, args.replacers[0]]["importance"][0]) for w in words) / len(words)
+    print(f"random importance would rank the word first in {out['copy_by_chance']:.2f} of the tasks")
+    firsts = {r: [w["first"] for w in out["replacers"][r]["per_word"]] for r in args.replacers}
+    out["paired_copy"] = {f"{a} vs {b}": paired(firsts[a], firsts[b]) for a, b in combinations(args.replacers, 2)}
     for pair, t in out["paired_copy"].items():
         print(f"copy, {pair}: right only with the first {t['only_first']}, only with the second {t['only_second']}, "
               f"exact McNemar p = {t['p']:.2f}")
